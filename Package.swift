@@ -1,0 +1,44 @@
+// swift-tools-version:6.0
+// graft: change a running Linux process without restarting it (jump patches, hooks, step traces).
+import PackageDescription
+
+let package = Package(
+    name: "graft",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "GraftKit", targets: ["GraftKit"]),
+        .executable(name: "graft", targets: ["graft"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // C: only what Swift cannot import (variadic ptrace, wait macros, gettid, process_vm_*).
+        .target(name: "CGraftShim"),
+        .systemLibrary(name: "CLibunwind", pkgConfig: "libunwind-ptrace",
+                       providers: [.apt(["libunwind-dev"])]),
+        .systemLibrary(name: "CCapstone", pkgConfig: "capstone",
+                       providers: [.apt(["libcapstone-dev"])]),
+        // Errors and small shared value types used by every layer.
+        .target(name: "GraftCore"),
+        // Architectures as data + pure encoders/decoders: bytes in, bytes out.
+        .target(name: "GraftMachine", dependencies: ["GraftCore", "CCapstone"]),
+        // ELF files, /proc/PID/maps, symbol index, the location grammar. Never touches a process.
+        .target(name: "GraftELF", dependencies: ["GraftCore"]),
+        // Process control. The ONLY module that calls ptrace/waitpid.
+        .target(name: "GraftPtrace", dependencies: ["GraftCore", "CGraftShim"]),
+        // The engine: patches + journal (later hooks, tracer, unwinder).
+        .target(name: "GraftKit", dependencies: ["GraftCore", "GraftMachine", "GraftELF", "GraftPtrace", "CLibunwind"]),
+        // The CLI: one file per command, no logic of its own.
+        .executableTarget(name: "graft", dependencies: [
+            "GraftKit", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .target(name: "TestSupport", dependencies: ["GraftCore", "CGraftShim"], path: "Tests/TestSupport"),
+        .testTarget(name: "GraftMachineTests", dependencies: ["GraftMachine"]),
+        .testTarget(name: "GraftELFTests", dependencies: ["GraftELF", "TestSupport"]),
+        .testTarget(name: "GraftPtraceTests", dependencies: ["GraftPtrace", "TestSupport"]),
+        .testTarget(name: "GraftKitTests", dependencies: ["GraftKit", "TestSupport"]),
+        .testTarget(name: "GraftCLITests", dependencies: ["TestSupport"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,1 @@
+int graft_shim_placeholder(void) { return 0; }

@@ -1,0 +1,158 @@
+import Glibc
+
+/// Every error graft reports, one case per cause. `description` is the one-line message the CLI prints
+/// after `graft: error: `; it names the thing, the cause, and where possible what to do next.
+public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
+    // Processes and permissions
+    case noSuchProcess(pid: Int32)
+    case zombie(pid: Int32)
+    case permissionDenied(pid: Int32, reason: String)
+    case alreadyTraced(pid: Int32, tracer: Int32, tracerName: String)
+    case processExited(pid: Int32, status: String)
+    case threadVanished(tid: Int32)
+    case systemCall(name: String, errno: Int32, context: String)
+    case remoteSyscallFailed(name: String, errno: Int32)
+
+    // Symbols and locations
+    case invalidLocation(text: String, reason: String)
+    case moduleNotFound(name: String, available: [String])
+    case ambiguousModule(name: String, candidates: [String])
+    case symbolNotFound(name: String, module: String?, suggestions: [String])
+    case ambiguousSymbol(name: String, candidates: [String])
+    case noSymbolAt(address: UInt64)
+    case elfFormat(path: String, reason: String)
+
+    // Memory and code
+    case addressNotMapped(address: UInt64)
+    case addressNotExecutable(address: UInt64, mapping: String)
+    case notInstructionBoundary(address: UInt64, function: String, previous: UInt64, next: UInt64)
+    case undecodableInstruction(address: UInt64, function: String)
+    case functionTooShort(function: String, size: Int, needed: Int)
+    case threadInsidePatch(tid: Int32, pc: UInt64)
+    case returnAddressInsidePatch(tid: Int32, returnAddress: UInt64)
+    case branchIntoPatch(from: UInt64, to: UInt64, function: String)
+    case unexpectedBytes(address: UInt64, expected: [UInt8], found: [UInt8], hint: String)
+    case alreadyPatched(address: UInt64, id: Int, function: String)
+    case targetNotExecutable(address: UInt64, mapping: String)
+
+    // Journal
+    case patchNotFound(id: Int, pid: Int32)
+    case journal(path: String, reason: String)
+
+    // Catch-all for usage errors found after parsing.
+    case usage(String)
+
+    public var description: String {
+        switch self {
+        case .noSuchProcess(let pid):
+            return "no process with PID \(pid) (check the PID with `ps -p \(pid)`)"
+        case .zombie(let pid):
+            return "process \(pid) is a zombie: it has exited and waits for its parent to reap it"
+        case .permissionDenied(let pid, let reason):
+            return "permission denied to trace process \(pid): \(reason)"
+        case .alreadyTraced(let pid, let tracer, let name):
+            return "process \(pid) is already traced by \(tracer) (\(name)); detach that tracer first"
+        case .processExited(let pid, let status):
+            return "process \(pid) exited during the operation (\(status))"
+        case .threadVanished(let tid):
+            return "thread \(tid) vanished during the operation"
+        case .systemCall(let name, let err, let context):
+            return "\(name) failed for \(context): \(Errno.describe(err))"
+        case .remoteSyscallFailed(let name, let err):
+            return "\(name) inside the target failed: \(Errno.describe(err))"
+        case .invalidLocation(let text, let reason):
+            return "invalid location '\(text)': \(reason) (use NAME, MODULE:NAME, LOCATION+OFFSET or 0xADDRESS)"
+        case .moduleNotFound(let name, let available):
+            let list = available.prefix(8).joined(separator: ", ")
+            return "no module '\(name)' is mapped in the process" + (list.isEmpty ? "" : "; mapped: \(list)\(available.count > 8 ? ", …" : "")")
+        case .ambiguousModule(let name, let candidates):
+            return "module '\(name)' matches several mapped files: \(candidates.joined(separator: ", ")); give the full file name"
+        case .symbolNotFound(let name, let module, let suggestions):
+            let whereText = module.map { " in \($0)" } ?? ""
+            let hint = suggestions.isEmpty ? "" : "; did you mean \(suggestions.prefix(5).joined(separator: ", "))?"
+            return "no function '\(name)'\(whereText)\(hint)"
+        case .ambiguousSymbol(let name, let candidates):
+            return "'\(name)' is defined in several modules: \(candidates.joined(separator: ", ")); name one as MODULE:\(name)"
+        case .noSymbolAt(let address):
+            return "no function symbol covers \(hex(address)); graft cannot check the instruction boundary or the function size there"
+        case .elfFormat(let path, let reason):
+            return "cannot read ELF file \(path): \(reason)"
+        case .addressNotMapped(let address):
+            return "address \(hex(address)) is not mapped in the process"
+        case .addressNotExecutable(let address, let mapping):
+            return "address \(hex(address)) is not in an executable file mapping (\(mapping))"
+        case .notInstructionBoundary(let address, let function, let previous, let next):
+            return "\(hex(address)) is not an instruction boundary in \(function) (instructions start at \(hex(previous)) and \(hex(next)))"
+        case .undecodableInstruction(let address, let function):
+            return "cannot decode the instruction at \(hex(address)) in \(function)"
+        case .functionTooShort(let function, let size, let needed):
+            return "\(function) is \(size) byte\(size == 1 ? "" : "s") long from the patch point, the patch needs \(needed); refusing to spill into the next function"
+        case .threadInsidePatch(let tid, let pc):
+            return "thread \(tid) is executing inside the bytes to be overwritten (pc \(hex(pc))) and could not be stepped out; try again"
+        case .returnAddressInsidePatch(let tid, let ret):
+            return "thread \(tid) has a return address \(hex(ret)) inside the bytes to be overwritten; try again when that call has returned"
+        case .branchIntoPatch(let from, let to, let function):
+            return "the branch at \(hex(from)) in \(function) jumps to \(hex(to)), inside the bytes to be overwritten"
+        case .unexpectedBytes(let address, let expected, let found, let hint):
+            return "the bytes at \(hex(address)) are \(hexBytes(found)), expected \(hexBytes(expected))\(hint.isEmpty ? "" : "; \(hint)")"
+        case .alreadyPatched(let address, let id, let function):
+            return "\(function) at \(hex(address)) is already patched by graft (patch \(id)); run `graft unpatch \(id)` first"
+        case .targetNotExecutable(let address, let mapping):
+            return "jump target \(hex(address)) is not in an executable mapping (\(mapping))"
+        case .patchNotFound(let id, let pid):
+            return "no patch \(id) recorded for process \(pid) (see `graft list -p \(pid)`)"
+        case .journal(let path, let reason):
+            return "journal \(path): \(reason)"
+        case .usage(let text):
+            return text
+        }
+    }
+}
+
+/// `0x` + lowercase hex, the format of every address graft prints.
+public func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
+
+/// Bytes as space-separated lowercase hex pairs: `e9 12 34 56 78`.
+public func hexBytes(_ bytes: [UInt8]) -> String {
+    bytes.map { $0 < 16 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined(separator: " ")
+}
+
+/// Bytes as one lowercase hex string without separators, the JSON form: `e912345678`.
+public func hexString(_ bytes: [UInt8]) -> String {
+    bytes.map { $0 < 16 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+}
+
+/// Parses `e912345678` or `e9 12 34` back into bytes.
+public func bytes(fromHex text: String) -> [UInt8]? {
+    let digits = text.filter { !$0.isWhitespace }
+    guard digits.count % 2 == 0 else { return nil }
+    var out: [UInt8] = []
+    out.reserveCapacity(digits.count / 2)
+    var index = digits.startIndex
+    while index < digits.endIndex {
+        let next = digits.index(index, offsetBy: 2)
+        guard let byte = UInt8(digits[index..<next], radix: 16) else { return nil }
+        out.append(byte)
+        index = next
+    }
+    return out
+}
+
+/// errno values by name: graft never prints a bare errno number.
+public enum Errno {
+    private static let names: [Int32: String] = [
+        EPERM: "EPERM", ENOENT: "ENOENT", ESRCH: "ESRCH", EINTR: "EINTR", EIO: "EIO", ENXIO: "ENXIO",
+        E2BIG: "E2BIG", ENOEXEC: "ENOEXEC", EBADF: "EBADF", ECHILD: "ECHILD", EAGAIN: "EAGAIN",
+        ENOMEM: "ENOMEM", EACCES: "EACCES", EFAULT: "EFAULT", EBUSY: "EBUSY", EEXIST: "EEXIST",
+        ENODEV: "ENODEV", ENOTDIR: "ENOTDIR", EISDIR: "EISDIR", EINVAL: "EINVAL", ENFILE: "ENFILE",
+        EMFILE: "EMFILE", ENOSPC: "ENOSPC", ESPIPE: "ESPIPE", EROFS: "EROFS", EPIPE: "EPIPE",
+        ERANGE: "ERANGE", ENOSYS: "ENOSYS", ENOTSUP: "ENOTSUP", ETIMEDOUT: "ETIMEDOUT", ENAMETOOLONG: "ENAMETOOLONG",
+    ]
+
+    /// `ESRCH (No such process)`.
+    public static func describe(_ code: Int32) -> String {
+        let text = String(cString: strerror(code))
+        if let name = names[code] { return "\(name) (\(text))" }
+        return text
+    }
+}

@@ -1,0 +1,2 @@
+import GraftCore
+import CLibunwind
