@@ -33,7 +33,7 @@ let package = Package(
         .executableTarget(name: "graft", dependencies: [
             "GraftKit", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .target(name: "TestSupport", dependencies: ["GraftCore", "CGraftShim"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["GraftCore"], path: "Tests/TestSupport"),
         .testTarget(name: "GraftMachineTests", dependencies: ["GraftMachine"]),
         .testTarget(name: "GraftELFTests", dependencies: ["GraftELF", "TestSupport"]),
         .testTarget(name: "GraftPtraceTests", dependencies: ["GraftPtrace", "TestSupport"]),

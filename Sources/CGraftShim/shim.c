@@ -1,1 +1,136 @@
-int graft_shim_placeholder(void) { return 0; }
+#define _GNU_SOURCE
+#include "graft_shim.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stddef.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+// The numbers in the header must be the kernel's.
+_Static_assert(GRAFT_PTRACE_SEIZE == PTRACE_SEIZE, "PTRACE_SEIZE");
+_Static_assert(GRAFT_PTRACE_INTERRUPT == PTRACE_INTERRUPT, "PTRACE_INTERRUPT");
+_Static_assert(GRAFT_PTRACE_LISTEN == PTRACE_LISTEN, "PTRACE_LISTEN");
+_Static_assert(GRAFT_PTRACE_GETEVENTMSG == PTRACE_GETEVENTMSG, "PTRACE_GETEVENTMSG");
+_Static_assert(GRAFT_PTRACE_GETSIGINFO == PTRACE_GETSIGINFO, "PTRACE_GETSIGINFO");
+_Static_assert(GRAFT_PTRACE_SETOPTIONS == PTRACE_SETOPTIONS, "PTRACE_SETOPTIONS");
+_Static_assert(GRAFT_PTRACE_POKETEXT == PTRACE_POKETEXT, "PTRACE_POKETEXT");
+_Static_assert(GRAFT_PTRACE_PEEKTEXT == PTRACE_PEEKTEXT, "PTRACE_PEEKTEXT");
+_Static_assert(GRAFT_PTRACE_PEEKUSER == PTRACE_PEEKUSER, "PTRACE_PEEKUSER");
+_Static_assert(GRAFT_PTRACE_POKEUSER == PTRACE_POKEUSER, "PTRACE_POKEUSER");
+_Static_assert(GRAFT_PTRACE_GETREGS == PTRACE_GETREGS, "PTRACE_GETREGS");
+_Static_assert(GRAFT_PTRACE_SETREGS == PTRACE_SETREGS, "PTRACE_SETREGS");
+_Static_assert(GRAFT_PTRACE_SINGLESTEP == PTRACE_SINGLESTEP, "PTRACE_SINGLESTEP");
+_Static_assert(GRAFT_PTRACE_CONT == PTRACE_CONT, "PTRACE_CONT");
+_Static_assert(GRAFT_PTRACE_DETACH == PTRACE_DETACH, "PTRACE_DETACH");
+_Static_assert(GRAFT_PTRACE_ATTACH == PTRACE_ATTACH, "PTRACE_ATTACH");
+_Static_assert(GRAFT_PTRACE_SYSCALL == PTRACE_SYSCALL, "PTRACE_SYSCALL");
+_Static_assert(GRAFT_PTRACE_KILL == PTRACE_KILL, "PTRACE_KILL");
+_Static_assert(GRAFT_PTRACE_O_TRACECLONE == PTRACE_O_TRACECLONE, "PTRACE_O_TRACECLONE");
+_Static_assert(GRAFT_PTRACE_O_TRACEFORK == PTRACE_O_TRACEFORK, "PTRACE_O_TRACEFORK");
+_Static_assert(GRAFT_PTRACE_O_TRACEVFORK == PTRACE_O_TRACEVFORK, "PTRACE_O_TRACEVFORK");
+_Static_assert(GRAFT_PTRACE_O_TRACEEXEC == PTRACE_O_TRACEEXEC, "PTRACE_O_TRACEEXEC");
+_Static_assert(GRAFT_PTRACE_O_TRACEEXIT == PTRACE_O_TRACEEXIT, "PTRACE_O_TRACEEXIT");
+_Static_assert(GRAFT_PTRACE_O_TRACESYSGOOD == PTRACE_O_TRACESYSGOOD, "PTRACE_O_TRACESYSGOOD");
+_Static_assert(GRAFT_PTRACE_O_EXITKILL == PTRACE_O_EXITKILL, "PTRACE_O_EXITKILL");
+_Static_assert(GRAFT_PTRACE_EVENT_CLONE == PTRACE_EVENT_CLONE, "PTRACE_EVENT_CLONE");
+_Static_assert(GRAFT_PTRACE_EVENT_FORK == PTRACE_EVENT_FORK, "PTRACE_EVENT_FORK");
+_Static_assert(GRAFT_PTRACE_EVENT_EXEC == PTRACE_EVENT_EXEC, "PTRACE_EVENT_EXEC");
+_Static_assert(GRAFT_PTRACE_EVENT_EXIT == PTRACE_EVENT_EXIT, "PTRACE_EVENT_EXIT");
+_Static_assert(GRAFT_PTRACE_EVENT_STOP == PTRACE_EVENT_STOP, "PTRACE_EVENT_STOP");
+_Static_assert(GRAFT_WALL == __WALL, "__WALL");
+
+long graft_ptrace(long request, pid_t pid, uint64_t addr, uint64_t data) {
+    return ptrace((enum __ptrace_request)request, pid, (void *)addr, (void *)data);
+}
+
+int graft_peektext(pid_t pid, uint64_t addr, uint64_t *out) {
+    errno = 0;
+    long word = ptrace(PTRACE_PEEKTEXT, pid, (void *)addr, NULL);
+    if (word == -1 && errno != 0) return -1;
+    *out = (uint64_t)word;
+    return 0;
+}
+
+int graft_peekuser(pid_t pid, uint64_t offset, uint64_t *out) {
+    errno = 0;
+    long word = ptrace(PTRACE_PEEKUSER, pid, (void *)offset, NULL);
+    if (word == -1 && errno != 0) return -1;
+    *out = (uint64_t)word;
+    return 0;
+}
+
+uint64_t graft_debugreg_offset(int index) {
+    return offsetof(struct user, u_debugreg) + (uint64_t)index * sizeof(((struct user *)0)->u_debugreg[0]);
+}
+
+int graft_getregs(pid_t pid, struct user_regs_struct *regs) {
+    return (int)ptrace(PTRACE_GETREGS, pid, NULL, regs);
+}
+
+int graft_setregs(pid_t pid, const struct user_regs_struct *regs) {
+    return (int)ptrace(PTRACE_SETREGS, pid, NULL, (void *)regs);
+}
+
+int graft_geteventmsg(pid_t pid, unsigned long *msg) {
+    return (int)ptrace(PTRACE_GETEVENTMSG, pid, NULL, msg);
+}
+
+pid_t graft_waitpid(pid_t pid, int *status, int flags) {
+    pid_t r;
+    do {
+        r = waitpid(pid, status, __WALL | flags);
+    } while (r == -1 && errno == EINTR);
+    return r;
+}
+
+pid_t graft_gettid(void) { return (pid_t)syscall(SYS_gettid); }
+
+int graft_tgkill(pid_t tgid, pid_t tid, int sig) { return (int)syscall(SYS_tgkill, tgid, tid, sig); }
+
+ssize_t graft_process_vm_read(pid_t pid, void *local, uint64_t remote, size_t length) {
+    struct iovec l = {.iov_base = local, .iov_len = length};
+    struct iovec r = {.iov_base = (void *)remote, .iov_len = length};
+    return process_vm_readv(pid, &l, 1, &r, 1, 0);
+}
+
+int graft_pin_current_thread(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return sched_setaffinity(0, sizeof(set), &set);
+}
+
+int graft_current_cpu(void) { return sched_getcpu(); }
+
+uint64_t graft_monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+#include <signal.h>
+static volatile sig_atomic_t graft_deferred = 0;
+static void graft_record_signal(int sig) {
+    if (graft_deferred == 0) graft_deferred = sig;
+}
+int graft_defer_termination_signals(void) {
+    struct sigaction action = {0};
+    action.sa_handler = graft_record_signal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    int signals[] = {SIGINT, SIGTERM, SIGHUP};
+    for (unsigned i = 0; i < sizeof(signals) / sizeof(signals[0]); i++) {
+        if (sigaction(signals[i], &action, NULL) != 0) return -1;
+    }
+    return 0;
+}
+int graft_deferred_signal(void) { return graft_deferred; }
+void graft_restore_termination_signals(void) {
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
+}

@@ -1,4 +1,107 @@
+// CGraftShim: only what Swift cannot import directly.
+// - ptrace(2) is variadic in glibc: Swift cannot call it. graft_ptrace() takes fixed arguments.
+// - WIFSTOPPED & co. are macros: exported as static inline functions.
+// - gettid, tgkill, process_vm_readv and the CPU_SET macros are not visible through Glibc's module.
+// <sys/ptrace.h> stays out of this header (its variadic prototype and enum clash with <linux/ptrace.h>);
+// the request and option numbers are repeated here and checked with _Static_assert in shim.c.
 #ifndef GRAFT_SHIM_H
 #define GRAFT_SHIM_H
-int graft_shim_placeholder(void);
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+
+enum {
+    GRAFT_PTRACE_PEEKTEXT = 1,
+    GRAFT_PTRACE_POKETEXT = 4,
+    GRAFT_PTRACE_PEEKUSER = 3,
+    GRAFT_PTRACE_POKEUSER = 6,
+    GRAFT_PTRACE_CONT = 7,
+    GRAFT_PTRACE_KILL = 8,
+    GRAFT_PTRACE_SINGLESTEP = 9,
+    GRAFT_PTRACE_GETREGS = 12,
+    GRAFT_PTRACE_SETREGS = 13,
+    GRAFT_PTRACE_GETFPREGS = 14,
+    GRAFT_PTRACE_SETFPREGS = 15,
+    GRAFT_PTRACE_ATTACH = 16,
+    GRAFT_PTRACE_DETACH = 17,
+    GRAFT_PTRACE_SYSCALL = 24,
+    GRAFT_PTRACE_SETOPTIONS = 0x4200,
+    GRAFT_PTRACE_GETEVENTMSG = 0x4201,
+    GRAFT_PTRACE_GETSIGINFO = 0x4202,
+    GRAFT_PTRACE_SETSIGINFO = 0x4203,
+    GRAFT_PTRACE_SEIZE = 0x4206,
+    GRAFT_PTRACE_INTERRUPT = 0x4207,
+    GRAFT_PTRACE_LISTEN = 0x4208,
+};
+
+enum {
+    GRAFT_PTRACE_O_TRACESYSGOOD = 1,
+    GRAFT_PTRACE_O_TRACEFORK = 1 << 1,
+    GRAFT_PTRACE_O_TRACEVFORK = 1 << 2,
+    GRAFT_PTRACE_O_TRACECLONE = 1 << 3,
+    GRAFT_PTRACE_O_TRACEEXEC = 1 << 4,
+    GRAFT_PTRACE_O_TRACEVFORKDONE = 1 << 5,
+    GRAFT_PTRACE_O_TRACEEXIT = 1 << 6,
+    GRAFT_PTRACE_O_EXITKILL = 1 << 20,
+};
+
+enum {
+    GRAFT_PTRACE_EVENT_FORK = 1,
+    GRAFT_PTRACE_EVENT_VFORK = 2,
+    GRAFT_PTRACE_EVENT_CLONE = 3,
+    GRAFT_PTRACE_EVENT_EXEC = 4,
+    GRAFT_PTRACE_EVENT_VFORK_DONE = 5,
+    GRAFT_PTRACE_EVENT_EXIT = 6,
+    GRAFT_PTRACE_EVENT_STOP = 128,
+};
+
+/// waitpid's __WALL: wait for clone children (threads) too.
+enum { GRAFT_WALL = 0x40000000 };
+
+/// ptrace(request, pid, addr, data). Returns the kernel's result, or -1 with errno set. For PEEK*
+/// requests use graft_peek*, which tell a -1 word from an error.
+long graft_ptrace(long request, pid_t pid, uint64_t addr, uint64_t data);
+/// PTRACE_PEEKTEXT: 0 and the word in *out, or -1 with errno set.
+int graft_peektext(pid_t pid, uint64_t addr, uint64_t *out);
+/// PTRACE_PEEKUSER at a byte offset into struct user.
+int graft_peekuser(pid_t pid, uint64_t offset, uint64_t *out);
+/// Byte offset of u_debugreg[index] in struct user (hardware breakpoints, DR0–DR7).
+uint64_t graft_debugreg_offset(int index);
+int graft_getregs(pid_t pid, struct user_regs_struct *regs);
+int graft_setregs(pid_t pid, const struct user_regs_struct *regs);
+int graft_geteventmsg(pid_t pid, unsigned long *msg);
+/// waitpid(pid, status, __WALL | flags), retried on EINTR.
+pid_t graft_waitpid(pid_t pid, int *status, int flags);
+
+pid_t graft_gettid(void);
+int graft_tgkill(pid_t tgid, pid_t tid, int sig);
+/// process_vm_readv for one contiguous range. Returns bytes read or -1 with errno.
+ssize_t graft_process_vm_read(pid_t pid, void *local, uint64_t remote, size_t length);
+/// Pin the calling thread to one CPU (sched_setaffinity with CPU_SET); -1 with errno on failure.
+int graft_pin_current_thread(int cpu);
+/// The CPU the calling thread runs on now.
+int graft_current_cpu(void);
+/// Monotonic clock in nanoseconds.
+uint64_t graft_monotonic_ns(void);
+
+/// Installs handlers for SIGINT, SIGTERM and SIGHUP that only record the signal, so an operation
+/// that must not be cut in half (a multi-word code write) finishes first. 0 on success.
+int graft_defer_termination_signals(void);
+/// The first deferred signal received, or 0.
+int graft_deferred_signal(void);
+/// Puts the default disposition back for the deferred signals.
+void graft_restore_termination_signals(void);
+
+static inline int graft_wifstopped(int status) { return WIFSTOPPED(status); }
+static inline int graft_wifexited(int status) { return WIFEXITED(status); }
+static inline int graft_wifsignaled(int status) { return WIFSIGNALED(status); }
+static inline int graft_wstopsig(int status) { return WSTOPSIG(status); }
+static inline int graft_wexitstatus(int status) { return WEXITSTATUS(status); }
+static inline int graft_wtermsig(int status) { return WTERMSIG(status); }
+static inline int graft_wcoredump(int status) { return WCOREDUMP(status); }
+/// The PTRACE_EVENT_* number in a stop status (status >> 16), 0 for a plain stop.
+static inline int graft_wevent(int status) { return (status >> 16) & 0xff; }
+
 #endif

@@ -1,0 +1,109 @@
+import GraftCore
+import GraftELF
+import GraftMachine
+
+// The JSON objects graft prints with --json, one per line, each with an "event" key. Addresses and
+// byte strings are hex strings. Scripts are written against these keys: add, never rename.
+
+extension Instruction {
+    /// `{"address":"0x…","bytes":"…","text":"jmp 0x…"}`
+    public var json: JSON {
+        .object([("address", .string(hex(address))), ("bytes", .string(hexString(bytes))), ("text", .string(text))])
+    }
+}
+
+extension ResolvedLocation {
+    public func symbolJSON() -> JSON {
+        .object([
+            ("event", "symbol"),
+            ("address", .string(hex(address))),
+            ("size", .uint(symbol?.size ?? 0)),
+            ("module", .string(module?.name ?? "")),
+            ("path", .string(module?.path ?? "")),
+            ("name", .string(symbol?.name ?? "")),
+        ])
+    }
+}
+
+extension PatchOutcome {
+    public var json: JSON {
+        var fields: [(String, JSON)] = [
+            ("event", "patch"),
+            ("dry_run", .bool(dryRun)),
+            ("pid", .int(Int64(plan.instance.pid))),
+        ]
+        if let record { fields.append(("id", .int(Int64(record.id)))) }
+        fields += [
+            ("address", .string(hex(plan.address))),
+            ("function", .string(plan.location.description)),
+            ("module", .string(plan.modulePath)),
+            ("kind", .string({ if case .jump = plan.action { return "jump" } else { return "return" } }())),
+        ]
+        switch plan.action {
+        case .jump:
+            fields.append(("target", .string(plan.target?.description ?? "")))
+            fields.append(("target_address", .string(plan.target.map { hex($0.address) } ?? "")))
+        case .returnValue(let value):
+            fields.append(("return_value", .int(value)))
+        }
+        fields += [
+            ("encoding", .string(plan.encoding)),
+            ("kept_endbr64", .bool(plan.keptEndbr64)),
+            ("original_bytes", .string(hexString(plan.originalBytes))),
+            ("new_bytes", .string(hexString(plan.newBytes))),
+            ("original_instructions", .array(plan.originalInstructions.map(\.json))),
+            ("new_instructions", .array(plan.newInstructions.map(\.json))),
+            ("checks", .array(plan.checks.map { .string($0) })),
+        ]
+        if !dryRun {
+            fields += [
+                ("threads", .int(Int64(threadCount))),
+                ("stepped_threads", .array(steppedThreads.map { .int(Int64($0)) })),
+                ("stop_window_ns", .uint(stopWindowNanoseconds)),
+            ]
+        }
+        return .object(fields)
+    }
+}
+
+extension PatchRecord {
+    var jsonFields: [(String, JSON)] {
+        var fields: [(String, JSON)] = [
+            ("id", .int(Int64(id))),
+            ("address", .string(address)),
+            ("function", .string(function)),
+            ("module", .string(module)),
+            ("kind", .string(kind)),
+        ]
+        if let target { fields.append(("target", .string(target))) }
+        if let targetAddress { fields.append(("target_address", .string(targetAddress))) }
+        if let returnValue { fields.append(("return_value", .int(returnValue))) }
+        fields += [
+            ("original_bytes", .string(originalBytes)),
+            ("new_bytes", .string(newBytes)),
+            ("applied_at", .string(appliedAt)),
+        ]
+        if let revertedAt { fields.append(("reverted_at", .string(revertedAt))) }
+        return fields
+    }
+}
+
+extension PatchStatus {
+    public func json(pid: Int32) -> JSON {
+        .object([("event", "patch-status"), ("pid", .int(Int64(pid)))] + record.jsonFields + [
+            ("state", .string(state.rawValue)),
+            ("journal_state", .string(record.state.rawValue)),
+            ("memory_bytes", .string(hexString(memoryBytes))),
+        ])
+    }
+}
+
+extension UnpatchResult {
+    public func json(pid: Int32) -> JSON {
+        var fields: [(String, JSON)] = [("event", "unpatch"), ("pid", .int(Int64(pid)))] + record.jsonFields
+        fields.append(("outcome", .string(outcome.rawValue)))
+        if let message { fields.append(("message", .string(message))) }
+        fields.append(("stepped_threads", .array(steppedThreads.map { .int(Int64($0)) })))
+        return .object(fields)
+    }
+}

@@ -1,0 +1,224 @@
+import GraftCore
+import GraftELF
+import GraftMachine
+import GraftPtrace
+
+/// A journal entry checked against the process's memory now.
+public struct PatchStatus: Sendable {
+    public enum State: String, Sendable {
+        /// Memory holds graft's bytes.
+        case applied
+        /// Memory holds the original bytes and the journal says graft reverted it.
+        case reverted
+        /// Memory holds the original bytes although the journal says applied: someone restored it.
+        case notPresent = "not-present"
+        /// Memory holds neither: someone else changed the code.
+        case changed
+    }
+    public let record: PatchRecord
+    public let state: State
+    public let memoryBytes: [UInt8]
+}
+
+/// What `unpatch` did to one patch.
+public struct UnpatchResult: Sendable {
+    public enum Outcome: String, Sendable {
+        case reverted
+        /// Already reverted: nothing to do.
+        case alreadyReverted = "already-reverted"
+        /// Memory no longer holds graft's bytes: left untouched.
+        case changed
+        case failed
+    }
+    public let record: PatchRecord
+    public let outcome: Outcome
+    public let message: String?
+    public let steppedThreads: [Int32]
+}
+
+/// graft's operations on a live process, as a Swift program calls them. The CLI is a thin layer on top.
+public struct Graft: Sendable {
+    public var journal: Journal
+
+    public init(journal: Journal = Journal()) {
+        self.journal = journal
+    }
+
+    // MARK: - Symbols
+
+    /// Functions mapped in the process whose name matches the glob `pattern` (all when nil).
+    public func symbols(pid: Int32, matching pattern: String?) throws -> [ResolvedLocation] {
+        try ProcFS.preflightExists(pid)
+        return try SymbolIndex(pid: pid).functions(matching: pattern)
+    }
+
+    // MARK: - Patch
+
+    /// Computes and checks a patch without stopping the target or writing anything.
+    public func preparePatch(pid: Int32, location: String, action: PatchAction) throws -> PatchPlan {
+        let instance = try ProcessInstance.current(pid)
+        return try preparePatch(instance: instance, contents: journal.load(instance), location: location, action: action)
+    }
+
+    private func preparePatch(instance: ProcessInstance, contents: JournalContents, location: String, action: PatchAction) throws -> PatchPlan {
+        try ProcFS.preflightExists(instance.pid)
+        let index = try SymbolIndex(pid: instance.pid)
+        let planner = PatchPlanner(
+            instance: instance, index: index, journal: contents, disassembler: try Disassembler(.x86_64),
+            readMemory: { try ProcessMemory.read(pid: instance.pid, at: $0, count: $1) })
+        return try planner.plan(location: location, action: action)
+    }
+
+    /// Prepares, checks and applies a patch with every thread stopped, and records it in the journal.
+    /// With `dryRun` it stops after the checks and writes nothing.
+    public func patch(pid: Int32, location: String, action: PatchAction, dryRun: Bool = false) throws -> PatchOutcome {
+        let instance = try ProcessInstance.current(pid)
+        return try journal.withLock(instance) {
+            var contents = try journal.load(instance)
+            let plan = try preparePatch(instance: instance, contents: contents, location: location, action: action)
+            if dryRun {
+                return PatchOutcome(plan: plan, record: nil, dryRun: true, steppedThreads: [], threadCount: 0, stopWindowNanoseconds: 0)
+            }
+            // Record the intent first: if graft dies mid-way, `list` still knows where to look.
+            var record = PatchRecord(
+                id: contents.nextID, address: hex(plan.address), function: plan.location.description,
+                module: plan.modulePath, buildID: plan.buildID,
+                kind: { if case .jump = plan.action { return "jump" } else { return "return" } }(),
+                target: plan.target?.description, targetAddress: plan.target.map { hex($0.address) },
+                returnValue: { if case .returnValue(let v) = plan.action { return v } else { return nil } }(),
+                originalBytes: hexString(plan.originalBytes), newBytes: hexString(plan.newBytes),
+                state: .applying, appliedAt: isoTimestamp(), revertedAt: nil)
+            contents.nextID += 1
+            contents.patches.append(record)
+            try journal.save(contents, for: instance)
+
+            let result: (stepped: [Int32], threads: Int, window: UInt64)
+            do {
+                result = try withStoppedProcess(pid) { tracee in
+                    let index = try SymbolIndex(pid: pid)
+                    let stepped = try StoppedCode.moveThreadsOut(of: plan.range, tracee: tracee)
+                    try StoppedCode.checkReturnAddresses(plan.returnAddressesInside, tracee: tracee, index: index)
+                    try StoppedCode.replace(at: plan.address, old: plan.originalBytes, new: plan.newBytes, tracee: tracee)
+                    return (stepped, tracee.threadIDs.count)
+                }
+            } catch {
+                contents.patches.removeLast()
+                contents.nextID -= 1
+                try? journal.save(contents, for: instance)
+                throw error
+            }
+            record.state = .applied
+            contents.patches[contents.patches.count - 1] = record
+            try journal.save(contents, for: instance)
+            return PatchOutcome(plan: plan, record: record, dryRun: false, steppedThreads: result.stepped,
+                                threadCount: result.threads, stopWindowNanoseconds: result.window)
+        }
+    }
+
+    // MARK: - List
+
+    /// Every patch recorded for this process instance, checked against memory.
+    public func list(pid: Int32) throws -> [PatchStatus] {
+        let instance = try ProcessInstance.current(pid)
+        return try journal.withLock(instance) {
+            try journal.load(instance).patches.map { record in
+                let memory = (try? ProcessMemory.read(pid: pid, at: record.addressValue, count: record.new.count)) ?? []
+                return PatchStatus(record: record, state: Graft.state(of: record, memory: memory), memoryBytes: memory)
+            }
+        }
+    }
+
+    static func state(of record: PatchRecord, memory: [UInt8]) -> PatchStatus.State {
+        if memory == record.new { return .applied }
+        if memory == Array(record.original.prefix(memory.count)) && !memory.isEmpty {
+            return record.state == .reverted ? .reverted : .notPresent
+        }
+        return .changed
+    }
+
+    // MARK: - Unpatch
+
+    /// Reverts patches by id (all applied ones when `ids` is nil): original bytes are written back only
+    /// where memory still holds graft's bytes.
+    public func unpatch(pid: Int32, ids: [Int]?) throws -> [UnpatchResult] {
+        let instance = try ProcessInstance.current(pid)
+        return try journal.withLock(instance) {
+            var contents = try journal.load(instance)
+            let selected: [Int]
+            if let ids {
+                for id in ids where !contents.patches.contains(where: { $0.id == id }) {
+                    throw GraftError.patchNotFound(id: id, pid: pid)
+                }
+                selected = ids
+            } else {
+                selected = contents.patches.filter { $0.state != .reverted }.map(\.id)
+            }
+            guard !selected.isEmpty else { return [] }
+            var results: [UnpatchResult] = []
+            _ = try withStoppedProcess(pid) { tracee -> ([Int32], Int) in
+                for id in selected {
+                    let position = contents.patches.firstIndex(where: { $0.id == id })!
+                    var record = contents.patches[position]
+                    let memory = try tracee.readMemory(at: record.addressValue, count: record.new.count)
+                    let state = Graft.state(of: record, memory: memory)
+                    switch state {
+                    case .reverted, .notPresent:
+                        if record.state != .reverted {
+                            record.state = .reverted
+                            record.revertedAt = isoTimestamp()
+                            contents.patches[position] = record
+                        }
+                        results.append(UnpatchResult(record: record, outcome: .alreadyReverted, message: "memory already holds the original bytes", steppedThreads: []))
+                    case .changed:
+                        results.append(UnpatchResult(record: record, outcome: .changed, message: "memory at \(record.address) holds \(hexBytes(memory)), not graft's \(hexBytes(record.new)): someone else changed it; left untouched", steppedThreads: []))
+                    case .applied:
+                        do {
+                            let stepped = try StoppedCode.moveThreadsOut(of: record.range, tracee: tracee)
+                            try StoppedCode.replace(at: record.addressValue, old: record.new, new: record.original, tracee: tracee)
+                            record.state = .reverted
+                            record.revertedAt = isoTimestamp()
+                            contents.patches[position] = record
+                            results.append(UnpatchResult(record: record, outcome: .reverted, message: nil, steppedThreads: stepped))
+                        } catch let error as GraftError {
+                            results.append(UnpatchResult(record: record, outcome: .failed, message: error.description, steppedThreads: []))
+                        }
+                    }
+                }
+                return ([], 0)
+            }
+            try journal.save(contents, for: instance)
+            return results
+        }
+    }
+
+    // MARK: - Stopping
+
+    /// Attaches (every thread stopped), runs `body` on the tracer thread, detaches. The whole stop
+    /// window is one hop to the tracer thread. Returns body's values and the stop window.
+    func withStoppedProcess<T>(_ pid: Int32, _ body: (Tracee) throws -> (T, Int)) throws -> (T, Int, UInt64) {
+        let tracer = TracerThread()
+        defer { tracer.shutdown() }
+        return try tracer.run {
+            let tracee = try Tracee.attach(pid: pid, tracer: tracer)
+            let value: (T, Int)
+            do {
+                value = try body(tracee)
+            } catch {
+                try? tracee.detach()
+                throw error
+            }
+            try tracee.detach()
+            return (value.0, value.1, tracee.stopWindowNanoseconds)
+        }
+    }
+}
+
+extension ProcFS {
+    /// noSuchProcess / zombie before reading maps, so a dead PID is named as such.
+    static func preflightExists(_ pid: Int32) throws {
+        guard pid > 0, let status = ProcFS.status(pid) else { throw GraftError.noSuchProcess(pid: pid) }
+        if let state = status["State"], state.hasPrefix("Z") || state.hasPrefix("X") {
+            throw GraftError.zombie(pid: pid)
+        }
+    }
+}

@@ -1,0 +1,179 @@
+import FoundationEssentials
+import GraftCore
+import GraftPtrace
+import Glibc
+
+/// One process instance: a PID plus its start time (field 22 of /proc/PID/stat). A PID the kernel
+/// reuses for a new process has another start time, so the journal never confuses the two.
+public struct ProcessInstance: Sendable, Equatable, Codable {
+    public let pid: Int32
+    public let startTime: UInt64
+
+    public init(pid: Int32, startTime: UInt64) {
+        self.pid = pid
+        self.startTime = startTime
+    }
+
+    /// The instance running now under `pid`.
+    public static func current(_ pid: Int32) throws -> ProcessInstance {
+        guard pid > 0, let start = ProcFS.startTime(pid) else { throw GraftError.noSuchProcess(pid: pid) }
+        return ProcessInstance(pid: pid, startTime: start)
+    }
+}
+
+/// A patch as recorded in the journal.
+public struct PatchRecord: Codable, Sendable, Equatable {
+    public enum State: String, Codable, Sendable {
+        /// Recorded before the write: if graft died mid-way, `list` reads memory to tell what happened.
+        case applying, applied, reverted
+    }
+
+    public var id: Int
+    public var address: String          // hex
+    public var function: String        // "c_loop!value_a+0x4"
+    public var module: String          // path of the mapped file
+    public var buildID: String?
+    public var kind: String             // "jump" or "return"
+    public var target: String?          // jump: "c_loop!value_b"
+    public var targetAddress: String?   // jump: hex
+    public var returnValue: Int64?      // return
+    public var originalBytes: String    // hex
+    public var newBytes: String         // hex
+    public var state: State
+    public var appliedAt: String        // ISO 8601 UTC
+    public var revertedAt: String?
+
+    public var addressValue: UInt64 { UInt64(address.dropFirst(2), radix: 16) ?? 0 }
+    public var original: [UInt8] { bytes(fromHex: originalBytes) ?? [] }
+    public var new: [UInt8] { bytes(fromHex: newBytes) ?? [] }
+    public var range: Range<UInt64> { addressValue..<(addressValue + UInt64(new.count)) }
+}
+
+/// The journal file of one process instance.
+public struct JournalContents: Codable, Sendable {
+    public var pid: Int32
+    public var startTime: UInt64
+    public var executable: String
+    public var nextID: Int
+    public var patches: [PatchRecord]
+}
+
+/// Where graft records the patches it applied, outside the target: one JSON file per process instance
+/// (`PID-STARTTIME.json`), replaced atomically (write to a temporary file, fsync, rename), and a lock
+/// file (`PID-STARTTIME.lock`, flock) so two graft commands on one process cannot interleave.
+///
+/// The directory is `$GRAFT_STATE_DIR`, else `/run/graft` for root (a tmpfs: like the processes it
+/// describes, the journal does not survive a reboot), else `$XDG_RUNTIME_DIR/graft`, else
+/// `~/.local/state/graft`.
+public struct Journal: Sendable {
+    public let directory: String
+
+    public init(directory: String? = nil) {
+        self.directory = directory ?? Journal.defaultDirectory()
+    }
+
+    public static func defaultDirectory() -> String {
+        let env = ProcessInfo.processInfo.environment
+        if let dir = env["GRAFT_STATE_DIR"], !dir.isEmpty { return dir }
+        if geteuid() == 0 { return "/run/graft" }
+        if let runtime = env["XDG_RUNTIME_DIR"], !runtime.isEmpty { return runtime + "/graft" }
+        return (env["HOME"] ?? "/tmp") + "/.local/state/graft"
+    }
+
+    public func path(for instance: ProcessInstance) -> String {
+        "\(directory)/\(instance.pid)-\(instance.startTime).json"
+    }
+
+    /// Takes the per-instance lock for the duration of `body`. Waits up to `timeout` seconds for
+    /// another graft command to finish.
+    public func withLock<T>(_ instance: ProcessInstance, timeout: Double = 10, _ body: () throws -> T) throws -> T {
+        try ensureDirectory()
+        let lockPath = "\(directory)/\(instance.pid)-\(instance.startTime).lock"
+        let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw GraftError.journal(path: lockPath, reason: "cannot open the lock file: \(Errno.describe(errno))") }
+        defer { close(fd) }
+        let deadline = Double(graftMonotonicNanoseconds()) / 1e9 + timeout
+        while flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            if errno != EWOULDBLOCK && errno != EINTR {
+                throw GraftError.journal(path: lockPath, reason: "cannot lock: \(Errno.describe(errno))")
+            }
+            if Double(graftMonotonicNanoseconds()) / 1e9 > deadline {
+                throw GraftError.journal(path: lockPath, reason: "another graft command is working on process \(instance.pid); try again when it has finished")
+            }
+            usleep(10_000)
+        }
+        defer { flock(fd, LOCK_UN) }
+        return try body()
+    }
+
+    public func load(_ instance: ProcessInstance) throws -> JournalContents {
+        let file = path(for: instance)
+        guard let text = ProcFS.readFile(file) else {
+            if access(file, F_OK) == 0 {
+                throw GraftError.journal(path: file, reason: "cannot read: \(Errno.describe(errno))")
+            }
+            let exe = (try? readLink("/proc/\(instance.pid)/exe")) ?? "unknown"
+            return JournalContents(pid: instance.pid, startTime: instance.startTime, executable: exe, nextID: 1, patches: [])
+        }
+        do {
+            return try JSONDecoder().decode(JournalContents.self, from: Data(text.utf8))
+        } catch {
+            throw GraftError.journal(path: file, reason: "not a graft journal (\(error)); move it away to start afresh")
+        }
+    }
+
+    public func save(_ contents: JournalContents, for instance: ProcessInstance) throws {
+        try ensureDirectory()
+        let file = path(for: instance)
+        let temporary = file + ".tmp.\(getpid())"
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let data = try encoder.encode(contents)
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw GraftError.journal(path: temporary, reason: "cannot create: \(Errno.describe(errno))") }
+        var ok = data.withUnsafeBytes { raw -> Bool in
+            var offset = 0
+            while offset < raw.count {
+                let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
+                if n < 0 { if errno == EINTR { continue }; return false }
+                offset += n
+            }
+            return true
+        }
+        ok = ok && fsync(fd) == 0
+        close(fd)
+        guard ok, rename(temporary, file) == 0 else {
+            let err = errno
+            unlink(temporary)
+            throw GraftError.journal(path: file, reason: "cannot write: \(Errno.describe(err))")
+        }
+    }
+
+    private func ensureDirectory() throws {
+        var components: [String] = []
+        for part in directory.split(separator: "/") {
+            components.append(String(part))
+            let partial = (directory.hasPrefix("/") ? "/" : "") + components.joined(separator: "/")
+            if mkdir(partial, 0o700) != 0 && errno != EEXIST {
+                throw GraftError.journal(path: directory, reason: "cannot create the directory: \(Errno.describe(errno))")
+            }
+        }
+    }
+}
+
+func readLink(_ path: String) throws -> String {
+    var buffer = [CChar](repeating: 0, count: 4096)
+    let n = readlink(path, &buffer, buffer.count - 1)
+    guard n >= 0 else { throw GraftError.systemCall(name: "readlink", errno: errno, context: path) }
+    return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+func graftMonotonicNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+func isoTimestamp() -> String {
+    Date().formatted(.iso8601)
+}

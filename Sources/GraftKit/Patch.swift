@@ -1,0 +1,247 @@
+import GraftCore
+import GraftELF
+import GraftMachine
+import GraftPtrace
+
+/// What a patch puts at a function's entry.
+public enum PatchAction: Sendable, Equatable {
+    /// A jump to another function (a LOCATION: `NAME`, `MODULE:NAME`, `LOC+OFF`, `0xADDR`).
+    case jump(to: String)
+    /// A stub that returns this value at once (`mov eax/rax, imm; ret`).
+    case returnValue(Int64)
+}
+
+/// A patch computed whole before anything is written: where, what was there, what will be, and why
+/// it is safe. Produced by `Graft.preparePatch` without stopping the target.
+public struct PatchPlan: Sendable {
+    public let instance: ProcessInstance
+    /// Where the new bytes go (after a kept `endbr64`).
+    public let address: UInt64
+    public let location: ResolvedLocation
+    /// `module!function`.
+    public let function: String
+    public let functionStart: UInt64
+    public let functionSize: UInt64
+    public let modulePath: String
+    public let buildID: String?
+    public let action: PatchAction
+    /// Jump target (for `.jump`).
+    public let target: ResolvedLocation?
+    public let originalBytes: [UInt8]
+    public let newBytes: [UInt8]
+    /// The instructions the new bytes overwrite, whole (the last may extend past the new bytes).
+    public let originalInstructions: [Instruction]
+    public let newInstructions: [Instruction]
+    /// `jmp rel32`, `jmp [rip+0]`, or `return stub`.
+    public let encoding: String
+    public let keptEndbr64: Bool
+    /// Return addresses of calls among the overwritten instructions that land inside the new bytes:
+    /// a thread inside such a call would return into the middle of the patch.
+    public let returnAddressesInside: [UInt64]
+    /// The checks that passed, in order, for `--dry-run` and the JSON output.
+    public let checks: [String]
+
+    public var range: Range<UInt64> { address..<(address + UInt64(newBytes.count)) }
+}
+
+/// The outcome of `Graft.patch`.
+public struct PatchOutcome: Sendable {
+    public let plan: PatchPlan
+    public let record: PatchRecord?
+    public let dryRun: Bool
+    /// Threads that were single-stepped out of the overwritten bytes before the write.
+    public let steppedThreads: [Int32]
+    public let threadCount: Int
+    /// How long the target was stopped (first PTRACE_INTERRUPT to last PTRACE_DETACH), 0 for a dry run.
+    public let stopWindowNanoseconds: UInt64
+}
+
+/// Computes a `PatchPlan`: every check that can be made from the ELF file and a read of memory.
+struct PatchPlanner {
+    let instance: ProcessInstance
+    let index: SymbolIndex
+    let journal: JournalContents
+    let disassembler: Disassembler
+    let readMemory: (UInt64, Int) throws -> [UInt8]
+
+    func plan(location text: String, action: PatchAction) throws -> PatchPlan {
+        let resolved = try index.resolve(try Location.parse(text))
+        try requireExecutable(resolved.address, asTarget: false)
+        guard let module = resolved.module, let symbol = resolved.symbol, let start = resolved.symbolAddress else {
+            throw GraftError.noSymbolAt(address: resolved.address)
+        }
+        let function = "\(module.name)!\(symbol.name)"
+        guard symbol.size > 0 else {
+            throw GraftError.functionTooShort(function: function, size: 0, needed: X86_64.rel32JumpLength)
+        }
+        var checks: [String] = []
+        checks.append("\(hex(resolved.address)) is in an executable file mapping (\(module.name))")
+
+        // Decode the pristine code from the file; memory may hold someone's breakpoint.
+        let size = Int(symbol.size)
+        let elf = try? module.elf()
+        let fileCode = elf?.bytes(atVirtualAddress: module.linkAddress(start), count: size)
+        let code = try fileCode ?? readMemory(start, size)
+        let instructions = disassembler.decode(code, at: start)
+        let decodedEnd = instructions.last?.end ?? start
+
+        var address = resolved.address
+        var keptEndbr64 = false
+        if address == start, code.starts(with: X86_64.endbr64) {
+            address += UInt64(X86_64.endbr64.count)
+            keptEndbr64 = true
+            checks.append("endbr64 at the entry is kept; the patch starts after it")
+        }
+        guard let boundaryIndex = instructions.firstIndex(where: { $0.address == address }) else {
+            if address < decodedEnd {
+                let previous = instructions.last(where: { $0.address < address })?.address ?? start
+                let next = instructions.first(where: { $0.address > address })?.address ?? decodedEnd
+                throw GraftError.notInstructionBoundary(address: address, function: function, previous: previous, next: next)
+            }
+            throw GraftError.undecodableInstruction(address: decodedEnd, function: function)
+        }
+        checks.append("\(hex(address)) is an instruction boundary (decoded from the start of \(function))")
+
+        // The new bytes.
+        var target: ResolvedLocation?
+        let newBytes: [UInt8]
+        let encoding: String
+        switch action {
+        case .jump(let targetText):
+            let resolvedTarget = try index.resolve(try Location.parse(targetText))
+            try requireExecutable(resolvedTarget.address, asTarget: true)
+            target = resolvedTarget
+            if let rel = X86_64.jumpRel32(from: address, to: resolvedTarget.address) {
+                newBytes = rel
+                encoding = "jmp rel32"
+            } else {
+                newBytes = X86_64.jumpAbsolute(to: resolvedTarget.address)
+                encoding = "jmp [rip+0]"
+            }
+            checks.append("the target \(resolvedTarget) is executable")
+        case .returnValue(let value):
+            newBytes = X86_64.returnStub(value)
+            encoding = "return stub"
+        }
+
+        let end = address + UInt64(newBytes.count)
+        let available = Int(start + symbol.size - address)
+        guard newBytes.count <= available else {
+            throw GraftError.functionTooShort(function: function, size: available, needed: newBytes.count)
+        }
+        checks.append("\(function) has \(available) bytes from the patch point; the patch needs \(newBytes.count)")
+        guard end <= decodedEnd else {
+            throw GraftError.undecodableInstruction(address: decodedEnd, function: function)
+        }
+
+        // No branch of the function may land inside the new bytes (the entry itself is fine).
+        for instruction in instructions {
+            if let branch = instruction.branchTarget, branch > address, branch < end {
+                throw GraftError.branchIntoPatch(from: instruction.address, to: branch, function: function)
+            }
+        }
+        checks.append("no branch in \(function) lands inside \(hex(address))..<\(hex(end))")
+
+        let overwritten = Array(instructions[boundaryIndex...].prefix(while: { $0.address < end }))
+        let returnsInside = overwritten.filter { $0.isCall && $0.end > address && $0.end < end }.map(\.end)
+
+        // The bytes in memory must be the file's (or, without the file, what we decoded).
+        let found = try readMemory(address, newBytes.count)
+        let expected = fileCode.map { Array($0[Int(address - start)..<Int(end - start)]) } ?? found
+        if let record = journal.patches.first(where: { $0.state != .reverted && $0.range.overlaps(address..<end) }) {
+            throw GraftError.alreadyPatched(address: record.addressValue, id: record.id, function: record.function)
+        }
+        if found != expected {
+            let hint = found.contains(0xcc)
+                ? "a debugger breakpoint (int3) seems to be set here; remove it first"
+                : "another tool changed this code since it was loaded; graft patches only pristine code"
+            throw GraftError.unexpectedBytes(address: address, expected: expected, found: found, hint: hint)
+        }
+        checks.append(fileCode != nil ? "the bytes in memory equal the file's" : "the file could not be read; memory bytes taken as the original")
+
+        return PatchPlan(
+            instance: instance, address: address, location: resolved, function: function,
+            functionStart: start, functionSize: symbol.size, modulePath: module.path,
+            buildID: elf?.buildID, action: action, target: target, originalBytes: found, newBytes: newBytes,
+            originalInstructions: overwritten, newInstructions: disassembler.decode(newBytes, at: address, maxCount: 2),
+            encoding: encoding, keptEndbr64: keptEndbr64, returnAddressesInside: returnsInside, checks: checks)
+    }
+
+    private func requireExecutable(_ address: UInt64, asTarget: Bool) throws {
+        guard let mapping = index.mapping(containing: address) else {
+            throw GraftError.addressNotMapped(address: address)
+        }
+        let description = "\(mapping.permissions) \(mapping.path.isEmpty ? "anonymous" : mapping.path)"
+        if asTarget {
+            guard mapping.executable else { throw GraftError.targetNotExecutable(address: address, mapping: description) }
+        } else {
+            guard mapping.executable, mapping.isFileBacked else {
+                throw GraftError.addressNotExecutable(address: address, mapping: description)
+            }
+        }
+    }
+}
+
+/// The checks and writes made while every thread is stopped.
+enum StoppedCode {
+    /// Makes sure no thread's pc is strictly inside `range`: a thread there is single-stepped out
+    /// (ORBIT's approach), unless it sits in a system call or on a `syscall` instruction, which a step
+    /// could block on. A pc at the first byte is fine: the new instruction starts there.
+    static func moveThreadsOut(of range: Range<UInt64>, tracee: Tracee) throws -> [Int32] {
+        var stepped: [Int32] = []
+        for tid in tracee.threadIDs {
+            let registers = try tracee.registers(of: tid)
+            var pc = registers.rip
+            // A thread stopped inside a restartable system call resumes at rip - 2.
+            let inSyscall = Int64(bitPattern: registers.origRax) >= 0
+            let resumePoints = inSyscall ? [pc, pc &- 2] : [pc]
+            guard resumePoints.contains(where: { $0 > range.lowerBound && $0 < range.upperBound }) else { continue }
+            if inSyscall { throw GraftError.threadInsidePatch(tid: tid, pc: pc) }
+            var steps = 0
+            while pc > range.lowerBound && pc < range.upperBound {
+                let next = try tracee.readMemory(at: pc, count: 2)
+                if next == [0x0f, 0x05] || steps >= 32 { throw GraftError.threadInsidePatch(tid: tid, pc: pc) }
+                pc = try tracee.singleStep(tid)
+                steps += 1
+            }
+            stepped.append(tid)
+        }
+        return stepped
+    }
+
+    /// Refuses when a thread's stack holds one of `returnAddresses` (scanning from rsp to the end of
+    /// its stack mapping, at most 1 MiB: conservative, a stale copy also refuses).
+    static func checkReturnAddresses(_ returnAddresses: [UInt64], tracee: Tracee, index: SymbolIndex) throws {
+        guard !returnAddresses.isEmpty else { return }
+        for tid in tracee.threadIDs {
+            let rsp = try tracee.registers(of: tid).rsp & ~7
+            let mappings = (try? ProcMaps.read(pid: tracee.pid)) ?? index.mappings
+            guard let stack = mappings.first(where: { $0.contains(rsp) }) else { continue }
+            let length = Int(min(stack.end - rsp, 1 << 20))
+            let words = try tracee.readMemory(at: rsp, count: length)
+            var offset = 0
+            while offset + 8 <= words.count {
+                var value: UInt64 = 0
+                for i in 0..<8 { value |= UInt64(words[offset + i]) << (8 * UInt64(i)) }
+                if returnAddresses.contains(value) {
+                    throw GraftError.returnAddressInsidePatch(tid: tid, returnAddress: value)
+                }
+                offset += 8
+            }
+        }
+    }
+
+    /// Writes `new` over `old` at `address`: verifies `old` is there, writes, reads back.
+    static func replace(at address: UInt64, old: [UInt8], new: [UInt8], tracee: Tracee) throws {
+        let current = try tracee.readMemory(at: address, count: old.count)
+        guard current == old else {
+            throw GraftError.unexpectedBytes(address: address, expected: old, found: current, hint: "the code changed while graft was working; nothing was written")
+        }
+        try tracee.writeText(at: address, bytes: new)
+        let written = try tracee.readMemory(at: address, count: new.count)
+        guard written == new else {
+            try? tracee.writeText(at: address, bytes: old)
+            throw GraftError.unexpectedBytes(address: address, expected: new, found: written, hint: "the write did not take; the original bytes were put back")
+        }
+    }
+}

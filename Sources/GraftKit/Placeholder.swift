@@ -1,2 +1,0 @@
-import GraftCore
-import CLibunwind

@@ -1,0 +1,165 @@
+import CGraftShim
+import GraftCore
+import Glibc
+
+/// Small readers of /proc: what the kernel says about a process before and while graft traces it.
+public enum ProcFS {
+    /// The whole content of a (small, virtual) file, or nil when it cannot be read.
+    public static func readFile(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var data: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return nil
+            }
+            if n == 0 { break }
+            data.append(contentsOf: buffer[0..<n])
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// `/proc/PID/status` as key → value.
+    public static func status(_ pid: Int32) -> [String: String]? {
+        guard let text = readFile("/proc/\(pid)/status") else { return nil }
+        var fields: [String: String] = [:]
+        for line in text.split(separator: "\n") {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            let key = String(line[..<colon])
+            let value = line[line.index(after: colon)...].trimmingCharacters(in: " \t")
+            fields[key] = value
+        }
+        return fields
+    }
+
+    /// The command name (`comm`) of a process, or "unknown".
+    public static func commandName(_ pid: Int32) -> String {
+        readFile("/proc/\(pid)/comm")?.trimmingCharacters(in: "\n ") ?? "unknown"
+    }
+
+    /// Field 22 of /proc/PID/stat: the start time in clock ticks since boot. With the PID it names a
+    /// process instance: a PID reused by a new process has another start time.
+    public static func startTime(_ pid: Int32) -> UInt64? {
+        guard let text = readFile("/proc/\(pid)/stat"), let close = text.lastIndex(of: ")") else { return nil }
+        // Fields after the comm (which may contain spaces and parentheses) start at field 3 (state).
+        let rest = text[text.index(after: close)...].split(separator: " ")
+        // rest[0] is field 3, so field 22 is rest[19].
+        guard rest.count > 19 else { return nil }
+        return UInt64(rest[19])
+    }
+
+    /// Thread ids listed in /proc/PID/task.
+    public static func threads(_ pid: Int32) -> [Int32] {
+        guard let dir = opendir("/proc/\(pid)/task") else { return [] }
+        defer { closedir(dir) }
+        var tids: [Int32] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if let tid = Int32(name) { tids.append(tid) }
+        }
+        return tids.sorted()
+    }
+
+    /// Throws the specific reason a process cannot be attached to, when one can be seen in /proc
+    /// before asking the kernel (no such process, zombie, already traced, ourselves, kernel thread).
+    public static func preflight(_ pid: Int32) throws {
+        guard pid > 0, let status = status(pid) else { throw GraftError.noSuchProcess(pid: pid) }
+        if pid == getpid() {
+            throw GraftError.permissionDenied(pid: pid, reason: "graft cannot trace its own process")
+        }
+        if let state = status["State"], state.hasPrefix("Z") || state.hasPrefix("X") {
+            throw GraftError.zombie(pid: pid)
+        }
+        if let tracer = status["TracerPid"].flatMap({ Int32($0) }), tracer != 0 {
+            throw GraftError.alreadyTraced(pid: pid, tracer: tracer, tracerName: commandName(tracer))
+        }
+        if status["VmSize"] == nil, status["Kthread"] == "1" || status["PPid"] == "2" || pid == 2 {
+            throw GraftError.permissionDenied(pid: pid, reason: "it is a kernel thread, which has no user-space code to patch")
+        }
+    }
+
+    /// Why the kernel answered EPERM to PTRACE_SEIZE, read from the places that decide it.
+    public static func diagnosePermission(_ pid: Int32) -> GraftError {
+        if let status = status(pid) {
+            if let tracer = status["TracerPid"].flatMap({ Int32($0) }), tracer != 0 {
+                return .alreadyTraced(pid: pid, tracer: tracer, tracerName: commandName(tracer))
+            }
+            let hasCapability = effectiveCapabilities().map { $0 & (1 << 19) != 0 } ?? false  // CAP_SYS_PTRACE = 19
+            let targetUIDs = (status["Uid"] ?? "").split(whereSeparator: { $0 == "\t" || $0 == " " }).compactMap { UInt32($0) }
+            let me = geteuid()
+            if !hasCapability, let real = targetUIDs.first, targetUIDs.contains(where: { $0 != me }) {
+                return .permissionDenied(pid: pid, reason: "it belongs to uid \(real) and graft runs as uid \(me) without CAP_SYS_PTRACE; run graft as that user or as root")
+            }
+            if let scope = readFile("/proc/sys/kernel/yama/ptrace_scope").flatMap({ Int($0.trimmingCharacters(in: "\n ")) }), scope > 0 {
+                switch scope {
+                case 1 where !hasCapability:
+                    return .permissionDenied(pid: pid, reason: "Yama ptrace_scope is 1 (only parents may trace); run as root, grant CAP_SYS_PTRACE, or set /proc/sys/kernel/yama/ptrace_scope to 0")
+                case 2 where !hasCapability:
+                    return .permissionDenied(pid: pid, reason: "Yama ptrace_scope is 2 (admin only); run graft with CAP_SYS_PTRACE (e.g. as root)")
+                case 3:
+                    return .permissionDenied(pid: pid, reason: "Yama ptrace_scope is 3: ptrace is disabled on this system until reboot")
+                default: break
+                }
+            }
+            if !hasCapability {
+                return .permissionDenied(pid: pid, reason: "the process is not dumpable (setuid/setgid or prctl(PR_SET_DUMPABLE, 0)); graft needs CAP_SYS_PTRACE for it")
+            }
+        }
+        return .permissionDenied(pid: pid, reason: "the kernel refused PTRACE_SEIZE (EPERM) although graft has CAP_SYS_PTRACE; check LSM policy (AppArmor/SELinux) and seccomp")
+    }
+
+    /// CapEff of the graft process itself.
+    static func effectiveCapabilities() -> UInt64? {
+        status(getpid())?["CapEff"].flatMap { UInt64($0, radix: 16) }
+    }
+}
+
+extension Substring {
+    func trimmingCharacters(in set: String) -> String {
+        var start = startIndex, end = endIndex
+        while start < end, set.contains(self[start]) { start = index(after: start) }
+        while end > start, set.contains(self[index(before: end)]) { end = index(before: end) }
+        return String(self[start..<end])
+    }
+}
+
+extension String {
+    func trimmingCharacters(in set: String) -> String { self[...].trimmingCharacters(in: set) }
+}
+
+/// Reads another process's memory through /proc/PID/mem without stopping it (needs the same
+/// permission as ptrace attach). Used to plan a patch before the stop window opens.
+public enum ProcessMemory {
+    public static func read(pid: Int32, at address: UInt64, count: Int) throws -> [UInt8] {
+        guard count > 0 else { return [] }
+        let fd = open("/proc/\(pid)/mem", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { throw GraftError.noSuchProcess(pid: pid) }
+            if errno == EACCES || errno == EPERM { throw ProcFS.diagnosePermission(pid) }
+            throw GraftError.systemCall(name: "open", errno: errno, context: "/proc/\(pid)/mem")
+        }
+        defer { close(fd) }
+        var out = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let n = out.withUnsafeMutableBytes { buffer in
+                pread(fd, buffer.baseAddress! + done, count - done, off_t(Int64(bitPattern: address &+ UInt64(done))))
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno == EIO || errno == EFAULT { throw GraftError.addressNotMapped(address: address &+ UInt64(done)) }
+                if errno == ESRCH { throw GraftError.noSuchProcess(pid: pid) }
+                throw GraftError.systemCall(name: "pread", errno: errno, context: "/proc/\(pid)/mem at \(hex(address))")
+            }
+            if n == 0 { throw GraftError.addressNotMapped(address: address &+ UInt64(done)) }
+            done += n
+        }
+        return out
+    }
+}

@@ -1,0 +1,34 @@
+import CGraftShim
+
+/// The general-purpose registers of a stopped thread (x86_64 `struct user_regs_struct`,
+/// PTRACE_GETREGS / PTRACE_SETREGS).
+public struct Registers: Sendable {
+    var raw: user_regs_struct
+
+    init(raw: user_regs_struct) { self.raw = raw }
+
+    public var rip: UInt64 { get { raw.rip } set { raw.rip = newValue } }
+    public var rsp: UInt64 { get { raw.rsp } set { raw.rsp = newValue } }
+    public var rbp: UInt64 { get { raw.rbp } set { raw.rbp = newValue } }
+    public var rax: UInt64 { get { raw.rax } set { raw.rax = newValue } }
+    public var rbx: UInt64 { get { raw.rbx } set { raw.rbx = newValue } }
+    public var rcx: UInt64 { get { raw.rcx } set { raw.rcx = newValue } }
+    public var rdx: UInt64 { get { raw.rdx } set { raw.rdx = newValue } }
+    public var rsi: UInt64 { get { raw.rsi } set { raw.rsi = newValue } }
+    public var rdi: UInt64 { get { raw.rdi } set { raw.rdi = newValue } }
+    public var r8: UInt64 { get { raw.r8 } set { raw.r8 = newValue } }
+    public var r9: UInt64 { get { raw.r9 } set { raw.r9 = newValue } }
+    public var r10: UInt64 { get { raw.r10 } set { raw.r10 = newValue } }
+    public var r11: UInt64 { get { raw.r11 } set { raw.r11 = newValue } }
+    public var r12: UInt64 { get { raw.r12 } set { raw.r12 = newValue } }
+    public var r13: UInt64 { get { raw.r13 } set { raw.r13 = newValue } }
+    public var r14: UInt64 { get { raw.r14 } set { raw.r14 = newValue } }
+    public var r15: UInt64 { get { raw.r15 } set { raw.r15 = newValue } }
+    public var eflags: UInt64 { get { raw.eflags } set { raw.eflags = newValue } }
+    /// The syscall number the kernel keeps for restart logic; -1 (all ones) when not in a syscall.
+    public var origRax: UInt64 { get { raw.orig_rax } set { raw.orig_rax = newValue } }
+    public var fsBase: UInt64 { raw.fs_base }
+
+    /// SysV x86_64 integer argument registers, in order.
+    public var integerArguments: [UInt64] { [rdi, rsi, rdx, rcx, r8, r9] }
+}

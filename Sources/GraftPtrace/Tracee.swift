@@ -1,0 +1,446 @@
+import CGraftShim
+import GraftCore
+import Glibc
+
+/// What `waitpid` said about one traced thread.
+public enum ThreadStop: Sendable, Equatable {
+    /// ptrace-stop: `signal` is WSTOPSIG, `event` the PTRACE_EVENT_* number (0 for a signal-delivery stop).
+    case stopped(signal: Int32, event: Int32)
+    case exited(code: Int32)
+    case killed(signal: Int32)
+
+    init(status: Int32) {
+        if graft_wifstopped(status) != 0 {
+            self = .stopped(signal: graft_wstopsig(status), event: graft_wevent(status))
+        } else if graft_wifexited(status) != 0 {
+            self = .exited(code: graft_wexitstatus(status))
+        } else {
+            self = .killed(signal: graft_wtermsig(status))
+        }
+    }
+
+    /// `exited with status 3`, `killed by SIGKILL`.
+    public var exitDescription: String {
+        switch self {
+        case .exited(let code): return "exited with status \(code)"
+        case .killed(let signal): return "killed by \(signalName(signal))"
+        case .stopped(let signal, _): return "stopped by \(signalName(signal))"
+        }
+    }
+}
+
+/// SIGTERM, SIGUSR1, … for messages.
+public func signalName(_ signal: Int32) -> String {
+    let names: [Int32: String] = [
+        SIGHUP: "SIGHUP", SIGINT: "SIGINT", SIGQUIT: "SIGQUIT", SIGILL: "SIGILL", SIGTRAP: "SIGTRAP",
+        SIGABRT: "SIGABRT", SIGBUS: "SIGBUS", SIGFPE: "SIGFPE", SIGKILL: "SIGKILL", SIGUSR1: "SIGUSR1",
+        SIGSEGV: "SIGSEGV", SIGUSR2: "SIGUSR2", SIGPIPE: "SIGPIPE", SIGALRM: "SIGALRM", SIGTERM: "SIGTERM",
+        SIGCHLD: "SIGCHLD", SIGCONT: "SIGCONT", SIGSTOP: "SIGSTOP", SIGTSTP: "SIGTSTP", SIGTTIN: "SIGTTIN",
+        SIGTTOU: "SIGTTOU", SIGURG: "SIGURG", SIGXCPU: "SIGXCPU", SIGXFSZ: "SIGXFSZ", SIGVTALRM: "SIGVTALRM",
+        SIGPROF: "SIGPROF", SIGWINCH: "SIGWINCH", SIGIO: "SIGIO", SIGSYS: "SIGSYS",
+    ]
+    if let name = names[signal] { return name }
+    return "signal \(signal)"
+}
+
+/// A process graft has attached to: every thread seized and stopped.
+///
+/// Attach follows gdb's `linux_proc_attach_tgid_threads`: PTRACE_SEIZE + PTRACE_INTERRUPT every thread
+/// in /proc/PID/task, re-reading the directory until a pass finds nothing new; PTRACE_O_TRACECLONE makes
+/// the kernel attach threads created meanwhile. PTRACE_O_EXITKILL is never set: a crashed graft must not
+/// take the target with it. Every method runs on the tracee's `TracerThread`.
+public final class Tracee: @unchecked Sendable {
+    struct ThreadRecord {
+        var pendingSignals: [Int32] = []
+        var groupStopped = false
+    }
+
+    public let pid: Int32
+    public let tracer: TracerThread
+    private let ownsTracer: Bool
+    private var threads: [Int32: ThreadRecord] = [:]
+    private var memFD: Int32 = -1
+    private var syscallGadget: UInt64?
+    public private(set) var isAttached = false
+
+    /// CLOCK_MONOTONIC nanoseconds: the first PTRACE_INTERRUPT, when every thread was stopped, and
+    /// the last PTRACE_DETACH. `stopWindow` is how long the target was (partly) stopped.
+    public private(set) var stopRequestedAt: UInt64 = 0
+    public private(set) var allStoppedAt: UInt64 = 0
+    public private(set) var resumedAt: UInt64 = 0
+    public var stopWindowNanoseconds: UInt64 { resumedAt >= stopRequestedAt ? resumedAt - stopRequestedAt : 0 }
+
+    private init(pid: Int32, tracer: TracerThread, ownsTracer: Bool) {
+        self.pid = pid
+        self.tracer = tracer
+        self.ownsTracer = ownsTracer
+    }
+
+    deinit {
+        if isAttached { try? detach() }
+        if memFD >= 0 { close(memFD) }
+        if ownsTracer { tracer.shutdown() }
+    }
+
+    /// Seizes and stops every thread of `pid`. On return all threads are in ptrace-stop.
+    public static func attach(pid: Int32, tracer: TracerThread? = nil) throws -> Tracee {
+        try ProcFS.preflight(pid)
+        let tracee = Tracee(pid: pid, tracer: tracer ?? TracerThread(), ownsTracer: tracer == nil)
+        try tracee.tracer.run {
+            do {
+                try tracee.seizeAndStopAll()
+            } catch {
+                tracee.detachAllQuietly()
+                throw error
+            }
+        }
+        return tracee
+    }
+
+    /// Thread ids currently traced and stopped.
+    public var threadIDs: [Int32] { threads.keys.sorted() }
+
+    // MARK: - Attach
+
+    private func seizeAndStopAll() throws {
+        stopRequestedAt = graft_monotonic_ns()
+        var waiting: Set<Int32> = []
+        var pass = 0
+        while true {
+            pass += 1
+            var found = false
+            for tid in ProcFS.threads(pid) where threads[tid] == nil {
+                found = true
+                if graft_ptrace(GRAFT_PTRACE_SEIZE, tid, 0, UInt64(GRAFT_PTRACE_O_TRACECLONE)) != 0 {
+                    let err = errno
+                    if err == ESRCH {
+                        if tid == pid { throw GraftError.noSuchProcess(pid: pid) }
+                        continue  // the thread exited between the listing and the seize
+                    }
+                    if err == EPERM { throw ProcFS.diagnosePermission(pid) }
+                    throw GraftError.systemCall(name: "PTRACE_SEIZE", errno: err, context: "thread \(tid) of process \(pid)")
+                }
+                threads[tid] = ThreadRecord()
+                if graft_ptrace(GRAFT_PTRACE_INTERRUPT, tid, 0, 0) != 0, errno != ESRCH {
+                    throw GraftError.systemCall(name: "PTRACE_INTERRUPT", errno: errno, context: "thread \(tid)")
+                }
+                waiting.insert(tid)
+            }
+            // Collect the stops of this pass; clone events add threads the kernel attached for us.
+            while let tid = waiting.first {
+                waiting.remove(tid)
+                try collectFirstStop(tid, newThreads: &waiting)
+            }
+            if threads.isEmpty { throw GraftError.noSuchProcess(pid: pid) }
+            if !found || pass > 100 { break }
+        }
+        if memFD < 0 {
+            memFD = open("/proc/\(pid)/mem", O_RDWR | O_CLOEXEC)
+            if memFD < 0 {
+                throw GraftError.systemCall(name: "open", errno: errno, context: "/proc/\(pid)/mem")
+            }
+        }
+        allStoppedAt = graft_monotonic_ns()
+        isAttached = true
+    }
+
+    /// Waits for the first stop of a freshly seized (or auto-attached) thread and records why it stopped.
+    private func collectFirstStop(_ tid: Int32, newThreads: inout Set<Int32>) throws {
+        var status: Int32 = 0
+        if graft_waitpid(tid, &status, 0) < 0 {
+            if errno == ECHILD { threads[tid] = nil; return }
+            throw GraftError.systemCall(name: "waitpid", errno: errno, context: "thread \(tid)")
+        }
+        switch ThreadStop(status: status) {
+        case .exited, .killed:
+            threads[tid] = nil
+            if tid == pid, ProcFS.status(pid) == nil {
+                throw GraftError.processExited(pid: pid, status: ThreadStop(status: status).exitDescription)
+            }
+        case .stopped(let signal, let event):
+            if threads[tid] == nil { threads[tid] = ThreadRecord() }
+            switch event {
+            case Int32(GRAFT_PTRACE_EVENT_STOP):
+                // SIGTRAP: our interrupt. SIGSTOP/SIGTSTP/SIGTTIN/SIGTTOU: the process is in group-stop.
+                if signal != SIGTRAP { threads[tid]?.groupStopped = true }
+            case Int32(GRAFT_PTRACE_EVENT_CLONE), Int32(GRAFT_PTRACE_EVENT_FORK), Int32(GRAFT_PTRACE_EVENT_VFORK):
+                var message: UInt = 0
+                if event == Int32(GRAFT_PTRACE_EVENT_CLONE), graft_geteventmsg(tid, &message) == 0 {
+                    let child = Int32(truncatingIfNeeded: message)
+                    if threads[child] == nil {
+                        threads[child] = ThreadRecord()
+                        newThreads.insert(child)
+                    }
+                }
+            case 0:
+                // A signal-delivery stop reported before our interrupt: keep the signal and deliver it
+                // when the thread is resumed, so the target loses nothing.
+                threads[tid]?.pendingSignals.append(signal)
+            default:
+                break
+            }
+        }
+    }
+
+    // MARK: - Memory
+
+    /// Reads target memory in bulk through /proc/PID/mem (works for any mapping, even --x or PROT_NONE).
+    public func readMemory(at address: UInt64, count: Int) throws -> [UInt8] {
+        guard count > 0 else { return [] }
+        return try tracer.run {
+            var out = [UInt8](repeating: 0, count: count)
+            var done = 0
+            while done < count {
+                let n = out.withUnsafeMutableBytes { buffer in
+                    pread(memFD, buffer.baseAddress! + done, count - done, off_t(Int64(bitPattern: address &+ UInt64(done))))
+                }
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    if errno == EIO || errno == EFAULT { throw GraftError.addressNotMapped(address: address &+ UInt64(done)) }
+                    if errno == ESRCH { throw exitError() }
+                    throw GraftError.systemCall(name: "pread", errno: errno, context: "/proc/\(pid)/mem at \(hex(address))")
+                }
+                if n == 0 { throw GraftError.addressNotMapped(address: address &+ UInt64(done)) }
+                done += n
+            }
+            return out
+        }
+    }
+
+    /// Writes code with PTRACE_POKETEXT, one word at a time (read-modify-write at the edges).
+    /// process_vm_writev cannot write read-only text (EFAULT): POKETEXT goes through the kernel's
+    /// forced write path, like a debugger's breakpoint.
+    public func writeText(at address: UInt64, bytes: [UInt8]) throws {
+        guard !bytes.isEmpty else { return }
+        let tid = try anyThread()
+        try tracer.run {
+            let first = address & ~7
+            let last = (address + UInt64(bytes.count) + 7) & ~7
+            var word = first
+            while word < last {
+                var value: UInt64 = 0
+                if graft_peektext(tid, word, &value) != 0 {
+                    throw errno == ESRCH ? exitError() : GraftError.addressNotMapped(address: word)
+                }
+                var updated = value
+                for i in 0..<8 {
+                    let byteAddress = word + UInt64(i)
+                    if byteAddress >= address && byteAddress < address + UInt64(bytes.count) {
+                        let shift = UInt64(i * 8)
+                        updated = (updated & ~(0xff << shift)) | (UInt64(bytes[Int(byteAddress - address)]) << shift)
+                    }
+                }
+                if updated != value, graft_ptrace(GRAFT_PTRACE_POKETEXT, tid, word, updated) != 0 {
+                    throw errno == ESRCH ? exitError() : GraftError.systemCall(name: "PTRACE_POKETEXT", errno: errno, context: "\(hex(word)) in process \(pid)")
+                }
+                word += 8
+            }
+        }
+    }
+
+    // MARK: - Registers and stepping
+
+    public func registers(of tid: Int32) throws -> Registers {
+        try tracer.run {
+            var raw = user_regs_struct()
+            if graft_getregs(tid, &raw) != 0 {
+                throw errno == ESRCH ? GraftError.threadVanished(tid: tid) : GraftError.systemCall(name: "PTRACE_GETREGS", errno: errno, context: "thread \(tid)")
+            }
+            return Registers(raw: raw)
+        }
+    }
+
+    public func setRegisters(_ registers: Registers, of tid: Int32) throws {
+        try tracer.run {
+            var raw = registers.raw
+            if graft_setregs(tid, &raw) != 0 {
+                throw errno == ESRCH ? GraftError.threadVanished(tid: tid) : GraftError.systemCall(name: "PTRACE_SETREGS", errno: errno, context: "thread \(tid)")
+            }
+        }
+    }
+
+    /// Executes exactly one instruction of `tid` (PTRACE_SINGLESTEP) and returns the new pc.
+    /// Signals that arrive meanwhile are held and delivered at detach, never lost; a leftover
+    /// interrupt stop or a clone event does not count as the step.
+    @discardableResult
+    public func singleStep(_ tid: Int32) throws -> UInt64 {
+        try tracer.run {
+            for _ in 0..<64 {
+                if graft_ptrace(GRAFT_PTRACE_SINGLESTEP, tid, 0, 0) != 0 {
+                    throw errno == ESRCH ? GraftError.threadVanished(tid: tid) : GraftError.systemCall(name: "PTRACE_SINGLESTEP", errno: errno, context: "thread \(tid)")
+                }
+                var status: Int32 = 0
+                if graft_waitpid(tid, &status, 0) < 0 {
+                    throw GraftError.systemCall(name: "waitpid", errno: errno, context: "thread \(tid)")
+                }
+                switch ThreadStop(status: status) {
+                case .exited, .killed:
+                    threads[tid] = nil
+                    if tid == pid || threads.isEmpty {
+                        isAttached = threads.isEmpty ? false : isAttached
+                        throw GraftError.processExited(pid: pid, status: ThreadStop(status: status).exitDescription)
+                    }
+                    throw GraftError.threadVanished(tid: tid)
+                case .stopped(let signal, let event):
+                    if event == 0 && signal == SIGTRAP {
+                        return try registers(of: tid).rip
+                    }
+                    if event == Int32(GRAFT_PTRACE_EVENT_CLONE) {
+                        var message: UInt = 0
+                        if graft_geteventmsg(tid, &message) == 0 {
+                            var more: Set<Int32> = [Int32(truncatingIfNeeded: message)]
+                            while let child = more.first {
+                                more.remove(child)
+                                threads[child] = ThreadRecord()
+                                try collectFirstStop(child, newThreads: &more)
+                            }
+                        }
+                        continue
+                    }
+                    if event == 0 {
+                        threads[tid]?.pendingSignals.append(signal)
+                    }
+                    // Interrupt/group stops and held signals: step again.
+                    continue
+                }
+            }
+            throw GraftError.systemCall(name: "PTRACE_SINGLESTEP", errno: EAGAIN, context: "thread \(tid) (no step completed after 64 tries)")
+        }
+    }
+
+    // MARK: - Remote system calls
+
+    /// Runs one system call inside the target on thread `tid` (default: the first traced thread) and
+    /// returns its result; a result in -4095...-1 throws `remoteSyscallFailed`.
+    ///
+    /// The thread's registers are saved, rip is pointed at a `syscall` instruction that already exists
+    /// in the target (vDSO first, then any executable mapping: graft writes nothing), `orig_rax` is set
+    /// to -1 — otherwise the kernel's syscall-restart logic would rewind the new rip of a thread that
+    /// was stopped inside a blocking call — and the thread single-steps over it. Restoring the saved
+    /// registers (with the original orig_rax) lets an interrupted blocking call restart as if nothing
+    /// happened: it neither sees EINTR nor restarts at the wrong pc.
+    public func remoteSyscall(_ number: Int, _ arguments: [UInt64], name: String, on tid: Int32? = nil) throws -> UInt64 {
+        try tracer.run {
+            let thread = try tid ?? anyThread()
+            let gadget = try findSyscallGadget()
+            let saved = try registers(of: thread)
+            var call = saved
+            call.rip = gadget
+            call.rax = UInt64(number)
+            call.origRax = UInt64.max
+            let args = arguments + Array(repeating: 0, count: max(0, 6 - arguments.count))
+            call.rdi = args[0]; call.rsi = args[1]; call.rdx = args[2]
+            call.r10 = args[3]; call.r8 = args[4]; call.r9 = args[5]
+            try setRegisters(call, of: thread)
+            var result: UInt64 = 0
+            do {
+                let pc = try singleStep(thread)
+                result = try registers(of: thread).rax
+                try setRegisters(saved, of: thread)
+                if pc != gadget + 2 {
+                    throw GraftError.systemCall(name: name, errno: EFAULT, context: "remote call in thread \(thread) (stopped at \(hex(pc)))")
+                }
+            } catch {
+                try? setRegisters(saved, of: thread)
+                throw error
+            }
+            let signed = Int64(bitPattern: result)
+            if signed < 0 && signed >= -4095 {
+                throw GraftError.remoteSyscallFailed(name: name, errno: Int32(-signed))
+            }
+            return result
+        }
+    }
+
+    /// mmap inside the target; returns the mapped address.
+    public func remoteMmap(address: UInt64 = 0, length: UInt64, protection: Int32, flags: Int32) throws -> UInt64 {
+        try remoteSyscall(9, [address, length, UInt64(UInt32(bitPattern: protection)), UInt64(UInt32(bitPattern: flags)), UInt64.max, 0], name: "mmap")
+    }
+
+    public func remoteMunmap(address: UInt64, length: UInt64) throws {
+        _ = try remoteSyscall(11, [address, length], name: "munmap")
+    }
+
+    public func remoteMprotect(address: UInt64, length: UInt64, protection: Int32) throws {
+        _ = try remoteSyscall(10, [address, length, UInt64(UInt32(bitPattern: protection))], name: "mprotect")
+    }
+
+    /// The address of a `0f 05` (syscall) byte pair in an executable mapping. Executing from there
+    /// decodes a syscall whatever instruction the bytes belong to.
+    private func findSyscallGadget() throws -> UInt64 {
+        if let gadget = syscallGadget { return gadget }
+        let maps = ProcFS.readFile("/proc/\(pid)/maps") ?? ""
+        var candidates: [(start: UInt64, end: UInt64, isVDSO: Bool)] = []
+        for line in maps.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count >= 5, fields[1].contains("x") else { continue }
+            let range = fields[0].split(separator: "-")
+            guard range.count == 2, let start = UInt64(range[0], radix: 16), let end = UInt64(range[1], radix: 16) else { continue }
+            let path = fields.count >= 6 ? String(fields[5]) : ""
+            if path == "[vsyscall]" { continue }
+            candidates.append((start, end, path == "[vdso]"))
+        }
+        candidates.sort { $0.isVDSO && !$1.isVDSO }
+        for candidate in candidates {
+            let length = Int(min(candidate.end - candidate.start, 4 << 20))
+            guard let bytes = try? readMemory(at: candidate.start, count: length) else { continue }
+            var i = 0
+            while i + 1 < bytes.count {
+                if bytes[i] == 0x0f && bytes[i + 1] == 0x05 {
+                    syscallGadget = candidate.start + UInt64(i)
+                    return candidate.start + UInt64(i)
+                }
+                i += 1
+            }
+        }
+        throw GraftError.systemCall(name: "remote syscall", errno: ENOENT, context: "process \(pid): no syscall instruction found in its executable mappings")
+    }
+
+    // MARK: - Detach
+
+    /// Signals graft is holding for each thread (received while it was stopped), in arrival order.
+    public func pendingSignals(of tid: Int32) -> [Int32] { threads[tid]?.pendingSignals ?? [] }
+
+    /// Lets every thread go as it was: running, or back in group-stop (the kernel re-stops a thread
+    /// detached while its group stop is in effect). Held signals are delivered: the first through
+    /// PTRACE_DETACH's data, the rest queued again with tgkill.
+    public func detach() throws {
+        try tracer.run {
+            guard isAttached || !threads.isEmpty else { return }
+            var firstError: GraftError?
+            for tid in threads.keys.sorted() {
+                let record = threads[tid]!
+                let deliver = record.pendingSignals.first ?? 0
+                for extra in record.pendingSignals.dropFirst() { _ = graft_tgkill(pid, tid, extra) }
+                if graft_ptrace(GRAFT_PTRACE_DETACH, tid, 0, UInt64(deliver)) != 0, errno != ESRCH, firstError == nil {
+                    firstError = .systemCall(name: "PTRACE_DETACH", errno: errno, context: "thread \(tid)")
+                }
+            }
+            threads.removeAll()
+            isAttached = false
+            resumedAt = graft_monotonic_ns()
+            if let error = firstError { throw error }
+        }
+    }
+
+    private func detachAllQuietly() {
+        for tid in threads.keys {
+            let record = threads[tid]!
+            _ = graft_ptrace(GRAFT_PTRACE_DETACH, tid, 0, UInt64(record.pendingSignals.first ?? 0))
+        }
+        threads.removeAll()
+        isAttached = false
+    }
+
+    // MARK: - Helpers
+
+    private func anyThread() throws -> Int32 {
+        if threads[pid] != nil { return pid }
+        guard let tid = threads.keys.min() else { throw exitError() }
+        return tid
+    }
+
+    private func exitError() -> GraftError {
+        .processExited(pid: pid, status: "it is gone")
+    }
+}

@@ -1,0 +1,145 @@
+import CGraftShim
+import Glibc
+
+/// The one thread that talks to the kernel for a tracee.
+///
+/// ptrace belongs to the *thread* that attached (the kernel records the tracer task, not the process):
+/// every ptrace, waitpid and libunwind call for a tracee must come from the same OS thread. Swift's
+/// default actors, DispatchQueues and `@MainActor` do not keep one thread on Linux, so graft runs a
+/// plain pthread with a job queue (Delve's `execPtraceFunc`). `run` is reentrant: code already on the
+/// tracer thread runs inline, so a whole operation can be batched into one hop (~10 µs each).
+public final class TracerThread: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var condition = pthread_cond_t()
+    private var jobs: [Job] = []
+    private var stopping = false
+    private var thread: pthread_t?
+    /// Kernel thread id of the tracer thread (valid once started).
+    public private(set) var kernelThreadID: Int32 = 0
+
+    public init(name: String = "graft-tracer") {
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&condition, nil)
+        let box = Unmanaged.passRetained(self)
+        var handle = pthread_t()
+        let rc = pthread_create(&handle, nil, { raw in
+            let me = Unmanaged<TracerThread>.fromOpaque(raw!).takeRetainedValue()
+            me.loop()
+            return nil
+        }, box.toOpaque())
+        if rc != 0 {
+            box.release()
+            thread = nil
+        } else {
+            thread = handle
+            // Wait until the thread has recorded its tid so `isCurrent` is reliable at once.
+            _ = try? run { 0 }
+        }
+    }
+
+    deinit {
+        pthread_mutex_destroy(&mutex)
+        pthread_cond_destroy(&condition)
+    }
+
+    /// True when the caller is running on this tracer thread.
+    public var isCurrent: Bool { kernelThreadID != 0 && graft_gettid() == kernelThreadID }
+
+    /// Runs `body` on the tracer thread and returns its result; the caller blocks meanwhile.
+    public func run<T>(_ body: () throws -> T) throws -> T {
+        if isCurrent { return try body() }
+        guard thread != nil else {
+            throw GraftErrorBox.tracerThreadUnavailable
+        }
+        var result: Result<T, any Error>?
+        let completion = Completion()
+        withoutActuallyEscaping(body) { escapable in
+            withUnsafeMutablePointer(to: &result) { resultPointer in
+                // The queued closure captures `escapable`; the loop releases it *before* signalling
+                // completion, so nothing holds it once this block ends (withoutActuallyEscaping checks).
+                let job = Job(work: { resultPointer.pointee = Result { try escapable() } }, completion: completion)
+                pthread_mutex_lock(&mutex)
+                jobs.append(job)
+                pthread_cond_signal(&condition)
+                pthread_mutex_unlock(&mutex)
+            }
+            completion.wait()
+        }
+        return try result!.get()
+    }
+
+    /// Lets the thread finish its queue and exit. Further `run` calls throw.
+    public func shutdown() {
+        pthread_mutex_lock(&mutex)
+        stopping = true
+        pthread_cond_signal(&condition)
+        pthread_mutex_unlock(&mutex)
+        if let handle = thread, !isCurrent {
+            pthread_join(handle, nil)
+        }
+        thread = nil
+    }
+
+    private func loop() {
+        kernelThreadID = graft_gettid()
+        while true {
+            pthread_mutex_lock(&mutex)
+            while jobs.isEmpty && !stopping {
+                pthread_cond_wait(&condition, &mutex)
+            }
+            if jobs.isEmpty && stopping {
+                pthread_mutex_unlock(&mutex)
+                return
+            }
+            var job: Job? = jobs.removeFirst()
+            pthread_mutex_unlock(&mutex)
+            let completion = job!.completion
+            job!.work()
+            job = nil
+            completion.signal()
+        }
+    }
+}
+
+private struct Job {
+    let work: () -> Void
+    let completion: Completion
+}
+
+/// A one-shot signal from the tracer thread to the waiting caller.
+private final class Completion: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var condition = pthread_cond_t()
+    private var done = false
+
+    init() {
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&condition, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(&mutex)
+        pthread_cond_destroy(&condition)
+    }
+
+    func signal() {
+        pthread_mutex_lock(&mutex)
+        done = true
+        pthread_cond_signal(&condition)
+        pthread_mutex_unlock(&mutex)
+    }
+
+    func wait() {
+        pthread_mutex_lock(&mutex)
+        while !done { pthread_cond_wait(&condition, &mutex) }
+        pthread_mutex_unlock(&mutex)
+    }
+}
+
+import GraftCore
+
+enum GraftErrorBox {
+    static var tracerThreadUnavailable: GraftError {
+        .systemCall(name: "pthread_create", errno: EAGAIN, context: "the tracer thread")
+    }
+}

@@ -1,0 +1,96 @@
+import ArgumentParser
+import GraftCore
+import GraftKit
+import GraftPtrace
+import Glibc
+
+/// Entry point: runs the command and turns every error into one line `graft: error: …` on stderr.
+@main
+struct GraftCLI {
+    static func main() {
+        let code = run(Array(CommandLine.arguments.dropFirst()))
+        exit(code)
+    }
+
+    static func run(_ arguments: [String]) -> Int32 {
+        do {
+            var command = try GraftCommand.parseAsRoot(arguments)
+            try command.run()
+            return 0
+        } catch let error as GraftError {
+            Output.error(error.description)
+            return 1
+        } catch let exit as CommandFailed {
+            return exit.code
+        } catch {
+            let code = GraftCommand.exitCode(for: error)
+            if code == .success {
+                print(GraftCommand.fullMessage(for: error))
+                return 0
+            }
+            let message = GraftCommand.message(for: error)
+            let firstLine = message.split(separator: "\n").first.map(String.init) ?? message
+            Output.error(firstLine.replacingOccurrences(of: "Error: ", with: ""))
+            return code.rawValue == 0 ? 1 : code.rawValue
+        }
+    }
+}
+
+/// A command that already printed its own report and only needs a non-zero exit status.
+struct CommandFailed: Error {
+    let code: Int32
+}
+
+struct GraftCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "graft",
+        abstract: "Change a running process without restarting it: jump patches, with checks and exact undo.",
+        discussion: """
+        LOCATION is NAME, MODULE:NAME (MODULE: the mapped file's basename or a prefix of it, e.g. libc), \
+        LOCATION+OFFSET, or 0xADDRESS. Every failure prints one line `graft: error: …` and exits non-zero.
+        """,
+        version: "0.1.0",
+        subcommands: [SymbolsCommand.self, PatchCommand.self, ListCommand.self, UnpatchCommand.self, DemoCommand.self]
+    )
+}
+
+/// Options every command that targets a process shares.
+struct ProcessOptions: ParsableArguments {
+    @Option(name: [.customShort("p"), .customLong("pid")], help: "The process to work on.")
+    var pid: Int32
+
+    @Flag(name: .long, help: "Print one JSON object per line, each with an \"event\" key.")
+    var json = false
+
+    @Option(name: .customLong("state-dir"), help: ArgumentHelp("Journal directory (default: $GRAFT_STATE_DIR, /run/graft for root, else $XDG_RUNTIME_DIR/graft).", visibility: .hidden))
+    var stateDirectory: String?
+
+    var graft: Graft { Graft(journal: Journal(directory: stateDirectory)) }
+}
+
+extension String {
+    func replacingOccurrences(of target: String, with replacement: String) -> String {
+        guard !target.isEmpty else { return self }
+        var result = ""
+        var rest = self[...]
+        while let range = rest.range(of: target) {
+            result += rest[..<range.lowerBound]
+            result += replacement
+            rest = rest[range.upperBound...]
+        }
+        return result + rest
+    }
+}
+
+extension Substring {
+    func range(of target: String) -> Range<Substring.Index>? {
+        var index = startIndex
+        while index < endIndex {
+            if self[index...].hasPrefix(target) {
+                return index..<self.index(index, offsetBy: target.count)
+            }
+            index = self.index(after: index)
+        }
+        return nil
+    }
+}

@@ -1,0 +1,61 @@
+import GraftCore
+import GraftKit
+import Glibc
+
+/// Writing to stdout/stderr. Text for people, one JSON object per line for scripts.
+enum Output {
+    static func line(_ text: String) {
+        print(text)
+    }
+
+    static func json(_ value: JSON) {
+        print(value.serialized)
+    }
+
+    /// `graft: error: …` on stderr: one line.
+    static func error(_ message: String) {
+        let oneLine = message.split(separator: "\n").joined(separator: "; ")
+        writeStandardError("graft: error: \(oneLine)\n")
+    }
+
+    static func warning(_ message: String) {
+        writeStandardError("graft: warning: \(message)\n")
+    }
+
+    /// Left-aligned columns.
+    static func table(_ rows: [[String]]) -> [String] {
+        guard let first = rows.first else { return [] }
+        var widths = Array(repeating: 0, count: first.count)
+        for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
+        return rows.map { row in
+            row.enumerated().map { i, cell in
+                i == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[i] - cell.count)
+            }.joined(separator: "  ")
+        }
+    }
+}
+
+/// Runs `body` with SIGINT/SIGTERM/SIGHUP held back; afterwards a held signal ends graft with the
+/// usual status (128 + signal) once the target is consistent.
+func withTerminationDeferred<T>(_ body: () throws -> T) rethrows -> T {
+    TerminationSignals.deferAll()
+    defer {
+        TerminationSignals.restoreDefaults()
+        if let signal = TerminationSignals.pending {
+            writeStandardError("graft: interrupted by \(signalName(signal)); the operation was completed first\n")
+            exit(128 + signal)
+        }
+    }
+    return try body()
+}
+
+/// stderr without touching the C global `stderr` (Swift 6 rejects it as shared mutable state).
+func writeStandardError(_ text: String) {
+    var bytes = Array(text.utf8)
+    var offset = 0
+    while offset < bytes.count {
+        let n = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress! + offset, $0.count - offset) }
+        if n <= 0 { break }
+        offset += n
+    }
+}

@@ -1,0 +1,83 @@
+import ArgumentParser
+import GraftCore
+import GraftKit
+
+struct PatchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "patch",
+        abstract: "Overwrite a function's entry with a jump to another function, or with a \"return N\" stub.",
+        discussion: """
+        Every check runs before the first write; a refused patch writes nothing. The patch stays after \
+        graft exits and is recorded in the journal (see `graft list`, `graft unpatch`).
+        Examples:
+          graft patch -p 4242 value_a --to value_b
+          graft patch -p 4242 libc:getpid --return 42 --dry-run
+        """)
+
+    @OptionGroup var process: ProcessOptions
+
+    @Argument(help: "The function to patch (LOCATION).")
+    var location: String
+
+    @Option(name: .customLong("to"), help: "Jump to this LOCATION.")
+    var target: String?
+
+    @Option(name: .customLong("return"), help: ArgumentHelp("Return this integer at once.", valueName: "INT"))
+    var returnValue: Int64?
+
+    @Flag(name: .customLong("dry-run"), help: "Show the checks, the address and the bytes, disassembled; write nothing.")
+    var dryRun = false
+
+    func validate() throws {
+        if (target == nil) == (returnValue == nil) {
+            throw ValidationError("give exactly one of --to LOCATION or --return INT")
+        }
+    }
+
+    func run() throws {
+        let action: PatchAction = target.map { .jump(to: $0) } ?? .returnValue(returnValue!)
+        let outcome = try withTerminationDeferred {
+            try process.graft.patch(pid: process.pid, location: location, action: action, dryRun: dryRun)
+        }
+        if process.json {
+            Output.json(outcome.json)
+            return
+        }
+        let plan = outcome.plan
+        let what: String
+        switch plan.action {
+        case .jump: what = "jump to \(plan.target?.description ?? "?") (\(plan.encoding))"
+        case .returnValue(let value): what = "return \(value)"
+        }
+        if outcome.dryRun {
+            Output.line("dry run: would patch \(plan.location) at \(hex(plan.address)) with \(what); nothing written")
+            Output.line("checks passed:")
+            for check in plan.checks { Output.line("  ok  \(check)") }
+            Output.line("  (threads inside the bytes are checked, and stepped out, when the process is stopped)")
+        } else {
+            let id = outcome.record.map { "patch \($0.id)" } ?? "patch"
+            Output.line("\(id): \(plan.location) at \(hex(plan.address)) now does: \(what)")
+        }
+        Output.line("original bytes: \(hexBytes(plan.originalBytes))")
+        for instruction in plan.originalInstructions { Output.line("  \(hex(instruction.address))  \(instruction.text)") }
+        Output.line("new bytes:      \(hexBytes(plan.newBytes))")
+        for instruction in plan.newInstructions { Output.line("  \(hex(instruction.address))  \(instruction.text)") }
+        if plan.encoding == "jmp [rip+0]" {
+            Output.line("  \(hex(plan.address + 6))  .quad \(hex(plan.target?.address ?? 0))")
+        }
+        if !outcome.dryRun {
+            let ms = Double(outcome.stopWindowNanoseconds) / 1e6
+            var tail = "process stopped for \(formatMilliseconds(ms)) (\(outcome.threadCount) thread\(outcome.threadCount == 1 ? "" : "s"))"
+            if !outcome.steppedThreads.isEmpty {
+                tail += "; stepped out of the patched bytes: thread \(outcome.steppedThreads.map(String.init).joined(separator: ", "))"
+            }
+            Output.line(tail)
+            if let record = outcome.record { Output.line("undo with: graft unpatch -p \(process.pid) \(record.id)") }
+        }
+    }
+}
+
+func formatMilliseconds(_ ms: Double) -> String {
+    let rounded = (ms * 1000).rounded() / 1000
+    return "\(rounded) ms"
+}

@@ -1,0 +1,28 @@
+import ArgumentParser
+import GraftCore
+import GraftKit
+
+struct SymbolsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "symbols",
+        abstract: "List the functions mapped in a process: address, size, module, name.",
+        discussion: "Example: graft symbols -p 4242 'value_*'")
+
+    @OptionGroup var process: ProcessOptions
+
+    @Argument(help: "A glob on the function name (fnmatch: *, ?, [...]). All functions when omitted.")
+    var pattern: String?
+
+    func run() throws {
+        let found = try process.graft.symbols(pid: process.pid, matching: pattern)
+        if process.json {
+            for location in found { Output.json(location.symbolJSON()) }
+            return
+        }
+        let rows = found.map { [hex($0.address), String($0.symbol?.size ?? 0), $0.module?.name ?? "?", $0.symbol?.name ?? "?"] }
+        for line in Output.table([["ADDRESS", "SIZE", "MODULE", "NAME"]] + rows) { Output.line(line) }
+        if found.isEmpty, let pattern {
+            throw GraftError.symbolNotFound(name: pattern, module: nil, suggestions: [])
+        }
+    }
+}
