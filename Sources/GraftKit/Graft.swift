@@ -95,9 +95,8 @@ public struct Graft: Sendable {
             let result: (stepped: [Int32], threads: Int, window: UInt64)
             do {
                 result = try withStoppedProcess(pid) { tracee in
-                    let index = try SymbolIndex(pid: pid)
                     let stepped = try StoppedCode.moveThreadsOut(of: plan.range, tracee: tracee)
-                    try StoppedCode.checkReturnAddresses(plan.returnAddressesInside, tracee: tracee, index: index)
+                    try StoppedCode.checkReturnAddresses(plan.returnAddressesInside, tracee: tracee)
                     try StoppedCode.replace(at: plan.address, old: plan.originalBytes, new: plan.newBytes, tracee: tracee)
                     return (stepped, tracee.threadIDs.count)
                 }

@@ -211,11 +211,11 @@ enum StoppedCode {
 
     /// Refuses when a thread's stack holds one of `returnAddresses` (scanning from rsp to the end of
     /// its stack mapping, at most 1 MiB: conservative, a stale copy also refuses).
-    static func checkReturnAddresses(_ returnAddresses: [UInt64], tracee: Tracee, index: SymbolIndex) throws {
+    static func checkReturnAddresses(_ returnAddresses: [UInt64], tracee: Tracee) throws {
         guard !returnAddresses.isEmpty else { return }
+        let mappings = try ProcMaps.read(pid: tracee.pid)
         for tid in tracee.threadIDs {
             let rsp = try tracee.registers(of: tid).rsp & ~7
-            let mappings = (try? ProcMaps.read(pid: tracee.pid)) ?? index.mappings
             guard let stack = mappings.first(where: { $0.contains(rsp) }) else { continue }
             let length = Int(min(stack.end - rsp, 1 << 20))
             let words = try tracee.readMemory(at: rsp, count: length)

@@ -103,6 +103,15 @@ public final class Tracee: @unchecked Sendable {
     // MARK: - Attach
 
     private func seizeAndStopAll() throws {
+        // Opened before the first stop so the stop window holds only ptrace work.
+        if memFD < 0 {
+            memFD = open("/proc/\(pid)/mem", O_RDWR | O_CLOEXEC)
+            if memFD < 0 {
+                if errno == ENOENT { throw GraftError.noSuchProcess(pid: pid) }
+                if errno == EACCES || errno == EPERM { throw ProcFS.diagnosePermission(pid) }
+                throw GraftError.systemCall(name: "open", errno: errno, context: "/proc/\(pid)/mem")
+            }
+        }
         stopRequestedAt = graft_monotonic_ns()
         var waiting: Set<Int32> = []
         var pass = 0
@@ -133,12 +142,6 @@ public final class Tracee: @unchecked Sendable {
             }
             if threads.isEmpty { throw GraftError.noSuchProcess(pid: pid) }
             if !found || pass > 100 { break }
-        }
-        if memFD < 0 {
-            memFD = open("/proc/\(pid)/mem", O_RDWR | O_CLOEXEC)
-            if memFD < 0 {
-                throw GraftError.systemCall(name: "open", errno: errno, context: "/proc/\(pid)/mem")
-            }
         }
         allStoppedAt = graft_monotonic_ns()
         isAttached = true

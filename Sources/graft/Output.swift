@@ -51,6 +51,7 @@ func withTerminationDeferred<T>(_ body: () throws -> T) rethrows -> T {
 
 /// stderr without touching the C global `stderr` (Swift 6 rejects it as shared mutable state).
 func writeStandardError(_ text: String) {
+    fflush(nil)  // keep stdout and stderr in order on a shared terminal
     var bytes = Array(text.utf8)
     var offset = 0
     while offset < bytes.count {
