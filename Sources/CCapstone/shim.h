@@ -1,6 +1,52 @@
-// Why this shim exists: capstone's per-architecture detail is a union inside cs_detail; small
-// static inline accessors keep the Swift side free of union juggling.
+// Why this shim exists: capstone's per-architecture detail is a union inside cs_detail, x86 operands
+// are a struct holding an anonymous union {reg, imm, mem}, and the fixed-size char/uint8_t arrays
+// (mnemonic, op_str, prefix, operands) import into Swift as large tuples. Small static inline accessors
+// keep the Swift side free of union and tuple juggling. Every accessor tolerates a NULL detail (an
+// instruction decoded without CS_OPT_DETAIL) by answering 0.
 #ifndef GRAFT_CCAPSTONE_SHIM_H
 #define GRAFT_CCAPSTONE_SHIM_H
 #include <capstone/capstone.h>
+
+/// The NUL-terminated mnemonic ("mov", "rep movsb").
+static inline const char *graft_cs_mnemonic(const cs_insn *insn) { return insn->mnemonic; }
+
+/// The NUL-terminated operand text ("eax, 1").
+static inline const char *graft_cs_op_str(const cs_insn *insn) { return insn->op_str; }
+
+/// x86 legacy prefix slot `index` (0: rep/repne/lock, 1: segment, 2: operand size, 3: address size).
+static inline uint8_t graft_cs_x86_prefix(const cs_insn *insn, int index) {
+    if (insn->detail == NULL || index < 0 || index > 3) return 0;
+    return insn->detail->x86.prefix[index];
+}
+
+/// Number of x86 operands.
+static inline int graft_cs_x86_op_count(const cs_insn *insn) {
+    if (insn->detail == NULL) return 0;
+    return insn->detail->x86.op_count;
+}
+
+/// Type of x86 operand `index` (X86_OP_REG, X86_OP_IMM, X86_OP_MEM), X86_OP_INVALID when out of range.
+static inline x86_op_type graft_cs_x86_op_type(const cs_insn *insn, int index) {
+    if (insn->detail == NULL || index < 0 || index >= insn->detail->x86.op_count) return X86_OP_INVALID;
+    return insn->detail->x86.operands[index].type;
+}
+
+/// Immediate of x86 operand `index` (valid when its type is X86_OP_IMM).
+static inline int64_t graft_cs_x86_op_imm(const cs_insn *insn, int index) {
+    if (insn->detail == NULL || index < 0 || index >= insn->detail->x86.op_count) return 0;
+    return insn->detail->x86.operands[index].imm;
+}
+
+/// Base register of x86 memory operand `index` (valid when its type is X86_OP_MEM).
+static inline x86_reg graft_cs_x86_op_mem_base(const cs_insn *insn, int index) {
+    if (insn->detail == NULL || index < 0 || index >= insn->detail->x86.op_count) return X86_REG_INVALID;
+    return (x86_reg)insn->detail->x86.operands[index].mem.base;
+}
+
+/// Displacement of x86 memory operand `index` (valid when its type is X86_OP_MEM).
+static inline int64_t graft_cs_x86_op_mem_disp(const cs_insn *insn, int index) {
+    if (insn->detail == NULL || index < 0 || index >= insn->detail->x86.op_count) return 0;
+    return insn->detail->x86.operands[index].mem.disp;
+}
+
 #endif
