@@ -1,0 +1,3 @@
+module graft/victims/go_loop
+
+go 1.19

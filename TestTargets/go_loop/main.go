@@ -1,0 +1,39 @@
+// go_loop: the first article's program. main.a returns 1, main.b returns 2; prints `ready`, then
+// `a=%d` of a() every argv[1] ms (default 10). Built with -gcflags=-l so a and b stay real
+// functions (no inlining). argv: [1] interval ms, [2] lifetime s (default 120).
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+)
+
+func a() int { return 1 }
+
+func b() int { return 2 }
+
+func arg(i int, def int) int {
+	if i < len(os.Args) {
+		if v, err := strconv.Atoi(os.Args[i]); err == nil {
+			return v
+		}
+	}
+	return def
+}
+
+func main() {
+	interval := time.Duration(arg(1, 10)) * time.Millisecond
+	lifetime := time.Duration(arg(2, 120)) * time.Second
+	// Never run forever unattended: exit by ourselves (Go ignores SIGALRM, so no alarm()).
+	time.AfterFunc(lifetime, func() { os.Exit(0) })
+	if len(os.Args) > 1000 { // never true, but keeps main.b reachable for the linker
+		fmt.Printf("b=%d\n", b())
+	}
+	fmt.Println("ready")
+	for {
+		fmt.Printf("a=%d\n", a())
+		time.Sleep(interval)
+	}
+}
