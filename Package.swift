@@ -36,7 +36,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["GraftCore"], path: "Tests/TestSupport"),
         .testTarget(name: "GraftMachineTests", dependencies: ["GraftMachine"]),
         .testTarget(name: "GraftELFTests", dependencies: ["GraftELF", "TestSupport"]),
-        .testTarget(name: "GraftPtraceTests", dependencies: ["GraftPtrace", "TestSupport"]),
+        .testTarget(name: "GraftPtraceTests", dependencies: ["GraftPtrace", "GraftELF", "TestSupport"]),
         .testTarget(name: "GraftKitTests", dependencies: ["GraftKit", "TestSupport"]),
         .testTarget(name: "GraftCLITests", dependencies: ["TestSupport"]),
     ],

@@ -1,3 +1,4 @@
+import Glibc
 import GraftCore
 import GraftELF
 import GraftMachine
@@ -218,6 +219,16 @@ extension ProcFS {
         guard pid > 0, let status = ProcFS.status(pid) else { throw GraftError.noSuchProcess(pid: pid) }
         if let state = status["State"], state.hasPrefix("Z") || state.hasPrefix("X") {
             throw GraftError.zombie(pid: pid)
+        }
+        // Reading maps needs the same permission as tracing (PTRACE_MODE_READ): diagnose it here
+        // rather than report a failed open.
+        let fd = open("/proc/\(pid)/maps", O_RDONLY | O_CLOEXEC)
+        if fd < 0 {
+            let code = errno
+            if code == EACCES || code == EPERM { throw ProcFS.diagnosePermission(pid) }
+            if code == ENOENT || code == ESRCH { throw GraftError.noSuchProcess(pid: pid) }
+        } else {
+            close(fd)
         }
     }
 }

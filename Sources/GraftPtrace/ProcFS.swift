@@ -37,6 +37,12 @@ public enum ProcFS {
     }
 
     /// The command name (`comm`) of a process, or "unknown".
+    /// The process (thread-group leader) a thread ID belongs to: TracerPid names the tracing thread,
+    /// and a user wants the process ("gdb", "strace"), not a worker thread's name.
+    public static func threadGroup(of tid: Int32) -> Int32 {
+        status(tid)?["Tgid"].flatMap { Int32($0) } ?? tid
+    }
+
     public static func commandName(_ pid: Int32) -> String {
         readFile("/proc/\(pid)/comm")?.trimmingCharacters(in: "\n ") ?? "unknown"
     }
@@ -77,7 +83,8 @@ public enum ProcFS {
             throw GraftError.zombie(pid: pid)
         }
         if let tracer = status["TracerPid"].flatMap({ Int32($0) }), tracer != 0 {
-            throw GraftError.alreadyTraced(pid: pid, tracer: tracer, tracerName: commandName(tracer))
+            let process = threadGroup(of: tracer)
+            throw GraftError.alreadyTraced(pid: pid, tracer: process, tracerName: commandName(process))
         }
         if status["VmSize"] == nil, status["Kthread"] == "1" || status["PPid"] == "2" || pid == 2 {
             throw GraftError.permissionDenied(pid: pid, reason: "it is a kernel thread, which has no user-space code to patch")
@@ -88,7 +95,8 @@ public enum ProcFS {
     public static func diagnosePermission(_ pid: Int32) -> GraftError {
         if let status = status(pid) {
             if let tracer = status["TracerPid"].flatMap({ Int32($0) }), tracer != 0 {
-                return .alreadyTraced(pid: pid, tracer: tracer, tracerName: commandName(tracer))
+                let process = threadGroup(of: tracer)
+                return .alreadyTraced(pid: pid, tracer: process, tracerName: commandName(process))
             }
             let hasCapability = effectiveCapabilities().map { $0 & (1 << 19) != 0 } ?? false  // CAP_SYS_PTRACE = 19
             let targetUIDs = (status["Uid"] ?? "").split(whereSeparator: { $0 == "\t" || $0 == " " }).compactMap { UInt32($0) }

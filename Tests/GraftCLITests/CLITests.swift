@@ -1,0 +1,213 @@
+import Foundation
+import Glibc
+import Testing
+import TestSupport
+
+/// The built `graft` binary, next to this test bundle in .build/<config>/.
+func graftBinary() throws -> String {
+    var buffer = [CChar](repeating: 0, count: 4096)
+    let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+    let exe = String(decoding: buffer[0..<max(0, n)].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    var dir = exe
+    while !dir.isEmpty {
+        dir = String(dir[..<(dir.lastIndex(of: "/") ?? dir.startIndex)])
+        if access(dir + "/graft", X_OK) == 0 { return dir + "/graft" }
+        if dir.hasSuffix("/.build") { break }
+    }
+    throw CLIError.missing("graft binary not found near \(exe); run `swift build` first")
+}
+
+enum CLIError: Error { case missing(String) }
+
+func temporaryDirectory() -> String {
+    var template = Array("/tmp/graft-cli-test-XXXXXX".utf8CString)
+    return template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+}
+
+/// Runs graft with a private journal directory.
+func graft(_ arguments: [String], stateDir: String) throws -> (status: Int32, stdout: String, stderr: String) {
+    try runCommand(try graftBinary(), arguments + ["--state-dir", stateDir])
+}
+
+/// Every stdout line parsed as a JSON object.
+func jsonLines(_ text: String) throws -> [[String: Any]] {
+    try text.split(separator: "\n").map { line in
+        let object = try JSONSerialization.jsonObject(with: Data(line.utf8))
+        return try #require(object as? [String: Any], "not an object: \(line)")
+    }
+}
+
+/// The failure contract: non-zero exit, exactly one stderr line `graft: error: …`, containing `fragment`.
+func expectOneLineError(_ result: (status: Int32, stdout: String, stderr: String), _ fragment: String,
+                        sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(result.status != 0, sourceLocation: sourceLocation)
+    let lines = result.stderr.split(separator: "\n")
+    #expect(lines.count == 1, "stderr: \(result.stderr)", sourceLocation: sourceLocation)
+    #expect(result.stderr.hasPrefix("graft: error: "), "stderr: \(result.stderr)", sourceLocation: sourceLocation)
+    #expect(result.stderr.contains(fragment), "stderr: \(result.stderr)", sourceLocation: sourceLocation)
+    #expect(!result.stderr.contains("Fatal error") && !result.stderr.contains("errno "), sourceLocation: sourceLocation)
+}
+
+@Suite struct CLITests {
+    @Test func patchListUnpatchAcrossInvocationsWithJSON() throws {
+        let victim = try Victim.launch("c_loop")
+        defer { victim.kill() }
+        let state = temporaryDirectory()
+        let pid = String(victim.pid)
+
+        let symbols = try graft(["symbols", "-p", pid, "value_*", "--json"], stateDir: state)
+        #expect(symbols.status == 0)
+        let found = try jsonLines(symbols.stdout)
+        #expect(found.compactMap { $0["name"] as? String }.sorted() == ["value_a", "value_b", "value_c"])
+        #expect(found.allSatisfy { $0["event"] as? String == "symbol" && ($0["address"] as? String)?.hasPrefix("0x") == true })
+
+        let patch = try graft(["patch", "-p", pid, "value_a", "--to", "value_b", "--json"], stateDir: state)
+        #expect(patch.status == 0, "\(patch.stderr)")
+        let event = try #require(try jsonLines(patch.stdout).first)
+        #expect(event["event"] as? String == "patch")
+        #expect(event["id"] as? Int == 1)
+        #expect(event["kind"] as? String == "jump")
+        #expect((event["new_bytes"] as? String)?.hasPrefix("e9") == true)
+        #expect(event["stop_window_ns"] as? Int ?? 0 > 0)
+        #expect(victim.waitForLine(timeout: 5, where: { $0 == "a=2" }) != nil)
+
+        let list = try graft(["list", "-p", pid, "--json"], stateDir: state)
+        let statuses = try jsonLines(list.stdout)
+        #expect(statuses.count == 1)
+        #expect(statuses.first?["event"] as? String == "patch-status")
+        #expect(statuses.first?["state"] as? String == "applied")
+
+        let text = try graft(["list", "-p", pid], stateDir: state)
+        #expect(text.stdout.contains("applied"))
+        #expect(text.stdout.contains("c_loop!value_a"))
+
+        let unpatch = try graft(["unpatch", "-p", pid, "1", "--json"], stateDir: state)
+        #expect(unpatch.status == 0, "\(unpatch.stderr)")
+        #expect(try jsonLines(unpatch.stdout).first?["outcome"] as? String == "reverted")
+        #expect(victim.waitForLine(timeout: 5, where: { $0 == "a=1" }) != nil)
+        let again = try graft(["list", "-p", pid, "--json"], stateDir: state)
+        #expect(try jsonLines(again.stdout).first?["state"] as? String == "reverted")
+    }
+
+    @Test func dryRunPrintsBytesAndDisassemblyAndWritesNothing() throws {
+        let victim = try Victim.launch("c_loop")
+        defer { victim.kill() }
+        let state = temporaryDirectory()
+        let result = try graft(["patch", "-p", String(victim.pid), "value_a", "--return", "42", "--dry-run"], stateDir: state)
+        #expect(result.status == 0)
+        #expect(result.stdout.contains("dry run"))
+        #expect(result.stdout.contains("b8 2a 00 00 00 c3"))
+        #expect(result.stdout.contains("mov eax, 0x2a"))
+        #expect(result.stdout.contains("push rbp"))
+        #expect(victim.waitForLine(timeout: 2, where: { $0 == "a=1" }) != nil)
+        let list = try graft(["list", "-p", String(victim.pid)], stateDir: state)
+        #expect(list.stdout.contains("no patches"))
+    }
+
+    @Test func errorsAreOneSpecificLine() throws {
+        let victim = try Victim.launch("c_loop")
+        defer { victim.kill() }
+        let state = temporaryDirectory()
+        let pid = String(victim.pid)
+        expectOneLineError(try graft(["patch", "-p", pid, "value_aa", "--return", "1"], stateDir: state), "did you mean value_a")
+        expectOneLineError(try graft(["patch", "-p", pid, "value_a+2", "--return", "1"], stateDir: state), "not an instruction boundary")
+        expectOneLineError(try graft(["patch", "-p", pid, "nosuchlib:value_a", "--return", "1"], stateDir: state), "no module 'nosuchlib'")
+        expectOneLineError(try graft(["patch", "-p", pid, "value_a"], stateDir: state), "--to")
+        expectOneLineError(try graft(["patch", "-p", pid, "value_a", "--to", "value_b", "--return", "3"], stateDir: state), "exactly one")
+        expectOneLineError(try graft(["unpatch", "-p", pid, "7"], stateDir: state), "no patch 7")
+        expectOneLineError(try graft(["list", "-p", "999999999"], stateDir: state), "no process with PID 999999999")
+        expectOneLineError(try graft(["patch", "-p", pid, "value_a", "--return", "1", "--bogus"], stateDir: state), "--bogus")
+        expectOneLineError(try graft(["patch", "-p", pid, "", "--return", "1"], stateDir: state), "invalid location")
+        #expect(victim.isAlive)
+    }
+
+    @Test func permissionDeniedNamesTheReason() throws {
+        let victim = try Victim.launch("c_loop")
+        defer { victim.kill() }
+        let state = temporaryDirectory()
+        chmod(state, 0o777)
+        // Run graft as nobody against a root process.
+        let result = try runCommand("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+                                                          try graftBinary(), "patch", "-p", String(victim.pid), "value_a", "--return", "1",
+                                                          "--state-dir", state])
+        expectOneLineError(result, "permission denied")
+        #expect(result.stderr.contains("uid 0") || result.stderr.contains("CAP_SYS_PTRACE"), "\(result.stderr)")
+    }
+
+    @Test func alreadyTracedNamesTheTracer() throws {
+        let victim = try Victim.launch("c_loop")
+        defer { victim.kill() }
+        // strace-like: a gdb holding the process.
+        let state = temporaryDirectory()
+        let gdbVictim = victim.pid
+        let holder = try Victim.launchCommand("/usr/bin/gdb", arguments: ["-q", "-nx", "-p", String(gdbVictim), "-ex", "echo ready\\n", "-ex", "shell sleep 20"])
+        defer { holder.kill() }
+        var traced = false
+        for _ in 0..<200 {
+            if let tracer = ProcFSLite.tracerPid(gdbVictim), tracer != 0 { traced = true; break }
+            usleep(20_000)
+        }
+        #expect(traced)
+        let result = try graft(["patch", "-p", String(gdbVictim), "value_a", "--return", "1"], stateDir: state)
+        expectOneLineError(result, "already traced by")
+        #expect(result.stderr.contains("(gdb)"), "\(result.stderr)")
+    }
+
+    @Test func reusedPIDIsNeverTouched() throws {
+        let victim = try Victim.launch("c_loop")
+        defer { victim.kill() }
+        let state = temporaryDirectory()
+        let pid = victim.pid
+        // A journal left by an earlier process that had the same PID (another start time), claiming
+        // a patch at value_a's address.
+        let start = try #require(ProcFSLite.startTime(pid))
+        let symbols = try jsonLines(try graft(["symbols", "-p", String(pid), "value_a", "--json"], stateDir: state).stdout)
+        let address = try #require(symbols.first?["address"] as? String)
+        let stale = """
+        {"executable":"/old","nextID":2,"patches":[{"address":"\(address)","appliedAt":"2026-01-01T00:00:00Z","function":"old!value_a","id":1,"kind":"return","module":"/old","newBytes":"31c0c3","originalBytes":"554889","returnValue":0,"state":"applied"}],"pid":\(pid),"startTime":\(start - 1)}
+        """
+        _ = FileManager.default.createFile(atPath: "\(state)/\(pid)-\(start - 1).json", contents: Data(stale.utf8))
+        let list = try graft(["list", "-p", String(pid)], stateDir: state)
+        #expect(list.stdout.contains("no patches"), "\(list.stdout)")
+        let unpatch = try graft(["unpatch", "-p", String(pid), "--all"], stateDir: state)
+        #expect(unpatch.status == 0)
+        #expect(unpatch.stdout.contains("no applied patches"))
+        #expect(victim.waitForLine(timeout: 2, where: { $0 == "a=1" }) != nil)
+    }
+
+    @Test func demoRunsToTheEnd() throws {
+        let result = try runCommand(try graftBinary(), ["demo", "--interval", "20"], timeout: 120)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("value_a() = 2"))
+        #expect(result.stdout.contains("price(3) = 0"))
+        #expect(result.stdout.contains("reverted"))
+        #expect(result.stderr.contains("already patched by graft"))
+        #expect(result.stderr.contains("not an instruction boundary"))
+    }
+
+    @Test func helpAndVersionExitZero() throws {
+        let help = try runCommand(try graftBinary(), ["--help"])
+        #expect(help.status == 0)
+        for command in ["symbols", "patch", "list", "unpatch", "demo"] { #expect(help.stdout.contains(command)) }
+        let completion = try runCommand(try graftBinary(), ["--generate-completion-script", "bash"])
+        #expect(completion.status == 0)
+        #expect(completion.stdout.contains("unpatch"))
+    }
+}
+
+/// /proc fields the CLI tests read without linking GraftKit (they test the binary).
+enum ProcFSLite {
+    static func field(_ pid: Int32, _ key: String) -> String? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix(key + ":") {
+            return line.dropFirst(key.count + 1).trimmingCharacters(in: .whitespaces)
+        }
+        return nil
+    }
+    static func tracerPid(_ pid: Int32) -> Int32? { field(pid, "TracerPid").flatMap { Int32($0) } }
+    static func startTime(_ pid: Int32) -> UInt64? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = text.lastIndex(of: ")") else { return nil }
+        let rest = text[text.index(after: close)...].split(separator: " ")
+        return rest.count > 19 ? UInt64(rest[19]) : nil
+    }
+}

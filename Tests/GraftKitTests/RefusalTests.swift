@@ -1,0 +1,161 @@
+import Glibc
+import GraftKit
+import Testing
+import TestSupport
+
+/// Every refusal: the right error, and memory left byte-identical to the file.
+@Suite struct RefusalTests {
+    /// Runs `attempt` against `victimName`, expects `matches` on the error, and checks that `function`
+    /// still holds exactly the file's bytes and that nothing was journaled.
+    func refused(_ victimName: String, arguments: [String] = [], function: String,
+                 _ matches: (GraftError) -> Bool, attempt: (Graft, Int32) throws -> Void,
+                 sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let victim = try Victim.launch(victimName, arguments: arguments)
+        defer { victim.kill() }
+        let graft = Graft(journal: temporaryJournal())
+        let before = try functionBytes(pid: victim.pid, function)
+        expectError(matches, { try attempt(graft, victim.pid) }, sourceLocation: sourceLocation)
+        let after = try functionBytes(pid: victim.pid, function)
+        #expect(after.memory == before.memory, sourceLocation: sourceLocation)
+        #expect(after.memory == after.file, sourceLocation: sourceLocation)
+        #expect(try graft.list(pid: victim.pid).isEmpty, sourceLocation: sourceLocation)
+        #expect(victim.isAlive, sourceLocation: sourceLocation)
+    }
+
+    @Test func notAnInstructionBoundary() throws {
+        // value_a starts with 55 (push rbp) and 48 89 e5 (mov rbp, rsp): +2 is inside the second.
+        try refused("c_loop", function: "value_a", {
+            if case .notInstructionBoundary(_, let function, let previous, let next) = $0 {
+                return function == "c_loop!value_a" && next - previous == 3
+            }
+            return false
+        }) { graft, pid in _ = try graft.patch(pid: pid, location: "value_a+2", action: .returnValue(1)) }
+    }
+
+    @Test func functionTooShortForAJump() throws {
+        try refused("tiny_funcs", function: "tiny_ret", {
+            if case .functionTooShort(_, let size, let needed) = $0 { return size == 1 && needed == 5 }
+            return false
+        }) { graft, pid in _ = try graft.patch(pid: pid, location: "tiny_ret", action: .jump(to: "tiny_xor")) }
+    }
+
+    @Test func functionTooShortForAReturnStub() throws {
+        try refused("tiny_funcs", function: "tiny_four", {
+            if case .functionTooShort(_, let size, let needed) = $0 { return size == 4 && needed == 6 }
+            return false
+        }) { graft, pid in _ = try graft.patch(pid: pid, location: "tiny_four", action: .returnValue(1)) }
+    }
+
+    @Test func branchIntoThePatchedBytes() throws {
+        try refused("branch_back", function: "loop_into_head", {
+            if case .branchIntoPatch(_, let to, let function) = $0 { return function == "branch_back!loop_into_head" && to > 0 }
+            return false
+        }) { graft, pid in _ = try graft.patch(pid: pid, location: "loop_into_head", action: .returnValue(0)) }
+    }
+
+    @Test func returnAddressInsideThePatchedBytes() throws {
+        // A thread sleeps in slow_callee, called by `call *%rdi` at call_head+0: its return address is
+        // call_head+2, inside the 3 bytes of `xor eax, eax; ret`.
+        try refused("call_in_head", function: "call_head", {
+            if case .returnAddressInsidePatch(_, let ret) = $0 { return ret & 0xf != 0 || ret != 0 }
+            return false
+        }) { graft, pid in _ = try graft.patch(pid: pid, location: "call_head", action: .returnValue(0)) }
+    }
+
+    @Test func symbolNotFoundSuggestsCloseNames() throws {
+        try refused("c_loop", function: "value_a", {
+            if case .symbolNotFound(let name, _, let suggestions) = $0 { return name == "value_aa" && suggestions.contains("value_a") }
+            return false
+        }) { graft, pid in _ = try graft.patch(pid: pid, location: "value_aa", action: .returnValue(1)) }
+    }
+
+    @Test func jumpTargetNotFound() throws {
+        try refused("c_loop", function: "value_a", {
+            if case .symbolNotFound(let name, _, _) = $0 { return name == "no_such_function" }
+            return false
+        }) { graft, pid in _ = try graft.patch(pid: pid, location: "value_a", action: .jump(to: "no_such_function")) }
+    }
+
+    @Test func addressNotExecutable() throws {
+        let victim = try Victim.launch("c_loop")
+        defer { victim.kill() }
+        let graft = Graft(journal: temporaryJournal())
+        let stack = try #require(try ProcMaps.read(pid: victim.pid).first(where: { $0.path == "[stack]" }))
+        expectError({ if case .addressNotExecutable = $0 { return true }; return false }) {
+            _ = try graft.patch(pid: victim.pid, location: hex(stack.start + 64), action: .returnValue(0))
+        }
+        expectError({ if case .addressNotMapped(let a) = $0 { return a == 0x10 }; return false }) {
+            _ = try graft.patch(pid: victim.pid, location: "0x10", action: .returnValue(0))
+        }
+    }
+
+    @Test func alreadyPatchedIsSaidInsteadOfStacking() throws {
+        let victim = try Victim.launch("c_loop")
+        defer { victim.kill() }
+        let graft = Graft(journal: temporaryJournal())
+        _ = try graft.patch(pid: victim.pid, location: "value_a", action: .jump(to: "value_b"))
+        let patched = try functionBytes(pid: victim.pid, "value_a").memory
+        expectError({ if case .alreadyPatched(_, let id, _) = $0 { return id == 1 }; return false }) {
+            _ = try graft.patch(pid: victim.pid, location: "value_a", action: .returnValue(5))
+        }
+        #expect(try functionBytes(pid: victim.pid, "value_a").memory == patched)
+        #expect(try graft.list(pid: victim.pid).count == 1)
+        _ = try graft.unpatch(pid: victim.pid, ids: nil)
+    }
+
+    @Test func someoneElsesBreakpointIsRefused() throws {
+        // A 60 s interval: the victim called value_a once at start and now sleeps, so the int3 is never hit.
+        let victim = try Victim.launch("c_loop", arguments: ["60000"])
+        defer { victim.kill() }
+        let graft = Graft(journal: temporaryJournal())
+        let start = try functionBytes(pid: victim.pid, "value_a").address
+        // Put an int3 where a debugger would, as another tool.
+        let tracee = try Tracee.attach(pid: victim.pid)
+        let original = try tracee.readMemory(at: start + 1, count: 1)
+        try tracee.writeText(at: start + 1, bytes: [0xcc])
+        try tracee.detach()
+        // value_a is not called between these lines: the victim only calls it while running;
+        // keep the window short and restore before the test ends.
+        defer {
+            if let t = try? Tracee.attach(pid: victim.pid) {
+                try? t.writeText(at: start + 1, bytes: original)
+                try? t.detach()
+            }
+        }
+        expectError({
+            if case .unexpectedBytes(_, _, let found, let hint) = $0 { return found.contains(0xcc) && hint.contains("int3") }
+            return false
+        }) {
+            _ = try graft.patch(pid: victim.pid, location: "value_a", action: .returnValue(5))
+        }
+    }
+
+    @Test func noSuchProcessAndZombie() throws {
+        let graft = Graft(journal: temporaryJournal())
+        let victim = try Victim.launch("c_loop")
+        let pid = victim.pid
+        victim.signal(SIGKILL)
+        // Not reaped yet: a zombie.
+        var zombie = false
+        for _ in 0..<200 {
+            if let state = ProcFS.status(pid)?["State"], state.hasPrefix("Z") { zombie = true; break }
+            usleep(5000)
+        }
+        #expect(zombie)
+        expectError({ $0 == .zombie(pid: pid) }) { _ = try graft.patch(pid: pid, location: "value_a", action: .returnValue(0)) }
+        victim.kill()
+        expectError({ $0 == .noSuchProcess(pid: pid) }) { _ = try graft.patch(pid: pid, location: "value_a", action: .returnValue(0)) }
+    }
+
+    @Test func alreadyTracedNamesTheTracer() throws {
+        let victim = try Victim.launch("c_loop")
+        defer { victim.kill() }
+        let holder = try Tracee.attach(pid: victim.pid)
+        defer { try? holder.detach() }
+        let me = getpid()
+        expectError({
+            if case .alreadyTraced(_, let tracer, let name) = $0 { return tracer == me && !name.isEmpty }
+            return false
+        }) { _ = try Tracee.attach(pid: victim.pid) }
+    }
+}
