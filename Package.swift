@@ -33,6 +33,8 @@ let package = Package(
         .executableTarget(name: "graft", dependencies: [
             "GraftKit", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // The Swift program shown in docs/library.md, built by `swift build` so the example cannot rot.
+        .executableTarget(name: "graft-library-example", dependencies: ["GraftKit"], path: "Examples/LibraryExample"),
         .target(name: "TestSupport", dependencies: ["GraftCore"], path: "Tests/TestSupport"),
         .testTarget(name: "GraftMachineTests", dependencies: ["GraftMachine"]),
         .testTarget(name: "GraftELFTests", dependencies: ["GraftELF", "TestSupport"]),

@@ -155,6 +155,7 @@ public struct Graft: Sendable {
             }
             guard !selected.isEmpty else { return [] }
             var results: [UnpatchResult] = []
+            let now = isoTimestamp()  // outside the stop window
             _ = try withStoppedProcess(pid) { tracee -> ([Int32], Int) in
                 for id in selected {
                     let position = contents.patches.firstIndex(where: { $0.id == id })!
@@ -165,7 +166,7 @@ public struct Graft: Sendable {
                     case .reverted, .notPresent:
                         if record.state != .reverted {
                             record.state = .reverted
-                            record.revertedAt = isoTimestamp()
+                            record.revertedAt = now
                             contents.patches[position] = record
                         }
                         results.append(UnpatchResult(record: record, outcome: .alreadyReverted, message: "memory already holds the original bytes", steppedThreads: []))
@@ -176,7 +177,7 @@ public struct Graft: Sendable {
                             let stepped = try StoppedCode.moveThreadsOut(of: record.range, tracee: tracee)
                             try StoppedCode.replace(at: record.addressValue, old: record.new, new: record.original, tracee: tracee)
                             record.state = .reverted
-                            record.revertedAt = isoTimestamp()
+                            record.revertedAt = now
                             contents.patches[position] = record
                             results.append(UnpatchResult(record: record, outcome: .reverted, message: nil, steppedThreads: stepped))
                         } catch let error as GraftError {

@@ -112,14 +112,17 @@ public final class Tracee: @unchecked Sendable {
                 throw GraftError.systemCall(name: "open", errno: errno, context: "/proc/\(pid)/mem")
             }
         }
-        stopRequestedAt = graft_monotonic_ns()
+        // The first listing is read before anything stops; the window starts at the first seize.
+        let initialThreads = ProcFS.threads(pid)
+        stopRequestedAt = 0
         var waiting: Set<Int32> = []
         var pass = 0
         while true {
             pass += 1
             var found = false
-            for tid in ProcFS.threads(pid) where threads[tid] == nil {
+            for tid in (pass == 1 ? initialThreads : ProcFS.threads(pid)) where threads[tid] == nil {
                 found = true
+                if stopRequestedAt == 0 { stopRequestedAt = graft_monotonic_ns() }
                 if graft_ptrace(GRAFT_PTRACE_SEIZE, tid, 0, UInt64(GRAFT_PTRACE_O_TRACECLONE)) != 0 {
                     let err = errno
                     if err == ESRCH {

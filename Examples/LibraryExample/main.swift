@@ -1,0 +1,3 @@
+// Placeholder: replaced by the program shown in docs/library.md.
+import GraftKit
+print(Graft().journal)
