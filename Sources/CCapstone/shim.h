@@ -49,4 +49,16 @@ static inline int64_t graft_cs_x86_op_mem_disp(const cs_insn *insn, int index) {
     return insn->detail->x86.operands[index].mem.disp;
 }
 
+/// Where the displacement starts in the encoding (0: none). capstone 4's cs_x86_encoding.
+static inline uint8_t graft_cs_x86_disp_offset(const cs_insn *insn) {
+    if (insn->detail == NULL) return 0;
+    return insn->detail->x86.encoding.disp_offset;
+}
+
+/// Size of the displacement in bytes (0: none).
+static inline uint8_t graft_cs_x86_disp_size(const cs_insn *insn) {
+    if (insn->detail == NULL) return 0;
+    return insn->detail->x86.encoding.disp_size;
+}
+
 #endif

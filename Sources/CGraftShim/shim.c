@@ -2,6 +2,8 @@
 #include "graft_shim.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sched.h>
 #include <stddef.h>
 #include <sys/ptrace.h>
@@ -133,4 +135,57 @@ void graft_restore_termination_signals(void) {
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGHUP, SIG_DFL);
+}
+
+pid_t graft_waitpid_any(int *status, int nohang) {
+    return waitpid(-1, status, __WALL | __WNOTHREAD | (nohang ? WNOHANG : 0));
+}
+
+int graft_siginfo_code(pid_t tid, int *code) {
+    siginfo_t info;
+    if (ptrace(PTRACE_GETSIGINFO, tid, 0, &info) != 0) return -1;
+    *code = info.si_code;
+    return 0;
+}
+
+/* SIGRTMIN+7: glibc keeps the first two real-time signals for itself; nothing in Swift's runtime,
+ * Dispatch or Foundation uses this one. */
+#define GRAFT_WAKE_SIGNAL (SIGRTMIN + 7)
+static void graft_wake_handler(int sig) { (void)sig; }
+int graft_install_wake_handler(void) {
+    struct sigaction action = {0};
+    action.sa_handler = graft_wake_handler;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = 0; /* no SA_RESTART: the point is to interrupt waitpid */
+    return sigaction(GRAFT_WAKE_SIGNAL, &action, NULL);
+}
+int graft_wake_thread(pid_t tid) { return (int)syscall(SYS_tgkill, getpid(), tid, GRAFT_WAKE_SIGNAL); }
+void graft_unblock_wake_signal(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, GRAFT_WAKE_SIGNAL);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
+pid_t graft_spawn_stopped(const char *path, char *const argv[], char *const envp[]) {
+    pid_t child = fork();
+    if (child != 0) return child;
+    /* Only async-signal-safe calls from here: the parent has other threads. */
+    struct sigaction dfl = {0};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < 65; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP) continue;
+        sigaction(sig, &dfl, NULL);
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    raise(SIGSTOP);
+    execve(path, argv, envp);
+    _exit(127);
+}
+
+int graft_set_idle_policy(int enable) {
+    struct sched_param param = {0};
+    return sched_setscheduler(0, enable ? SCHED_IDLE : SCHED_OTHER, &param);
 }

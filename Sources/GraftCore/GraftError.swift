@@ -39,6 +39,9 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
     case patchNotFound(id: Int, pid: Int32)
     case journal(path: String, reason: String)
 
+    // Hooks.
+    case hookRefused(function: String, address: UInt64, reason: String)
+
     // Catch-all for usage errors found after parsing.
     case usage(String)
 
@@ -103,6 +106,8 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
             return "no patch \(id) recorded for process \(pid) (see `graft list -p \(pid)`)"
         case .journal(let path, let reason):
             return "journal \(path): \(reason)"
+        case .hookRefused(let function, let address, let reason):
+            return "cannot hook \(function) at \(hex(address)): \(reason)"
         case .usage(let text):
             return text
         }

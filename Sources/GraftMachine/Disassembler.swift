@@ -121,7 +121,9 @@ public final class Disassembler {
                            isCall: isCall, isReturn: isReturn, isJump: isJump,
                            isConditionalBranch: isConditional, branchTarget: branchTarget,
                            isRIPRelative: ripRelative, isEndbr64: bytes == X86_64.endbr64,
-                           isSyscall: isSyscall, isInterrupt: isInterrupt, hasRepPrefix: hasRep)
+                           isSyscall: isSyscall, isInterrupt: isInterrupt, hasRepPrefix: hasRep,
+                           ripDisplacementOffset: ripRelative && graft_cs_x86_disp_size(insn) == 4
+                               ? Int(graft_cs_x86_disp_offset(insn)) : nil)
     }
 }
 

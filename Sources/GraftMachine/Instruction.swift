@@ -32,6 +32,9 @@ public struct Instruction: Sendable, Equatable {
     /// Some memory operand is addressed relative to rip (or eip under an 0x67 prefix): moving the
     /// instruction elsewhere changes what it reads or writes.
     public let isRIPRelative: Bool
+    /// For a rip-relative instruction, where its 32-bit displacement sits in `bytes` (nil otherwise):
+    /// what an out-of-line copy must rewrite to keep addressing the same memory.
+    public let ripDisplacementOffset: Int?
     /// The bytes are exactly `endbr64` (f3 0f 1e fa).
     public let isEndbr64: Bool
     /// syscall, sysenter, or `int 0x80` (the i386 system-call gate, also reachable from 64-bit code).
@@ -48,7 +51,7 @@ public struct Instruction: Sendable, Equatable {
                 isCall: Bool = false, isReturn: Bool = false, isJump: Bool = false,
                 isConditionalBranch: Bool = false, branchTarget: UInt64? = nil,
                 isRIPRelative: Bool = false, isEndbr64: Bool = false, isSyscall: Bool = false,
-                isInterrupt: Bool = false, hasRepPrefix: Bool = false) {
+                isInterrupt: Bool = false, hasRepPrefix: Bool = false, ripDisplacementOffset: Int? = nil) {
         self.address = address
         self.bytes = bytes
         self.mnemonic = mnemonic
@@ -63,6 +66,7 @@ public struct Instruction: Sendable, Equatable {
         self.isSyscall = isSyscall
         self.isInterrupt = isInterrupt
         self.hasRepPrefix = hasRepPrefix
+        self.ripDisplacementOffset = ripDisplacementOffset
     }
 }
 

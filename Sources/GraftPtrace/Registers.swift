@@ -32,3 +32,30 @@ public struct Registers: Sendable {
     /// SysV x86_64 integer argument registers, in order.
     public var integerArguments: [UInt64] { [rdi, rsi, rdx, rcx, r8, r9] }
 }
+
+extension Registers {
+    /// A 64-bit general-purpose register by its x86 encoding number (0 rax, 1 rcx, 2 rdx, 3 rbx,
+    /// 4 rsp, 5 rbp, 6 rsi, 7 rdi, 8–15 r8–r15), as instructions name them.
+    public subscript(encoding index: Int) -> UInt64 {
+        get {
+            switch index {
+            case 0: return rax
+            case 1: return rcx
+            case 2: return rdx
+            case 3: return rbx
+            case 4: return rsp
+            case 5: return rbp
+            case 6: return rsi
+            case 7: return rdi
+            case 8: return r8
+            case 9: return r9
+            case 10: return r10
+            case 11: return r11
+            case 12: return r12
+            case 13: return r13
+            case 14: return r14
+            default: return r15
+            }
+        }
+    }
+}

@@ -58,10 +58,10 @@ public final class Tracee: @unchecked Sendable {
     public let pid: Int32
     public let tracer: TracerThread
     private let ownsTracer: Bool
-    private var threads: [Int32: ThreadRecord] = [:]
-    private var memFD: Int32 = -1
+    var threads: [Int32: ThreadRecord] = [:]
+    var memFD: Int32 = -1
     private var syscallGadget: UInt64?
-    public private(set) var isAttached = false
+    public internal(set) var isAttached = false
 
     /// CLOCK_MONOTONIC nanoseconds: the first PTRACE_INTERRUPT, when every thread was stopped, and
     /// the last PTRACE_DETACH. `stopWindow` is how long the target was (partly) stopped.
@@ -69,6 +69,20 @@ public final class Tracee: @unchecked Sendable {
     public private(set) var allStoppedAt: UInt64 = 0
     public private(set) var resumedAt: UInt64 = 0
     public var stopWindowNanoseconds: UInt64 { resumedAt >= stopRequestedAt ? resumedAt - stopRequestedAt : 0 }
+
+    /// A process graft started and seized itself (see `launch`): one thread, stopped.
+    init(launched pid: Int32, tracer: TracerThread) {
+        self.pid = pid
+        self.tracer = tracer
+        self.ownsTracer = false
+        self.threads = [pid: ThreadRecord()]
+        self.memFD = open("/proc/\(pid)/mem", O_RDWR | O_CLOEXEC)
+        self.isAttached = true
+        self.isLaunched = true
+    }
+
+    /// True when graft started the process (`launch`): graft is its parent and reaps it.
+    public private(set) var isLaunched = false
 
     private init(pid: Int32, tracer: TracerThread, ownsTracer: Bool) {
         self.pid = pid
@@ -151,7 +165,7 @@ public final class Tracee: @unchecked Sendable {
     }
 
     /// Waits for the first stop of a freshly seized (or auto-attached) thread and records why it stopped.
-    private func collectFirstStop(_ tid: Int32, newThreads: inout Set<Int32>) throws {
+    func collectFirstStop(_ tid: Int32, newThreads: inout Set<Int32>) throws {
         var status: Int32 = 0
         if graft_waitpid(tid, &status, 0) < 0 {
             if errno == ECHILD { threads[tid] = nil; return }
@@ -440,13 +454,13 @@ public final class Tracee: @unchecked Sendable {
 
     // MARK: - Helpers
 
-    private func anyThread() throws -> Int32 {
+    func anyThread() throws -> Int32 {
         if threads[pid] != nil { return pid }
         guard let tid = threads.keys.min() else { throw exitError() }
         return tid
     }
 
-    private func exitError() -> GraftError {
+    func exitError() -> GraftError {
         .processExited(pid: pid, status: "it is gone")
     }
 }

@@ -43,7 +43,11 @@ public final class TracerThread: @unchecked Sendable {
     }
 
     /// True when the caller is running on this tracer thread.
-    public var isCurrent: Bool { kernelThreadID != 0 && graft_gettid() == kernelThreadID }
+    /// pthread_self is a register read; gettid would be a system call on every ptrace wrapper.
+    public var isCurrent: Bool {
+        guard let thread else { return false }
+        return pthread_equal(pthread_self(), thread) != 0
+    }
 
     /// Runs `body` on the tracer thread and returns its result; the caller blocks meanwhile.
     public func run<T>(_ body: () throws -> T) throws -> T {
@@ -80,8 +84,16 @@ public final class TracerThread: @unchecked Sendable {
         thread = nil
     }
 
+    /// Interrupts a blocking `Tracee.waitForEvent` on this thread (it returns nil), from any thread.
+    /// A wake that lands just before the wait starts is lost, so callers repeat it until heard.
+    public func wake() {
+        if kernelThreadID != 0 { _ = graft_wake_thread(kernelThreadID) }
+    }
+
     private func loop() {
         kernelThreadID = graft_gettid()
+        _ = graft_install_wake_handler()
+        graft_unblock_wake_signal()
         while true {
             pthread_mutex_lock(&mutex)
             while jobs.isEmpty && !stopping {

@@ -13,6 +13,17 @@ struct GraftCLI {
     }
 
     static func run(_ arguments: [String]) -> Int32 {
+        // `graft hook … -- COMMAND ARGS`: everything after the first `--` is the command, verbatim
+        // (swift-argument-parser cannot put a passthrough list after a list of LOCATIONs).
+        var arguments = arguments
+        Passthrough.command = []
+        if let first = arguments.first, Passthrough.subcommands.contains(first), let split = arguments.firstIndex(of: "--") {
+            Passthrough.command = Array(arguments[(split + 1)...])
+            Passthrough.hasTerminator = true
+            arguments = Array(arguments[..<split])
+        } else {
+            Passthrough.hasTerminator = false
+        }
         do {
             var command = try GraftCommand.parseAsRoot(arguments)
             try command.run()
@@ -36,6 +47,13 @@ struct GraftCLI {
     }
 }
 
+/// The words after `--` for commands that start a program.
+enum Passthrough {
+    static let subcommands: Set<String> = ["hook", "trace"]
+    nonisolated(unsafe) static var command: [String] = []
+    nonisolated(unsafe) static var hasTerminator = false
+}
+
 /// A command that already printed its own report and only needs a non-zero exit status.
 struct CommandFailed: Error {
     let code: Int32
@@ -50,7 +68,7 @@ struct GraftCommand: ParsableCommand {
         LOCATION+OFFSET, or 0xADDRESS. Every failure prints one line `graft: error: …` and exits non-zero.
         """,
         version: "0.1.0",
-        subcommands: [SymbolsCommand.self, PatchCommand.self, ListCommand.self, UnpatchCommand.self, DemoCommand.self]
+        subcommands: [SymbolsCommand.self, PatchCommand.self, ListCommand.self, UnpatchCommand.self, HookCommand.self, DemoCommand.self]
     )
 }
 

@@ -75,12 +75,28 @@ int graft_geteventmsg(pid_t pid, unsigned long *msg);
 /// waitpid(pid, status, __WALL | flags), retried on EINTR.
 pid_t graft_waitpid(pid_t pid, int *status, int flags);
 
+/// waitpid(-1, status, __WALL | __WNOTHREAD | (nohang ? WNOHANG : 0)), NOT retried on EINTR: a signal
+/// sent to the tracer thread (graft_wake_thread) makes a blocked wait return -1/EINTR.
+pid_t graft_waitpid_any(int *status, int nohang);
+/// PTRACE_GETSIGINFO, only si_code: 0 and *code, or -1 with errno.
+int graft_siginfo_code(pid_t tid, int *code);
+/// Installs a no-op handler (no SA_RESTART) for the wake signal, so a blocked wait returns EINTR.
+int graft_install_wake_handler(void);
+/// Sends the wake signal to thread `tid` of this process.
+int graft_wake_thread(pid_t tid);
+/// Unblocks the wake signal in the calling thread.
+void graft_unblock_wake_signal(void);
+/// fork + (child: default signal dispositions, empty mask, raise(SIGSTOP), execve). Returns the child's
+/// pid (stopped before execve) or -1. `path` must be resolved already (no PATH search after fork).
+pid_t graft_spawn_stopped(const char *path, char *const argv[], char *const envp[]);
 pid_t graft_gettid(void);
 int graft_tgkill(pid_t tgid, pid_t tid, int sig);
 /// process_vm_readv for one contiguous range. Returns bytes read or -1 with errno.
 ssize_t graft_process_vm_read(pid_t pid, void *local, uint64_t remote, size_t length);
 /// Pin the calling thread to one CPU (sched_setaffinity with CPU_SET); -1 with errno on failure.
 int graft_pin_current_thread(int cpu);
+/// SCHED_IDLE (enable) or SCHED_OTHER for the calling thread only. 0 or -1 with errno.
+int graft_set_idle_policy(int enable);
 /// The CPU the calling thread runs on now.
 int graft_current_cpu(void);
 /// Monotonic clock in nanoseconds.

@@ -1,0 +1,726 @@
+import CGraftShim
+import GraftCore
+import GraftELF
+import GraftMachine
+import GraftPtrace
+import Glibc
+
+/// One int3 graft placed. A breakpoint can be a hook's entry, a return site, or both.
+struct Breakpoint {
+    let address: UInt64
+    /// The byte the int3 replaced.
+    let originalByte: UInt8
+    let instruction: Instruction
+    let displaced: X86DisplacedInstruction
+    /// Out-of-line copy, for `.outOfLine`.
+    var slot: UInt64?
+    var entryHook: Int?
+    var isReturnSite = false
+}
+
+/// A call whose return graft waits for.
+struct PendingReturn {
+    let hook: Int
+    /// rsp at the entry: the return address sits there, so after `ret` rsp == entryRSP + 8.
+    let entryRSP: UInt64
+    let returnAddress: UInt64
+    let start: UInt64
+}
+
+/// Scratch pages mapped into the target for out-of-line copies, 32 bytes a slot.
+struct ScratchSpace {
+    static let pageSize: UInt64 = 4096
+    static let slotSize: UInt64 = 32
+    var pages: [(base: UInt64, used: UInt64)] = []
+
+    func contains(_ address: UInt64) -> Bool {
+        pages.contains { address >= $0.base && address < $0.base + Self.pageSize }
+    }
+}
+
+/// The session's work on the tracer thread.
+final class HookEngine {
+    let tracee: Tracee
+    let specs: [HookSpec]
+    let limits: HookLimits
+    let journal: Journal
+    let stopState: StopState
+    let index: SymbolIndex
+    let disassembler: Disassembler
+    lazy var unwinder = RemoteUnwinder(index: index)
+
+    var breakpoints: [UInt64: Breakpoint] = [:]
+    var pending: [Int32: [PendingReturn]] = [:]
+    var scratch = ScratchSpace()
+    var stats: [HookStatistics] = []
+    var armed: [ArmedHook] = []
+    var totalHits = 0
+    var vforkChildren: Set<Int32> = []
+    var end: HookSessionEnd?
+    var execHappened = false
+    var refusedReturnSites: Set<UInt64> = []
+    var random = SystemRandomNumberGenerator()
+    let started = graft_monotonic_ns()
+    var cpuFollower = CPUFollower()
+
+    init(tracee: Tracee, specs: [HookSpec], limits: HookLimits, journal: Journal, stopState: StopState) {
+        self.tracee = tracee
+        self.specs = specs
+        self.limits = limits
+        self.journal = journal
+        self.stopState = stopState
+        // Built while every thread is stopped, before arming: the maps cannot change under us.
+        self.index = (try? SymbolIndex(pid: tracee.pid)) ?? SymbolIndex(mappings: [])
+        self.disassembler = try! Disassembler(.x86_64)
+    }
+
+    // MARK: - Run
+
+    func run(flush: () -> Void, onEvent: (HookEvent) -> Void, watcher: Watcher) throws -> HookSummary {
+        do {
+            try tracee.setOptions([.clone, .fork, .vfork, .exec])
+            try arm()
+        } catch {
+            restoreAll()
+            try? tracee.detach()
+            throw error
+        }
+        onEvent(.armed(armed))
+        var loopError: Error?
+        do {
+            try tracee.resumeAll()
+            try loop(flush: flush, onEvent: onEvent)
+        } catch {
+            loopError = error
+        }
+        // Every exit path: stop everything, put the code back, detach.
+        let restored = teardown(onEvent: onEvent)
+        flush()
+        if let loopError, end == nil { throw loopError }
+        return HookSummary(hooks: stats, end: end ?? .requested, elapsedNanoseconds: graft_monotonic_ns() - started,
+                           codeRestored: restored)
+    }
+
+    private func loop(flush: () -> Void, onEvent: (HookEvent) -> Void) throws {
+        var unflushed = false
+        while end == nil {
+            if let reason = stopState.requested {
+                end = reason
+                break
+            }
+            var event = try tracee.waitForEvent(block: !unflushed)
+            if event == nil && unflushed {
+                flush()
+                unflushed = false
+                continue
+            }
+            guard let next = event else { continue }  // woken: check the stop request
+            event = nil
+            if try handle(next, onEvent: onEvent) { unflushed = true }
+        }
+    }
+
+    /// Handles one event while the session runs; true when something was reported.
+    private func handle(_ event: TraceEvent, onEvent: (HookEvent) -> Void) throws -> Bool {
+        switch event {
+        case .trap(let tid):
+            var registers = try tracee.registers(of: tid)
+            let address = registers.rip &- 1
+            guard let breakpoint = breakpoints[address] else {
+                // Not graft's: the target's own int3 or raise(SIGTRAP). Deliver it.
+                try tracee.resume(tid, signal: SIGTRAP)
+                return false
+            }
+            registers.rip = address
+            cpuFollower.observe(process: tracee.pid, thread: tid)
+            let reported = try hit(breakpoint, tid: tid, registers: &registers, onEvent: onEvent)
+            try tracee.setRegisters(registers, of: tid)
+            try tracee.resume(tid)
+            if let count = limits.count, totalHits >= count, end == nil { end = .count }
+            return reported
+        case .signal(let tid, let signal):
+            if signal == SIGCONT { tracee.clearGroupStop(tid) }
+            try tracee.resume(tid, signal: signal)
+        case .groupStop(let tid, _):
+            try tracee.listen(tid)
+        case .interrupted(let tid):
+            tracee.clearGroupStop(tid)
+            try tracee.resume(tid)
+        case .newThread(let parent, _):
+            try tracee.resume(parent)
+        case .forked(let parent, let child, let isVfork):
+            if isVfork {
+                // The child shares the memory (and the breakpoints) until it execs or exits: keep
+                // serving its hits like any thread's.
+                vforkChildren.insert(child)
+                tracee.track(child)
+                try tracee.resume(parent)
+                onEvent(.notice("vfork child \(child) shares the hooked memory until it execs"))
+                return true
+            }
+            releaseForkChild(child)
+            try tracee.resume(parent)
+            onEvent(.notice("fork child \(child) released without breakpoints"))
+            return true
+        case .exec(let tid):
+            if vforkChildren.contains(tid) {
+                vforkChildren.remove(tid)
+                tracee.detachThread(tid)
+                return false
+            }
+            // The process image is gone, and the breakpoints with it.
+            execHappened = true
+            breakpoints.removeAll()
+            pending.removeAll()
+            scratch = ScratchSpace()
+            end = .targetExec
+            onEvent(.notice("process \(tracee.pid) called exec: its code is new, the hooks are gone"))
+            return true
+        case .threadExited(let tid, let status):
+            pending[tid] = nil
+            unwinder.forget(tid)
+            if vforkChildren.remove(tid) != nil { return false }
+            if tid == tracee.pid {
+                end = .targetExited(status)
+            }
+        case .other(let tid, _):
+            try tracee.resume(tid)
+        }
+        return false
+    }
+
+    // MARK: - A hit
+
+    /// Reports the call or return at `breakpoint` and runs the displaced instruction on `registers`.
+    private func hit(_ breakpoint: Breakpoint, tid: Int32, registers: inout Registers, onEvent: (HookEvent) -> Void) throws -> Bool {
+        var reported = false
+        if breakpoint.isReturnSite, var frames = pending[tid], !frames.isEmpty {
+            // Frames below the current one were abandoned (longjmp, exceptions): forget them.
+            while let last = frames.last, last.entryRSP &+ 8 < registers.rsp { frames.removeLast() }
+            if let last = frames.last, last.entryRSP &+ 8 == registers.rsp, last.returnAddress == breakpoint.address {
+                frames.removeLast()
+                let spec = specs[last.hook]
+                let value = registers.rax
+                if let replacement = spec.setReturn { registers.rax = UInt64(bitPattern: replacement) }
+                let now = graft_monotonic_ns()
+                record(duration: now &- last.start, hook: last.hook)
+                if spec.returns || spec.setReturn != nil {
+                    onEvent(.returned(HookReturn(hook: last.hook, location: spec.location, tid: tid, value: value,
+                                                 returnedValue: registers.rax, durationNanoseconds: now &- last.start,
+                                                 wallTime: wallClock())))
+                    reported = true
+                }
+            }
+            pending[tid] = frames
+        }
+        if let hook = breakpoint.entryHook {
+            let spec = specs[hook]
+            totalHits += 1
+            stats[hook].hits += 1
+            let wall = wallClock()
+            var arguments = Array(registers.integerArguments.prefix(spec.argumentCount))
+            if spec.argumentCount > 6 {
+                // The seventh argument onwards: on the stack above the return address.
+                let bytes = (try? tracee.readMemory(at: registers.rsp &+ 8, count: (spec.argumentCount - 6) * 8)) ?? []
+                for i in stride(from: 0, to: bytes.count, by: 8) {
+                    var word: UInt64 = 0
+                    for j in 0..<8 { word |= UInt64(bytes[i + j]) << (8 * UInt64(j)) }
+                    arguments.append(word)
+                }
+            }
+            var frames: [BacktraceFrame] = []
+            if spec.backtrace {
+                // libunwind reads the registers from the thread: rip must be the hooked address, not
+                // one past the int3, or the CFA rules of the wrong instruction apply.
+                try tracee.setRegisters(registers, of: tid)
+                frames = unwinder.backtrace(of: tid)
+            }
+            onEvent(.hit(HookHit(hook: hook, location: spec.location, tid: tid, address: breakpoint.address,
+                                 arguments: arguments, backtrace: frames, wallTime: wall)))
+            reported = true
+            if spec.skip {
+                // Return at once: rax = value, pop the return address.
+                let value = spec.setReturn ?? 0
+                let returnAddress = try tracee.readWord(at: registers.rsp, via: tid)
+                registers.rax = UInt64(bitPattern: value)
+                registers.rip = returnAddress
+                registers.rsp &+= 8
+                if spec.returns {
+                    onEvent(.returned(HookReturn(hook: hook, location: spec.location, tid: tid, value: registers.rax,
+                                                 returnedValue: registers.rax, durationNanoseconds: 0, wallTime: wall)))
+                }
+                return reported
+            }
+            if spec.catchesReturn {
+                let returnAddress = try tracee.readWord(at: registers.rsp, via: tid)
+                if try ensureReturnSite(returnAddress, via: tid, onEvent: onEvent) {
+                    pending[tid, default: []].append(PendingReturn(hook: hook, entryRSP: registers.rsp,
+                                                                   returnAddress: returnAddress, start: graft_monotonic_ns()))
+                }
+            }
+        }
+        try execute(breakpoint, tid: tid, registers: &registers)
+        return reported
+    }
+
+    private func record(duration: UInt64, hook: Int) {
+        stats[hook].returns += 1
+        if stats[hook].durations.count < 1_000_000 {
+            stats[hook].durations.append(duration)
+        } else {
+            let slot = Int.random(in: 0..<stats[hook].returns, using: &random)
+            if slot < stats[hook].durations.count { stats[hook].durations[slot] = duration }
+        }
+    }
+
+    /// Runs the instruction the int3 displaced: on the registers, or by sending the thread to its copy.
+    private func execute(_ breakpoint: Breakpoint, tid: Int32, registers: inout Registers) throws {
+        let address = breakpoint.address
+        switch breakpoint.displaced {
+        case .skip(let length):
+            registers.rip = address &+ UInt64(length)
+        case .push(let register, let length):
+            let value = registers[encoding: register]
+            registers.rsp &-= 8
+            try tracee.writeWord(value, at: registers.rsp, via: tid)
+            registers.rip = address &+ UInt64(length)
+        case .movRbpRsp(let length):
+            registers.rbp = registers.rsp
+            registers.rip = address &+ UInt64(length)
+        case .adjustRsp(let subtract, let immediate, let length):
+            let result = X86DisplacedInstruction.adjust(rsp: registers.rsp, immediate: immediate, subtract: subtract, eflags: registers.eflags)
+            registers.rsp = result.rsp
+            registers.eflags = result.eflags
+            registers.rip = address &+ UInt64(length)
+        case .jump(let target):
+            registers.rip = target
+        case .call(let target, let returnAddress):
+            registers.rsp &-= 8
+            try tracee.writeWord(returnAddress, at: registers.rsp, via: tid)
+            registers.rip = target
+        case .conditionalJump(let condition, let target, let fallThrough):
+            registers.rip = X86DisplacedInstruction.conditionHolds(condition, eflags: registers.eflags) ? target : fallThrough
+        case .jumpThroughMemory(let slot):
+            registers.rip = try tracee.readWord(at: slot, via: tid)
+        case .callThroughMemory(let slot, let returnAddress):
+            let target = try tracee.readWord(at: slot, via: tid)
+            registers.rsp &-= 8
+            try tracee.writeWord(returnAddress, at: registers.rsp, via: tid)
+            registers.rip = target
+        case .ret(let popBytes):
+            registers.rip = try tracee.readWord(at: registers.rsp, via: tid)
+            registers.rsp &+= 8 &+ UInt64(popBytes)
+        case .outOfLine:
+            guard let slot = breakpoint.slot else { throw GraftError.hookRefused(function: hex(address), address: address, reason: "no out-of-line copy") }
+            registers.rip = slot
+        case .refused(let reason):
+            throw GraftError.hookRefused(function: hex(address), address: address, reason: reason)
+        }
+    }
+
+    // MARK: - Arming
+
+    /// Resolves and checks every hook, then writes the int3s. Nothing is written unless every hook
+    /// passes its checks.
+    private func arm() throws {
+        var plans: [(hook: Int, breakpoint: Breakpoint, function: String)] = []
+        let contents = try journal.load(ProcessInstance.current(tracee.pid))
+        for (hook, spec) in specs.enumerated() {
+            let (breakpoint, function) = try plan(spec, hook: hook, journal: contents)
+            if let other = plans.first(where: { $0.breakpoint.address == breakpoint.address }) {
+                throw GraftError.usage("\(spec.location) and \(specs[other.hook].location) are the same address (\(hex(breakpoint.address))); hook it once")
+            }
+            plans.append((hook, breakpoint, function))
+        }
+        for (hook, var breakpoint, function) in plans {
+            if case .outOfLine = breakpoint.displaced {
+                breakpoint.slot = try placeOutOfLine(breakpoint.instruction, via: nil)
+            }
+            breakpoints[breakpoint.address] = breakpoint
+            stats.append(HookStatistics(location: specs[hook].location, function: function))
+            armed.append(ArmedHook(index: hook, location: specs[hook].location, function: function, address: breakpoint.address,
+                                   instruction: breakpoint.instruction.text, strategy: breakpoint.displaced.strategy))
+        }
+        for breakpoint in breakpoints.values {
+            try tracee.writeMemory(at: breakpoint.address, bytes: [X86_64.int3])
+        }
+    }
+
+    /// The checks of one hook: a function in an executable file mapping, an instruction boundary
+    /// decoded from the function start, memory equal to the file, no graft patch there, and a first
+    /// instruction graft can displace.
+    private func plan(_ spec: HookSpec, hook: Int, journal contents: JournalContents) throws -> (Breakpoint, String) {
+        let resolved = try index.resolve(try Location.parse(spec.location))
+        guard let mapping = index.mapping(containing: resolved.address) else {
+            throw GraftError.addressNotMapped(address: resolved.address)
+        }
+        guard mapping.executable, mapping.isFileBacked else {
+            throw GraftError.addressNotExecutable(address: resolved.address, mapping: "\(mapping.permissions) \(mapping.path.isEmpty ? "anonymous" : mapping.path)")
+        }
+        guard let module = resolved.module, let symbol = resolved.symbol, let start = resolved.symbolAddress else {
+            throw GraftError.noSymbolAt(address: resolved.address)
+        }
+        let function = resolved.description
+        var address = resolved.address
+        // Code from the file (memory may hold a breakpoint), up to the hooked instruction + 15.
+        let length = Int(max(symbol.size, address - start + 16))
+        let elf = try? module.elf()
+        let fileCode = elf?.bytes(atVirtualAddress: module.linkAddress(start), count: length)
+        let code = try fileCode ?? tracee.readMemory(at: start, count: length)
+        let instructions = disassembler.decode(code, at: start)
+        // Keep endbr64 in place (an indirect branch must land on it); hook the instruction after.
+        if address == start, code.starts(with: X86_64.endbr64) { address += UInt64(X86_64.endbr64.count) }
+        guard let instruction = instructions.first(where: { $0.address == address }) else {
+            let previous = instructions.last(where: { $0.address < address })?.address ?? start
+            let next = instructions.first(where: { $0.address > address })?.address ?? (instructions.last?.end ?? start)
+            if address < (instructions.last?.end ?? start) {
+                throw GraftError.notInstructionBoundary(address: address, function: function, previous: previous, next: next)
+            }
+            throw GraftError.undecodableInstruction(address: address, function: function)
+        }
+        if let patch = contents.patches.first(where: { $0.state != .reverted && $0.range.contains(address) }) {
+            throw GraftError.hookRefused(function: function, address: address,
+                                         reason: "graft patch \(patch.id) is applied there; hooks and patches do not overlap (run `graft unpatch -p \(tracee.pid) \(patch.id)` first)")
+        }
+        let memory = try tracee.readMemory(at: address, count: instruction.size)
+        guard memory == instruction.bytes else {
+            let hint = memory.first == X86_64.int3 ? "an int3 is there: another debugger (or another graft hook session) has a breakpoint on it" : "the code in memory differs from the file"
+            throw GraftError.unexpectedBytes(address: address, expected: instruction.bytes, found: memory, hint: hint)
+        }
+        let displaced = X86DisplacedInstruction.classify(instruction)
+        if case .refused(let reason) = displaced {
+            throw GraftError.hookRefused(function: function, address: address, reason: reason)
+        }
+        let breakpoint = Breakpoint(address: address, originalByte: instruction.bytes[0], instruction: instruction,
+                                    displaced: displaced, slot: nil, entryHook: hook)
+        return (breakpoint, address == resolved.address ? function : "\(function) (after endbr64)")
+    }
+
+    /// Makes sure a return breakpoint sits at `address`; false when graft cannot put one there (the
+    /// return is then not reported, and the user told once).
+    private func ensureReturnSite(_ address: UInt64, via tid: Int32, onEvent: (HookEvent) -> Void) throws -> Bool {
+        if var existing = breakpoints[address] {
+            if !existing.isReturnSite {
+                existing.isReturnSite = true
+                breakpoints[address] = existing
+            }
+            return true
+        }
+        if refusedReturnSites.contains(address) { return false }
+        func refuse(_ why: String) -> Bool {
+            refusedReturnSites.insert(address)
+            onEvent(.notice("returns to \(hex(address)) are not reported: \(why)"))
+            return false
+        }
+        guard let mapping = index.mapping(containing: address), mapping.executable else {
+            return refuse("not in an executable mapping")
+        }
+        var code = (try? tracee.readMemory(at: address, count: 16)) ?? []
+        guard !code.isEmpty else { return refuse("unreadable") }
+        // Another breakpoint of ours in these bytes: decode the original byte.
+        for (offset, byte) in code.enumerated() where byte == X86_64.int3 {
+            if let other = breakpoints[address + UInt64(offset)] { code[offset] = other.originalByte }
+        }
+        guard let instruction = disassembler.decodeOne(code, at: address) else { return refuse("the instruction there does not decode") }
+        if code[0] == X86_64.int3 { return refuse("an int3 that is not graft's is there") }
+        let displaced = X86DisplacedInstruction.classify(instruction)
+        if case .refused(let reason) = displaced { return refuse(reason) }
+        var breakpoint = Breakpoint(address: address, originalByte: code[0], instruction: instruction, displaced: displaced,
+                                    slot: nil, entryHook: nil, isReturnSite: true)
+        if case .outOfLine = displaced {
+            do {
+                breakpoint.slot = try placeOutOfLine(instruction, via: tid)
+            } catch {
+                return refuse("no scratch page for an out-of-line copy (\(error))")
+            }
+        }
+        breakpoints[address] = breakpoint
+        try tracee.writeMemory(at: address, bytes: [X86_64.int3])
+        return true
+    }
+
+    /// Writes an out-of-line copy of `instruction` into a scratch slot and returns the slot address.
+    private func placeOutOfLine(_ instruction: Instruction, via tid: Int32?) throws -> UInt64 {
+        for i in scratch.pages.indices where scratch.pages[i].used + ScratchSpace.slotSize <= ScratchSpace.pageSize {
+            let slot = scratch.pages[i].base + scratch.pages[i].used
+            if let copy = X86DisplacedInstruction.outOfLineCopy(of: instruction, at: slot) {
+                try tracee.writeMemory(at: slot, bytes: copy)
+                scratch.pages[i].used += ScratchSpace.slotSize
+                return slot
+            }
+        }
+        let base = try mapScratchPage(near: instruction.address, via: tid)
+        scratch.pages.append((base, 0))
+        guard let copy = X86DisplacedInstruction.outOfLineCopy(of: instruction, at: base) else {
+            throw GraftError.hookRefused(function: hex(instruction.address), address: instruction.address,
+                                         reason: "'\(instruction.text)' reads memory relative to rip and no scratch page could be mapped within ±2 GiB of it")
+        }
+        try tracee.writeMemory(at: base, bytes: copy)
+        scratch.pages[scratch.pages.count - 1].used = ScratchSpace.slotSize
+        return base
+    }
+
+    /// A new r-x anonymous page within ±2 GiB of `address` (so rip-relative copies reach their
+    /// data), mapped by a remote mmap with MAP_FIXED_NOREPLACE at candidate addresses below the
+    /// module, then above it.
+    private func mapScratchPage(near address: UInt64, via tid: Int32?) throws -> UInt64 {
+        let protection: Int32 = 0x1 | 0x4          // PROT_READ | PROT_EXEC
+        let flags: Int32 = 0x02 | 0x20 | 0x100000  // MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE
+        let module = index.module(containing: address)
+        let low = module?.mappings.first?.start ?? (address & ~0xfff)
+        let high = module?.mappings.last?.end ?? ((address + 0x1000) & ~0xfff)
+        var candidates: [UInt64] = []
+        for step in 1...64 {
+            let distance = UInt64(step) * 0x10_0000  // 1 MiB steps
+            if low > distance { candidates.append(low - distance) }
+            candidates.append(high + distance - 0x1000 * 0)
+        }
+        let thread = tid ?? tracee.threadIDs.first ?? tracee.pid
+        for candidate in candidates {
+            if let mapped = try? tracee.remoteSyscall(9, [candidate, ScratchSpace.pageSize, UInt64(protection), UInt64(UInt32(bitPattern: flags)), UInt64.max, 0], name: "mmap", on: thread),
+               mapped == candidate {
+                return mapped
+            }
+        }
+        throw GraftError.hookRefused(function: hex(address), address: address, reason: "no free page within ±64 MiB for graft's out-of-line copies")
+    }
+
+    // MARK: - Fork children
+
+    /// A fork child inherits the int3 bytes; it would die of SIGTRAP at its first call. Put the
+    /// original bytes back in its copy of the memory and let it go untraced.
+    private func releaseForkChild(_ child: Int32) {
+        _ = try? tracee.waitForFirstStop(of: child)
+        for breakpoint in breakpoints.values {
+            try? tracee.writeText(process: child, at: breakpoint.address, bytes: [breakpoint.originalByte])
+        }
+        tracee.detachThread(child)
+    }
+
+    // MARK: - Teardown
+
+    /// Stops every thread, removes every breakpoint, moves threads out of scratch pages, verifies the
+    /// code and detaches. Never throws: every step is attempted. True when the code was verified.
+    private func teardown(onEvent: (HookEvent) -> Void) -> Bool {
+        if case .targetExited = end {
+            try? tracee.detach()
+            return true
+        }
+        stopEveryThread(onEvent: onEvent)
+        // A thread that executed an int3 whose SIGTRAP is still queued behind the interrupt stop: let
+        // it report the trap now, so detaching does not deliver a SIGTRAP that would kill the target.
+        // rip == breakpoint + 1 alone proves nothing: an emulated one-byte instruction (push rbp)
+        // leaves the thread exactly there. Only a queued SIGTRAP says the int3 really ran.
+        for tid in tracee.threadIDs {
+            guard let registers = try? tracee.registers(of: tid), breakpoints[registers.rip &- 1] != nil,
+                  hasPendingSIGTRAP(tid) else { continue }
+            consumePendingTrap(tid)
+            if var again = try? tracee.registers(of: tid), breakpoints[again.rip &- 1] != nil {
+                again.rip &-= 1  // re-execute the original instruction once it is back
+                try? tracee.setRegisters(again, of: tid)
+            }
+        }
+        let restored = restoreAll()
+        // No thread may stay in a scratch page: step each one out.
+        for tid in tracee.threadIDs {
+            var steps = 0
+            while let pc = try? tracee.registers(of: tid).rip, scratch.contains(pc), steps < 64 {
+                _ = try? tracee.singleStep(tid)
+                steps += 1
+            }
+        }
+        unmapScratchIfUnreferenced(onEvent: onEvent)
+        try? tracee.detach()
+        return restored
+    }
+
+    /// Interrupts every running thread and waits until each is stopped, serving what arrives
+    /// meanwhile: a breakpoint hit is rewound (the call runs unhooked once the code is restored),
+    /// signals are held for delivery at detach, new threads and fork children are handled.
+    private func stopEveryThread(onEvent: (HookEvent) -> Void) {
+        var waiting = Set(tracee.threadIDs)
+        for tid in waiting { try? tracee.interrupt(tid) }
+        var rounds = 0
+        while !waiting.isEmpty, rounds < 100_000 {
+            rounds += 1
+            guard let event = try? tracee.waitForEvent(block: true) else {
+                if !tracee.isAttached && tracee.threadIDs.isEmpty { return }
+                if (try? tracee.waitForEvent(block: false)) == nil, ProcFS.status(tracee.pid) == nil { return }
+                continue
+            }
+            switch event {
+            case .trap(let tid):
+                if var registers = try? tracee.registers(of: tid), breakpoints[registers.rip &- 1] != nil {
+                    registers.rip &-= 1
+                    try? tracee.setRegisters(registers, of: tid)
+                } else {
+                    tracee.hold(signal: SIGTRAP, for: tid)
+                }
+                waiting.remove(tid)
+            case .signal(let tid, let signal):
+                tracee.hold(signal: signal, for: tid)
+                waiting.remove(tid)
+            case .groupStop(let tid, _), .interrupted(let tid), .other(let tid, _):
+                waiting.remove(tid)
+            case .newThread(let parent, let child):
+                waiting.remove(parent)
+                // The child's first stop is still to come.
+                waiting.insert(child)
+            case .forked(let parent, let child, let isVfork):
+                if isVfork {
+                    vforkChildren.insert(child)
+                    tracee.track(child)
+                    waiting.insert(child)
+                } else {
+                    releaseForkChild(child)
+                    onEvent(.notice("fork child \(child) released without breakpoints"))
+                }
+                waiting.remove(parent)
+            case .exec(let tid):
+                if vforkChildren.remove(tid) != nil {
+                    tracee.detachThread(tid)
+                    waiting.remove(tid)
+                } else {
+                    execHappened = true
+                    breakpoints.removeAll()
+                    scratch = ScratchSpace()
+                    waiting = waiting.filter { tracee.isTraced($0) }
+                    waiting.remove(tid)
+                }
+            case .threadExited(let tid, let status):
+                waiting.remove(tid)
+                vforkChildren.remove(tid)
+                if tid == tracee.pid, end == nil || end == .requested { end = .targetExited(status) }
+            }
+        }
+    }
+
+    private func hasPendingSIGTRAP(_ tid: Int32) -> Bool {
+        guard let status = ProcFS.readFile("/proc/\(tracee.pid)/task/\(tid)/status") else { return false }
+        for line in status.split(separator: "\n") where line.hasPrefix("SigPnd:") || line.hasPrefix("ShdPnd:") {
+            let hexText = line.split(whereSeparator: { $0 == "\t" || $0 == " " }).last.map(String.init) ?? ""
+            if let mask = UInt64(hexText, radix: 16), mask & (1 << UInt64(SIGTRAP - 1)) != 0 { return true }
+        }
+        return false
+    }
+
+    /// Resumes `tid` just long enough to take its queued SIGTRAP as a stop (it is delivered before
+    /// the thread runs a single instruction) and swallows it.
+    private func consumePendingTrap(_ tid: Int32) {
+        guard (try? tracee.resume(tid)) != nil else { return }
+        for _ in 0..<16 {
+            guard let event = try? tracee.waitForEvent(block: true) else { continue }
+            switch event {
+            case .trap(let who) where who == tid:
+                return
+            case .signal(let who, let signal):
+                tracee.hold(signal: signal, for: who)
+                if who == tid { return }
+            case .interrupted(let who), .groupStop(let who, _), .other(let who, _):
+                if who == tid { return }
+            case .threadExited(let who, _):
+                if who == tid { return }
+            default:
+                continue
+            }
+        }
+    }
+
+    /// Puts every original byte back (reading back each one); true when memory matches.
+    @discardableResult
+    private func restoreAll() -> Bool {
+        var ok = true
+        for breakpoint in breakpoints.values {
+            do {
+                try tracee.writeMemory(at: breakpoint.address, bytes: [breakpoint.originalByte])
+                let back = try tracee.readMemory(at: breakpoint.address, count: breakpoint.instruction.size)
+                if back != breakpoint.instruction.bytes { ok = false }
+            } catch {
+                ok = false
+            }
+        }
+        breakpoints.removeAll()
+        return ok
+    }
+
+    /// Unmaps the scratch pages unless a thread's stack still holds an address inside them (a
+    /// signal frame or call made from an out-of-line copy would return there): then they stay.
+    private func unmapScratchIfUnreferenced(onEvent: (HookEvent) -> Void) {
+        guard !scratch.pages.isEmpty else { return }
+        let mappings = (try? ProcMaps.read(pid: tracee.pid)) ?? []
+        for tid in tracee.threadIDs {
+            guard let rsp = try? tracee.registers(of: tid).rsp,
+                  let stack = mappings.first(where: { $0.contains(rsp & ~7) }) else { continue }
+            let length = Int(min(stack.end - (rsp & ~7), 256 << 10))
+            guard let words = try? tracee.readMemory(at: rsp & ~7, count: length) else { continue }
+            var offset = 0
+            while offset + 8 <= words.count {
+                var value: UInt64 = 0
+                for i in 0..<8 { value |= UInt64(words[offset + i]) << (8 * UInt64(i)) }
+                if scratch.contains(value) {
+                    onEvent(.notice("scratch pages left mapped: thread \(tid)'s stack refers to \(hex(value))"))
+                    return
+                }
+                offset += 8
+            }
+        }
+        for page in scratch.pages {
+            try? tracee.remoteMunmap(address: page.base, length: ScratchSpace.pageSize)
+        }
+        scratch = ScratchSpace()
+    }
+}
+
+/// Keeps the tracer thread on the CPU where the hooked thread last ran.
+///
+/// A ptrace stop wakes the tracer, and PTRACE_CONT wakes the tracee: when the two sit on different
+/// CPUs each hit pays two cross-CPU wake-ups (an IPI to an idle vCPU costs ~25–30 µs on these VMs,
+/// design.md §4), when they share one both wake-ups are local and cheap. graft only moves its own
+/// thread (sched_setaffinity on the tracer): the target's scheduling is untouched. The hooked thread's
+/// CPU is read from /proc/PID/task/TID/stat (field 39) at most every 20 ms. GRAFT_NO_CPU_FOLLOW=1
+/// turns it off (benchmarks compare both).
+struct CPUFollower {
+    private var lastCheck: UInt64 = 0
+    private var pinned: Int32 = -1
+    private let enabled = getenv("GRAFT_NO_CPU_FOLLOW") == nil
+    private var idle = false
+
+    mutating func observe(process pid: Int32, thread tid: Int32) {
+        guard enabled else { return }
+        let now = graft_monotonic_ns()
+        guard now &- lastCheck > 20_000_000 else { return }
+        lastCheck = now
+        // SCHED_IDLE makes the tracer's CPU count as idle when the hooked thread wakes up, so the
+        // scheduler puts it back on this CPU instead of waking the other (idle, halted) vCPU; the
+        // tracer is preempted at once and runs again when the thread stops. Only while the machine
+        // has spare CPUs: under load a SCHED_IDLE tracer would starve and stall the target.
+        let spare = Self.hasSpareCPU()
+        if spare != idle, graft_set_idle_policy(spare ? 1 : 0) == 0 { idle = spare }
+        guard let cpu = Self.lastCPU(pid, tid), cpu != pinned else { return }
+        if graft_pin_current_thread(cpu) == 0 { pinned = cpu }
+    }
+
+    static let cpuCount = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+
+    /// /proc/loadavg's runnable count (the 4th field, "running/total") below the CPU count.
+    static func hasSpareCPU() -> Bool {
+        guard let text = ProcFS.readFile("/proc/loadavg") else { return false }
+        let fields = text.split(separator: " ")
+        guard fields.count > 3, let running = fields[3].split(separator: "/").first.flatMap({ Int($0) }) else { return false }
+        return running <= cpuCount
+    }
+
+    static func lastCPU(_ pid: Int32, _ tid: Int32) -> Int32? {
+        guard let text = ProcFS.readFile("/proc/\(pid)/task/\(tid)/stat"), let close = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        // fields[0] is field 3 (state), so field 39 (processor) is fields[36].
+        guard fields.count > 36 else { return nil }
+        return Int32(fields[36])
+    }
+}
+
+func wallClock() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}

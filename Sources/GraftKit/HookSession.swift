@@ -1,0 +1,178 @@
+import CGraftShim
+import GraftCore
+import GraftELF
+import GraftMachine
+import GraftPtrace
+import Glibc
+
+/// A persistent-breakpoint session on one process: int3 at each hooked function, reported on every
+/// call until the session ends, then every byte put back and checked.
+///
+/// The displaced instruction is never restored while the session runs (no remove/step/re-arm race,
+/// so no call is missed): it is emulated on the registers or run from an out-of-line copy that jumps
+/// back (see `X86DisplacedInstruction`). Return values come from a breakpoint at the return address,
+/// matched to its call by thread and stack pointer. Every ptrace call runs on the session's tracer
+/// thread; `requestStop` is the only method other threads call.
+public final class HookSession: @unchecked Sendable {
+    /// The target (for a launched command: known once `run` has started it).
+    public private(set) var pid: Int32
+    /// The command to start (launch mode), nil to attach to `pid`.
+    public let command: [String]?
+    /// Launch mode: how the command ended (graft reaps it), as a shell exit status.
+    public private(set) var launchedExitStatus: Int32?
+    public let specs: [HookSpec]
+    public let limits: HookLimits
+    private let journal: Journal
+    private let stopState = StopState()
+
+    /// - Parameter stopCheck: polled every 10 ms from a watcher thread; a non-nil answer ends the
+    ///   session (the CLI passes the deferred SIGINT/SIGTERM/SIGHUP).
+    public init(pid: Int32, specs: [HookSpec], limits: HookLimits = HookLimits(), journal: Journal = Journal()) {
+        self.pid = pid
+        self.command = nil
+        self.specs = specs
+        self.limits = limits
+        self.journal = journal
+    }
+
+    /// Launch mode: `run` starts `command` (PATH searched) traced, arms the hooks at its entry point,
+    /// before any of its own code runs, and reaps it at the end.
+    public init(launching command: [String], specs: [HookSpec], limits: HookLimits = HookLimits(), journal: Journal = Journal()) throws {
+        guard let first = command.first, !first.isEmpty else { throw GraftError.usage("no command to start after `--`") }
+        self.pid = 0
+        self.command = command
+        self.specs = specs
+        self.limits = limits
+        self.journal = journal
+    }
+
+    /// Ends the session from any thread (idempotent); the breakpoints are removed before `run` returns.
+    public func requestStop(_ reason: HookSessionEnd = .requested) {
+        stopState.request(reason)
+    }
+
+    /// Attaches, arms every hook, reports calls through `onEvent` (on the tracer thread) until the
+    /// session ends, then removes every breakpoint, verifies the code, and detaches.
+    /// `flush` is called before graft blocks waiting for the target, so buffered output goes out.
+    public func run(stopCheck: @escaping @Sendable () -> HookSessionEnd? = { nil },
+                    flush: () -> Void = {}, onEvent: (HookEvent) -> Void) throws -> HookSummary {
+        guard !specs.isEmpty else { throw GraftError.usage("give at least one LOCATION to hook") }
+        if command == nil { try ProcFS.preflightExists(pid) }
+        let tracer = TracerThread(name: "graft-hooks")
+        defer { tracer.shutdown() }
+        let watcher = Watcher(state: stopState, tracer: tracer, duration: limits.duration, check: stopCheck)
+        defer { watcher.finish() }
+        return try tracer.run {
+            let tracee: Tracee
+            if let command {
+                tracee = try Tracee.launch(command, options: [.clone, .fork, .vfork, .exec], tracer: tracer)
+                pid = tracee.pid
+            } else {
+                tracee = try Tracee.attach(pid: pid, tracer: tracer)
+            }
+            let engine = HookEngine(tracee: tracee, specs: specs, limits: limits, journal: journal, stopState: stopState)
+            let summary: HookSummary
+            do {
+                summary = try engine.run(flush: flush, onEvent: onEvent, watcher: watcher)
+            } catch {
+                if command != nil { launchedExitStatus = tracee.reapLaunched(forwarding: SIGKILL) }
+                throw error
+            }
+            if command != nil {
+                switch summary.end {
+                case .targetExited(let status):
+                    launchedExitStatus = status.shellStatus
+                case .signal(let signal) where signal != SIGINT:
+                    // The terminal sends SIGINT to the whole group; SIGTERM/SIGHUP reached graft alone.
+                    launchedExitStatus = tracee.reapLaunched(forwarding: signal)
+                default:
+                    launchedExitStatus = tracee.reapLaunched(forwarding: 0)
+                }
+            }
+            return summary
+        }
+    }
+}
+
+/// The stop request, shared between the watcher, signal paths and the tracer thread.
+final class StopState: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var reason: HookSessionEnd?
+    private var done = false
+
+    init() { pthread_mutex_init(&mutex, nil) }
+    deinit { pthread_mutex_destroy(&mutex) }
+
+    func request(_ value: HookSessionEnd) {
+        pthread_mutex_lock(&mutex)
+        if reason == nil { reason = value }
+        pthread_mutex_unlock(&mutex)
+    }
+
+    var requested: HookSessionEnd? {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return reason
+    }
+
+    func finish() {
+        pthread_mutex_lock(&mutex)
+        done = true
+        pthread_mutex_unlock(&mutex)
+    }
+
+    var isDone: Bool {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return done
+    }
+}
+
+/// A thread that ends the session on time, on a signal or on request: every 10 ms it checks, and
+/// once a stop is requested it keeps waking the tracer thread until the session is over (a wake that
+/// lands just before the tracer blocks in waitpid would be lost otherwise).
+final class Watcher: @unchecked Sendable {
+    private let state: StopState
+    private let tracer: TracerThread
+    private let deadline: UInt64?
+    private let check: @Sendable () -> HookSessionEnd?
+    private var thread: pthread_t?
+
+    init(state: StopState, tracer: TracerThread, duration: Double?, check: @escaping @Sendable () -> HookSessionEnd?) {
+        self.state = state
+        self.tracer = tracer
+        self.deadline = duration.map { graft_monotonic_ns() + UInt64(max(0, $0) * 1e9) }
+        self.check = check
+        let box = Unmanaged.passRetained(self)
+        var handle = pthread_t()
+        if pthread_create(&handle, nil, { raw in
+            let me = Unmanaged<Watcher>.fromOpaque(raw!).takeRetainedValue()
+            me.loop()
+            return nil
+        }, box.toOpaque()) == 0 {
+            thread = handle
+        } else {
+            box.release()
+        }
+    }
+
+    private func loop() {
+        while !state.isDone {
+            if state.requested == nil {
+                if let reason = check() {
+                    state.request(reason)
+                } else if let deadline, graft_monotonic_ns() >= deadline {
+                    state.request(.duration)
+                }
+            }
+            if state.requested != nil { tracer.wake() }
+            usleep(10_000)
+        }
+    }
+
+    func finish() {
+        state.finish()
+        if let thread { pthread_join(thread, nil) }
+        thread = nil
+    }
+}

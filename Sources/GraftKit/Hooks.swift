@@ -1,0 +1,127 @@
+import GraftCore
+import GraftELF
+import GraftMachine
+import GraftPtrace
+import Glibc
+
+/// What to do at one hooked LOCATION.
+public struct HookSpec: Sendable, Equatable {
+    /// LOCATION as the user wrote it (`NAME`, `MODULE:NAME`, `NAME+OFF`, `0xADDR`).
+    public var location: String
+    /// How many SysV integer arguments to report (rdi, rsi, rdx, rcx, r8, r9, then the stack).
+    public var argumentCount: Int
+    /// Report a backtrace with every hit.
+    public var backtrace: Bool
+    /// Report the return value and duration of every call.
+    public var returns: Bool
+    /// Change the return value to this on the way out (with `skip`: return it at once).
+    public var setReturn: Int64?
+    /// Return `setReturn` at once without running the function.
+    public var skip: Bool
+
+    public init(location: String, argumentCount: Int = 0, backtrace: Bool = false, returns: Bool = false,
+                setReturn: Int64? = nil, skip: Bool = false) {
+        self.location = location
+        self.argumentCount = argumentCount
+        self.backtrace = backtrace
+        self.returns = returns
+        self.setReturn = setReturn
+        self.skip = skip
+    }
+
+    /// Whether graft must catch the return (a return breakpoint at the caller).
+    var catchesReturn: Bool { (returns || setReturn != nil) && !skip }
+}
+
+/// When a session ends on its own.
+public struct HookLimits: Sendable {
+    /// Total hits over all hooks.
+    public var count: Int?
+    /// Seconds.
+    public var duration: Double?
+    public init(count: Int? = nil, duration: Double? = nil) {
+        self.count = count
+        self.duration = duration
+    }
+}
+
+/// A hook as armed: where its breakpoint is and how the displaced instruction is handled.
+public struct ArmedHook: Sendable {
+    public let index: Int
+    public let location: String
+    /// `module!function+0xoff`.
+    public let function: String
+    public let address: UInt64
+    /// The instruction the int3 displaced, and how it runs: "emulated (push)", "out of line".
+    public let instruction: String
+    public let strategy: String
+}
+
+/// One call of a hooked function.
+public struct HookHit: Sendable {
+    public let hook: Int
+    public let location: String
+    public let tid: Int32
+    public let address: UInt64
+    public let arguments: [UInt64]
+    public let backtrace: [BacktraceFrame]
+    /// CLOCK_REALTIME nanoseconds of the hit.
+    public let wallTime: UInt64
+}
+
+/// One return of a hooked function.
+public struct HookReturn: Sendable {
+    public let hook: Int
+    public let location: String
+    public let tid: Int32
+    /// rax as the function left it.
+    public let value: UInt64
+    /// rax as the caller sees it (differs with --set-return).
+    public let returnedValue: UInt64
+    public let durationNanoseconds: UInt64
+    public let wallTime: UInt64
+}
+
+public enum HookEvent: Sendable {
+    case armed([ArmedHook])
+    case hit(HookHit)
+    case returned(HookReturn)
+    /// Something the user should know that is not a call: a fork child released, an exec.
+    case notice(String)
+}
+
+/// Why a session ended.
+public enum HookSessionEnd: Sendable, Equatable {
+    case signal(Int32)
+    case count
+    case duration
+    case requested
+    case targetExited(ThreadStop)
+    case targetExec
+}
+
+public struct HookStatistics: Sendable {
+    public let location: String
+    public let function: String
+    public var hits: Int = 0
+    public var returns: Int = 0
+    /// A sample of call durations in nanoseconds (all of them up to 1,000,000, then a reservoir).
+    public var durations: [UInt64] = []
+
+    /// The p-th percentile (0…100) of the sampled durations.
+    public func durationPercentile(_ p: Double) -> UInt64? {
+        guard !durations.isEmpty else { return nil }
+        let sorted = durations.sorted()
+        let rank = Int((p / 100 * Double(sorted.count - 1)).rounded())
+        return sorted[min(max(rank, 0), sorted.count - 1)]
+    }
+}
+
+public struct HookSummary: Sendable {
+    public let hooks: [HookStatistics]
+    public let end: HookSessionEnd
+    public let elapsedNanoseconds: UInt64
+    /// Breakpoints removed and the code verified equal to what it was before the session.
+    public let codeRestored: Bool
+    public var totalHits: Int { hooks.reduce(0) { $0 + $1.hits } }
+}

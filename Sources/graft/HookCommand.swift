@@ -1,0 +1,286 @@
+import ArgumentParser
+import GraftCore
+import GraftKit
+import Glibc
+
+struct HookCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hook",
+        abstract: "Report every call of functions in a running process (int3 breakpoints that stay armed).",
+        discussion: """
+        Prints one line per call until Ctrl-C, SIGTERM, SIGHUP, --count, --duration or the target's exit, \
+        then removes every breakpoint, checks the code is as before, and prints a summary. With \
+        `-- COMMAND` graft starts COMMAND, arms the hooks before its main runs, and exits with its status.
+        Examples:
+          graft hook -p 4242 hook_f --args 2 --returns
+          graft hook -p 4242 libc:getppid --backtrace --count 10
+          graft hook -p 4242 value_a --set-return 7 --skip
+          graft hook hook_f --returns -- ./hook_count 100
+        """)
+
+    @Option(name: [.customShort("p"), .customLong("pid")], help: "The process to hook (or give `-- COMMAND`).")
+    var pid: Int32?
+
+    @Argument(help: "Functions to hook (LOCATION: NAME, MODULE:NAME, NAME+OFFSET, 0xADDRESS).")
+    var locations: [String] = []
+
+    @Option(name: .customLong("args"), help: ArgumentHelp("Report this many integer arguments (SysV: rdi, rsi, rdx, rcx, r8, r9, then the stack).", valueName: "N"))
+    var argumentCount: Int = 0
+
+    @Flag(name: .long, help: "Report a stack trace with every call (libunwind, .eh_frame).")
+    var backtrace = false
+
+    @Flag(name: .long, help: "Report each call's return value and duration.")
+    var returns = false
+
+    @Option(name: .customLong("set-return"), help: ArgumentHelp("Make the hooked function return this integer.", valueName: "INT"))
+    var setReturn: Int64?
+
+    @Flag(name: .long, help: "With --set-return: return at once without running the function.")
+    var skip = false
+
+    @Option(name: .long, help: ArgumentHelp("End after this many calls in total.", valueName: "N"))
+    var count: Int?
+
+    @Option(name: .long, help: ArgumentHelp("End after this many seconds.", valueName: "SECONDS"))
+    var duration: Double?
+
+    @Flag(name: .long, help: "Print one JSON object per line, each with an \"event\" key.")
+    var json = false
+
+    @Flag(name: [.customShort("q"), .long], help: "Print only the summary, not every call.")
+    var quiet = false
+
+    @Option(name: .customLong("state-dir"), help: ArgumentHelp("Journal directory.", visibility: .hidden))
+    var stateDirectory: String?
+
+    /// After `--` (split off by GraftCLI.run).
+    var command: [String] { Passthrough.command }
+
+    func validate() throws {
+        if locations.isEmpty { throw ValidationError("give at least one LOCATION to hook") }
+        if Passthrough.hasTerminator && command.isEmpty { throw ValidationError("give a command to start after `--`") }
+        if pid == nil && command.isEmpty { throw ValidationError("give -p PID, or a command after `--`") }
+        if pid != nil && !command.isEmpty { throw ValidationError("give -p PID or `-- COMMAND`, not both") }
+        if skip && setReturn == nil { throw ValidationError("--skip needs --set-return INT (the value to return)") }
+        if (setReturn != nil) && locations.count > 1 { throw ValidationError("--set-return applies to one LOCATION; give exactly one") }
+        if argumentCount < 0 || argumentCount > 16 { throw ValidationError("--args takes 0 to 16") }
+        if let count, count <= 0 { throw ValidationError("--count must be at least 1") }
+        if let duration, !(duration > 0) { throw ValidationError("--duration must be a positive number of seconds") }
+    }
+
+    func run() throws {
+        let specs = locations.map {
+            HookSpec(location: $0, argumentCount: argumentCount, backtrace: backtrace, returns: returns,
+                     setReturn: setReturn, skip: skip)
+        }
+        let limits = HookLimits(count: count, duration: duration)
+        let journal = Journal(directory: stateDirectory)
+        let session: HookSession
+        if let pid {
+            session = HookSession(pid: pid, specs: specs, limits: limits, journal: journal)
+        } else {
+            session = try HookSession(launching: command, specs: specs, limits: limits, journal: journal)
+        }
+        let printer = HookPrinter(json: json, quiet: quiet, argumentCount: argumentCount)
+        TerminationSignals.deferAll()
+        let summary: HookSummary
+        do {
+            summary = try session.run(
+                stopCheck: { TerminationSignals.pending.map { HookSessionEnd.signal($0) } },
+                flush: { printer.flush() },
+                onEvent: { printer.event($0) })
+        } catch {
+            printer.clearStatus()
+            throw error
+        }
+        printer.summary(summary)
+        TerminationSignals.restoreDefaults()
+        if !summary.codeRestored {
+            throw GraftError.usage("the code of process \(session.pid) could not be verified after removing the breakpoints")
+        }
+        if let status = session.launchedExitStatus {
+            throw CommandFailed(code: status)
+        }
+        if case .signal(let signal) = summary.end { throw CommandFailed(code: 128 + signal) }
+    }
+}
+
+/// Formats hook events: text lines or JSON, buffered, with a live status line on a terminal.
+final class HookPrinter {
+    let json: Bool
+    let quiet: Bool
+    let argumentCount: Int
+    let statusLine = isatty(2) != 0
+    var hits = 0
+    var lastStatus: UInt64 = 0
+    var statusShown = false
+    var names: [Int: String] = [:]
+
+    init(json: Bool, quiet: Bool, argumentCount: Int) {
+        self.json = json
+        self.quiet = quiet
+        self.argumentCount = argumentCount
+    }
+
+    func event(_ event: HookEvent) {
+        switch event {
+        case .armed(let hooks):
+            for hook in hooks {
+                names[hook.index] = hook.location
+                if json {
+                    emit(JSON.object([("event", "armed"), ("hook", .string(hook.location)), ("function", .string(hook.function)),
+                                      ("address", .string(hex(hook.address))), ("instruction", .string(hook.instruction)),
+                                      ("strategy", .string(hook.strategy))]).serialized)
+                } else if !quiet {
+                    emit("hooked \(hook.function) at \(hex(hook.address)) (\(hook.instruction): \(hook.strategy))")
+                }
+            }
+        case .hit(let hit):
+            hits += 1
+            if quiet { break }
+            if json {
+                var fields: [(String, JSON)] = [("event", "hit"), ("hook", .string(hit.location)), ("tid", .int(Int64(hit.tid))),
+                                                ("address", .string(hex(hit.address))), ("time_ns", .uint(hit.wallTime)),
+                                                ("args", .array(hit.arguments.map { .string(hex($0)) }))]
+                if !hit.backtrace.isEmpty {
+                    fields.append(("backtrace", .array(hit.backtrace.map { frame in
+                        .object([("pc", .string(hex(frame.pc))), ("module", frame.module.map { .string($0) } ?? .null),
+                                 ("function", frame.function.map { .string($0) } ?? .null), ("offset", .uint(frame.offset))])
+                    })))
+                }
+                emit(JSON.object(fields).serialized)
+            } else {
+                let args = argumentCount == 0 ? "…" : hit.arguments.map { hex($0) }.joined(separator: ", ")
+                emit("\(clock(hit.wallTime)) [\(hit.tid)] \(hit.location)(\(args))")
+                for (i, frame) in hit.backtrace.enumerated() { emit("    #\(i) \(frame.description)") }
+            }
+        case .returned(let value):
+            if quiet { break }
+            if json {
+                var fields: [(String, JSON)] = [("event", "return"), ("hook", .string(value.location)), ("tid", .int(Int64(value.tid))),
+                                                ("value", .string(hex(value.value))), ("duration_ns", .uint(value.durationNanoseconds))]
+                if value.returnedValue != value.value { fields.append(("returned", .string(hex(value.returnedValue)))) }
+                emit(JSON.object(fields).serialized)
+            } else {
+                let changed = value.returnedValue != value.value ? " (made to return \(hex(value.returnedValue)))" : ""
+                emit("\(clock(value.wallTime)) [\(value.tid)] \(value.location) returned \(hex(value.value))\(changed) in \(formatDuration(value.durationNanoseconds))")
+            }
+        case .notice(let text):
+            if json {
+                emit(JSON.object([("event", "notice"), ("message", .string(text))]).serialized)
+            } else {
+                clearStatus()
+                writeStandardError("graft: \(text)\n")
+            }
+        }
+    }
+
+    private func emit(_ line: String) {
+        if statusShown { clearStatus() }
+        print(line)
+    }
+
+    /// Called before graft blocks: push the lines out, refresh the status line (at most 10 per second).
+    func flush() {
+        fflush(nil)
+        guard statusLine else { return }
+        let now = monotonicNanoseconds()
+        if now - lastStatus > 100_000_000 {
+            lastStatus = now
+            writeRaw("\r\u{1b}[Kgraft: \(hits) hits so far (Ctrl-C to stop)")
+            statusShown = true
+        }
+    }
+
+    func clearStatus() {
+        guard statusShown else { return }
+        fflush(nil)
+        writeRaw("\r\u{1b}[K")
+        statusShown = false
+    }
+
+    func summary(_ summary: HookSummary) {
+        clearStatus()
+        let seconds = max(Double(summary.elapsedNanoseconds) / 1e9, 1e-9)
+        if json {
+            let hooks = summary.hooks.map { stats -> JSON in
+                var fields: [(String, JSON)] = [("hook", .string(stats.location)), ("function", .string(stats.function)),
+                                                ("hits", .int(Int64(stats.hits))), ("calls_per_second", .double(Double(stats.hits) / seconds))]
+                if stats.returns > 0 {
+                    fields.append(("returns", .int(Int64(stats.returns))))
+                    if let p50 = stats.durationPercentile(50) { fields.append(("p50_ns", .uint(p50))) }
+                    if let p99 = stats.durationPercentile(99) { fields.append(("p99_ns", .uint(p99))) }
+                }
+                return .object(fields)
+            }
+            print(JSON.object([("event", "summary"), ("hooks", .array(hooks)), ("total_hits", .int(Int64(summary.totalHits))),
+                               ("seconds", .double(seconds)), ("ended_by", .string(describe(summary.end))),
+                               ("code_restored", .bool(summary.codeRestored))]).serialized)
+        } else {
+            var rows = [["hook", "function", "hits", "calls/s"]]
+            let withReturns = summary.hooks.contains { $0.returns > 0 }
+            if withReturns { rows[0] += ["p50", "p99"] }
+            for stats in summary.hooks {
+                var row = [stats.location, stats.function, String(stats.hits), String(format1(Double(stats.hits) / seconds))]
+                if withReturns {
+                    row.append(stats.durationPercentile(50).map(formatDuration) ?? "-")
+                    row.append(stats.durationPercentile(99).map(formatDuration) ?? "-")
+                }
+                rows.append(row)
+            }
+            print("")
+            for line in Output.table(rows) { print(line) }
+            print("\(summary.totalHits) calls in \(format1(seconds)) s; ended by \(describe(summary.end)); breakpoints removed\(summary.codeRestored ? ", code verified" : ", CODE NOT VERIFIED")")
+        }
+        fflush(nil)
+    }
+
+    private func describe(_ end: HookSessionEnd) -> String {
+        switch end {
+        case .signal(let signal): return signalName(signal)
+        case .count: return "--count"
+        case .duration: return "--duration"
+        case .requested: return "request"
+        case .targetExited(let status): return "target exit (\(status.exitDescription))"
+        case .targetExec: return "target exec"
+        }
+    }
+
+    private func writeRaw(_ text: String) {
+        var bytes = Array(text.utf8)
+        _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress!, $0.count) }
+    }
+}
+
+/// `12.3 µs`, `4.56 ms`, `1.2 s`.
+func formatDuration(_ nanoseconds: UInt64) -> String {
+    let value = Double(nanoseconds)
+    if value < 1_000 { return "\(nanoseconds) ns" }
+    if value < 1_000_000 { return "\(format1(value / 1_000)) µs" }
+    if value < 1_000_000_000 { return "\(format1(value / 1_000_000)) ms" }
+    return "\(format1(value / 1_000_000_000)) s"
+}
+
+/// One decimal place.
+func format1(_ value: Double) -> String {
+    let scaled = (value * 10).rounded() / 10
+    return scaled == scaled.rounded() ? String(Int64(scaled)) + ".0" : String(scaled)
+}
+
+/// `HH:MM:SS.uuuuuu` local time.
+func clock(_ wallNanoseconds: UInt64) -> String {
+    var seconds = time_t(wallNanoseconds / 1_000_000_000)
+    var parts = tm()
+    localtime_r(&seconds, &parts)
+    let micros = (wallNanoseconds / 1_000) % 1_000_000
+    func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+    let us = String(micros)
+    return "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)).\(String(repeating: "0", count: 6 - us.count))\(us)"
+}
+
+func monotonicNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
