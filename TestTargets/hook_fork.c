@@ -1,0 +1,112 @@
+/* hook_fork: a hooked process that forks, vforks or execs. int hook_f(int x) returns x + 1.
+ * A fork child inherits every int3 in its copy of the text; unless they are removed it dies of
+ * SIGTRAP, which the parent reports as `child killed by signal 5`.
+ * stdin: one line `go` starts (other lines are ignored; EOF before `go`: exit 2).
+ * argv: [1] mode, [2] lifetime s (default 120).
+ *   "" or "fork": hook_f(1); fork(); the child calls hook_f(10), hook_f(11), hook_f(12), prints
+ *       `child done` and exits 0; the parent waits for it (waitpid on the child's pid) and prints
+ *       `child status <exit code>` or `child killed by signal <N>`, calls hook_f(2), prints
+ *       `parent done`, then sleeps until killed (or its lifetime ends: SIGALRM).
+ *       Calls: parent 2 (both after `go`), child 3.
+ *   "vfork": hook_f(1); vfork(); the child only execs /bin/true (it shares the parent's memory,
+ *       int3 bytes included, until then); the parent then prints `child status 0` (or as above),
+ *       calls hook_f(2), prints `parent done` and sleeps like fork mode.
+ *   "exec": hook_f(1); prints `exec now`; execs /proc/self/exe with argv[1] = "after-exec": the
+ *       new image (same pid, no `ready`, no `go`) prints `after exec`, calls hook_f(20) and
+ *       hook_f(21), prints `after done` and exits 0. */
+#include "victim.h"
+#include <sys/wait.h>
+
+#define USED __attribute__((noinline, used))
+
+volatile int hook_fork_zero = 0;
+
+USED int hook_f(int x) {
+    volatile int frame = x; /* a stack slot: the classic push %rbp; mov %rsp,%rbp head */
+    (void)frame;
+    return x + 1 + hook_fork_zero;
+}
+
+/* Reads stdin lines until one is `go`. */
+static void wait_for_go(const char *name) {
+    char line[256];
+    while (fgets(line, sizeof line, stdin) != NULL)
+        if (strcmp(line, "go\n") == 0 || strcmp(line, "go") == 0) return;
+    fprintf(stderr, "%s: stdin ended before `go`\n", name);
+    exit(2);
+}
+
+static void report_child(pid_t child) {
+    int status;
+    pid_t r;
+    while ((r = waitpid(child, &status, 0)) == -1 && errno == EINTR) {}
+    if (r == -1) { perror("waitpid"); exit(1); }
+    if (WIFEXITED(status)) printf("child status %d\n", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status)) printf("child killed by signal %d\n", WTERMSIG(status));
+    else printf("child wait status 0x%x\n", status);
+}
+
+static void sleep_forever(void) {
+    for (;;) victim_sleep_ms(1000);
+}
+
+int main(int argc, char **argv) {
+    const char *mode = argc > 1 ? argv[1] : "";
+    long lifetime = victim_arg(argc, argv, 2, VICTIM_DEFAULT_LIFETIME);
+    victim_begin((unsigned)lifetime);
+    volatile int sink = 0;
+
+    if (strcmp(mode, "after-exec") == 0) {
+        puts("after exec");
+        sink += hook_f(20);
+        sink += hook_f(21);
+        puts("after done");
+        fflush(stdout);
+        return 0;
+    }
+    int fork_mode = mode[0] == '\0' || strcmp(mode, "fork") == 0;
+    if (!fork_mode && strcmp(mode, "vfork") != 0 && strcmp(mode, "exec") != 0) {
+        fprintf(stderr, "hook_fork: unknown mode %s\n", mode);
+        return 2;
+    }
+
+    victim_ready();
+    wait_for_go("hook_fork");
+    sink += hook_f(1);
+    fflush(stdout); /* nothing buffered may be inherited by a child or lost by exec */
+
+    if (strcmp(mode, "exec") == 0) {
+        puts("exec now");
+        fflush(stdout);
+        char lifetime_arg[32];
+        snprintf(lifetime_arg, sizeof lifetime_arg, "%ld", lifetime);
+        execl("/proc/self/exe", argv[0], "after-exec", lifetime_arg, (char *)NULL);
+        perror("execl /proc/self/exe");
+        return 1;
+    }
+
+    pid_t child;
+    if (fork_mode) {
+        child = fork();
+        if (child == 0) {
+            sink += hook_f(10);
+            sink += hook_f(11);
+            sink += hook_f(12);
+            puts("child done");
+            fflush(stdout);
+            _exit(0);
+        }
+    } else {
+        child = vfork();
+        if (child == 0) {
+            execl("/bin/true", "true", (char *)NULL);
+            _exit(127);
+        }
+    }
+    if (child < 0) { perror(fork_mode ? "fork" : "vfork"); return 1; }
+    report_child(child);
+    sink += hook_f(2);
+    puts("parent done");
+    fflush(stdout);
+    sleep_forever();
+}
