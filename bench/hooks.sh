@@ -1,0 +1,466 @@
+#!/usr/bin/env bash
+# graft benchmarks, persistent hooks (issue 3): `bench/hooks.sh`. Self-contained: installs what it
+# needs (gdb, bpftrace, binutils via apt-get; frida via pip), builds its C programs with cc into a
+# temporary directory, runs everything, prints a Markdown report and writes it to
+# bench/results/hooks-<date>.md. About 5 minutes with the defaults.
+#
+# Hits per second and µs per hit on bench/hook_victim.c (T threads calling bench_f() in a loop), for:
+#   none      the victim unhooked: its own calls per second
+#   rearm     bench/hook_rearm.c: int3; per hit restore the byte, rewind, single-step, re-insert, continue
+#   onestop   bench/hook_onestop.c: int3; per hit emulate the displaced `push %rbp` (ONE stop), continue
+#   gdb       gdb -batch -p PID: `break *bench_f`, `commands` `silent` `continue` `end`, `continue`,
+#             interrupted (SIGINT) after D seconds; hits from `info breakpoints`
+#   bpftrace  uprobe:VICTIM:bench_f { @n = count(); }, exits after D seconds
+#   frida     bench/hook_frida.py: Interceptor.attach with a JS onEnter that counts
+#   graft     $GRAFT hook -p PID bench_f --duration D --json [--quiet]; armed at its
+#             {"event":"armed",...} line, hits from its last {"event":"summary","hooks":[{"hits":N,...}]}
+#             line. No graft binary, or `graft hook --help` fails: the row says "graft hook: not
+#             available yet" and the rest runs.
+# Each tool runs D seconds (its own timer, or the harness's from its "armed" line), R times, median
+# reported; the victim's own call rate is sampled while the tool is armed. With 1 and 4
+# victim threads; pinned (victim AND tool on the same single CPU, taskset -c $BENCH_CPU) and unpinned.
+# Every row is also given as a ratio to the one-stop C program pinned (same thread count).
+#
+# Environment:
+#   BENCH_SECONDS=3      D, seconds each tool stays armed (the victim's unhooked rate is sampled 1 s)
+#   BENCH_RUNS=3         R, runs per tool, thread count and mode; medians reported
+#   BENCH_THREADS="1 4"  victim thread counts
+#   BENCH_MODES="pinned unpinned"
+#   BENCH_CPU=1          the CPU for pinned mode
+#   BENCH_TOOLS="none rearm onestop gdb bpftrace frida graft"
+#   BENCH_WORK=32        multiply-adds between calls in the victim (see hook_victim.c: keeps frida from
+#                        crashing it); 0 = the tightest loop
+#   GRAFT=path           graft binary (default .build/release/graft); GRAFT_HOOK_ARGS overrides the
+#                        options after `bench_f` (default: --duration D --json, plus --quiet if graft
+#                        hook --help lists it)
+#   BENCH_NO_INSTALL=1   install nothing; skip what is missing
+#   BENCH_OUT=path       report file (default bench/results/hooks-<UTC date>.md)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+D=${BENCH_SECONDS:-3}
+R=${BENCH_RUNS:-3}
+THREADS=${BENCH_THREADS:-"1 4"}
+MODES=${BENCH_MODES:-"pinned unpinned"}
+CPU=${BENCH_CPU:-1}
+TOOLS=${BENCH_TOOLS:-"none rearm onestop gdb bpftrace frida graft"}
+WORK_ITERS=${BENCH_WORK:-32}
+GRAFT=${GRAFT:-$ROOT/.build/release/graft}
+CC=${CC:-cc}
+STAMP=$(date -u +%Y%m%d-%H%M%S)
+OUT=${BENCH_OUT:-$ROOT/bench/results/hooks-$STAMP.md}
+BASE_SECONDS=1
+START_S=$SECONDS
+
+log() { echo "hooks: $*" >&2; }
+die() { log "$*"; exit 1; }
+has() { command -v "$1" >/dev/null 2>&1; }
+
+# --- what is needed ------------------------------------------------------------------------------------
+declare -A SKIP=() # tool -> why it is not measured
+want() { [[ " $TOOLS " == *" $1 "* ]]; }
+
+APT_UPDATED=""
+apt_install() { # PACKAGE...: install with apt-get (root), once updated
+    [[ -z "${BENCH_NO_INSTALL:-}" ]] || return 1
+    [[ $(id -u) == 0 ]] && has apt-get || return 1
+    if [[ -z "$APT_UPDATED" ]]; then
+        log "apt-get update"
+        apt-get update -qq >/dev/null 2>&1 || true
+        APT_UPDATED=1
+    fi
+    log "apt-get install -y $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1
+}
+
+has "$CC" || apt_install gcc libc6-dev || die "no C compiler ($CC)"
+has objdump || apt_install binutils || die "no objdump (apt-get install binutils)"
+has taskset || apt_install util-linux || true
+if [[ " $MODES " == *" pinned "* ]] && ! has taskset; then
+    log "no taskset: skipping pinned mode"
+    MODES=$(tr ' ' '\n' <<< "$MODES" | grep -vx pinned | tr '\n' ' ')
+fi
+[[ $CPU -lt $(nproc) ]] || die "BENCH_CPU=$CPU, but this machine has $(nproc) CPUs"
+if want gdb && ! has gdb && ! apt_install gdb; then SKIP[gdb]="gdb not installed (apt-get install gdb failed or BENCH_NO_INSTALL)"; fi
+if want bpftrace; then
+    if ! has bpftrace && ! apt_install bpftrace; then
+        SKIP[bpftrace]="bpftrace not installed (apt-get install bpftrace failed or BENCH_NO_INSTALL)"
+    elif [[ $(id -u) != 0 ]]; then
+        SKIP[bpftrace]="bpftrace needs root"
+    elif [[ ! -e /sys/kernel/tracing/uprobe_events ]]; then
+        # bpftrace attaches uprobes through perf_event_open, but detaches them through tracefs: without it
+        # it prints "failed to detach probe". Mounting tracefs changes nothing else.
+        mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null && log "mounted tracefs on /sys/kernel/tracing (for bpftrace)" || true
+    fi
+fi
+if want frida && ! python3 -c 'import frida' 2>/dev/null; then
+    if [[ -z "${BENCH_NO_INSTALL:-}" ]] && has python3; then
+        log "pip install frida"
+        python3 -m pip install -q frida >/dev/null 2>&1 || true
+    fi
+    python3 -c 'import frida' 2>/dev/null || SKIP[frida]="frida not installed (python3 -m pip install frida failed, or BENCH_NO_INSTALL)"
+fi
+GRAFT_CMD=()
+if want graft; then
+    if [[ -x "$GRAFT" ]] && HELP=$("$GRAFT" hook --help 2>&1); then
+        if [[ -n "${GRAFT_HOOK_ARGS:-}" ]]; then
+            read -r -a GRAFT_CMD <<< "$GRAFT_HOOK_ARGS"
+        else
+            GRAFT_CMD=(--duration "$D" --json)
+            # Per-hit JSON lines would make graft pay for output that gdb (silent), bpftrace (count) and
+            # the C tools do not produce: ask for the summary only when graft offers it.
+            [[ "$HELP" == *--quiet* ]] && GRAFT_CMD+=(--quiet)
+        fi
+    else
+        SKIP[graft]="graft hook: not available yet"
+    fi
+fi
+
+# --- build -----------------------------------------------------------------------------------------------
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/graft-hooks.XXXXXX")
+VICTIM_PID=""
+TOOL_PID=""
+stop_tool() { # politely (the C tools and gdb restore the code on SIGTERM), then for good
+    [[ -n "$TOOL_PID" ]] || return 0
+    if kill -0 "$TOOL_PID" 2>/dev/null; then
+        kill -TERM "$TOOL_PID" 2>/dev/null || true
+        for _ in $(seq 30); do kill -0 "$TOOL_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$TOOL_PID" 2>/dev/null || true
+    fi
+    wait "$TOOL_PID" 2>/dev/null || true
+    TOOL_PID=""
+}
+stop_victim() {
+    [[ -n "$VICTIM_PID" ]] || return 0
+    kill -TERM "$VICTIM_PID" 2>/dev/null || true
+    for _ in $(seq 20); do kill -0 "$VICTIM_PID" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$VICTIM_PID" 2>/dev/null || true
+    wait "$VICTIM_PID" 2>/dev/null || true
+    VICTIM_PID=""
+}
+cleanup() {
+    stop_tool
+    stop_victim
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+VICTIM=$WORK/hook_victim
+"$CC" -O2 -Wall -pthread -o "$VICTIM" "$ROOT/bench/hook_victim.c"
+"$CC" -O2 -Wall -o "$WORK/hook_onestop" "$ROOT/bench/hook_onestop.c"
+"$CC" -O2 -Wall -o "$WORK/hook_rearm" "$ROOT/bench/hook_rearm.c"
+FIRST=$(objdump -d --disassemble=bench_f "$VICTIM" | awk '/<bench_f>:/ { getline; print; exit }')
+[[ "$FIRST" == *"push "*"%rbp"* ]] || die "bench_f must start with push %rbp, objdump says: $FIRST"
+COUNT=$WORK/counts
+
+# --- the victim ------------------------------------------------------------------------------------------
+VPIN=()
+start_victim() { # threads
+    # A session of its own: gdb interrupts its inferior by a SIGINT to the inferior's process group.
+    # No core file if a tool crashes it (the subshell execs: $! is the victim's pid).
+    (ulimit -c 0; exec setsid "${VPIN[@]}" "$VICTIM" "$1" "$COUNT" 900 "$WORK_ITERS") > "$WORK/victim.out" 2>&1 &
+    local launcher=$!
+    for _ in $(seq 500); do grep -q '^ready' "$WORK/victim.out" 2>/dev/null && break; sleep 0.01; done
+    local line
+    line=$(grep '^ready' "$WORK/victim.out") || die "the victim did not start: $(cat "$WORK/victim.out")"
+    VICTIM_PID=$(sed 's/.*pid=\([0-9]*\).*/\1/' <<< "$line")
+    [[ "$VICTIM_PID" == "$launcher" ]] || log "note: victim pid $VICTIM_PID, launched as $launcher"
+    ADDR=$(sed 's/.*bench_f=\(0x[0-9a-f]*\).*/\1/' <<< "$line")
+}
+counter() { "$VICTIM" read "$COUNT"; } # -> "calls ns"
+victim_calling() { # alive, and its count moves
+    kill -0 "$VICTIM_PID" 2>/dev/null || return 1
+    local a b
+    a=$(counter); sleep 0.05; b=$(counter)
+    [[ ${a% *} != "${b% *}" ]]
+}
+
+# --- one measurement -------------------------------------------------------------------------------------
+DATA=$WORK/data # mode threads tool run status hits victim_rate missed calls
+: > "$DATA"
+TPIN=()
+
+# tool_command TOOL -> sets CMD (array), PATTERN (the line that says "armed")
+tool_command() {
+    case $1 in
+        rearm|onestop) CMD=("$WORK/hook_$1" "$VICTIM_PID" "$ADDR" "$D" "$COUNT"); PATTERN='^armed' ;;
+        gdb)
+            cat > "$WORK/gdb.cmds" <<'EOF'
+set pagination off
+set confirm off
+set width 0
+break *bench_f
+commands
+silent
+continue
+end
+echo armed\n
+continue
+info breakpoints
+detach
+quit
+EOF
+            CMD=(gdb -nx -q -batch -iex 'set debuginfod enabled off' -p "$VICTIM_PID" -x "$WORK/gdb.cmds"); PATTERN='^armed' ;;
+        bpftrace)
+            local ms
+            ms=$(awk -v d="$D" 'BEGIN { printf "%d", d * 1000 }')
+            CMD=(bpftrace -B line -e "BEGIN { printf(\"armed\\n\"); } uprobe:$VICTIM:bench_f { @n = count(); } interval:ms:$ms { exit(); }")
+            PATTERN='^armed' ;;
+        frida) CMD=(python3 "$ROOT/bench/hook_frida.py" "$VICTIM_PID" "$ADDR" "$D"); PATTERN='^armed' ;;
+        graft) CMD=("$GRAFT" hook -p "$VICTIM_PID" bench_f "${GRAFT_CMD[@]}"); PATTERN='"event":"armed"' ;;
+    esac
+}
+
+# parse_hits TOOL FILE -> prints "hits missed calls" (missed, calls "-" unless the tool counts them)
+parse_hits() {
+    local f=$2 h m c
+    case $1 in
+        rearm|onestop)
+            h=$(grep -o '"hits":[0-9]*' "$f" | tail -1 | cut -d: -f2)
+            m=$(grep -o '"missed":-\?[0-9]*' "$f" | tail -1 | cut -d: -f2)
+            c=$(grep -o '"calls":[0-9]*' "$f" | tail -1 | cut -d: -f2) ;;
+        gdb)
+            grep -q '^Num  *Type' "$f" || return 1 # `info breakpoints` did not run
+            h=$(grep -o 'already hit [0-9]* time' "$f" | tail -1 | awk '{ print $3 }'); h=${h:-0} ;;
+        bpftrace)
+            grep -q '^armed' "$f" || return 1
+            h=$(grep -o '^@n: [0-9]*' "$f" | tail -1 | awk '{ print $2 }'); h=${h:-0} ;;
+        frida) h=$(grep -o '"hits": *[0-9]*' "$f" | tail -1 | grep -o '[0-9]*$') ;;
+        graft) h=$(grep '"event":"summary"' "$f" | tail -1 | grep -o '"hits":[0-9]*' | head -1 | cut -d: -f2) ;;
+    esac
+    [[ -n "${h:-}" ]] || return 1
+    echo "$h ${m:--} ${c:--}"
+}
+
+now_s() { echo "$EPOCHREALTIME"; }
+
+# measure MODE THREADS TOOL RUN: appends a row to $DATA
+measure() {
+    local mode=$1 threads=$2 tool=$3 run=$4
+    local out=$WORK/tool.out status=ok hits=- missed=- calls=- rate=- c1 c2
+    if [[ $tool == none ]]; then
+        c1=$(counter); sleep "$BASE_SECONDS"; c2=$(counter)
+        rate=$(awk -v a="$c1" -v b="$c2" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.0f", (y[1] - x[1]) / ((y[2] - x[2]) / 1e9) }')
+        echo "$mode $threads none $run ok $rate $rate - -" >> "$DATA"
+        return
+    fi
+    tool_command "$tool"
+    : > "$out"
+    "${TPIN[@]}" "${CMD[@]}" > "$out" 2>&1 &
+    TOOL_PID=$!
+    local armed=""
+    for _ in $(seq 3000); do # 30 s: frida and gdb start slowly on a CPU shared with 4 spinning threads
+        if grep -q -- "$PATTERN" "$out" 2>/dev/null; then armed=1; break; fi
+        kill -0 "$TOOL_PID" 2>/dev/null || break
+        sleep 0.01
+    done
+    local t_armed
+    t_armed=$(now_s)
+    if [[ -n "$armed" ]]; then
+        # The victim's own call rate while the hook is armed: its counter every 0.1 s until the tool ends
+        # (gdb: until D s after armed, when it is interrupted); the median of the intervals, less the
+        # first and the last (the armed line can lag the real arming: graft's does; and the last interval
+        # can reach past the tool's detach).
+        local samples=$WORK/samples deadline=$((SECONDS + ${D%.*} + 30)) gdb_end=""
+        : > "$samples"
+        [[ $tool == gdb ]] && gdb_end=$(awk -v t="$t_armed" -v d="$D" 'BEGIN { printf "%.6f", t + d }')
+        while kill -0 "$TOOL_PID" 2>/dev/null && [[ $SECONDS -lt $deadline ]]; do
+            counter >> "$samples"
+            if [[ -n "$gdb_end" ]] && awk -v e="$gdb_end" -v n="$EPOCHREALTIME" 'BEGIN { exit !(n >= e) }'; then
+                kill -INT "$TOOL_PID" 2>/dev/null || true
+                gdb_end=""
+                deadline=$((SECONDS + 30))
+            fi
+            sleep 0.1
+        done
+        rate=$(awk 'NR > 1 { r[++n] = ($1 - c) / (($2 - t) / 1e9) } { c = $1; t = $2 }
+            END { lo = 1; hi = n; if (n >= 4) { lo = 2; hi = n - 1 }; for (i = lo; i <= hi; i++) printf "%.0f\n", r[i] }' "$samples" \
+            | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.0f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+        kill -0 "$TOOL_PID" 2>/dev/null && status=hung
+    else
+        status=noarm
+    fi
+    stop_tool
+    local parsed
+    # A tool that never said "armed" but reported hits still gets its hits (no victim rate, flagged).
+    if [[ $status == ok || $status == hung || $status == noarm ]] && parsed=$(parse_hits "$tool" "$out"); then
+        read -r hits missed calls <<< "$parsed"
+    elif [[ $status == ok ]]; then
+        status=noresult
+    fi
+    # The victim must still be alive AND calling (a dying victim can linger a moment; a tool could leave
+    # it stopped). A crash after the tool reported its hits keeps them (frida reports before it unhooks).
+    if ! victim_calling; then
+        sleep 0.5
+        if kill -0 "$VICTIM_PID" 2>/dev/null && victim_calling; then
+            :
+        elif kill -0 "$VICTIM_PID" 2>/dev/null && [[ $(awk '{ print $3 }' "/proc/$VICTIM_PID/stat" 2>/dev/null) != Z ]]; then
+            status=victim-stuck
+            log "$tool left the victim alive but not calling bench_f ($mode, $threads threads, run $run); restarting it"
+            stop_victim
+            start_victim "$threads"
+        else
+            local rc=0
+            wait "$VICTIM_PID" 2>/dev/null || rc=$?
+            if [[ $rc -gt 128 ]]; then status="victim-died-SIG$(kill -l $((rc - 128)) 2>/dev/null || echo $((rc - 128)))"; else status="victim-exited-$rc"; fi
+            log "$tool crashed the victim ($mode, $threads threads, run $run: $status); restarting it"
+            VICTIM_PID=""
+            start_victim "$threads"
+        fi
+    fi
+    if [[ $status != ok ]]; then
+        log "$tool, $mode, $threads thread(s), run $run: $status; its output ends with:"
+        tail -5 "$out" | sed 's/^/    /' >&2
+    fi
+    echo "$mode $threads $tool $run $status $hits $rate $missed $calls" >> "$DATA"
+}
+
+# --- runs ------------------------------------------------------------------------------------------------
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+for mode in $MODES; do
+    if [[ $mode == pinned ]]; then VPIN=(taskset -c "$CPU"); TPIN=(taskset -c "$CPU"); else VPIN=(); TPIN=(); fi
+    for threads in $THREADS; do
+        start_victim "$threads"
+        log "$mode, $threads thread(s): victim $VICTIM_PID, bench_f at $ADDR; $R runs of ${D} s per tool"
+        for ((r = 1; r <= R; r++)); do
+            for tool in $TOOLS; do
+                [[ -z "${SKIP[$tool]:-}" ]] || continue
+                measure "$mode" "$threads" "$tool" "$r"
+                printf '%s ' "$tool" >&2
+            done
+            echo >&2
+        done
+        stop_victim
+    done
+done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# --- report ----------------------------------------------------------------------------------------------
+# med MODE THREADS TOOL COLUMN -> median over the runs that gave a number (a run whose tool then crashed
+# the victim counts: its hits were reported), or "-"  (columns: 6 hits, 7 rate, 8 missed, 9 calls)
+med() {
+    awk -v m="$1" -v t="$2" -v tool="$3" -v c="$4" '$1==m && $2==t && $3==tool && $c != "-" { print $c }' "$DATA" \
+        | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.0f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+range() { # MODE THREADS TOOL COLUMN -> "min max" or "- -"
+    awk -v m="$1" -v t="$2" -v tool="$3" -v c="$4" '$1==m && $2==t && $3==tool && $c != "-" { print $c }' "$DATA" \
+        | sort -g | awk 'NR == 1 { a = $1 } { b = $1 } END { if (NR == 0) print "- -"; else print a, b }'
+}
+okcount() {
+    awk -v m="$1" -v t="$2" -v tool="$3" '$1==m && $2==t && $3==tool { n++; ok += ($5 == "ok") } END { printf "%d/%d", ok, n }' "$DATA"
+}
+failures() { # the statuses of the failed runs, e.g. "victim-died ×2"
+    awk -v m="$1" -v t="$2" -v tool="$3" '$1==m && $2==t && $3==tool && $5 != "ok" { n[$5]++ } END { s = ""; for (k in n) s = s (s ? ", " : "") k " ×" n[k]; print s }' "$DATA"
+}
+# fmt_rate N -> "1.23 M/s", "45.6 k/s", "789 /s"
+fmt_rate() {
+    awk -v x="$1" 'BEGIN { if (x == "-") { print "–"; exit }
+        if (x >= 1e6) printf "%.2f M/s\n", x / 1e6; else if (x >= 1e3) printf "%.1f k/s\n", x / 1e3; else printf "%.0f /s\n", x }'
+}
+fmt_short() { awk -v x="$1" 'BEGIN { if (x == "-") print "–"; else if (x >= 1e6) printf "%.2fM\n", x / 1e6; else if (x >= 1e3) printf "%.1fk\n", x / 1e3; else printf "%.0f\n", x }'; }
+fmt_us() { awk -v x="$1" 'BEGIN { if (x == "-" || x == 0) { print "–"; exit } if (x >= 100) printf "%.0f µs\n", x; else if (x >= 1) printf "%.1f µs\n", x; else printf "%.3f µs\n", x }'; }
+per_s() { awk -v h="$1" -v d="$2" 'BEGIN { if (h == "-") print "-"; else printf "%.0f\n", h / d }'; }
+us_per_hit() { awk -v h="$1" -v d="$2" 'BEGIN { if (h == "-" || h == 0) print "-"; else printf "%.4f\n", d * 1e6 / h }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "–"; else if (a / b >= 10) printf "%.0f×\n", a / b; else printf "%.2f×\n", a / b }'; }
+
+label() {
+    case $1 in
+        none) echo "victim unhooked (its calls/s)" ;;
+        rearm) echo "C remove/step/re-arm (hook_rearm.c)" ;;
+        onestop) echo "C one stop per hit (hook_onestop.c)" ;;
+        gdb) echo "gdb break + commands silent; continue" ;;
+        bpftrace) echo "bpftrace uprobe count()" ;;
+        frida) echo "frida Interceptor.attach (JS onEnter)" ;;
+        graft) echo "graft hook" ;;
+    esac
+}
+
+report() {
+    local cpu kernel
+    cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+    kernel=$(uname -r)
+    local versions=""
+    want gdb && [[ -z "${SKIP[gdb]:-}" ]] && versions+="$(gdb --version | head -1); "
+    want bpftrace && [[ -z "${SKIP[bpftrace]:-}" ]] && versions+="bpftrace $(bpftrace --version 2>/dev/null | awk '{ print $2 }'); "
+    want frida && [[ -z "${SKIP[frida]:-}" ]] && versions+="frida $(python3 -c 'import frida; print(frida.__version__)'); "
+    want graft && [[ -z "${SKIP[graft]:-}" ]] && versions+="$("$GRAFT" --version 2>/dev/null | head -1 | sed 's/^/graft /'); "
+    echo "### Hooks: run of $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo
+    echo "Machine: nproc=$(nproc), kernel $kernel, CPU $cpu. ${versions%; }."
+    echo "D=${D} s armed per run, R=$R runs per cell, median; victim WORK=$WORK_ITERS; pinned = victim and tool on CPU $CPU"
+    echo "(taskset), unpinned = no taskset. Load average before/after: $LOAD_BEFORE / $LOAD_AFTER. Took $((SECONDS - START_S)) s."
+    echo "Reproduce: \`bench/hooks.sh\` (env BENCH_SECONDS, BENCH_RUNS, BENCH_THREADS, BENCH_MODES, BENCH_TOOLS, GRAFT)."
+    echo
+    echo "hits/s = hits ÷ D (median, min–max over the runs); µs/hit = D ÷ hits (with 4 threads: wall time per"
+    echo "hit, all threads together); × C pinned = hits/s ÷ the one-stop C program's pinned hits/s at the same"
+    echo "thread count; victim calls/s = the victim's own count, sampled inside the armed window (more than"
+    echo "hits/s = calls the hook did not see); missed = calls − hits, counted exactly by the C tools with"
+    echo "every thread stopped (±1 per thread: a count follows its call)."
+    echo
+    echo "| tool | threads | mode | hits/s (min–max) | µs/hit | × C pinned | unpinned ÷ pinned µs/hit | victim calls/s | missed | runs ok |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+    local threads tool mode
+    for threads in $THREADS; do
+        local base
+        base=$(per_s "$(med pinned "$threads" onestop 6)" "$D")
+        for tool in $TOOLS; do
+            if [[ -n "${SKIP[$tool]:-}" ]]; then
+                echo "| $(label "$tool") | $threads | – | ${SKIP[$tool]} | | | | | | |"
+                continue
+            fi
+            for mode in $MODES; do
+                local h hs lo hi us r v m c ok fails up=""
+                h=$(med "$mode" "$threads" "$tool" 6)
+                if [[ $tool == none ]]; then hs=$h; else hs=$(per_s "$h" "$D"); fi
+                read -r lo hi <<< "$(range "$mode" "$threads" "$tool" 6)"
+                if [[ $tool != none ]]; then lo=$(per_s "$lo" "$D"); hi=$(per_s "$hi" "$D"); fi
+                us=$(us_per_hit "$hs" 1)
+                r=$(ratio "$hs" "$base")
+                v=$(med "$mode" "$threads" "$tool" 7)
+                m=$(med "$mode" "$threads" "$tool" 8)
+                c=$(med "$mode" "$threads" "$tool" 9)
+                ok=$(okcount "$mode" "$threads" "$tool")
+                fails=$(failures "$mode" "$threads" "$tool")
+                if [[ $mode == unpinned && $tool != none && " $MODES " == *" pinned "* ]]; then
+                    up=$(ratio "$us" "$(us_per_hit "$(per_s "$(med pinned "$threads" "$tool" 6)" "$D")" 1)")
+                fi
+                if [[ $m != - && $c != - ]]; then
+                    m=$(awk -v m="$m" -v c="$c" 'BEGIN { if (c > 0 && (m > 100 || m < -100)) printf "%s of %s (%.2f%%)", m, c, 100 * m / c; else printf "%s of %s", m, c }')
+                fi
+                local spread=""
+                [[ $lo == - ]] || spread=" ($(fmt_short "$lo")–$(fmt_short "$hi"))"
+                printf '| %s | %s | %s | %s%s | %s | %s | %s | %s | %s | %s%s |\n' \
+                    "$(label "$tool")" "$threads" "$mode" "$(fmt_rate "$hs")" "$spread" \
+                    "$([[ $tool == none ]] && echo "–" || fmt_us "$us")" "$r" "${up:-–}" "$(fmt_rate "$v")" "${m/#-/–}" "$ok" "${fails:+ ($fails)}"
+            done
+        done
+    done
+    echo
+    if want graft; then
+        if [[ -n "${SKIP[graft]:-}" ]]; then
+            echo "graft hook: not available yet (no \`$GRAFT\`, or \`graft hook --help\` failed): no graft row, no target check."
+        else
+            echo "Targets (issue 3) for graft:"
+            echo
+            for threads in $THREADS; do
+                local gp gu cp gdbp gdbu
+                gp=$(per_s "$(med pinned "$threads" graft 6)" "$D"); gu=$(per_s "$(med unpinned "$threads" graft 6)" "$D")
+                cp=$(per_s "$(med pinned "$threads" onestop 6)" "$D")
+                gdbp=$(per_s "$(med pinned "$threads" gdb 6)" "$D"); gdbu=$(per_s "$(med unpinned "$threads" gdb 6)" "$D")
+                awk -v t="$threads" -v gp="$gp" -v gu="$gu" -v cp="$cp" -v gdbp="$gdbp" -v gdbu="$gdbu" 'function ok(c) { return c ? "met" : "MISSED" }
+                    BEGIN {
+                        s = (t == 1) ? "" : "s"
+                        if (gp != "-" && cp != "-") printf "- %s thread%s: pinned %.2f× the one-stop C program (≥ 0.9×): %s\n", t, s, gp / cp, ok(gp >= 0.9 * cp)
+                        if (gp != "-" && gdbp != "-" && gdbp > 0) printf "- %s thread%s: pinned %.0f× gdb (≥ 10×): %s\n", t, s, gp / gdbp, ok(gp >= 10 * gdbp)
+                        if (gu != "-" && gdbu != "-" && gdbu > 0) printf "- %s thread%s: unpinned %.0f× gdb (≥ 10×): %s\n", t, s, gu / gdbu, ok(gu >= 10 * gdbu)
+                        if (gu != "-" && gp != "-" && gu > 0) printf "- %s thread%s: unpinned µs/hit %.2f× its pinned figure (≤ 1.5×): %s\n", t, s, gp / gu, ok(gp <= 1.5 * gu)
+                    }'
+            done
+        fi
+    fi
+}
+
+mkdir -p "$(dirname "$OUT")"
+report | tee "$OUT"
+log "wrote $OUT"
