@@ -1,0 +1,114 @@
+import Glibc
+import Testing
+import TestSupport
+
+/// The documentation cannot rot: the Swift program in docs/library.md is the built example and works
+/// on a live process, and every command `graft --help` lists has an example in README.md.
+@Suite struct DocsTests {
+    @Test func libraryDocShowsTheExampleByteForByte() throws {
+        let doc = try docsFile("docs/library.md")
+        let example = try docsFile("Examples/LibraryExample/main.swift")
+        let blocks = swiftBlocks(in: doc)
+        #expect(blocks.count == 1, "docs/library.md should hold exactly one ```swift block, found \(blocks.count)")
+        let block = try #require(blocks.first)
+        #expect(withoutTrailingNewlines(block) == withoutTrailingNewlines(example),
+                "the ```swift block in docs/library.md differs from Examples/LibraryExample/main.swift")
+    }
+
+    @Test func libraryExampleChangesALiveProcessAndRestoresIt() throws {
+        let example = Victims.packageRoot + "/.build/debug/graft-library-example"
+        #expect(access(example, X_OK) == 0, "\(example) is missing: run `swift build` first")
+        let victim = try Victim.launch("c_loop")
+        defer { victim.kill() }
+        #expect(victim.waitForLine("a=1"))
+        let state = docsTemporaryDirectory()
+        defer { _ = try? runCommand("/bin/rm", ["-rf", state]) }
+
+        let result = try runCommand(example, [String(victim.pid)], timeout: 60, environment: ["GRAFT_STATE_DIR": state])
+        #expect(result.status == 0, "stdout: \(result.stdout)\nstderr: \(result.stderr)")
+        #expect(result.stdout.contains("patch 1: value_a jumps to value_b"), "\(result.stdout)")
+        #expect(result.stdout.contains("refused: value_a is already patched (patch 1)"), "\(result.stdout)")
+        #expect(result.stdout.contains("unpatch 2: reverted"), "\(result.stdout)")
+
+        // The victim's output, in order: the jump (a=2), the stub (a=7), then the original (a=1) again.
+        #expect(victim.waitForLine(timeout: 5, where: { $0 == "a=2" }) != nil, "value_a never jumped to value_b")
+        #expect(victim.waitForLine(timeout: 5, where: { $0 == "a=7" }) != nil, "value_a never returned 7")
+        #expect(victim.waitForLine(timeout: 5, where: { $0 == "a=1" }) != nil, "value_a did not come back after unpatch")
+        #expect(victim.isAlive)
+        // The journal the example wrote lives in GRAFT_STATE_DIR: one file for this process instance.
+        let listing = try runCommand("/bin/ls", [state])
+        #expect(listing.stdout.split(separator: "\n").contains { $0.hasPrefix("\(victim.pid)-") && $0.hasSuffix(".json") },
+                "journal files: \(listing.stdout)")
+    }
+
+    @Test func everySubcommandHasAnExampleInTheReadme() throws {
+        let graft = Victims.packageRoot + "/.build/debug/graft"
+        let help = try runCommand(graft, ["--help"])
+        #expect(help.status == 0)
+        let commands = subcommands(inHelp: help.stdout)
+        #expect(commands.contains("patch") && commands.contains("unpatch"), "could not read the subcommands from: \(help.stdout)")
+        let readme = try docsFile("README.md")
+        let lines = readme.split(separator: "\n").map { line -> Substring in
+            var text = line.drop(while: { $0 == " " })
+            if text.hasPrefix("$ ") { text = text.dropFirst(2) }
+            return text
+        }
+        for command in commands {
+            let prefix = "graft \(command)"
+            let found = lines.contains { $0 == prefix || $0.hasPrefix(prefix + " ") }
+            #expect(found, "README.md has no example line starting `\(prefix)`")
+        }
+    }
+}
+
+// MARK: - Helpers (prefixed: the test target shares one namespace)
+
+private func docsFile(_ relativePath: String) throws -> String {
+    let path = Victims.packageRoot + "/" + relativePath
+    return try #require(readTextFile(path), "cannot read \(path)")
+}
+
+/// The bodies of the ```swift fenced blocks of a Markdown text.
+private func swiftBlocks(in markdown: String) -> [String] {
+    var blocks: [String] = []
+    var current: [Substring]?
+    for line in markdown.split(separator: "\n", omittingEmptySubsequences: false) {
+        if current == nil {
+            if line == "```swift" { current = [] }
+        } else if line == "```" {
+            blocks.append(current!.joined(separator: "\n"))
+            current = nil
+        } else {
+            current!.append(line)
+        }
+    }
+    return blocks
+}
+
+private func withoutTrailingNewlines(_ text: String) -> Substring {
+    var result = text[...]
+    while result.hasSuffix("\n") { result = result.dropLast() }
+    return result
+}
+
+/// The names in the SUBCOMMANDS section of swift-argument-parser's help: lines indented by exactly two
+/// spaces (continuation lines are indented further).
+private func subcommands(inHelp help: String) -> [String] {
+    var inSection = false
+    var names: [String] = []
+    for line in help.split(separator: "\n") {
+        if line.hasPrefix("SUBCOMMANDS:") { inSection = true; continue }
+        guard inSection else { continue }
+        if !line.hasPrefix(" ") { break }
+        guard line.hasPrefix("  "), !line.hasPrefix("   ") else { continue }
+        let name = line.dropFirst(2).prefix(while: { $0 != " " })
+        if name == "See" { break }
+        if !name.isEmpty { names.append(String(name)) }
+    }
+    return names
+}
+
+private func docsTemporaryDirectory() -> String {
+    var template = Array("/tmp/graft-docs-test-XXXXXX".utf8CString)
+    return template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+}
