@@ -56,6 +56,10 @@ final class HookEngine {
     var armed: [ArmedHook] = []
     var totalHits = 0
     var vforkChildren: Set<Int32> = []
+    /// Clone/fork children whose first stop came before their parent's event.
+    var earlyStops: Set<Int32> = []
+    /// Threads the loop left in their stop (the thread that exec'd): teardown must not wait for them.
+    var parked: Set<Int32> = []
     var end: HookSessionEnd?
     var execHappened = false
     var refusedReturnSites: Set<UInt64> = []
@@ -116,6 +120,7 @@ final class HookEngine {
             }
             guard let next = event else { continue }  // woken: check the stop request
             event = nil
+            if debugEvents { writeDebug("event \(next)\n") }
             if try handle(next, onEvent: onEvent) { unflushed = true }
         }
     }
@@ -146,10 +151,14 @@ final class HookEngine {
         case .interrupted(let tid):
             tracee.clearGroupStop(tid)
             try tracee.resume(tid)
-        case .newThread(let parent, _):
+        case .earlyStop(let tid):
+            earlyStops.insert(tid)
+        case .newThread(let parent, let child):
+            if earlyStops.remove(child) != nil { try tracee.resume(child) }
             try tracee.resume(parent)
         case .forked(let parent, let child, let isVfork):
             if isVfork {
+                if earlyStops.remove(child) != nil { try tracee.resume(child) }
                 // The child shares the memory (and the breakpoints) until it execs or exits: keep
                 // serving its hits like any thread's.
                 vforkChildren.insert(child)
@@ -169,6 +178,7 @@ final class HookEngine {
                 return false
             }
             // The process image is gone, and the breakpoints with it.
+            parked.insert(tid)
             execHappened = true
             breakpoints.removeAll()
             pending.removeAll()
@@ -490,7 +500,7 @@ final class HookEngine {
     /// A fork child inherits the int3 bytes; it would die of SIGTRAP at its first call. Put the
     /// original bytes back in its copy of the memory and let it go untraced.
     private func releaseForkChild(_ child: Int32) {
-        _ = try? tracee.waitForFirstStop(of: child)
+        if earlyStops.remove(child) == nil { _ = try? tracee.waitForFirstStop(of: child) }
         for breakpoint in breakpoints.values {
             try? tracee.writeText(process: child, at: breakpoint.address, bytes: [breakpoint.originalByte])
         }
@@ -538,7 +548,7 @@ final class HookEngine {
     /// meanwhile: a breakpoint hit is rewound (the call runs unhooked once the code is restored),
     /// signals are held for delivery at detach, new threads and fork children are handled.
     private func stopEveryThread(onEvent: (HookEvent) -> Void) {
-        var waiting = Set(tracee.threadIDs)
+        var waiting = Set(tracee.threadIDs).subtracting(parked)
         for tid in waiting { try? tracee.interrupt(tid) }
         var rounds = 0
         while !waiting.isEmpty, rounds < 100_000 {
@@ -562,15 +572,17 @@ final class HookEngine {
                 waiting.remove(tid)
             case .groupStop(let tid, _), .interrupted(let tid), .other(let tid, _):
                 waiting.remove(tid)
+            case .earlyStop(let tid):
+                earlyStops.insert(tid)
             case .newThread(let parent, let child):
                 waiting.remove(parent)
-                // The child's first stop is still to come.
-                waiting.insert(child)
+                // The child's first stop is still to come, unless it came early.
+                if earlyStops.remove(child) == nil { waiting.insert(child) }
             case .forked(let parent, let child, let isVfork):
                 if isVfork {
                     vforkChildren.insert(child)
                     tracee.track(child)
-                    waiting.insert(child)
+                    if earlyStops.remove(child) == nil { waiting.insert(child) }
                 } else {
                     releaseForkChild(child)
                     onEvent(.notice("fork child \(child) released without breakpoints"))
@@ -717,6 +729,12 @@ struct CPUFollower {
         guard fields.count > 36 else { return nil }
         return Int32(fields[36])
     }
+}
+
+let debugEvents = getenv("GRAFT_DEBUG_EVENTS") != nil
+func writeDebug(_ text: String) {
+    var bytes = Array(text.utf8)
+    _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress!, $0.count) }
 }
 
 func wallClock() -> UInt64 {

@@ -96,7 +96,12 @@ extension Tracee {
             case .killed(let signal):
                 throw GraftError.usage("\(name) was killed by \(signalName(signal)) before it started")
             case .stopped(let signal, let event):
-                if event == Int32(GRAFT_PTRACE_EVENT_EXEC) { return }
+                if event == Int32(GRAFT_PTRACE_EVENT_EXEC) {
+                    // /proc/PID/mem opened before execve reads the old memory: open it again.
+                    if memFD >= 0 { close(memFD) }
+                    memFD = open("/proc/\(pid)/mem", O_RDWR | O_CLOEXEC)
+                    return
+                }
                 let deliver = (event == 0 && signal != SIGSTOP) ? signal : 0
                 if graft_ptrace(GRAFT_PTRACE_CONT, pid, 0, UInt64(deliver)) != 0 {
                     throw GraftError.systemCall(name: "PTRACE_CONT", errno: errno, context: "process \(pid)")

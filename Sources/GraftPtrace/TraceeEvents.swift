@@ -35,6 +35,9 @@ public enum TraceEvent: Sendable, Equatable {
     case exec(tid: Int32)
     /// A traced thread (or traced fork child) is gone.
     case threadExited(tid: Int32, status: ThreadStop)
+    /// The first stop of a thread or process graft has not heard of yet: a clone or fork child whose
+    /// parent's event has not been collected. It stays stopped until that event says what it is.
+    case earlyStop(tid: Int32)
     /// Some other ptrace event (vfork-done, exit): resume and ignore.
     case other(tid: Int32, event: Int32)
 }
@@ -221,7 +224,7 @@ extension Tracee {
                 threads[tid] = nil
                 return .threadExited(tid: tid, status: stop)
             case .stopped(let signal, let event):
-                if threads[tid] == nil { threads[tid] = ThreadRecord() }
+                if threads[tid] == nil { return .earlyStop(tid: tid) }
                 switch event {
                 case 0:
                     return signal == SIGTRAP ? .trap(tid: tid) : .signal(tid: tid, signal: signal)
@@ -245,7 +248,9 @@ extension Tracee {
                     // The exec'ing thread took over the leader's tid; the others are gone.
                     var message: UInt = 0
                     _ = graft_geteventmsg(tid, &message)
-                    for other in threads.keys where other != tid { threads[other] = nil }
+                    // Only when the exec is this process's: a vfork child's exec (another process,
+                    // traced through the vfork) reports its own pid and leaves our threads alone.
+                    if tid == pid { for other in threads.keys where other != tid { threads[other] = nil } }
                     return .exec(tid: tid)
                 default:
                     return .other(tid: tid, event: event)

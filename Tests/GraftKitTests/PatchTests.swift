@@ -104,7 +104,7 @@ import TestSupport
     /// The stress test: 8 threads call the function hot while graft applies and reverts the
     /// patch 500 times. The victim must never crash and every thread's counter must keep increasing.
     @Test func stressEightHotThreadsFiveHundredCycles() throws {
-        let victim = try Victim.launch("threads_hot", arguments: ["8"])
+        let victim = try Victim.launch("threads_hot", arguments: ["8", "900"])
         defer { victim.kill() }
         let graft = Graft(journal: temporaryJournal())
         func counters() -> [UInt64]? {

@@ -1,0 +1,97 @@
+import Foundation
+import Glibc
+import Testing
+import TestSupport
+
+/// `graft hook` end to end: its text and JSON output, its exit paths, launch mode, its errors.
+@Suite struct HookCLITests {
+    @Test func textLinesAndSummary() throws {
+        let victim = try Victim.launch("c_loop", arguments: ["5"])
+        defer { victim.kill() }
+        let result = try graft(["hook", "-p", String(victim.pid), "value_a", "--count", "3", "--returns", "--args", "1"], stateDir: temporaryDirectory())
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.first?.hasPrefix("hooked c_loop!value_a at 0x") == true, "\(lines)")
+        #expect(lines.filter { $0.contains("] value_a(0x") }.count == 3, "\(lines)")
+        #expect(lines.filter { $0.contains("] value_a returned 0x1 in ") }.count >= 2, "\(lines)")
+        #expect(lines.contains { $0.hasPrefix("value_a") && $0.contains("c_loop!value_a") && $0.contains(" 3 ") }, "\(lines)")
+        #expect(lines.last?.contains("ended by --count") == true)
+        #expect(victim.isAlive)
+    }
+
+    @Test func jsonEventsCarryTheDocumentedKeys() throws {
+        let victim = try Victim.launch("c_loop", arguments: ["5"])
+        defer { victim.kill() }
+        let result = try graft(["hook", "-p", String(victim.pid), "value_a", "--count", "2", "--returns", "--backtrace", "--json"], stateDir: temporaryDirectory())
+        #expect(result.status == 0, "\(result.stderr)")
+        let events = try jsonLines(result.stdout)
+        let kinds = events.compactMap { $0["event"] as? String }
+        #expect(kinds.first == "armed" && kinds.last == "summary", "\(kinds)")
+        let hit = try #require(events.first { $0["event"] as? String == "hit" })
+        #expect(hit["hook"] as? String == "value_a")
+        #expect(hit["tid"] as? Int == Int(victim.pid))
+        #expect((hit["address"] as? String)?.hasPrefix("0x") == true)
+        #expect(hit["args"] is [Any])
+        let frames = try #require(hit["backtrace"] as? [[String: Any]])
+        #expect(frames.first?["function"] as? String == "value_a")
+        #expect(frames.contains { $0["function"] as? String == "main" })
+        #expect((frames.first?["pc"] as? String)?.hasPrefix("0x") == true && frames.first?["module"] as? String == "c_loop")
+        let ret = try #require(events.first { $0["event"] as? String == "return" })
+        #expect(ret["value"] as? String == "0x1" && ret["duration_ns"] is Int && ret["hook"] as? String == "value_a")
+        let summary = try #require(events.last)
+        let hooks = try #require(summary["hooks"] as? [[String: Any]])
+        #expect(hooks.first?["hook"] as? String == "value_a" && hooks.first?["hits"] as? Int == 2)
+    }
+
+    @Test func sigtermMidSessionRemovesTheBreakpoints() throws {
+        let victim = try Victim.launch("c_loop", arguments: ["2"])
+        defer { victim.kill() }
+        let state = temporaryDirectory()
+        let session = try Victim.launchCommand(try graftBinary(), arguments: ["hook", "-p", String(victim.pid), "value_a", "value_b", "--returns", "--state-dir", state],
+                                               waitForReady: false)
+        defer { session.kill() }
+        #expect(session.waitForLine(timeout: 20, where: { $0.contains("] value_a(") }) != nil)
+        session.signal(SIGTERM)
+        #expect(session.waitExit(timeout: 20).flatMap(WaitStatus.exitCode) == 128 + SIGTERM)
+        #expect(session.waitForLine(timeout: 5, where: { $0.contains("ended by SIGTERM") && $0.contains("code verified") }) != nil,
+                "\(session.transcript.suffix(3))")
+        // A dry-run patch reads memory and refuses if any byte differs from the file (an int3 would).
+        for function in ["value_a", "value_b"] {
+            let check = try graft(["patch", "-p", String(victim.pid), function, "--return", "0", "--dry-run"], stateDir: state)
+            #expect(check.status == 0, "\(function): \(check.stderr)")
+        }
+        _ = victim.drain()
+        #expect(victim.waitForLine(timeout: 5, where: { $0 == "a=1" }) != nil)
+    }
+
+    @Test func launchModeHooksBeforeMainAndExitsWithTheChildsStatus() throws {
+        let result = try runCommand(try graftBinary(), ["hook", "hook_f", "--json", "-q", "--state-dir", temporaryDirectory(), "--",
+                                                        try Victims.path("hook_count"), "50", "1"], input: "go\n")
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.contains("calls 50 sum \(4 * 50 * 51)"), "\(lines)")
+        let summary = try #require(lines.last.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] })
+        #expect((summary["hooks"] as? [[String: Any]])?.first?["hits"] as? Int == 50)
+        #expect((summary["ended_by"] as? String)?.hasPrefix("target exit") == true)
+
+        let shell = try runCommand(try graftBinary(), ["hook", "libc:getppid", "-q", "--state-dir", temporaryDirectory(), "--",
+                                                       "/bin/sh", "-c", "exit 7"])
+        #expect(shell.status == 7, "\(shell.stderr)")
+        let missing = try runCommand(try graftBinary(), ["hook", "main", "--", "/no/such/program"])
+        expectOneLineError(missing, "cannot run /no/such/program")
+    }
+
+    @Test func errorsAreOneLine() throws {
+        let victim = try Victim.launch("c_loop", arguments: ["5"])
+        defer { victim.kill() }
+        let pid = String(victim.pid)
+        let state = temporaryDirectory()
+        expectOneLineError(try graft(["hook", "-p", pid], stateDir: state), "LOCATION")
+        expectOneLineError(try graft(["hook", "-p", pid, "value_a", "--skip"], stateDir: state), "--set-return")
+        expectOneLineError(try graft(["hook", "-p", pid, "value_aa"], stateDir: state), "did you mean value_a")
+        expectOneLineError(try graft(["hook", "-p", pid, "value_a+2"], stateDir: state), "not an instruction boundary")
+        expectOneLineError(try runCommand(try graftBinary(), ["hook", "value_a", "--state-dir", state, "--"]), "command")
+        expectOneLineError(try graft(["hook", "-p", "999999999", "value_a"], stateDir: state), "no process with PID 999999999")
+        #expect(victim.isAlive)
+    }
+}
