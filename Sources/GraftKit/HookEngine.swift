@@ -56,6 +56,8 @@ final class HookEngine {
     var armed: [ArmedHook] = []
     var totalHits = 0
     var vforkChildren: Set<Int32> = []
+    /// Trace mode: the single-stepping half (see Stepper).
+    var stepper: Stepper?
     /// Clone/fork children whose first stop came before their parent's event.
     var earlyStops: Set<Int32> = []
     /// Threads the loop left in their stop (the thread that exec'd): teardown must not wait for them.
@@ -92,7 +94,14 @@ final class HookEngine {
         onEvent(.armed(armed))
         var loopError: Error?
         do {
-            try tracee.resumeAll()
+            if let stepper, stepper.traceHook == nil {
+                // Default trace mode: the stepped thread (and with --all-stop every other) stays ours.
+                let keep = try stepper.startDefault(self)
+                if let stepped = stepper.tid { parked.formUnion(keep.subtracting([stepped])) }
+                try tracee.resumeAll(except: keep)
+            } else {
+                try tracee.resumeAll()
+            }
             try loop(flush: flush, onEvent: onEvent)
         } catch {
             loopError = error
@@ -107,15 +116,24 @@ final class HookEngine {
 
     private func loop(flush: () -> Void, onEvent: (HookEvent) -> Void) throws {
         var unflushed = false
+        var lastFlush = graft_monotonic_ns()
         while end == nil {
             if let reason = stopState.requested {
                 end = reason
                 break
             }
-            var event = try tracee.waitForEvent(block: !unflushed)
-            if event == nil && unflushed {
+            // While a thread is stepped every event reports something: flushing before each wait
+            // would cost a write per instruction. Flush at most every 50 ms then, and before a step
+            // that may block in a system call.
+            var mayFlush = unflushed
+            if unflushed, let stepper, stepper.isStepping, !stepper.lastWasSyscall {
+                mayFlush = graft_monotonic_ns() &- lastFlush > 50_000_000
+            }
+            var event = try tracee.waitForEvent(block: !mayFlush)
+            if event == nil && mayFlush {
                 flush()
                 unflushed = false
+                lastFlush = graft_monotonic_ns()
                 continue
             }
             guard let next = event else { continue }  // woken: check the stop request
@@ -127,6 +145,7 @@ final class HookEngine {
 
     /// Handles one event while the session runs; true when something was reported.
     private func handle(_ event: TraceEvent, onEvent: (HookEvent) -> Void) throws -> Bool {
+        if let stepper, let reported = try stepper.intercept(event, engine: self, onEvent: onEvent) { return reported }
         switch event {
         case .trap(let tid):
             var registers = try tracee.registers(of: tid)
@@ -137,6 +156,10 @@ final class HookEngine {
                 return false
             }
             registers.rip = address
+            if let stepper, stepper.wantsToTrace(breakpoint) {
+                try stepper.begin(tid, registers: &registers, breakpoint: breakpoint, engine: self, onEvent: onEvent)
+                return true
+            }
             cpuFollower.observe(process: tracee.pid, thread: tid)
             let reported = try hit(breakpoint, tid: tid, registers: &registers, onEvent: onEvent)
             try tracee.setRegisters(registers, of: tid)
@@ -155,7 +178,7 @@ final class HookEngine {
             earlyStops.insert(tid)
         case .newThread(let parent, let child):
             if earlyStops.remove(child) != nil { try tracee.resume(child) }
-            try tracee.resume(parent)
+            try continueThread(parent)
         case .forked(let parent, let child, let isVfork):
             if isVfork {
                 if earlyStops.remove(child) != nil { try tracee.resume(child) }
@@ -163,12 +186,12 @@ final class HookEngine {
                 // serving its hits like any thread's.
                 vforkChildren.insert(child)
                 tracee.track(child)
-                try tracee.resume(parent)
+                try continueThread(parent)
                 onEvent(.notice("vfork child \(child) shares the hooked memory until it execs"))
                 return true
             }
             releaseForkChild(child)
-            try tracee.resume(parent)
+            try continueThread(parent)
             onEvent(.notice("fork child \(child) released without breakpoints"))
             return true
         case .exec(let tid):
@@ -197,6 +220,15 @@ final class HookEngine {
             try tracee.resume(tid)
         }
         return false
+    }
+
+    /// Lets a thread go on after an event stop: the stepped thread by another single step.
+    private func continueThread(_ tid: Int32, signal: Int32 = 0) throws {
+        if let stepper, stepper.tid == tid, stepper.isStepping {
+            try stepper.stepOn(self, signal: signal)
+        } else {
+            try tracee.resume(tid, signal: signal)
+        }
     }
 
     // MARK: - A hit
@@ -284,7 +316,7 @@ final class HookEngine {
     }
 
     /// Runs the instruction the int3 displaced: on the registers, or by sending the thread to its copy.
-    private func execute(_ breakpoint: Breakpoint, tid: Int32, registers: inout Registers) throws {
+    func execute(_ breakpoint: Breakpoint, tid: Int32, registers: inout Registers) throws {
         let address = breakpoint.address
         switch breakpoint.displaced {
         case .skip(let length):
@@ -408,7 +440,7 @@ final class HookEngine {
 
     /// Makes sure a return breakpoint sits at `address`; false when graft cannot put one there (the
     /// return is then not reported, and the user told once).
-    private func ensureReturnSite(_ address: UInt64, via tid: Int32, onEvent: (HookEvent) -> Void) throws -> Bool {
+    func ensureReturnSite(_ address: UInt64, via tid: Int32, onEvent: (HookEvent) -> Void) throws -> Bool {
         if var existing = breakpoints[address] {
             if !existing.isReturnSite {
                 existing.isReturnSite = true
@@ -517,6 +549,13 @@ final class HookEngine {
             return true
         }
         stopEveryThread(onEvent: onEvent)
+        stepper?.finish()
+        // The stepped thread may have been interrupted with its step's SIGTRAP still queued (the
+        // kernel reports a pending interrupt first): take that SIGTRAP now, or detaching would
+        // deliver it to a thread nobody traces, and the process would die of it.
+        if let stepper, let stepped = stepper.threadWithStepInFlight, hasPendingSIGTRAP(stepped) {
+            consumePendingTrap(stepped)
+        }
         // A thread that executed an int3 whose SIGTRAP is still queued behind the interrupt stop: let
         // it report the trap now, so detaching does not deliver a SIGTRAP that would kill the target.
         // rip == breakpoint + 1 alone proves nothing: an emulated one-byte instruction (push rbp)
@@ -559,6 +598,8 @@ final class HookEngine {
                 continue
             }
             switch event {
+            case .trap(let tid) where stepper?.absorbFinalTrap(tid, engine: self) == true:
+                waiting.remove(tid)
             case .trap(let tid):
                 if var registers = try? tracee.registers(of: tid), breakpoints[registers.rip &- 1] != nil {
                     registers.rip &-= 1

@@ -88,6 +88,10 @@ public enum HookEvent: Sendable {
     case returned(HookReturn)
     /// Something the user should know that is not a call: a fork child released, an exec.
     case notice(String)
+    /// Trace mode: one executed instruction (only when `TraceOptions.reportSteps`).
+    case step(TraceStep)
+    /// Trace mode: a thread entered the traced function (`began`) or returned from it.
+    case traceCall(TraceCall)
 }
 
 /// Why a session ended.
@@ -98,6 +102,10 @@ public enum HookSessionEnd: Sendable, Equatable {
     case requested
     case targetExited(ThreadStop)
     case targetExec
+    /// Trace mode: the traced thread exited (the process lives on).
+    case threadExited(Int32)
+    /// Trace mode: `--calls` calls were traced.
+    case callsTraced
 }
 
 public struct HookStatistics: Sendable {

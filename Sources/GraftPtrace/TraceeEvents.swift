@@ -75,12 +75,23 @@ extension Tracee {
         }
     }
 
+    /// Lets a stopped thread execute one instruction (PTRACE_SINGLESTEP), delivering `signal` first
+    /// (0: none): with a handler, the kernel sets up its frame and reports a SIGTRAP stop at the
+    /// handler's first instruction before running it. The stop comes as an event (`waitForEvent`).
+    public func step(_ tid: Int32, signal: Int32 = 0) throws {
+        try tracer.run {
+            if graft_ptrace(GRAFT_PTRACE_SINGLESTEP, tid, 0, UInt64(signal)) != 0, errno != ESRCH {
+                throw GraftError.systemCall(name: "PTRACE_SINGLESTEP", errno: errno, context: "thread \(tid)")
+            }
+        }
+    }
+
     /// Resumes every traced thread, delivering the signals held for each (the first through
     /// PTRACE_CONT, the rest queued again with tgkill). Threads in group-stop are left in it
-    /// (PTRACE_LISTEN), as the kernel would.
-    public func resumeAll() throws {
+    /// (PTRACE_LISTEN), as the kernel would. Threads in `except` stay stopped.
+    public func resumeAll(except: Set<Int32> = []) throws {
         try tracer.run {
-            for tid in threads.keys.sorted() {
+            for tid in threads.keys.sorted() where !except.contains(tid) {
                 var record = threads[tid]!
                 if record.groupStopped {
                     _ = graft_ptrace(GRAFT_PTRACE_LISTEN, tid, 0, 0)

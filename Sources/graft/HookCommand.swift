@@ -173,6 +173,8 @@ final class HookPrinter {
                 clearStatus()
                 writeStandardError("graft: \(text)\n")
             }
+        case .step, .traceCall:
+            break
         }
     }
 
@@ -244,6 +246,8 @@ final class HookPrinter {
         case .requested: return "request"
         case .targetExited(let status): return "target exit (\(status.exitDescription))"
         case .targetExec: return "target exec"
+        case .threadExited(let tid): return "thread \(tid) exit"
+        case .callsTraced: return "--calls"
         }
     }
 

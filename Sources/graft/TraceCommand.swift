@@ -1,0 +1,321 @@
+import ArgumentParser
+import GraftCore
+import GraftKit
+import GraftPtrace
+import Glibc
+
+struct TraceCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "trace",
+        abstract: "Single-step a thread of a running process: instruction trace, per-function counts, call tree, flame graph.",
+        discussion: """
+        Without --function, steps the main thread (or --tid) from now on, for --steps instructions or \
+        --duration seconds (or until Ctrl-C). With --function, waits until a thread enters LOCATION and \
+        traces that call until it returns, --calls times. Prints one line per instruction, unless \
+        --summary, --folded or --svg ask for the summary (per-function counts and the call tree) instead. \
+        Other threads keep running (--all-stop stops them). With `-- COMMAND` graft starts COMMAND and \
+        traces its main (or --function). Every exit path removes graft's breakpoints and detaches.
+        Examples:
+          graft trace -p 4242 --steps 20 --disasm
+          graft trace -p 4242 --function trace_a --summary
+          graft trace -p 4242 --function trace_a --depth 1 --json
+          graft trace -p 4242 --duration 2 --folded out.folded --svg out.svg
+          graft trace --function trace_a --summary -- ./trace_calls
+        """)
+
+    @Option(name: [.customShort("p"), .customLong("pid")], help: "The process to trace (or give `-- COMMAND`).")
+    var pid: Int32?
+
+    @Option(name: .long, help: ArgumentHelp("The thread to step (default: the main thread).", valueName: "TID"))
+    var tid: Int32?
+
+    @Option(name: .long, help: ArgumentHelp("End after this many instructions.", valueName: "N"))
+    var steps: UInt64?
+
+    @Option(name: .long, help: ArgumentHelp("End after this many seconds.", valueName: "SECONDS"))
+    var duration: Double?
+
+    @Option(name: .long, help: ArgumentHelp("Trace calls of this function (LOCATION), from entry to return.", valueName: "LOCATION"))
+    var function: String?
+
+    @Option(name: .long, help: ArgumentHelp("With --function: how many calls to trace (default 1).", valueName: "N"))
+    var calls: Int = 1
+
+    @Option(name: .long, help: ArgumentHelp("Step into calls only down to this depth (1: the function itself); deeper calls run at full speed.", valueName: "D"))
+    var depth: Int?
+
+    @Flag(name: .long, help: "Show each instruction's text (capstone).")
+    var disasm = false
+
+    @Flag(name: .long, help: "Print one JSON object per line, each with an \"event\" key.")
+    var json = false
+
+    @Flag(name: .long, help: "Print per-function counts and the call tree instead of every instruction.")
+    var summary = false
+
+    @Option(name: .long, help: ArgumentHelp("Write folded stacks (flamegraph.pl, inferno, speedscope) to FILE.", valueName: "FILE"))
+    var folded: String?
+
+    @Option(name: .long, help: ArgumentHelp("Write a flame graph SVG (zoom on click) to FILE.", valueName: "FILE"))
+    var svg: String?
+
+    @Flag(name: .customLong("all-stop"), help: "Keep the other threads stopped while a thread is stepped.")
+    var allStop = false
+
+    @Option(name: .customLong("state-dir"), help: ArgumentHelp("Journal directory.", visibility: .hidden))
+    var stateDirectory: String?
+
+    var command: [String] { Passthrough.command }
+
+    /// Per-instruction lines unless the user asked for the summary or a file.
+    var perStep: Bool { !summary && folded == nil && svg == nil }
+
+    func validate() throws {
+        if Passthrough.hasTerminator && command.isEmpty { throw ValidationError("give a command to start after `--`") }
+        if pid == nil && command.isEmpty { throw ValidationError("give -p PID, or a command after `--`") }
+        if pid != nil && !command.isEmpty { throw ValidationError("give -p PID or `-- COMMAND`, not both") }
+        if let steps, steps == 0 { throw ValidationError("--steps must be at least 1") }
+        if let duration, !(duration > 0) { throw ValidationError("--duration must be a positive number of seconds") }
+        if calls < 1 { throw ValidationError("--calls must be at least 1") }
+        if calls != 1 && function == nil && command.isEmpty { throw ValidationError("--calls needs --function LOCATION") }
+        if let depth, depth < 1 { throw ValidationError("--depth must be at least 1") }
+        if tid != nil && function != nil { throw ValidationError("--tid and --function exclude each other: --function traces whichever thread calls it") }
+        if tid != nil && !command.isEmpty { throw ValidationError("--tid needs -p PID") }
+        for path in [folded, svg].compactMap({ $0 }) where path.isEmpty { throw ValidationError("--folded and --svg need a file name") }
+    }
+
+    func run() throws {
+        let options = TraceOptions(tid: tid, steps: steps, duration: duration, function: function, calls: calls, depth: depth,
+                                   disassemble: disasm, reportSteps: perStep, allStop: allStop)
+        let journal = Journal(directory: stateDirectory)
+        let session: TraceSession
+        if let pid {
+            session = TraceSession(pid: pid, options: options, journal: journal)
+        } else {
+            session = try TraceSession(launching: command, options: options, journal: journal)
+        }
+        // Refuse unwritable output files before touching the process.
+        for path in [folded, svg].compactMap({ $0 }) { try checkWritable(path) }
+        let printer = TracePrinter(json: json, perStep: perStep, disasm: disasm)
+        TerminationSignals.deferAll()
+        let result: TraceSummary
+        do {
+            result = try session.run(
+                stopCheck: { TerminationSignals.pending.map { HookSessionEnd.signal($0) } },
+                flush: { printer.flush() },
+                onEvent: { printer.event($0) })
+        } catch {
+            printer.clearStatus()
+            throw error
+        }
+        printer.clearStatus()
+        let stacks = result.profile.foldedStacks()
+        if let folded { try writeFile(folded, FlameGraph.folded(stacks)) }
+        if let svg {
+            let subtitle = "\(result.steps) instructions, thread \(result.tid.map(String.init) ?? "-") of process \(session.pid)"
+            try writeFile(svg, FlameGraph.svg(stacks, title: "graft trace: " + (function ?? "process \(session.pid)"), subtitle: subtitle))
+        }
+        printer.summary(result, pid: session.pid, full: !perStep || summary, files: [folded, svg].compactMap { $0 })
+        TerminationSignals.restoreDefaults()
+        if !result.codeRestored {
+            throw GraftError.usage("the code of process \(session.pid) could not be verified after removing the breakpoints")
+        }
+        if let status = session.launchedExitStatus { throw CommandFailed(code: status) }
+        if case .signal(let signal) = result.end { throw CommandFailed(code: 128 + signal) }
+    }
+}
+
+private func checkWritable(_ path: String) throws {
+    let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw GraftError.usage("cannot write \(path): \(String(cString: strerror(errno)))") }
+    close(fd)
+}
+
+private func writeFile(_ path: String, _ text: String) throws {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw GraftError.usage("cannot write \(path): \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    var bytes = Array(text.utf8)
+    var done = 0
+    while done < bytes.count {
+        let n = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
+        if n < 0 {
+            if errno == EINTR { continue }
+            throw GraftError.usage("cannot write \(path): \(String(cString: strerror(errno)))")
+        }
+        done += n
+    }
+}
+
+/// Formats trace events: a line (or JSON object) per instruction, then the summary.
+final class TracePrinter {
+    let json: Bool
+    let perStep: Bool
+    let disasm: Bool
+    let statusLine = isatty(2) != 0
+    var steps: UInt64 = 0
+    var current = ""
+    var lastStatus: UInt64 = 0
+    var statusShown = false
+    let started = monotonicNanoseconds()
+
+    init(json: Bool, perStep: Bool, disasm: Bool) {
+        self.json = json
+        self.perStep = perStep
+        self.disasm = disasm
+    }
+
+    func event(_ event: HookEvent) {
+        switch event {
+        case .step(let step):
+            steps = step.index
+            if json {
+                emit(JSON.object([("event", "step"), ("n", .uint(step.index)), ("tid", .int(Int64(step.tid))), ("pc", .string(hex(step.pc))),
+                                  ("module", step.function.module.map { .string($0) } ?? .null),
+                                  ("function", step.function.name.map { .string($0) } ?? .null),
+                                  ("offset", .uint(step.offset)), ("depth", .int(Int64(step.depth))),
+                                  ("text", step.text.map { .string($0) } ?? .null)]).serialized)
+            } else {
+                let location = step.location
+                if let text = step.text {
+                    let pad = location.count < 32 ? String(repeating: " ", count: 32 - location.count) : " "
+                    emit("\(hex(step.pc))  \(location)\(pad)\(text)")
+                } else {
+                    emit("\(hex(step.pc))  \(location)")
+                }
+            }
+            if statusLine { current = step.location }
+        case .traceCall(let call):
+            if json {
+                var fields: [(String, JSON)] = [("event", call.began ? "call" : "call_end"), ("tid", .int(Int64(call.tid))),
+                                                ("function", .string(call.function)), ("number", .int(Int64(call.number)))]
+                if !call.began { fields.append(("instructions", .uint(call.instructions))) }
+                emit(JSON.object(fields).serialized)
+            } else if perStep {
+                emit(call.began ? "# call \(call.number): thread \(call.tid) entered \(call.function)"
+                                : "# call \(call.number): \(call.function) returned after \(call.instructions) instructions")
+            }
+            current = call.function
+        case .armed(let hooks):
+            for hook in hooks {
+                if json {
+                    emit(JSON.object([("event", "armed"), ("function", .string(hook.function)), ("address", .string(hex(hook.address))),
+                                      ("instruction", .string(hook.instruction)), ("strategy", .string(hook.strategy))]).serialized)
+                } else {
+                    clearStatus()
+                    writeStandardError("graft: waiting for a call of \(hook.function) at \(hex(hook.address))\n")
+                }
+            }
+        case .notice(let text):
+            if json {
+                emit(JSON.object([("event", "notice"), ("message", .string(text))]).serialized)
+            } else {
+                clearStatus()
+                writeStandardError("graft: \(text)\n")
+            }
+        case .hit, .returned:
+            break
+        }
+    }
+
+    private func emit(_ line: String) {
+        if statusShown { clearStatus() }
+        print(line)
+    }
+
+    func flush() {
+        fflush(nil)
+        guard statusLine else { return }
+        let now = monotonicNanoseconds()
+        if now - lastStatus > 100_000_000 {
+            lastStatus = now
+            let seconds = max(Double(now - started) / 1e9, 1e-9)
+            let rate = perStep ? " (\(Int(Double(steps) / seconds))/s)" : ""
+            writeRaw("\r\u{1b}[Kgraft: \(perStep ? "\(steps) steps" : "tracing")\(rate)\(current.isEmpty ? "" : " in \(current)") (Ctrl-C to stop)")
+            statusShown = true
+        }
+    }
+
+    func clearStatus() {
+        guard statusShown else { return }
+        fflush(nil)
+        writeRaw("\r\u{1b}[K")
+        statusShown = false
+    }
+
+    func summary(_ result: TraceSummary, pid: Int32, full: Bool, files: [String]) {
+        let profile = result.profile
+        let seconds = max(Double(result.elapsedNanoseconds) / 1e9, 1e-9)
+        let functions = profile.functionStats()
+        if json {
+            let list = functions.map { stats -> JSON in
+                var fields: [(String, JSON)] = [("module", stats.function.module.map { .string($0) } ?? .null),
+                                                ("function", stats.function.name.map { .string($0) } ?? .null),
+                                                ("calls", .uint(stats.calls)), ("self", .uint(stats.selfCount)), ("total", .uint(stats.total))]
+                if stats.steppedOver > 0 { fields.append(("stepped_over", .uint(stats.steppedOver))) }
+                return .object(fields)
+            }
+            let tree = profile.treeLines().map { line -> JSON in
+                let function = profile.functions[line.node.function]
+                var fields: [(String, JSON)] = [("depth", .int(Int64(line.depth))), ("module", function.module.map { .string($0) } ?? .null),
+                                                ("function", function.name.map { .string($0) } ?? .null),
+                                                ("calls", .uint(line.node.calls)), ("self", .uint(line.node.selfCount)), ("total", .uint(line.total))]
+                if line.node.steppedOver > 0 { fields.append(("stepped_over", .uint(line.node.steppedOver))) }
+                return .object(fields)
+            }
+            print(JSON.object([("event", "summary"), ("steps", .uint(result.steps)), ("functions", .array(list)), ("tree", .array(tree)),
+                               ("single_steps", .uint(result.singleSteps)), ("calls_traced", .int(Int64(result.callsTraced))),
+                               ("tid", result.tid.map { .int(Int64($0)) } ?? .null), ("pid", .int(Int64(pid))),
+                               ("elapsed_ns", .uint(result.elapsedNanoseconds)), ("steps_per_second", .double(Double(result.steps) / seconds)),
+                               ("signals_delivered", .int(Int64(result.signalsDelivered))),
+                               ("ended_by", .string(describe(result.end))), ("code_restored", .bool(result.codeRestored))]).serialized)
+            fflush(nil)
+            return
+        }
+        let thread = result.tid.map { "thread \($0)" } ?? "no thread"
+        let rate = Int(Double(result.steps) / seconds)
+        let calls = result.callsTraced > 0 ? ", \(result.callsTraced) call\(result.callsTraced == 1 ? "" : "s") traced" : ""
+        let footer = "\(result.steps) instructions of \(thread) in \(format1(seconds)) s (\(rate)/s)\(calls); ended by \(describe(result.end)); " +
+            "breakpoints removed\(result.codeRestored ? ", code verified" : ", CODE NOT VERIFIED"), process \(pid) running"
+        if full {
+            var rows = [["FUNCTION", "CALLS", "SELF", "TOTAL"]]
+            let steppedOver = functions.contains { $0.steppedOver > 0 }
+            if steppedOver { rows[0].append("STEPPED OVER") }
+            for stats in functions {
+                var row = [stats.function.displayName, String(stats.calls), String(stats.selfCount), String(stats.total)]
+                if steppedOver { row.append(stats.steppedOver > 0 ? String(stats.steppedOver) : "") }
+                rows.append(row)
+            }
+            for line in Output.table(rows) { print(line) }
+            print("")
+            print("call tree (calls; instructions self / total):")
+            for line in profile.treeLines() {
+                let function = profile.functions[line.node.function]
+                let over = line.node.steppedOver > 0 ? ", \(line.node.steppedOver) stepped over" : ""
+                print("\(String(repeating: "  ", count: line.depth))\(function.displayName)  \(line.node.calls)×\(over)  \(line.node.selfCount) / \(line.total)")
+            }
+            print("")
+        }
+        for file in files { print("wrote \(file)") }
+        print(footer)
+        fflush(nil)
+    }
+
+    private func describe(_ end: HookSessionEnd) -> String {
+        switch end {
+        case .signal(let signal): return signalName(signal)
+        case .count: return "--steps"
+        case .duration: return "--duration"
+        case .requested: return "request"
+        case .targetExited(let status): return "target exit (\(status.exitDescription))"
+        case .targetExec: return "target exec"
+        case .threadExited(let tid): return "thread \(tid) exit"
+        case .callsTraced: return "--calls"
+        }
+    }
+
+    private func writeRaw(_ text: String) {
+        var bytes = Array(text.utf8)
+        _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress!, $0.count) }
+    }
+}

@@ -1,0 +1,301 @@
+import Dispatch
+import Foundation
+import Glibc
+import GraftKit
+import Testing
+import TestSupport
+
+/// A trace session running on a background thread, with every event it reported.
+final class TraceRun: @unchecked Sendable {
+    let session: TraceSession
+    private let lock = NSLockLike()
+    private var collected: [HookEvent] = []
+    private var result: Result<TraceSummary, any Error>?
+    private let startSignal = DispatchSemaphore(value: 0)
+    private let doneSignal = DispatchSemaphore(value: 0)
+
+    init(_ session: TraceSession) {
+        self.session = session
+        DispatchQueue.global().async {
+            var signalled = false
+            let outcome = Result {
+                try session.run(onEvent: { event in
+                    self.lock.withLock { self.collected.append(event) }
+                    switch event {
+                    case .armed, .step:
+                        if !signalled {
+                            signalled = true
+                            self.startSignal.signal()
+                        }
+                    default: break
+                    }
+                })
+            }
+            self.lock.withLock { self.result = outcome }
+            self.startSignal.signal()
+            self.doneSignal.signal()
+        }
+    }
+
+    /// Waits until the breakpoint is armed (`--function`) or the first step was reported.
+    func waitStarted(timeout: Double = 20) -> Bool {
+        startSignal.wait(timeout: .now() + timeout) == .success
+    }
+
+    @discardableResult
+    func finish(timeout: Double = 30) throws -> TraceSummary {
+        session.requestStop()
+        return try waitEnd(timeout: timeout)
+    }
+
+    func waitEnd(timeout: Double = 30) throws -> TraceSummary {
+        guard doneSignal.wait(timeout: .now() + timeout) == .success else {
+            session.requestStop()
+            _ = doneSignal.wait(timeout: .now() + 10)
+            throw TestFailure("trace session did not end within \(timeout) s")
+        }
+        return try lock.withLock { result! }.get()
+    }
+
+    var events: [HookEvent] { lock.withLock { collected } }
+    var steps: [TraceStep] { events.compactMap { if case .step(let step) = $0 { return step } else { return nil } } }
+}
+
+/// (calls, self, total) per function name.
+func figures(_ summary: TraceSummary) -> [String: [UInt64]] {
+    var out: [String: [UInt64]] = [:]
+    for stats in summary.profile.functionStats() {
+        out[stats.function.name ?? stats.function.displayName] = [stats.calls, stats.selfCount, stats.total]
+    }
+    return out
+}
+
+/// Folded stacks as `a;b count` lines.
+func foldedLines(_ summary: TraceSummary) -> [String] {
+    summary.profile.foldedStacks().map { $0.frames.joined(separator: ";") + " \($0.count)" }
+}
+
+/// Single-step traces of real victims. trace_calls' functions are hand-written assembly whose
+/// instruction counts are known exactly (TestTargets/README.md) and recounted by gdb here.
+@Suite struct TraceTests {
+    /// One call of trace_a: total 113 = trace_a 53 + trace_b 3 × 11 + trace_leaf 3 × 6 + trace_sys 9.
+    static let oneCall: [String: [UInt64]] = [
+        "trace_a": [1, 53, 113], "trace_b": [3, 33, 51], "trace_leaf": [3, 18, 18], "trace_sys": [1, 9, 9],
+    ]
+
+    func launchCalls(_ mode: String = "") throws -> Victim {
+        try Victim.launch("trace_calls", arguments: [mode, "120"], stdin: true)
+    }
+
+    @Test func functionCallCountsAndFoldedStacksAreExact() throws {
+        let victim = try launchCalls()
+        defer { victim.kill() }
+        let run = TraceRun(TraceSession(pid: victim.pid, options: TraceOptions(function: "trace_a"), journal: temporaryJournal()))
+        try #require(run.waitStarted())
+        victim.writeStdin("go\n")
+        let summary = try run.waitEnd()
+        #expect(summary.end == .callsTraced)
+        #expect(summary.callsTraced == 1)
+        #expect(summary.steps == 113)
+        #expect(figures(summary) == Self.oneCall)
+        #expect(foldedLines(summary) == ["trace_a 53", "trace_a;trace_b 33", "trace_a;trace_b;trace_leaf 18", "trace_a;trace_sys 9"])
+        // Every step was reported, in order, the syscall among them.
+        let steps = run.steps
+        #expect(steps.count == 113)
+        #expect(steps.map(\.index) == Array(1...113))
+        #expect(steps.first?.function.name == "trace_a" && steps.first?.offset == 0)
+        #expect(steps.last?.function.name == "trace_a")
+        #expect(summary.codeRestored)
+        // The process goes on: the traced call returned its value, the next one runs untraced.
+        #expect(victim.waitForLine(timeout: 10, where: { $0 == "traced 1 83" }) != nil)
+        victim.writeStdin("go\n")
+        #expect(victim.waitForLine(timeout: 10, where: { $0 == "traced 2 95" }) != nil)
+        #expect(victim.procStatus("TracerPid") == "0")
+        expectCodeRestored(victim, ["trace_a"])
+    }
+
+    /// The reference: gdb `stepi` through the same call on the same binary.
+    @Test func gdbCountsTheSame() throws {
+        let script = try #require(repositoryPath("TestTargets/trace_reference.py"))
+        let result = try runCommand("/usr/bin/gdb", ["-nx", "-batch", "-x", script, "--args", try Victims.path("trace_calls")],
+                                    input: "go\n", timeout: 120)
+        let line = try #require(result.stdout.split(separator: "\n").first { $0.hasPrefix("{\"event\":\"reference\"") }, "\(result.stdout)\(result.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        let functions = try #require(object["functions"] as? [String: [String: Int]])
+        #expect(object["total"] as? Int == 113)
+        for (name, expected) in Self.oneCall {
+            #expect(functions[name]?["calls"] == Int(expected[0]) && functions[name]?["self"] == Int(expected[1]), "\(name): \(functions[name] ?? [:])")
+        }
+    }
+
+    @Test(arguments: [1, 2])
+    func depthStepsOverDeeperCalls(depth: Int) throws {
+        let victim = try launchCalls()
+        defer { victim.kill() }
+        let run = TraceRun(TraceSession(pid: victim.pid, options: TraceOptions(function: "trace_a", depth: depth, reportSteps: false),
+                                        journal: temporaryJournal()))
+        try #require(run.waitStarted())
+        victim.writeStdin("go\n")
+        let summary = try run.waitEnd()
+        let stats = Dictionary(uniqueKeysWithValues: summary.profile.functionStats().map { ($0.function.name ?? "?", $0) })
+        if depth == 1 {
+            // trace_b and trace_sys ran at full speed: counted as calls, their instructions not.
+            #expect(summary.steps == 53)
+            #expect(stats["trace_a"]?.total == 53 && stats["trace_a"]?.selfCount == 53)
+            #expect(stats["trace_b"]?.calls == 3 && stats["trace_b"]?.steppedOver == 3 && stats["trace_b"]?.selfCount == 0)
+            #expect(stats["trace_sys"]?.calls == 1 && stats["trace_sys"]?.steppedOver == 1)
+            #expect(stats["trace_leaf"] == nil)
+        } else {
+            #expect(summary.steps == 53 + 33 + 9)
+            #expect(stats["trace_a"]?.total == 95)
+            #expect(stats["trace_b"]?.total == 33 && stats["trace_b"]?.steppedOver == 0)
+            #expect(stats["trace_leaf"]?.calls == 3 && stats["trace_leaf"]?.steppedOver == 3)
+        }
+        #expect(victim.waitForLine(timeout: 10, where: { $0 == "traced 1 83" }) != nil)
+        // The return breakpoints are gone too.
+        victim.writeStdin("go\n")
+        #expect(victim.waitForLine(timeout: 10, where: { $0 == "traced 2 95" }) != nil)
+        expectCodeRestored(victim, ["trace_a", "trace_b", "trace_sys", "main"])
+    }
+
+    @Test func recursionAndSeveralCalls() throws {
+        let victim = try launchCalls()
+        defer { victim.kill() }
+        let run = TraceRun(TraceSession(pid: victim.pid, options: TraceOptions(function: "trace_fact", calls: 2, reportSteps: false),
+                                        journal: temporaryJournal()))
+        try #require(run.waitStarted())
+        victim.writeStdin("rec\n")
+        #expect(victim.waitForLine(timeout: 10, where: { $0 == "fact 5 120" }) != nil)
+        victim.writeStdin("rec 2\n")
+        let summary = try run.waitEnd()
+        #expect(summary.callsTraced == 2)
+        // trace_fact(5): 6 calls, 15·5 + 12 = 87; trace_fact(2): 3 calls, 42.
+        #expect(figures(summary)["trace_fact"] == [9, 129, 129])
+        #expect(summary.profile.treeLines().count == 6)  // depths 0…5 under the two roots
+        #expect(victim.waitForLine(timeout: 10, where: { $0 == "fact 2 2" }) != nil)
+        expectCodeRestored(victim, ["trace_fact"])
+    }
+
+    /// SIGUSR1 every 200 µs at the traced thread: the handler runs inside the traced calls (and is
+    /// traced), no signal is lost, and the traced functions' own counts stay exact.
+    @Test func signalsArriveDuringTheTrace() throws {
+        let victim = try launchCalls("signals")
+        defer { victim.kill() }
+        let run = TraceRun(TraceSession(pid: victim.pid, options: TraceOptions(function: "trace_a", calls: 2, reportSteps: false),
+                                        journal: temporaryJournal()))
+        try #require(run.waitStarted())
+        victim.writeStdin("go\n")
+        let first = victim.waitForLine(timeout: 10, where: { $0.hasPrefix("usr1 ") }).flatMap { Int($0.dropFirst(5)) }
+        victim.writeStdin("go\n")
+        let summary = try run.waitEnd()
+        let counts = figures(summary)
+        #expect(counts["trace_a"]?[1] == 106 && counts["trace_b"]?[1] == 66 && counts["trace_leaf"]?[1] == 36 && counts["trace_sys"]?[1] == 18,
+                "\(counts)")
+        #expect(counts["trace_a"]?[0] == 2 && counts["trace_b"]?[0] == 6)
+        #expect(summary.signalsDelivered > 0)
+        #expect(counts["trace_handler"].map { $0[0] } == UInt64(summary.signalsDelivered), "handler entries = signals delivered")
+        let second = victim.waitForLine(timeout: 10, where: { $0.hasPrefix("usr1 ") }).flatMap { Int($0.dropFirst(5)) }
+        #expect((first ?? 0) > 0 && (second ?? 0) > (first ?? 0))
+        #expect(victim.isAlive)
+        expectCodeRestored(victim, ["trace_a"])
+    }
+
+    /// Other threads compute and fork every 2 ms while one call is traced.
+    @Test func otherThreadsRunAndForkMeanwhile() throws {
+        let victim = try launchCalls("busy")
+        defer { victim.kill() }
+        let run = TraceRun(TraceSession(pid: victim.pid, options: TraceOptions(function: "trace_a", calls: 3, reportSteps: false),
+                                        journal: temporaryJournal()))
+        try #require(run.waitStarted())
+        for _ in 0..<3 { victim.writeStdin("go\n") }
+        let summary = try run.waitEnd()
+        #expect(figures(summary) == Self.oneCall.mapValues { [$0[0] * 3, $0[1] * 3, $0[2] * 3] })
+        #expect(victim.waitForLine(timeout: 10, where: { $0 == "traced 3 107" }) != nil)
+        #expect(victim.isAlive)
+        #expect(victim.procStatus("TracerPid") == "0")
+        expectCodeRestored(victim, ["trace_a"])
+    }
+
+    /// --all-stop: the other threads do not run while the call is traced.
+    @Test func allStopHoldsTheOtherThreads() throws {
+        let victim = try launchCalls("busy")
+        defer { victim.kill() }
+        let run = TraceRun(TraceSession(pid: victim.pid, options: TraceOptions(function: "trace_a", reportSteps: false, allStop: true),
+                                        journal: temporaryJournal()))
+        try #require(run.waitStarted())
+        victim.writeStdin("go\n")
+        let summary = try run.waitEnd()
+        #expect(figures(summary) == Self.oneCall)
+        #expect(victim.waitForLine(timeout: 10, where: { $0 == "traced 1 83" }) != nil)
+        #expect(victim.isAlive && victim.procStatus("TracerPid") == "0")
+    }
+
+    /// Default mode: step a busy worker thread for exactly N instructions, seeded with its stack.
+    @Test func stepsAThreadForNInstructions() throws {
+        let victim = try Victim.launch("trace_busy", arguments: ["2", "120"])
+        defer { victim.kill() }
+        let tids = try #require(victim.waitForLine(timeout: 10, where: { $0.hasPrefix("tids ") })).split(separator: " ").dropFirst().compactMap { Int32($0) }
+        let worker = try #require(tids.first)
+        let run = TraceRun(TraceSession(pid: victim.pid, options: TraceOptions(tid: worker, steps: 2000, disassemble: true),
+                                        journal: temporaryJournal()))
+        let summary = try run.waitEnd()
+        #expect(summary.steps == 2000)
+        #expect(summary.end == .count)
+        #expect(summary.tid == worker)
+        let steps = run.steps
+        #expect(steps.count == 2000 && steps.allSatisfy { $0.tid == worker && $0.text != nil })
+        let names = Set(steps.compactMap(\.function.name))
+        #expect(names.isSuperset(of: ["busy_outer", "busy_inner"]), "\(names)")
+        // The shadow stack was seeded from the thread's real stack: the worker's frames are roots.
+        #expect(summary.profile.foldedStacks().allSatisfy { $0.frames.contains("worker") }, "\(foldedLines(summary).prefix(3))")
+        let inner = try #require(summary.profile.functionStats().first { $0.function.name == "busy_inner" })
+        #expect(inner.calls > 0 && inner.selfCount > 0)
+        #expect(victim.isAlive && victim.procStatus("TracerPid") == "0")
+        #expect(victim.procStatus("State")?.hasPrefix("t") == false)
+    }
+
+    /// Ending mid-trace (what Ctrl-C does): the thread is left running, nothing traced remains.
+    @Test func stopMidTraceLeavesTheThreadRunning() throws {
+        let victim = try Victim.launch("trace_busy", arguments: ["1", "120"])
+        defer { victim.kill() }
+        let tid = try #require(victim.waitForLine(timeout: 10, where: { $0.hasPrefix("tids ") })).split(separator: " ").dropFirst().compactMap { Int32($0) }.first
+        for round in 0..<5 {
+            let run = TraceRun(TraceSession(pid: victim.pid, options: TraceOptions(tid: tid, reportSteps: round % 2 == 0), journal: temporaryJournal()))
+            try #require(run.waitStarted() || round % 2 == 1)
+            usleep(UInt32(50_000 + round * 37_000))
+            let summary = try run.finish()
+            #expect(summary.end == .requested)
+            #expect(summary.steps > 0)
+            #expect(victim.isAlive, "round \(round)")
+        }
+        usleep(100_000)
+        #expect(victim.isAlive && victim.procStatus("TracerPid") == "0")
+        let state = victim.procStatus("State") ?? ""
+        #expect(state.hasPrefix("R") || state.hasPrefix("S"), "\(state)")
+        expectCodeRestored(victim, ["busy_outer", "busy_inner"])
+    }
+
+    @Test func errorsAreSpecific() throws {
+        let victim = try launchCalls()
+        defer { victim.kill() }
+        #expect(throws: (any Error).self) {
+            try TraceSession(pid: victim.pid, options: TraceOptions(tid: 1), journal: temporaryJournal()).run(onEvent: { _ in })
+        }
+        do {
+            _ = try TraceSession(pid: victim.pid, options: TraceOptions(function: "no_such_fn"), journal: temporaryJournal()).run(onEvent: { _ in })
+            Issue.record("tracing a missing function must fail")
+        } catch {
+            #expect("\(error)".contains("no_such_fn"))
+        }
+        victim.writeStdin("go\n")
+        #expect(victim.waitForLine(timeout: 10, where: { $0 == "traced 1 83" }) != nil)
+    }
+}
+
+/// A file of the repository (the package root is found from this source file's path).
+func repositoryPath(_ relative: String) -> String? {
+    var url = URL(fileURLWithPath: #filePath)
+    for _ in 0..<3 { url.deleteLastPathComponent() }
+    let path = url.appendingPathComponent(relative).path
+    return access(path, R_OK) == 0 ? path : nil
+}
