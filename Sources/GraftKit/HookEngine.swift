@@ -92,6 +92,7 @@ final class HookEngine {
             throw error
         }
         onEvent(.armed(armed))
+        flush()  // a script waiting for the armed line must not wait for the first hit
         var loopError: Error?
         do {
             if let stepper, stepper.traceHook == nil {
