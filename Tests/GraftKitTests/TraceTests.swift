@@ -262,6 +262,8 @@ func foldedLines(_ summary: TraceSummary) -> [String] {
         for round in 0..<5 {
             let run = TraceRun(TraceSession(pid: victim.pid, options: TraceOptions(tid: tid, reportSteps: round % 2 == 0), journal: temporaryJournal()))
             try #require(run.waitStarted() || round % 2 == 1)
+            // Without step events nothing says the trace began: wait until graft is attached.
+            for _ in 0..<200 where victim.procStatus("TracerPid") == "0" { usleep(20_000) }
             usleep(UInt32(50_000 + round * 37_000))
             let summary = try run.finish()
             #expect(summary.end == .requested)
