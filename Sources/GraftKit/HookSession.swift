@@ -63,35 +63,43 @@ public final class HookSession: @unchecked Sendable {
         let watcher = Watcher(state: stopState, tracer: tracer, duration: limits.duration, check: stopCheck)
         defer { watcher.finish() }
         return try tracer.run {
-            let tracee: Tracee
-            if let command {
-                tracee = try Tracee.launch(command, options: [.clone, .fork, .vfork, .exec], tracer: tracer)
-                pid = tracee.pid
-            } else {
-                tracee = try Tracee.attach(pid: pid, tracer: tracer)
-            }
+            let tracee = try openTarget(command: command, pid: pid, tracer: tracer)
+            pid = tracee.pid
             let engine = HookEngine(tracee: tracee, specs: specs, limits: limits, journal: journal, stopState: stopState)
-            let summary: HookSummary
-            do {
-                summary = try engine.run(flush: flush, onEvent: onEvent, watcher: watcher)
-            } catch {
-                if command != nil { launchedExitStatus = tracee.reapLaunched(forwarding: SIGKILL) }
-                throw error
+            return try runEngine(engine, launched: command != nil, status: &launchedExitStatus) {
+                try engine.run(flush: flush, onEvent: onEvent, watcher: watcher)
             }
-            if command != nil {
-                switch summary.end {
-                case .targetExited(let status):
-                    launchedExitStatus = status.shellStatus
-                case .signal(let signal) where signal != SIGINT:
-                    // The terminal sends SIGINT to the whole group; SIGTERM/SIGHUP reached graft alone.
-                    launchedExitStatus = tracee.reapLaunched(forwarding: signal)
-                default:
-                    launchedExitStatus = tracee.reapLaunched(forwarding: 0)
-                }
-            }
-            return summary
         }
     }
+}
+
+/// Launch mode starts `command` traced (stopped before its own code runs); otherwise attach to `pid`.
+func openTarget(command: [String]?, pid: Int32, tracer: TracerThread) throws -> Tracee {
+    if let command { return try Tracee.launch(command, options: [.clone, .fork, .vfork, .exec], tracer: tracer) }
+    return try Tracee.attach(pid: pid, tracer: tracer)
+}
+
+/// Runs a session's engine; in launch mode reaps the command afterwards and sets `status` to its
+/// exit status (killing it if graft failed: a half-hooked program must not run on untraced).
+func runEngine(_ engine: HookEngine, launched: Bool, status: inout Int32?, _ body: () throws -> HookSummary) throws -> HookSummary {
+    let summary: HookSummary
+    do {
+        summary = try body()
+    } catch {
+        if launched { status = engine.tracee.reapLaunched(forwarding: SIGKILL) }
+        throw error
+    }
+    guard launched else { return summary }
+    switch summary.end {
+    case .targetExited(let exit):
+        status = exit.shellStatus
+    case .signal(let signal) where signal != SIGINT:
+        // The terminal sends SIGINT to the whole group; SIGTERM/SIGHUP reached graft alone.
+        status = engine.tracee.reapLaunched(forwarding: signal)
+    default:
+        status = engine.tracee.reapLaunched(forwarding: 0)
+    }
+    return summary
 }
 
 /// The stop request, shared between the watcher, signal paths and the tracer thread.

@@ -254,7 +254,8 @@ final class Stepper {
             try engine.tracee.writeMemory(at: address, bytes: [X86_64.int3])
             pendingRearm = nil
         }
-        if singleSteps & 0x3ff == 0 { cpuFollower.observe(process: engine.tracee.pid, thread: tid) }
+        // Cheap: the follower itself looks at /proc at most every 20 ms.
+        if singleSteps & 0x3f == 1 { cpuFollower.observe(process: engine.tracee.pid, thread: tid) }
         if code == TrapCode.handlerEntry && deliveredSignal {
             // The interrupted instruction did not run; the handler is entered like a call whose
             // return address (the signal trampoline) is on the stack.

@@ -141,35 +141,16 @@ public final class TraceSession: @unchecked Sendable {
         let watcher = Watcher(state: stopState, tracer: tracer, duration: options.duration, check: stopCheck)
         defer { watcher.finish() }
         return try tracer.run {
-            let tracee: Tracee
-            if let command {
-                tracee = try Tracee.launch(command, options: [.clone, .fork, .vfork, .exec], tracer: tracer)
-                pid = tracee.pid
-            } else {
-                tracee = try Tracee.attach(pid: pid, tracer: tracer)
-            }
+            let tracee = try openTarget(command: command, pid: pid, tracer: tracer)
+            pid = tracee.pid
             var specs: [HookSpec] = []
             if let function = options.function { specs.append(HookSpec(location: function)) }
             let engine = HookEngine(tracee: tracee, specs: specs, limits: HookLimits(duration: options.duration),
                                     journal: journal, stopState: stopState)
             let stepper = Stepper(options: options, traceHook: specs.isEmpty ? nil : 0)
             engine.stepper = stepper
-            let summary: HookSummary
-            do {
-                summary = try engine.run(flush: flush, onEvent: onEvent, watcher: watcher)
-            } catch {
-                if command != nil { launchedExitStatus = tracee.reapLaunched(forwarding: SIGKILL) }
-                throw error
-            }
-            if command != nil {
-                switch summary.end {
-                case .targetExited(let status):
-                    launchedExitStatus = status.shellStatus
-                case .signal(let signal) where signal != SIGINT:
-                    launchedExitStatus = tracee.reapLaunched(forwarding: signal)
-                default:
-                    launchedExitStatus = tracee.reapLaunched(forwarding: 0)
-                }
+            let summary = try runEngine(engine, launched: command != nil, status: &launchedExitStatus) {
+                try engine.run(flush: flush, onEvent: onEvent, watcher: watcher)
             }
             return TraceSummary(steps: stepper.profile.instructions, singleSteps: stepper.singleSteps,
                                 callsTraced: stepper.callsTraced, elapsedNanoseconds: stepper.elapsed,

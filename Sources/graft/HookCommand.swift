@@ -111,10 +111,8 @@ final class HookPrinter {
     let json: Bool
     let quiet: Bool
     let argumentCount: Int
-    let statusLine = isatty(2) != 0
+    let status = StatusLine()
     var hits = 0
-    var lastStatus: UInt64 = 0
-    var statusShown = false
     var names: [Int: String] = [:]
 
     init(json: Bool, quiet: Bool, argumentCount: Int) {
@@ -179,28 +177,17 @@ final class HookPrinter {
     }
 
     private func emit(_ line: String) {
-        if statusShown { clearStatus() }
+        if status.shown { clearStatus() }
         print(line)
     }
 
     /// Called before graft blocks: push the lines out, refresh the status line (at most 10 per second).
+    /// Called before graft blocks: push the lines out, refresh the status line.
     func flush() {
-        fflush(nil)
-        guard statusLine else { return }
-        let now = monotonicNanoseconds()
-        if now - lastStatus > 100_000_000 {
-            lastStatus = now
-            writeRaw("\r\u{1b}[Kgraft: \(hits) hits so far (Ctrl-C to stop)")
-            statusShown = true
-        }
+        status.flush { "graft: \(hits) hits so far (Ctrl-C to stop)" }
     }
 
-    func clearStatus() {
-        guard statusShown else { return }
-        fflush(nil)
-        writeRaw("\r\u{1b}[K")
-        statusShown = false
-    }
+    func clearStatus() { status.clear() }
 
     func summary(_ summary: HookSummary) {
         clearStatus()
@@ -217,7 +204,7 @@ final class HookPrinter {
                 return .object(fields)
             }
             print(JSON.object([("event", "summary"), ("hooks", .array(hooks)), ("total_hits", .int(Int64(summary.totalHits))),
-                               ("seconds", .double(seconds)), ("ended_by", .string(describe(summary.end))),
+                               ("seconds", .double(seconds)), ("ended_by", .string(describe(summary.end, countOption: "--count"))),
                                ("code_restored", .bool(summary.codeRestored))]).serialized)
         } else {
             var rows = [["hook", "function", "hits", "calls/s"]]
@@ -233,27 +220,9 @@ final class HookPrinter {
             }
             print("")
             for line in Output.table(rows) { print(line) }
-            print("\(summary.totalHits) calls in \(format1(seconds)) s; ended by \(describe(summary.end)); breakpoints removed\(summary.codeRestored ? ", code verified" : ", CODE NOT VERIFIED")")
+            print("\(summary.totalHits) calls in \(format1(seconds)) s; ended by \(describe(summary.end, countOption: "--count")); breakpoints removed\(summary.codeRestored ? ", code verified" : ", CODE NOT VERIFIED")")
         }
         fflush(nil)
-    }
-
-    private func describe(_ end: HookSessionEnd) -> String {
-        switch end {
-        case .signal(let signal): return signalName(signal)
-        case .count: return "--count"
-        case .duration: return "--duration"
-        case .requested: return "request"
-        case .targetExited(let status): return "target exit (\(status.exitDescription))"
-        case .targetExec: return "target exec"
-        case .threadExited(let tid): return "thread \(tid) exit"
-        case .callsTraced: return "--calls"
-        }
-    }
-
-    private func writeRaw(_ text: String) {
-        var bytes = Array(text.utf8)
-        _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress!, $0.count) }
     }
 }
 

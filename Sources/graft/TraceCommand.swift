@@ -152,11 +152,9 @@ final class TracePrinter {
     let json: Bool
     let perStep: Bool
     let disasm: Bool
-    let statusLine = isatty(2) != 0
+    let status = StatusLine()
     var steps: UInt64 = 0
     var current = ""
-    var lastStatus: UInt64 = 0
-    var statusShown = false
     let started = monotonicNanoseconds()
 
     init(json: Bool, perStep: Bool, disasm: Bool) {
@@ -184,7 +182,7 @@ final class TracePrinter {
                     emit("\(hex(step.pc))  \(location)")
                 }
             }
-            if statusLine { current = step.location }
+            if status.enabled { current = step.location }
         case .traceCall(let call):
             if json {
                 var fields: [(String, JSON)] = [("event", call.began ? "call" : "call_end"), ("tid", .int(Int64(call.tid))),
@@ -219,29 +217,19 @@ final class TracePrinter {
     }
 
     private func emit(_ line: String) {
-        if statusShown { clearStatus() }
+        if status.shown { clearStatus() }
         print(line)
     }
 
     func flush() {
-        fflush(nil)
-        guard statusLine else { return }
-        let now = monotonicNanoseconds()
-        if now - lastStatus > 100_000_000 {
-            lastStatus = now
-            let seconds = max(Double(now - started) / 1e9, 1e-9)
+        status.flush {
+            let seconds = max(Double(monotonicNanoseconds() - started) / 1e9, 1e-9)
             let rate = perStep ? " (\(Int(Double(steps) / seconds))/s)" : ""
-            writeRaw("\r\u{1b}[Kgraft: \(perStep ? "\(steps) steps" : "tracing")\(rate)\(current.isEmpty ? "" : " in \(current)") (Ctrl-C to stop)")
-            statusShown = true
+            return "graft: \(perStep ? "\(steps) steps" : "tracing")\(rate)\(current.isEmpty ? "" : " in \(current)") (Ctrl-C to stop)"
         }
     }
 
-    func clearStatus() {
-        guard statusShown else { return }
-        fflush(nil)
-        writeRaw("\r\u{1b}[K")
-        statusShown = false
-    }
+    func clearStatus() { status.clear() }
 
     func summary(_ result: TraceSummary, pid: Int32, full: Bool, files: [String]) {
         let profile = result.profile
@@ -268,14 +256,14 @@ final class TracePrinter {
                                ("tid", result.tid.map { .int(Int64($0)) } ?? .null), ("pid", .int(Int64(pid))),
                                ("elapsed_ns", .uint(result.elapsedNanoseconds)), ("steps_per_second", .double(Double(result.steps) / seconds)),
                                ("signals_delivered", .int(Int64(result.signalsDelivered))),
-                               ("ended_by", .string(describe(result.end))), ("code_restored", .bool(result.codeRestored))]).serialized)
+                               ("ended_by", .string(describe(result.end, countOption: "--steps"))), ("code_restored", .bool(result.codeRestored))]).serialized)
             fflush(nil)
             return
         }
         let thread = result.tid.map { "thread \($0)" } ?? "no thread"
         let rate = Int(Double(result.steps) / seconds)
         let calls = result.callsTraced > 0 ? ", \(result.callsTraced) call\(result.callsTraced == 1 ? "" : "s") traced" : ""
-        let footer = "\(result.steps) instructions of \(thread) in \(format1(seconds)) s (\(rate)/s)\(calls); ended by \(describe(result.end)); " +
+        let footer = "\(result.steps) instructions of \(thread) in \(format1(seconds)) s (\(rate)/s)\(calls); ended by \(describe(result.end, countOption: "--steps")); " +
             "breakpoints removed\(result.codeRestored ? ", code verified" : ", CODE NOT VERIFIED"), process \(pid) running"
         if full {
             var rows = [["FUNCTION", "CALLS", "SELF", "TOTAL"]]
@@ -299,23 +287,5 @@ final class TracePrinter {
         for file in files { print("wrote \(file)") }
         print(footer)
         fflush(nil)
-    }
-
-    private func describe(_ end: HookSessionEnd) -> String {
-        switch end {
-        case .signal(let signal): return signalName(signal)
-        case .count: return "--steps"
-        case .duration: return "--duration"
-        case .requested: return "request"
-        case .targetExited(let status): return "target exit (\(status.exitDescription))"
-        case .targetExec: return "target exec"
-        case .threadExited(let tid): return "thread \(tid) exit"
-        case .callsTraced: return "--calls"
-        }
-    }
-
-    private func writeRaw(_ text: String) {
-        var bytes = Array(text.utf8)
-        _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress!, $0.count) }
     }
 }

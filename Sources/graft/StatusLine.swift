@@ -1,0 +1,49 @@
+import GraftKit
+import GraftPtrace
+import Glibc
+
+/// The live status line of `hook` and `trace`: on stderr, only when it is a terminal, redrawn at
+/// most 10 times a second, erased before any other output.
+final class StatusLine {
+    let enabled = isatty(2) != 0
+    private var last: UInt64 = 0
+    private(set) var shown = false
+
+    /// Flushes stdout, then redraws the line (the text is built only when it will be shown).
+    func flush(_ text: () -> String) {
+        fflush(nil)
+        guard enabled else { return }
+        let now = monotonicNanoseconds()
+        guard now - last > 100_000_000 else { return }
+        last = now
+        writeRawStandardError("\r\u{1b}[K" + text())
+        shown = true
+    }
+
+    func clear() {
+        guard shown else { return }
+        fflush(nil)
+        writeRawStandardError("\r\u{1b}[K")
+        shown = false
+    }
+}
+
+/// Why a session ended, as the summaries say it (`countOption`: the option behind `.count`).
+func describe(_ end: HookSessionEnd, countOption: String) -> String {
+    switch end {
+    case .signal(let signal): return signalName(signal)
+    case .count: return countOption
+    case .duration: return "--duration"
+    case .requested: return "request"
+    case .targetExited(let status): return "target exit (\(status.exitDescription))"
+    case .targetExec: return "target exec"
+    case .threadExited(let tid): return "thread \(tid) exit"
+    case .callsTraced: return "--calls"
+    }
+}
+
+/// Writes to stderr unbuffered (no newline added).
+func writeRawStandardError(_ text: String) {
+    var bytes = Array(text.utf8)
+    _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress!, $0.count) }
+}
