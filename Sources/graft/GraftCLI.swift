@@ -62,7 +62,7 @@ struct CommandFailed: Error {
 struct GraftCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "graft",
-        abstract: "Change a running process without restarting it: jump patches, with checks and exact undo.",
+        abstract: "Change and watch a running process without restarting it: jump patches with checks and exact undo, persistent hooks, single-step traces.",
         discussion: """
         LOCATION is NAME, MODULE:NAME (MODULE: the mapped file's basename or a prefix of it, e.g. libc), \
         LOCATION+OFFSET, or 0xADDRESS. Every failure prints one line `graft: error: …` and exits non-zero.
