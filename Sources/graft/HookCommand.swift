@@ -165,23 +165,14 @@ final class HookPrinter {
                 emit("\(clock(value.wallTime)) [\(value.tid)] \(value.location) returned \(hex(value.value))\(changed) in \(formatDuration(value.durationNanoseconds))")
             }
         case .notice(let text):
-            if json {
-                emit(JSON.object([("event", "notice"), ("message", .string(text))]).serialized)
-            } else {
-                clearStatus()
-                writeStandardError("graft: \(text)\n")
-            }
+            status.notice(text, json: json)
         case .step, .traceCall:
             break
         }
     }
 
-    private func emit(_ line: String) {
-        if status.shown { clearStatus() }
-        print(line)
-    }
+    private func emit(_ line: String) { status.emit(line) }
 
-    /// Called before graft blocks: push the lines out, refresh the status line (at most 10 per second).
     /// Called before graft blocks: push the lines out, refresh the status line.
     func flush() {
         status.flush { "graft: \(hits) hits so far (Ctrl-C to stop)" }

@@ -20,6 +20,22 @@ final class StatusLine {
         shown = true
     }
 
+    /// A line on stdout, after erasing the status line.
+    func emit(_ line: String) {
+        clear()
+        print(line)
+    }
+
+    /// Something the user should know: a JSON `notice` event, or `graft: text` on stderr.
+    func notice(_ text: String, json: Bool) {
+        if json {
+            emit(JSON.object([("event", "notice"), ("message", .string(text))]).serialized)
+        } else {
+            clear()
+            writeStandardError("graft: \(text)\n")
+        }
+    }
+
     func clear() {
         guard shown else { return }
         fflush(nil)

@@ -205,21 +205,13 @@ final class TracePrinter {
                 }
             }
         case .notice(let text):
-            if json {
-                emit(JSON.object([("event", "notice"), ("message", .string(text))]).serialized)
-            } else {
-                clearStatus()
-                writeStandardError("graft: \(text)\n")
-            }
+            status.notice(text, json: json)
         case .hit, .returned:
             break
         }
     }
 
-    private func emit(_ line: String) {
-        if status.shown { clearStatus() }
-        print(line)
-    }
+    private func emit(_ line: String) { status.emit(line) }
 
     func flush() {
         status.flush {
