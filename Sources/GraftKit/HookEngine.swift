@@ -16,6 +16,8 @@ struct Breakpoint {
     var slot: UInt64?
     var entryHook: Int?
     var isReturnSite = false
+    /// At a function's first instruction (or the one after its endbr64): the return address is at rsp.
+    var atFunctionEntry = false
 }
 
 /// A call whose return graft waits for.
@@ -56,6 +58,8 @@ final class HookEngine {
     var armed: [ArmedHook] = []
     var totalHits = 0
     var vforkChildren: Set<Int32> = []
+    /// Signals the target received while traced (launch mode: was a Ctrl-C also the target's?).
+    var signalsSeen: Set<Int32> = []
     /// Trace mode: the single-stepping half (see Stepper).
     var stepper: Stepper?
     /// Clone/fork children whose first stop came before their parent's event.
@@ -63,6 +67,10 @@ final class HookEngine {
     /// Threads the loop left in their stop (the thread that exec'd): teardown must not wait for them.
     var parked: Set<Int32> = []
     var end: HookSessionEnd?
+    /// `--count` reached, waiting for the counted calls' returns (see `drainLimit`).
+    var draining = false
+    var drainDeadline: UInt64 = 0
+    static let drainLimit: UInt64 = 2_000_000_000
     var execHappened = false
     var refusedReturnSites: Set<UInt64> = []
     var random = SystemRandomNumberGenerator()
@@ -130,7 +138,21 @@ final class HookEngine {
             if unflushed, let stepper, stepper.isStepping, !stepper.lastWasSyscall {
                 mayFlush = graft_monotonic_ns() &- lastFlush > 50_000_000
             }
-            var event = try tracee.waitForEvent(block: !mayFlush)
+            if draining {
+                if graft_monotonic_ns() >= drainDeadline {
+                    let waiting = pending.values.reduce(0) { $0 + $1.count }
+                    onEvent(.notice("--count reached; \(waiting) counted call\(waiting == 1 ? " is" : "s are") still running: \(waiting == 1 ? "its return is" : "their returns are") not reported"))
+                    end = .count
+                    break
+                }
+                mayFlush = false
+            }
+            var event = try tracee.waitForEvent(block: !mayFlush && !draining)
+            if event == nil && draining {
+                if unflushed { flush(); unflushed = false }
+                usleep(1_000)
+                continue
+            }
             if event == nil && mayFlush {
                 flush()
                 unflushed = false
@@ -165,9 +187,19 @@ final class HookEngine {
             let reported = try hit(breakpoint, tid: tid, registers: &registers, onEvent: onEvent)
             try tracee.setRegisters(registers, of: tid)
             try tracee.resume(tid)
-            if let count = limits.count, totalHits >= count, end == nil { end = .count }
+            if let count = limits.count, totalHits >= count, end == nil, !draining {
+                // The count is reached: let the counted calls return (and report their returns) before
+                // ending; new calls are no longer counted. At most `drainLimit`.
+                if pending.values.allSatisfy(\.isEmpty) { end = .count } else {
+                    draining = true
+                    drainDeadline = graft_monotonic_ns() &+ Self.drainLimit
+                }
+            } else if draining, pending.values.allSatisfy(\.isEmpty) {
+                end = .count
+            }
             return reported
         case .signal(let tid, let signal):
+            signalsSeen.insert(signal)
             if signal == SIGCONT { tracee.clearGroupStop(tid) }
             try tracee.resume(tid, signal: signal)
         case .groupStop(let tid, _):
@@ -240,7 +272,9 @@ final class HookEngine {
         if breakpoint.isReturnSite, var frames = pending[tid], !frames.isEmpty {
             // Frames below the current one were abandoned (longjmp, exceptions): forget them.
             while let last = frames.last, last.entryRSP &+ 8 < registers.rsp { frames.removeLast() }
-            if let last = frames.last, last.entryRSP &+ 8 == registers.rsp, last.returnAddress == breakpoint.address {
+            // More than one frame returns here at once after a tail call (outer jumped to inner: both
+            // were entered with the same stack pointer and return address).
+            while let last = frames.last, last.entryRSP &+ 8 == registers.rsp, last.returnAddress == breakpoint.address {
                 frames.removeLast()
                 let spec = specs[last.hook]
                 let value = registers.rax
@@ -256,7 +290,7 @@ final class HookEngine {
             }
             pending[tid] = frames
         }
-        if let hook = breakpoint.entryHook {
+        if let hook = breakpoint.entryHook, !draining {
             let spec = specs[hook]
             totalHits += 1
             stats[hook].hits += 1
@@ -277,6 +311,14 @@ final class HookEngine {
                 // one past the int3, or the CFA rules of the wrong instruction apply.
                 try tracee.setRegisters(registers, of: tid)
                 frames = unwinder.backtrace(of: tid)
+                // At a function's entry the caller's return address is at rsp. Without .eh_frame (Go)
+                // libunwind falls back to the frame-pointer chain, whose first link is the caller's
+                // own frame: the direct caller would be missing. Put it in.
+                if breakpoint.atFunctionEntry, let returnAddress = try? tracee.readWord(at: registers.rsp, via: tid),
+                   frames.count < 2 || frames[1].pc != returnAddress,
+                   index.mapping(containing: returnAddress)?.executable == true {
+                    frames.insert(unwinder.symbolize(returnAddress, lookupAt: returnAddress &- 1), at: min(1, frames.count))
+                }
             }
             onEvent(.hit(HookHit(hook: hook, location: spec.location, tid: tid, address: breakpoint.address,
                                  arguments: arguments, backtrace: frames, wallTime: wall)))
@@ -434,8 +476,9 @@ final class HookEngine {
         if case .refused(let reason) = displaced {
             throw GraftError.hookRefused(function: function, address: address, reason: reason)
         }
-        let breakpoint = Breakpoint(address: address, originalByte: instruction.bytes[0], instruction: instruction,
+        var breakpoint = Breakpoint(address: address, originalByte: instruction.bytes[0], instruction: instruction,
                                     displaced: displaced, slot: nil, entryHook: hook)
+        breakpoint.atFunctionEntry = address == start || (address == start + UInt64(X86_64.endbr64.count) && code.starts(with: X86_64.endbr64))
         return (breakpoint, address == resolved.address ? function : "\(function) (after endbr64)")
     }
 
@@ -551,10 +594,13 @@ final class HookEngine {
         }
         stopEveryThread(onEvent: onEvent)
         stepper?.finish()
+        // A signal can still be queued behind the interrupt stop (a terminal's Ctrl-C reaching the
+        // whole process group): note it, so launch mode does not send it a second time.
+        for tid in tracee.threadIDs where hasPendingSignal(tid, SIGINT) { signalsSeen.insert(SIGINT) }
         // The stepped thread may have been interrupted with its step's SIGTRAP still queued (the
         // kernel reports a pending interrupt first): take that SIGTRAP now, or detaching would
         // deliver it to a thread nobody traces, and the process would die of it.
-        if let stepper, let stepped = stepper.threadWithStepInFlight, hasPendingSIGTRAP(stepped) {
+        if let stepper, let stepped = stepper.threadWithStepInFlight, hasPendingSignal(stepped, SIGTRAP) {
             consumePendingTrap(stepped)
         }
         // A thread that executed an int3 whose SIGTRAP is still queued behind the interrupt stop: let
@@ -563,7 +609,7 @@ final class HookEngine {
         // leaves the thread exactly there. Only a queued SIGTRAP says the int3 really ran.
         for tid in tracee.threadIDs {
             guard let registers = try? tracee.registers(of: tid), breakpoints[registers.rip &- 1] != nil,
-                  hasPendingSIGTRAP(tid) else { continue }
+                  hasPendingSignal(tid, SIGTRAP) else { continue }
             consumePendingTrap(tid)
             if var again = try? tracee.registers(of: tid), breakpoints[again.rip &- 1] != nil {
                 again.rip &-= 1  // re-execute the original instruction once it is back
@@ -610,6 +656,7 @@ final class HookEngine {
                 }
                 waiting.remove(tid)
             case .signal(let tid, let signal):
+                signalsSeen.insert(signal)
                 tracee.hold(signal: signal, for: tid)
                 waiting.remove(tid)
             case .groupStop(let tid, _), .interrupted(let tid), .other(let tid, _):
@@ -649,11 +696,11 @@ final class HookEngine {
         }
     }
 
-    private func hasPendingSIGTRAP(_ tid: Int32) -> Bool {
+    private func hasPendingSignal(_ tid: Int32, _ signal: Int32) -> Bool {
         guard let status = ProcFS.readFile("/proc/\(tracee.pid)/task/\(tid)/status") else { return false }
         for line in status.split(separator: "\n") where line.hasPrefix("SigPnd:") || line.hasPrefix("ShdPnd:") {
             let hexText = line.split(whereSeparator: { $0 == "\t" || $0 == " " }).last.map(String.init) ?? ""
-            if let mask = UInt64(hexText, radix: 16), mask & (1 << UInt64(SIGTRAP - 1)) != 0 { return true }
+            if let mask = UInt64(hexText, radix: 16), mask & (1 << UInt64(signal - 1)) != 0 { return true }
         }
         return false
     }

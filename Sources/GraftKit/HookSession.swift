@@ -54,8 +54,11 @@ public final class HookSession: @unchecked Sendable {
     /// Attaches, arms every hook, reports calls through `onEvent` (on the tracer thread) until the
     /// session ends, then removes every breakpoint, verifies the code, and detaches.
     /// `flush` is called before graft blocks waiting for the target, so buffered output goes out.
+    /// `onEnd` gets the summary once the breakpoints are out, before a launched command is waited for
+    /// (it may run on long after the hooks ended).
     public func run(stopCheck: @escaping @Sendable () -> HookSessionEnd? = { nil },
-                    flush: () -> Void = {}, onEvent: (HookEvent) -> Void) throws -> HookSummary {
+                    flush: () -> Void = {}, onEvent: (HookEvent) -> Void,
+                    onEnd: (HookSummary) -> Void = { _ in }) throws -> HookSummary {
         guard !specs.isEmpty else { throw GraftError.usage("give at least one LOCATION to hook") }
         if command == nil { try ProcFS.preflightExists(pid) }
         let tracer = TracerThread(name: "graft-hooks")
@@ -66,7 +69,7 @@ public final class HookSession: @unchecked Sendable {
             let tracee = try openTarget(command: command, pid: pid, tracer: tracer)
             pid = tracee.pid
             let engine = HookEngine(tracee: tracee, specs: specs, limits: limits, journal: journal, stopState: stopState)
-            return try runEngine(engine, launched: command != nil, status: &launchedExitStatus) {
+            return try runEngine(engine, launched: command != nil, status: &launchedExitStatus, ended: onEnd) {
                 try engine.run(flush: flush, onEvent: onEvent, watcher: watcher)
             }
         }
@@ -81,7 +84,8 @@ func openTarget(command: [String]?, pid: Int32, tracer: TracerThread) throws -> 
 
 /// Runs a session's engine; in launch mode reaps the command afterwards and sets `status` to its
 /// exit status (killing it if graft failed: a half-hooked program must not run on untraced).
-func runEngine(_ engine: HookEngine, launched: Bool, status: inout Int32?, _ body: () throws -> HookSummary) throws -> HookSummary {
+func runEngine(_ engine: HookEngine, launched: Bool, status: inout Int32?, ended: (HookSummary) -> Void,
+               _ body: () throws -> HookSummary) throws -> HookSummary {
     let summary: HookSummary
     do {
         summary = try body()
@@ -89,12 +93,15 @@ func runEngine(_ engine: HookEngine, launched: Bool, status: inout Int32?, _ bod
         if launched { status = engine.tracee.reapLaunched(forwarding: SIGKILL) }
         throw error
     }
+    ended(summary)
     guard launched else { return summary }
     switch summary.end {
     case .targetExited(let exit):
         status = exit.shellStatus
-    case .signal(let signal) where signal != SIGINT:
-        // The terminal sends SIGINT to the whole group; SIGTERM/SIGHUP reached graft alone.
+    case .signal(let signal) where signal != SIGINT || !engine.signalsSeen.contains(SIGINT):
+        // SIGTERM/SIGHUP reached graft alone: pass them on. A terminal's Ctrl-C goes to the whole
+        // process group, and the command got its own SIGINT (graft saw it); a `kill -INT` to graft
+        // alone did not reach the command: pass that on too.
         status = engine.tracee.reapLaunched(forwarding: signal)
     default:
         status = engine.tracee.reapLaunched(forwarding: 0)

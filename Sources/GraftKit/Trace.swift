@@ -126,8 +126,11 @@ public final class TraceSession: @unchecked Sendable {
         stopState.request(reason)
     }
 
+    /// `onEnd` gets the summary once the breakpoints are out and the process detached, before a
+    /// launched command is waited for.
     public func run(stopCheck: @escaping @Sendable () -> HookSessionEnd? = { nil },
-                    flush: () -> Void = {}, onEvent: (HookEvent) -> Void) throws -> TraceSummary {
+                    flush: () -> Void = {}, onEvent: (HookEvent) -> Void,
+                    onEnd: (TraceSummary) -> Void = { _ in }) throws -> TraceSummary {
         if options.calls < 1 { throw GraftError.usage("--calls must be at least 1") }
         if let depth = options.depth, depth < 1 { throw GraftError.usage("--depth must be at least 1") }
         if command == nil {
@@ -149,13 +152,17 @@ public final class TraceSession: @unchecked Sendable {
                                     journal: journal, stopState: stopState)
             let stepper = Stepper(options: options, traceHook: specs.isEmpty ? nil : 0)
             engine.stepper = stepper
-            let summary = try runEngine(engine, launched: command != nil, status: &launchedExitStatus) {
+            func traceSummary(_ summary: HookSummary) -> TraceSummary {
+                TraceSummary(steps: stepper.profile.instructions, singleSteps: stepper.singleSteps,
+                             callsTraced: stepper.callsTraced, elapsedNanoseconds: stepper.elapsed,
+                             end: summary.end, codeRestored: summary.codeRestored, profile: stepper.profile,
+                             tid: stepper.lastTid, signalsDelivered: stepper.signalsDelivered)
+            }
+            let summary = try runEngine(engine, launched: command != nil, status: &launchedExitStatus,
+                                        ended: { onEnd(traceSummary($0)) }) {
                 try engine.run(flush: flush, onEvent: onEvent, watcher: watcher)
             }
-            return TraceSummary(steps: stepper.profile.instructions, singleSteps: stepper.singleSteps,
-                                callsTraced: stepper.callsTraced, elapsedNanoseconds: stepper.elapsed,
-                                end: summary.end, codeRestored: summary.codeRestored, profile: stepper.profile,
-                                tid: stepper.lastTid, signalsDelivered: stepper.signalsDelivered)
+            return traceSummary(summary)
         }
     }
 }

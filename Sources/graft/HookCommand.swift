@@ -89,12 +89,12 @@ struct HookCommand: ParsableCommand {
             summary = try session.run(
                 stopCheck: { TerminationSignals.pending.map { HookSessionEnd.signal($0) } },
                 flush: { printer.flush() },
-                onEvent: { printer.event($0) })
+                onEvent: { printer.event($0) },
+                onEnd: { printer.summary($0) })  // launch mode: before waiting for the command
         } catch {
             printer.clearStatus()
             throw error
         }
-        printer.summary(summary)
         TerminationSignals.restoreDefaults()
         if !summary.codeRestored {
             throw GraftError.usage("the code of process \(session.pid) could not be verified after removing the breakpoints")
@@ -211,7 +211,7 @@ final class HookPrinter {
             }
             print("")
             for line in Output.table(rows) { print(line) }
-            print("\(summary.totalHits) calls in \(format1(seconds)) s; ended by \(describe(summary.end, countOption: "--count")); breakpoints removed\(summary.codeRestored ? ", code verified" : ", CODE NOT VERIFIED")")
+            print("\(summary.totalHits) call\(summary.totalHits == 1 ? "" : "s") in \(format1(seconds)) s; ended by \(describe(summary.end, countOption: "--count")); breakpoints removed\(summary.codeRestored ? ", code verified" : ", CODE NOT VERIFIED")")
         }
         fflush(nil)
     }

@@ -99,29 +99,41 @@ struct TraceCommand: ParsableCommand {
         let printer = TracePrinter(json: json, perStep: perStep, disasm: disasm)
         TerminationSignals.deferAll()
         let result: TraceSummary
+        var reportError: Error?
         do {
             result = try session.run(
                 stopCheck: { TerminationSignals.pending.map { HookSessionEnd.signal($0) } },
                 flush: { printer.flush() },
-                onEvent: { printer.event($0) })
+                onEvent: { printer.event($0) },
+                onEnd: { summary in
+                    // Launch mode: report before waiting for the command, which may run on.
+                    do { try report(summary, pid: session.pid, printer: printer) } catch { reportError = error }
+                })
         } catch {
             printer.clearStatus()
             throw error
         }
-        printer.clearStatus()
-        let stacks = result.profile.foldedStacks()
-        if let folded { try writeFile(folded, FlameGraph.folded(stacks)) }
-        if let svg {
-            let subtitle = "\(result.steps) instructions, thread \(result.tid.map(String.init) ?? "-") of process \(session.pid)"
-            try writeFile(svg, FlameGraph.svg(stacks, title: "graft trace: " + (function ?? "process \(session.pid)"), subtitle: subtitle))
-        }
-        printer.summary(result, pid: session.pid, full: !perStep || summary, files: [folded, svg].compactMap { $0 })
+        if let reportError { throw reportError }
         TerminationSignals.restoreDefaults()
         if !result.codeRestored {
             throw GraftError.usage("the code of process \(session.pid) could not be verified after removing the breakpoints")
         }
         if let status = session.launchedExitStatus { throw CommandFailed(code: status) }
         if case .signal(let signal) = result.end { throw CommandFailed(code: 128 + signal) }
+    }
+}
+
+extension TraceCommand {
+    /// The files, then the summary.
+    func report(_ result: TraceSummary, pid: Int32, printer: TracePrinter) throws {
+        printer.clearStatus()
+        let stacks = result.profile.foldedStacks()
+        if let folded { try writeFile(folded, FlameGraph.folded(stacks)) }
+        if let svg {
+            let subtitle = "\(result.steps) instructions, thread \(result.tid.map(String.init) ?? "-") of process \(pid)"
+            try writeFile(svg, FlameGraph.svg(stacks, title: "graft trace: " + (function ?? "process \(pid)"), subtitle: subtitle))
+        }
+        printer.summary(result, pid: pid, full: !perStep || summary, files: [folded, svg].compactMap { $0 })
     }
 }
 

@@ -95,3 +95,25 @@ import TestSupport
         #expect(victim.isAlive)
     }
 }
+
+/// Launch mode's endings: the summary comes when the hooks end (the command may run on), and a
+/// SIGINT sent to graft alone reaches the command.
+@Suite struct HookLaunchEndingTests {
+    @Test func summaryComesWhenTheHooksEndNotWhenTheCommandExits() throws {
+        let session = try Victim.launchCommand(try graftBinary(), arguments: ["hook", "value_a", "--count", "2", "--state-dir", temporaryDirectory(), "--",
+                                                                            try Victims.path("c_loop"), "50", "30"], waitForReady: false)
+        defer { session.kill() }
+        #expect(session.waitForLine(timeout: 15, where: { $0.contains("ended by --count") }) != nil, "\(session.transcript.suffix(5))")
+        #expect(session.isAlive, "graft waits for its command")
+        #expect(session.waitForLine(timeout: 5, where: { $0 == "a=1" }) != nil, "the command runs on unhooked")
+    }
+
+    @Test func sigintToGraftAloneReachesTheCommand() throws {
+        let session = try Victim.launchCommand(try graftBinary(), arguments: ["hook", "value_a", "--state-dir", temporaryDirectory(), "--",
+                                                                            try Victims.path("c_loop"), "50", "30"], waitForReady: false)
+        defer { session.kill() }
+        #expect(session.waitForLine(timeout: 15, where: { $0.contains("] value_a(") }) != nil)
+        session.signal(SIGINT)
+        #expect(session.waitExit(timeout: 10).flatMap(WaitStatus.exitCode) == 128 + SIGINT)
+    }
+}
