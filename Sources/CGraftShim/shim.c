@@ -185,6 +185,11 @@ pid_t graft_spawn_stopped(const char *path, char *const argv[], char *const envp
     _exit(127);
 }
 
+int graft_set_realtime_policy(int enable) {
+    struct sched_param param = { .sched_priority = enable ? 1 : 0 };
+    return sched_setscheduler(0, enable ? SCHED_FIFO : SCHED_OTHER, &param);
+}
+
 int graft_set_idle_policy(int enable) {
     struct sched_param param = {0};
     return sched_setscheduler(0, enable ? SCHED_IDLE : SCHED_OTHER, &param);

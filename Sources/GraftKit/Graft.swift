@@ -1,4 +1,5 @@
 import Glibc
+import CGraftShim
 import GraftCore
 import GraftELF
 import GraftMachine
@@ -200,6 +201,13 @@ public struct Graft: Sendable {
         let tracer = TracerThread()
         defer { tracer.shutdown() }
         return try tracer.run {
+            // The stop window runs at SCHED_FIFO 1 where graft may (root, CAP_SYS_NICE): woken by
+            // each waitpid, a normal tracer waits behind the target's own busy threads for the
+            // next scheduler tick (~3 ms with 8 spinning threads on 2 CPUs, docs/benchmarks.md);
+            // a real-time one runs at once. Only the tracer thread, only for the window: the
+            // target's scheduling is untouched. GRAFT_NO_RT=1 turns it off (benchmarks compare).
+            let realtime = getenv("GRAFT_NO_RT") == nil && graft_set_realtime_policy(1) == 0
+            defer { if realtime { _ = graft_set_realtime_policy(0) } }
             let tracee = try Tracee.attach(pid: pid, tracer: tracer)
             let value: (T, Int)
             do {

@@ -95,6 +95,9 @@ int graft_tgkill(pid_t tgid, pid_t tid, int sig);
 ssize_t graft_process_vm_read(pid_t pid, void *local, uint64_t remote, size_t length);
 /// Pin the calling thread to one CPU (sched_setaffinity with CPU_SET); -1 with errno on failure.
 int graft_pin_current_thread(int cpu);
+/// SCHED_FIFO priority 1 (enable) or SCHED_OTHER for the calling thread only; needs CAP_SYS_NICE
+/// (or RLIMIT_RTPRIO). 0 or -1 with errno.
+int graft_set_realtime_policy(int enable);
 /// SCHED_IDLE (enable) or SCHED_OTHER for the calling thread only. 0 or -1 with errno.
 int graft_set_idle_policy(int enable);
 /// The CPU the calling thread runs on now.
