@@ -130,9 +130,14 @@ public struct Graft: Sendable {
     }
 
     static func state(of record: PatchRecord, memory: [UInt8]) -> PatchStatus.State {
-        if memory == record.new { return .applied }
-        if memory == Array(record.original.prefix(memory.count)) && !memory.isEmpty {
-            return record.state == .reverted ? .reverted : .notPresent
+        state(new: record.new, original: record.original, recorded: record.state, memory: memory)
+    }
+
+    /// The same with the record's bytes already decoded (no work but comparisons: for stop windows).
+    static func state(new: [UInt8], original: [UInt8], recorded: PatchRecord.State, memory: [UInt8]) -> PatchStatus.State {
+        if memory == new { return .applied }
+        if !memory.isEmpty && memory.elementsEqual(original.prefix(memory.count)) {
+            return recorded == .reverted ? .reverted : .notPresent
         }
         return .changed
     }
@@ -157,36 +162,59 @@ public struct Graft: Sendable {
             guard !selected.isEmpty else { return [] }
             var results: [UnpatchResult] = []
             let now = isoTimestamp()  // outside the stop window
-            _ = try withStoppedProcess(pid) { tracee -> ([Int32], Int) in
-                for id in selected {
-                    let position = contents.patches.firstIndex(where: { $0.id == id })!
-                    var record = contents.patches[position]
-                    let memory = try tracee.readMemory(at: record.addressValue, count: record.new.count)
-                    let state = Graft.state(of: record, memory: memory)
-                    switch state {
+            // Inside the stop window only ptrace and /proc/PID/mem work: what happened to each patch is
+            // noted, and the journal records (arrays of strings: copies, allocations) are updated
+            // after the process runs again.
+            enum Done { case already, changed([UInt8]), reverted([Int32]), failed(String) }
+            let positions = selected.map { id in contents.patches.firstIndex(where: { $0.id == id })! }
+            // The records keep their bytes as hex strings: decode them before stopping anything.
+            let targets = positions.map { position in
+                let record = contents.patches[position]
+                return (record: record, address: record.addressValue, new: record.new, original: record.original, range: record.range)
+            }
+            let (done, _, _) = try withStoppedProcess(pid) { tracee -> ([Done], Int) in
+                var done: [Done] = []
+                done.reserveCapacity(targets.count)
+                for target in targets {
+                    let record = target.record
+                    let memory = try tracee.readMemory(at: target.address, count: target.new.count)
+                    switch Graft.state(new: target.new, original: target.original, recorded: record.state, memory: memory) {
                     case .reverted, .notPresent:
-                        if record.state != .reverted {
-                            record.state = .reverted
-                            record.revertedAt = now
-                            contents.patches[position] = record
-                        }
-                        results.append(UnpatchResult(record: record, outcome: .alreadyReverted, message: "memory already holds the original bytes", steppedThreads: []))
+                        done.append(.already)
                     case .changed:
-                        results.append(UnpatchResult(record: record, outcome: .changed, message: "memory at \(record.address) holds \(hexBytes(memory)), not graft's \(hexBytes(record.new)): someone else changed it; left untouched", steppedThreads: []))
+                        done.append(.changed(memory))
                     case .applied:
                         do {
-                            let stepped = try StoppedCode.moveThreadsOut(of: record.range, tracee: tracee)
-                            try StoppedCode.replace(at: record.addressValue, old: record.new, new: record.original, tracee: tracee)
-                            record.state = .reverted
-                            record.revertedAt = now
-                            contents.patches[position] = record
-                            results.append(UnpatchResult(record: record, outcome: .reverted, message: nil, steppedThreads: stepped))
+                            let stepped = try StoppedCode.moveThreadsOut(of: target.range, tracee: tracee)
+                            try StoppedCode.replace(at: target.address, old: target.new, new: target.original, tracee: tracee, current: memory)
+                            done.append(.reverted(stepped))
                         } catch let error as GraftError {
-                            results.append(UnpatchResult(record: record, outcome: .failed, message: error.description, steppedThreads: []))
+                            done.append(.failed(error.description))
                         }
                     }
                 }
-                return ([], 0)
+                return (done, 0)
+            }
+            for (position, outcome) in zip(positions, done) {
+                var record = contents.patches[position]
+                switch outcome {
+                case .already:
+                    if record.state != .reverted {
+                        record.state = .reverted
+                        record.revertedAt = now
+                        contents.patches[position] = record
+                    }
+                    results.append(UnpatchResult(record: record, outcome: .alreadyReverted, message: "memory already holds the original bytes", steppedThreads: []))
+                case .changed(let memory):
+                    results.append(UnpatchResult(record: record, outcome: .changed, message: "memory at \(record.address) holds \(hexBytes(memory)), not graft's \(hexBytes(record.new)): someone else changed it; left untouched", steppedThreads: []))
+                case .reverted(let stepped):
+                    record.state = .reverted
+                    record.revertedAt = now
+                    contents.patches[position] = record
+                    results.append(UnpatchResult(record: record, outcome: .reverted, message: nil, steppedThreads: stepped))
+                case .failed(let message):
+                    results.append(UnpatchResult(record: record, outcome: .failed, message: message, steppedThreads: []))
+                }
             }
             try journal.save(contents, for: instance)
             return results

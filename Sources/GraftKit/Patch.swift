@@ -232,8 +232,9 @@ enum StoppedCode {
     }
 
     /// Writes `new` over `old` at `address`: verifies `old` is there, writes, reads back.
-    static func replace(at address: UInt64, old: [UInt8], new: [UInt8], tracee: Tracee) throws {
-        let current = try tracee.readMemory(at: address, count: old.count)
+    /// `current`: the bytes the caller read at `address` in this same stop (saves a read).
+    static func replace(at address: UInt64, old: [UInt8], new: [UInt8], tracee: Tracee, current known: [UInt8]? = nil) throws {
+        let current = try known ?? tracee.readMemory(at: address, count: old.count)
         guard current == old else {
             throw GraftError.unexpectedBytes(address: address, expected: old, found: current, hint: "the code changed while graft was working; nothing was written")
         }

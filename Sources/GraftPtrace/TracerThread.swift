@@ -92,6 +92,9 @@ public final class TracerThread: @unchecked Sendable {
 
     private func loop() {
         kernelThreadID = graft_gettid()
+        // A thread's first malloc makes glibc set up an arena for it (~50 µs): pay that now, not in
+        // the middle of a stop window.
+        free(malloc(4096))
         _ = graft_install_wake_handler()
         graft_unblock_wake_signal()
         while true {
