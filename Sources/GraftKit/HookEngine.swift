@@ -131,12 +131,16 @@ final class HookEngine {
                 end = reason
                 break
             }
-            // While a thread is stepped every event reports something: flushing before each wait
-            // would cost a write per instruction. Flush at most every 50 ms then, and before a step
-            // that may block in a system call.
+            // Flushing before every wait would cost a waitpid(WNOHANG) and a write per hit (or per
+            // instruction when stepping). Lines are flushed at most every 5 ms (50 ms while
+            // stepping; at once before a step that may block in a system call); in between, the
+            // watcher's 10 ms tick wakes this thread so lines never wait for the next event.
             var mayFlush = unflushed
-            if unflushed, let stepper, stepper.isStepping, !stepper.lastWasSyscall {
-                mayFlush = graft_monotonic_ns() &- lastFlush > 50_000_000
+            if unflushed {
+                let stepping = stepper?.isStepping ?? false
+                let interval: UInt64 = stepping ? 50_000_000 : 5_000_000
+                mayFlush = graft_monotonic_ns() &- lastFlush >= interval || (stepping && stepper?.lastWasSyscall == true)
+                if !mayFlush { stopState.outputPending = true }
             }
             if draining {
                 if graft_monotonic_ns() >= drainDeadline {
@@ -153,9 +157,10 @@ final class HookEngine {
                 usleep(1_000)
                 continue
             }
-            if event == nil && mayFlush {
+            if event == nil && unflushed {  // nothing ready, or woken by the watcher
                 flush()
                 unflushed = false
+                stopState.outputPending = false
                 lastFlush = graft_monotonic_ns()
                 continue
             }

@@ -130,6 +130,21 @@ final class StopState: @unchecked Sendable {
         return reason
     }
 
+    /// The engine holds reported lines it has not flushed: the watcher wakes it to flush them.
+    private var pending = false
+    var outputPending: Bool {
+        get {
+            pthread_mutex_lock(&mutex)
+            defer { pthread_mutex_unlock(&mutex) }
+            return pending
+        }
+        set {
+            pthread_mutex_lock(&mutex)
+            pending = newValue
+            pthread_mutex_unlock(&mutex)
+        }
+    }
+
     func finish() {
         pthread_mutex_lock(&mutex)
         done = true
@@ -180,7 +195,7 @@ final class Watcher: @unchecked Sendable {
                     state.request(.duration)
                 }
             }
-            if state.requested != nil { tracer.wake() }
+            if state.requested != nil || state.outputPending { tracer.wake() }
             usleep(10_000)
         }
     }

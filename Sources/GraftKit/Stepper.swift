@@ -218,6 +218,17 @@ final class Stepper {
             inFlight = false
             try issueStep(engine)
             return false
+        case (.newThread(let parent, let child), .stepping) where parent == tid && options.allStop:
+            // --all-stop: a thread the stepped thread creates is held like the others.
+            if engine.earlyStops.remove(child) != nil {
+                held.insert(child)
+                engine.parked.insert(child)
+            } else {
+                stopping.insert(child)  // its first stop is still to come
+            }
+            inFlight = false
+            try issueStep(engine)
+            return false
         case (.groupStop(let who, _), .stepping) where who == tid:
             inFlight = false
             try engine.tracee.listen(tid)

@@ -82,7 +82,7 @@ struct HookCommand: ParsableCommand {
         } else {
             session = try HookSession(launching: command, specs: specs, limits: limits, journal: journal)
         }
-        let printer = HookPrinter(json: json, quiet: quiet, argumentCount: argumentCount)
+        let printer = HookPrinter(json: json, quiet: quiet, argumentCount: argumentCount, launched: !command.isEmpty)
         TerminationSignals.deferAll()
         let summary: HookSummary
         do {
@@ -111,11 +111,12 @@ final class HookPrinter {
     let json: Bool
     let quiet: Bool
     let argumentCount: Int
-    let status = StatusLine()
+    let status: StatusLine
     var hits = 0
     var names: [Int: String] = [:]
 
-    init(json: Bool, quiet: Bool, argumentCount: Int) {
+    init(json: Bool, quiet: Bool, argumentCount: Int, launched: Bool = false) {
+        self.status = StatusLine(sharedTerminal: launched)
         self.json = json
         self.quiet = quiet
         self.argumentCount = argumentCount
@@ -209,7 +210,7 @@ final class HookPrinter {
                 }
                 rows.append(row)
             }
-            print("")
+            if !quiet { print("") }
             for line in Output.table(rows) { print(line) }
             print("\(summary.totalHits) call\(summary.totalHits == 1 ? "" : "s") in \(format1(seconds)) s; ended by \(describe(summary.end, countOption: "--count")); breakpoints removed\(summary.codeRestored ? ", code verified" : ", CODE NOT VERIFIED")")
         }

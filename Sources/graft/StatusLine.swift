@@ -5,7 +5,14 @@ import Glibc
 /// The live status line of `hook` and `trace`: on stderr, only when it is a terminal, redrawn at
 /// most 10 times a second, erased before any other output.
 final class StatusLine {
-    let enabled = isatty(2) != 0
+    let enabled: Bool
+
+    /// `sharedTerminal`: a launched command writes to the same terminal, and a status line redrawn
+    /// between its lines would be left glued to them: then there is none.
+    init(sharedTerminal: Bool = false) {
+        enabled = isatty(2) != 0 && !sharedTerminal
+    }
+
     private var last: UInt64 = 0
     private(set) var shown = false
 

@@ -96,7 +96,7 @@ struct TraceCommand: ParsableCommand {
         }
         // Refuse unwritable output files before touching the process.
         for path in [folded, svg].compactMap({ $0 }) { try checkWritable(path) }
-        let printer = TracePrinter(json: json, perStep: perStep, disasm: disasm)
+        let printer = TracePrinter(json: json, perStep: perStep, disasm: disasm, launched: !command.isEmpty)
         TerminationSignals.deferAll()
         let result: TraceSummary
         var reportError: Error?
@@ -164,12 +164,13 @@ final class TracePrinter {
     let json: Bool
     let perStep: Bool
     let disasm: Bool
-    let status = StatusLine()
+    let status: StatusLine
     var steps: UInt64 = 0
     var current = ""
     let started = monotonicNanoseconds()
 
-    init(json: Bool, perStep: Bool, disasm: Bool) {
+    init(json: Bool, perStep: Bool, disasm: Bool, launched: Bool = false) {
+        self.status = StatusLine(sharedTerminal: launched)
         self.json = json
         self.perStep = perStep
         self.disasm = disasm

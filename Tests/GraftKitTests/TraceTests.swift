@@ -301,3 +301,22 @@ func repositoryPath(_ relative: String) -> String? {
     let path = url.appendingPathComponent(relative).path
     return access(path, R_OK) == 0 ? path : nil
 }
+
+/// --all-stop holds threads the stepped thread creates, too.
+@Suite struct TraceAllStopTests {
+    @Test func threadsCreatedDuringAnAllStopTraceAreHeld() throws {
+        // hook_count spawn: after `go` the main thread creates 4 threads that make 40 calls and
+        // exit; main joins them and prints `calls 40 …`. Held, they cannot finish while main is traced.
+        let victim = try Victim.launch("hook_count", arguments: ["40", "4", "spawn", "120"], stdin: true)
+        defer { victim.kill() }
+        let run = TraceRun(TraceSession(pid: victim.pid, options: TraceOptions(duration: 2, reportSteps: false, allStop: true),
+                                        journal: temporaryJournal()))
+        for _ in 0..<200 where victim.procStatus("TracerPid") == "0" { usleep(10_000) }
+        usleep(100_000)
+        victim.writeStdin("go\n")
+        #expect(victim.waitForLine(timeout: 1.5, where: { $0.hasPrefix("calls ") }) == nil, "threads ran while --all-stop held the process")
+        let summary = try run.waitEnd()
+        #expect(summary.end == .duration && summary.steps > 0)
+        #expect(victim.waitForLine(timeout: 10, where: { $0.hasPrefix("calls ") }) == "calls 40 sum \(4 * 40 * 41)")
+    }
+}
