@@ -783,7 +783,7 @@ final class HookEngine {
 /// CPUs each hit pays two cross-CPU wake-ups (an IPI to an idle vCPU costs ~25–30 µs on these VMs,
 /// design.md §4), when they share one both wake-ups are local and cheap. graft only moves its own
 /// thread (sched_setaffinity on the tracer): the target's scheduling is untouched. The hooked thread's
-/// CPU is read from /proc/PID/task/TID/stat (field 39) at most every 20 ms. GRAFT_NO_CPU_FOLLOW=1
+/// CPU is read from /proc/PID/task/TID/stat (field 39) at most every 2 ms (GRAFT_CPU_FOLLOW_MS; 20 ms followed a migration 13% slower in the 1-thread unpinned hook benchmark). GRAFT_NO_CPU_FOLLOW=1
 /// turns it off (benchmarks compare both).
 struct CPUFollower {
     private var lastCheck: UInt64 = 0
@@ -794,7 +794,7 @@ struct CPUFollower {
     mutating func observe(process pid: Int32, thread tid: Int32) {
         guard enabled else { return }
         let now = graft_monotonic_ns()
-        guard now &- lastCheck > 20_000_000 else { return }
+        guard now &- lastCheck > Self.period else { return }
         lastCheck = now
         // SCHED_IDLE makes the tracer's CPU count as idle when the hooked thread wakes up, so the
         // scheduler puts it back on this CPU instead of waking the other (idle, halted) vCPU; the
@@ -807,6 +807,8 @@ struct CPUFollower {
     }
 
     static let cpuCount = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    /// How often the followed thread's CPU is looked up (a /proc read, a few µs).
+    static let period: UInt64 = UInt64(getenv("GRAFT_CPU_FOLLOW_MS").flatMap { Int(String(cString: $0)) } ?? 2) * 1_000_000
 
     /// /proc/loadavg's runnable count (the 4th field, "running/total") below the CPU count.
     static func hasSpareCPU() -> Bool {

@@ -265,7 +265,7 @@ final class Stepper {
             try engine.tracee.writeMemory(at: address, bytes: [X86_64.int3])
             pendingRearm = nil
         }
-        // Cheap: the follower itself looks at /proc at most every 20 ms.
+        // Cheap: the follower itself looks at /proc at most every 2 ms.
         if singleSteps & 0x3f == 1 { cpuFollower.observe(process: engine.tracee.pid, thread: tid) }
         if code == TrapCode.handlerEntry && deliveredSignal {
             // The interrupted instruction did not run; the handler is entered like a call whose

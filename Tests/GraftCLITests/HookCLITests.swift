@@ -117,3 +117,32 @@ import TestSupport
         #expect(session.waitExit(timeout: 10).flatMap(WaitStatus.exitCode) == 128 + SIGINT)
     }
 }
+
+/// Ctrl-C twice (an impatient user): the second one must not cut the teardown short.
+@Suite struct DoubleInterruptTests {
+    @Test(arguments: ["hook", "trace"])
+    func aSecondSigintStillLeavesTheCodeIntact(command: String) throws {
+        let victim = try Victim.launch("c_loop", arguments: ["1"])
+        defer { victim.kill() }
+        let state = temporaryDirectory()
+        let arguments = command == "hook" ? ["hook", "-p", String(victim.pid), "value_a", "value_b", "--returns"]
+                                          : ["trace", "-p", String(victim.pid), "--json"]
+        let session = try Victim.launchCommand(try graftBinary(), arguments: arguments + ["--state-dir", state], waitForReady: false)
+        defer { session.kill() }
+        let marker = command == "hook" ? "] value_a(" : "\"event\":\"step\""
+        #expect(session.waitForLine(timeout: 20, where: { $0.contains(marker) }) != nil)
+        session.signal(SIGINT)
+        usleep(2_000)
+        session.signal(SIGINT)
+        #expect(session.waitExit(timeout: 20).flatMap(WaitStatus.exitCode) == 128 + SIGINT)
+        usleep(50_000)
+        #expect(victim.isAlive && victim.procStatus("TracerPid") == "0")
+        // A dry-run patch refuses if any byte differs from the file (an int3 would).
+        for function in ["value_a", "value_b"] {
+            let check = try graft(["patch", "-p", String(victim.pid), function, "--return", "0", "--dry-run"], stateDir: state)
+            #expect(check.status == 0, "\(function): \(check.stderr)")
+        }
+        _ = victim.drain()
+        #expect(victim.waitForLine(timeout: 5, where: { $0 == "a=1" }) != nil)
+    }
+}
