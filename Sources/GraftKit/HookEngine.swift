@@ -300,7 +300,8 @@ final class HookEngine {
             totalHits += 1
             stats[hook].hits += 1
             let wall = wallClock()
-            var arguments = Array(registers.integerArguments.prefix(spec.argumentCount))
+            // No array at all for the common --args 0 (integerArguments allocates one per call).
+            var arguments = spec.argumentCount == 0 ? [] : Array(registers.integerArguments.prefix(spec.argumentCount))
             if spec.argumentCount > 6 {
                 // The seventh argument onwards: on the stack above the return address.
                 let bytes = (try? tracee.readMemory(at: registers.rsp &+ 8, count: (spec.argumentCount - 6) * 8)) ?? []
@@ -336,6 +337,7 @@ final class HookEngine {
                 registers.rip = returnAddress
                 registers.rsp &+= 8
                 if spec.returns {
+                    record(duration: 0, hook: hook)  // the summary counts these returns too (0 ns)
                     onEvent(.returned(HookReturn(hook: hook, location: spec.location, tid: tid, value: registers.rax,
                                                  returnedValue: registers.rax, durationNanoseconds: 0, wallTime: wall)))
                 }
