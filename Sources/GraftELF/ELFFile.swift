@@ -47,6 +47,8 @@ public final class ELFFile: @unchecked Sendable {
     private let base: UnsafeRawPointer
     private let length: Int
     private let tables: [SymbolTable]
+    /// `name@plt` for each PLT stub whose GOT slot a relocation names (see `pltSymbol(containing:)`).
+    public let pltSymbols: [ELFSymbol]
     private let cache = Locked(SymbolCache())
 
     struct SymbolTable {
@@ -97,6 +99,7 @@ public final class ELFFile: @unchecked Sendable {
             let sections = try reader.sectionHeaders(header)
             self.buildID = try reader.buildID(programHeaders: programHeaders, sections: sections)
             self.tables = try reader.symbolTables(sections)
+            self.pltSymbols = reader.pltStubs(header: header, sections: sections)
             self.hasSymtab = tables.contains { !$0.isDynamic }
             self.hasDynsym = tables.contains { $0.isDynamic }
         } catch {
@@ -164,6 +167,19 @@ public final class ELFFile: @unchecked Sendable {
             index -= 1
         }
         return best
+    }
+
+    /// The PLT stub containing `vaddr` (link time), named `function@plt` as gdb and objdump name it:
+    /// not a function symbol of the file (no `graft symbols` line, nothing to patch by that name), but
+    /// what a trace or backtrace should call the few instructions a call through the PLT runs.
+    public func pltSymbol(containing vaddr: UInt64) -> ELFSymbol? {
+        var low = 0, high = pltSymbols.count
+        while low < high {
+            let mid = (low + high) / 2
+            if pltSymbols[mid].value <= vaddr { low = mid + 1 } else { high = mid }
+        }
+        guard low > 0, pltSymbols[low - 1].contains(vaddr) else { return nil }
+        return pltSymbols[low - 1]
     }
 
     /// The file's bytes for `[vaddr, vaddr + count)` (link time), or nil unless the whole range lies in
@@ -272,6 +288,7 @@ struct Reader {
 
     struct Section {
         var name: UInt32, type: UInt32, offset: UInt64, size: UInt64, link: UInt32, entsize: UInt64, addralign: UInt64
+        var addr: UInt64 = 0
     }
 
     func fail(_ reason: String) -> GraftError { .elfFormat(path: path, reason: reason) }
@@ -340,7 +357,7 @@ struct Reader {
         return (0..<Int(h.shnum)).map { i in
             let o = Int(h.shoff) + i * Int(h.shentsize)
             return Section(name: u32(o), type: u32(o + 4), offset: u64(o + 24), size: u64(o + 32),
-                           link: u32(o + 40), entsize: u64(o + 56), addralign: u64(o + 48))
+                           link: u32(o + 40), entsize: u64(o + 56), addralign: u64(o + 48), addr: u64(o + 16))
         }
     }
 
@@ -392,6 +409,59 @@ struct Reader {
                                 stringsSize: Int(strings.size), isDynamic: isDynamic, versions: versions))
         }
         return tables
+    }
+
+    /// PLT stubs named after the symbol their GOT slot is relocated for. Each stub of `.plt`,
+    /// `.plt.sec` and `.plt.got` holds a `jmp *disp32(%rip)` (`ff 25`, maybe after endbr64 and a bnd
+    /// prefix) whose slot a JUMP_SLOT or GLOB_DAT relocation names; PLT0 and lazy-binding stubs have
+    /// none and are skipped. x86_64 only; anything malformed yields no stub rather than an error.
+    func pltStubs(header: Header, sections: [Section]) -> [ELFSymbol] {
+        guard header.machine == 62, Int(header.shstrndx) < sections.count else { return [] }
+        let names = sections[Int(header.shstrndx)]
+        guard names.offset <= UInt64(length), names.size <= UInt64(length) - names.offset else { return [] }
+        func name(_ section: Section) -> String? {
+            string(tableOffset: Int(names.offset), tableSize: Int(names.size), index: Int(section.name))
+        }
+        func inFile(_ section: Section) -> Bool { section.offset <= UInt64(length) && section.size <= UInt64(length) - section.offset }
+        // GOT slot -> symbol name, from the relocations against .dynsym.
+        var slots: [UInt64: String] = [:]
+        for rela in sections where rela.type == 4 && inFile(rela) && Int(rela.link) < sections.count {   // SHT_RELA
+            let symbols = sections[Int(rela.link)]
+            guard symbols.type == 11, inFile(symbols), Int(symbols.link) < sections.count else { continue }
+            let strings = sections[Int(symbols.link)]
+            guard inFile(strings) else { continue }
+            for i in 0..<Int(rela.size / 24) {
+                let o = Int(rela.offset) + i * 24
+                let info = u64(o + 8)
+                let type = info & 0xffff_ffff, index = Int(info >> 32)
+                guard type == 7 || type == 6, index > 0, UInt64(index) * 24 + 24 <= symbols.size else { continue }   // JUMP_SLOT, GLOB_DAT
+                if let symbol = string(tableOffset: Int(strings.offset), tableSize: Int(strings.size),
+                                       index: Int(u32(Int(symbols.offset) + index * 24))), !symbol.isEmpty {
+                    slots[u64(o)] = symbol
+                }
+            }
+        }
+        guard !slots.isEmpty else { return [] }
+        var stubs: [ELFSymbol] = []
+        for section in sections where section.type == 1 && inFile(section) {   // SHT_PROGBITS
+            guard let sectionName = name(section), [".plt", ".plt.sec", ".plt.got"].contains(sectionName) else { continue }
+            let size = section.entsize >= 8 && section.entsize <= 32 ? section.entsize : 16
+            var entry: UInt64 = 0
+            while entry + size <= section.size {
+                let o = Int(section.offset + entry)
+                for i in 0...min(Int(size) - 6, 8) where u8(o + i) == 0xff && u8(o + i + 1) == 0x25 {
+                    let displacement = Int64(Int32(bitPattern: u32(o + i + 2)))
+                    let slot = UInt64(bitPattern: Int64(bitPattern: section.addr + entry) + Int64(i) + 6 + displacement)
+                    if let symbol = slots[slot] {
+                        stubs.append(ELFSymbol(name: symbol + "@plt", value: section.addr + entry, size: size, kind: .function,
+                                               isGlobal: false, fromDynsym: true, version: nil, isDefaultVersion: true))
+                    }
+                    break
+                }
+                entry += size
+            }
+        }
+        return stubs.sorted { $0.value < $1.value }
     }
 
     /// `.gnu.version_d`: version index -> name (`Elf64_Verdef` chain, first `Elf64_Verdaux` is the name).

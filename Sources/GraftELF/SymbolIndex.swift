@@ -242,7 +242,8 @@ public final class SymbolIndex: @unchecked Sendable {
     /// symbol covers the address.
     public func symbolize(_ address: UInt64) -> ResolvedLocation? {
         guard let module = module(containing: address) else { return nil }
-        guard let elf = try? module.elf(), let symbol = elf.symbol(containing: module.linkAddress(address)) else {
+        guard let elf = try? module.elf(),
+              let symbol = elf.symbol(containing: module.linkAddress(address)) ?? elf.pltSymbol(containing: module.linkAddress(address)) else {
             return ResolvedLocation(address: address, module: module, symbol: nil, symbolAddress: nil)
         }
         return ResolvedLocation(address: address, module: module, symbol: symbol, symbolAddress: module.runtimeAddress(symbol))

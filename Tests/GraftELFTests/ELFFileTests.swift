@@ -223,3 +223,46 @@ import GraftCore
                 == .elfFormat(path: CompiledSample.paths.object, reason: "ELF type ET_REL (relocatable object file) is not a program or shared library"))
     }
 }
+
+/// `name@plt` stubs, as objdump names them.
+@Suite struct PLTStubTests {
+    /// objdump's `<name@plt>` labels of the PLT sections (relocation-named ones only: `*ABS*+0x…@plt`
+    /// stubs of IRELATIVE slots have no symbol).
+    func objdumpStubs(_ path: String) -> Set<String> {
+        var found: Set<String> = []
+        for line in run("objdump -d -j .plt -j .plt.sec -j .plt.got \(path) 2>/dev/null").split(separator: "\n") {
+            guard line.hasSuffix("@plt>:"), !line.contains("*ABS*"), let open = line.firstIndex(of: "<") else { continue }
+            let address = line[..<open].trimmingCharacters(in: " ")
+            let name = line[line.index(after: open)...].dropLast(2)
+            found.insert("\(address) \(name)")
+        }
+        return found
+    }
+
+    @Test func stubsMatchObjdump() throws {
+        for path in [CompiledSample.paths.pie, CompiledSample.paths.noPie, libcPath] {
+            let elf = try ELFFile(path: path)
+            let ours = Set(elf.pltSymbols.map { "\(String($0.value, radix: 16)) \($0.name)" })
+            let theirs = objdumpStubs(path)
+            #expect(!theirs.isEmpty, "\(path): objdump shows no stubs")
+            #expect(ours == theirs, "\(path): only ours \(ours.subtracting(theirs).sorted().prefix(5)), only objdump's \(theirs.subtracting(ours).sorted().prefix(5))")
+            if let printf = elf.pltSymbols.first(where: { $0.name == "printf@plt" }) {
+                #expect(elf.pltSymbol(containing: printf.value + 5)?.name == "printf@plt")
+                #expect(elf.symbol(containing: printf.value) == nil, "a stub is not a function symbol")
+            }
+        }
+        // The function symbols (graft symbols, patch targets) do not include them.
+        let elf = try ELFFile(path: CompiledSample.paths.pie)
+        #expect(!elf.functionSymbols.contains { $0.name.hasSuffix("@plt") })
+    }
+}
+
+private extension Substring {
+    func trimmingCharacters(in set: Character) -> String {
+        var s = self
+        while s.first == set { s = s.dropFirst() }
+        while s.last == set { s = s.dropLast() }
+        let digits = s.drop { $0 == "0" }
+        return digits.isEmpty ? "0" : String(digits)
+    }
+}
