@@ -32,7 +32,7 @@ func run(pid: Int32) throws {
     // A refusal is a GraftError, thrown before anything is written.
     do {
         _ = try graft.patch(pid: pid, location: "value_a", action: .returnValue(7))
-    } catch GraftError.alreadyPatched(address: _, id: let id, function: _) {
+    } catch GraftError.alreadyPatched(address: _, id: let id, function: _, pid: _) {
         print("refused: value_a is already patched (patch \(id))")
     }
 

@@ -32,7 +32,7 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
     case returnAddressInsidePatch(tid: Int32, returnAddress: UInt64)
     case branchIntoPatch(from: UInt64, to: UInt64, function: String)
     case unexpectedBytes(address: UInt64, expected: [UInt8], found: [UInt8], hint: String)
-    case alreadyPatched(address: UInt64, id: Int, function: String)
+    case alreadyPatched(address: UInt64, id: Int, function: String, pid: Int32)
     case targetNotExecutable(address: UInt64, mapping: String)
 
     // Journal
@@ -98,8 +98,8 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
             return "the branch at \(hex(from)) in \(function) jumps to \(hex(to)), inside the bytes to be overwritten"
         case .unexpectedBytes(let address, let expected, let found, let hint):
             return "the bytes at \(hex(address)) are \(hexBytes(found)), expected \(hexBytes(expected))\(hint.isEmpty ? "" : "; \(hint)")"
-        case .alreadyPatched(let address, let id, let function):
-            return "\(function) at \(hex(address)) is already patched by graft (patch \(id)); run `graft unpatch \(id)` first"
+        case .alreadyPatched(let address, let id, let function, let pid):
+            return "\(function) at \(hex(address)) is already patched by graft (patch \(id)); run `graft unpatch -p \(pid) \(id)` first"
         case .targetNotExecutable(let address, let mapping):
             return "jump target \(hex(address)) is not in an executable mapping (\(mapping))"
         case .patchNotFound(let id, let pid):

@@ -610,6 +610,7 @@ final class HookEngine {
         if let stepper, let stepped = stepper.threadWithStepInFlight, hasPendingSignal(stepped, SIGTRAP) {
             consumePendingTrap(stepped)
         }
+        stepper?.settleLastStep(self)
         // A thread that executed an int3 whose SIGTRAP is still queued behind the interrupt stop: let
         // it report the trap now, so detaching does not deliver a SIGTRAP that would kill the target.
         // rip == breakpoint + 1 alone proves nothing: an emulated one-byte instruction (push rbp)

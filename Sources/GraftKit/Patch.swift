@@ -149,7 +149,7 @@ struct PatchPlanner {
         let found = try readMemory(address, newBytes.count)
         let expected = fileCode.map { Array($0[Int(address - start)..<Int(end - start)]) } ?? found
         if let record = journal.patches.first(where: { $0.state != .reverted && $0.range.overlaps(address..<end) }) {
-            throw GraftError.alreadyPatched(address: record.addressValue, id: record.id, function: record.function)
+            throw GraftError.alreadyPatched(address: record.addressValue, id: record.id, function: record.function, pid: instance.pid)
         }
         if found != expected {
             let hint = found.contains(0xcc)

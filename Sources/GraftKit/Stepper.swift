@@ -15,6 +15,10 @@ struct StepSite {
     /// Index into the profile's functions.
     let function: Int
     let text: String?
+    /// `pushf`: it stores rflags — with the trap flag PTRACE_SINGLESTEP set — on the stack.
+    var pushesFlags = false
+    /// `popfq` (9d alone): emulated, never stepped (see `Stepper.emulatePopf`).
+    var popsFlags = false
     static let unknown = StepSite(size: 0, kind: .other, rep: false, function: 0, text: nil)
 }
 
@@ -292,9 +296,35 @@ final class Stepper {
             return
         }
         let executedInt3 = code == TrapCode.kernel && lastSite.kind == .interrupt
+        if lastSite.pushesFlags { clearPushedTrapFlag(at: registers.rsp, engine: engine) }
         account(pc: lastPC, site: lastSite, newPC: registers.rip, rsp: registers.rsp, engine: engine, onEvent: onEvent)
         if executedInt3 { pendingSignal = SIGTRAP }  // the target's own int3: its SIGTRAP is its own
         try afterAccount(&registers, engine, onEvent: onEvent)
+    }
+
+    /// A stepped `pushf` saved rflags with the trap flag graft set for the step. Popped later — after
+    /// graft stopped stepping the thread — it would turn single-stepping back on with no tracer, and
+    /// the first trap would kill the process (Go's asynchronous preemption pushes and pops flags
+    /// around every preemption). gdb's displaced-step fix-up clears TF in the pushed word; so does
+    /// graft. A program that sets TF itself does so with popf/iret, not by stepping under graft.
+    private func clearPushedTrapFlag(at rsp: UInt64, engine: HookEngine) {
+        guard let tid, let pushed = try? engine.tracee.readWord(at: rsp, via: tid), pushed & 0x100 != 0 else { return }
+        try? engine.tracee.writeWord(pushed & ~0x100, at: rsp, via: tid)
+    }
+
+    /// Runs a `popfq` on the registers instead of stepping it. PTRACE_SINGLESTEP over popf makes the
+    /// kernel forget that it set the trap flag (step.c, is_setting_trap_flag: TIF_FORCED_TF cleared,
+    /// never set again while TIF_SINGLESTEP stays): from then on every signal frame saves TF, and a
+    /// handler returning after graft detached — or CONT, or DETACH itself — leaves TF on and the
+    /// thread dies of SIGTRAP (seen on Go, whose asynchronous preemption ends in POPFQ). Ring 3 popf:
+    /// the arithmetic flags, DF, OF, NT, AC and ID come from the stack; IF/IOPL stay; TF stays graft's.
+    private func emulatePopf(_ registers: inout Registers, tid: Int32, engine: HookEngine) throws {
+        let popped = try engine.tracee.readWord(at: registers.rsp, via: tid)
+        let settable: UInt64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x400 | 0x800 | 0x4000 | 0x40000 | 0x200000
+        registers.eflags = (registers.eflags & ~settable) | (popped & settable)
+        registers.rsp &+= 8
+        registers.rip &+= UInt64(lastSite.size)
+        try engine.tracee.setRegisters(registers, of: tid)
     }
 
     // MARK: - Stepping
@@ -311,7 +341,16 @@ final class Stepper {
     /// PTRACE_SINGLESTEP — or, at a limit, leaves the thread stopped.
     private func advance(_ registers: inout Registers, _ engine: HookEngine, onEvent: (HookEvent) -> Void = { _ in }) throws {
         guard let tid else { return }
-        while let breakpoint = engine.breakpoints[registers.rip] {
+        while true {
+            if lastSite.popsFlags && engine.breakpoints[registers.rip] == nil {
+                let pc = registers.rip
+                try emulatePopf(&registers, tid: tid, engine: engine)
+                singleSteps &+= 1
+                account(pc: pc, site: lastSite, newPC: registers.rip, rsp: registers.rsp, engine: engine, onEvent: onEvent)
+                if try !continueAfterAccount(&registers, engine, onEvent: onEvent) { return }
+                continue
+            }
+            guard let breakpoint = engine.breakpoints[registers.rip] else { break }
             switch breakpoint.displaced {
             case .outOfLine, .refused:
                 try engine.tracee.writeMemory(at: breakpoint.address, bytes: [breakpoint.originalByte])
@@ -358,6 +397,7 @@ final class Stepper {
                 if engine.end == nil { engine.end = .callsTraced }
             } else {
                 // Its pc may hold a breakpoint: PTRACE_CONT runs into it and the engine serves it.
+                dropTrapFlag(tid, engine: engine)
                 try engine.tracee.resume(tid, signal: pendingSignal)
                 pendingSignal = 0
             }
@@ -366,6 +406,7 @@ final class Stepper {
             if try engine.ensureReturnSite(returnAddress, via: tid, onEvent: onEvent) {
                 profile.steppedOver(callee)
                 mode = .steppingOver(returnAddress: returnAddress, rsp: rsp)
+                dropTrapFlag(tid, engine: engine)
                 try engine.tracee.resume(tid, signal: pendingSignal)
                 pendingSignal = 0
                 return false
@@ -474,7 +515,9 @@ final class Stepper {
             else { kind = .other }
             sites[instruction.address] = StepSite(size: UInt8(instruction.size), kind: kind, rep: instruction.hasRepPrefix,
                                                   function: functionIndex(at: instruction.address, engine: engine),
-                                                  text: options.disassemble ? instruction.text : nil)
+                                                  text: options.disassemble ? instruction.text : nil,
+                                                  pushesFlags: instruction.mnemonic.hasPrefix("pushf"),
+                                                  popsFlags: instruction.bytes == [0x9d])
         }
         return sites[pc]!
     }
@@ -515,6 +558,31 @@ final class Stepper {
         }
         if finishedAt == 0 { finishedAt = graft_monotonic_ns() }
         return true
+    }
+
+    /// Teardown, once the stepped thread is stopped for good: if its last step was a `pushf` that
+    /// completed (the trap was swallowed or consumed in teardown), clear TF in the pushed word; and
+    /// make sure the trap flag is off before it runs untraced.
+    func settleLastStep(_ engine: HookEngine) {
+        guard let tid, let registers = try? engine.tracee.registers(of: tid) else { return }
+        if getenv("GRAFT_DEBUG_SETTLE") != nil { writeDebug("settle \(tid): rip \(hex(registers.rip)) eflags \(hex(registers.eflags)) last \(hex(lastPC)) inflight \(inFlight)\n") }
+        if lastSite.pushesFlags, registers.rip == lastPC &+ UInt64(lastSite.size) {
+            clearPushedTrapFlag(at: registers.rsp, engine: engine)
+        }
+        dropTrapFlag(tid, engine: engine)
+    }
+
+    /// Before a stepped thread runs on without stepping (PTRACE_CONT, detach): clear the trap flag if
+    /// the kernel no longer knows it set it. It forgets after a stepped `popf` (or `iret`):
+    /// arch/x86/kernel/step.c clears TIF_FORCED_TF when "the instruction we will trace" may change
+    /// TF, and while TIF_SINGLESTEP stays set it never sets it again — so CONT and DETACH leave TF on,
+    /// and the thread's next instruction traps with nobody tracing it (Go's asynchronous preemption,
+    /// which ends in POPFQ, killed the target this way). While the kernel does know, GETREGS hides
+    /// TF and there is nothing to clear.
+    private func dropTrapFlag(_ thread: Int32, engine: HookEngine) {
+        guard var registers = try? engine.tracee.registers(of: thread), registers.eflags & 0x100 != 0 else { return }
+        registers.eflags &= ~0x100
+        try? engine.tracee.setRegisters(registers, of: thread)
     }
 
     /// The session is ending: note the time.

@@ -100,6 +100,8 @@ public final class TraceSession: @unchecked Sendable {
     public let options: TraceOptions
     public private(set) var launchedExitStatus: Int32?
     private let journal: Journal
+    /// Launch mode without `function`: trace `main`, or from the entry point when there is none.
+    private let defaultsToMain: Bool
     private let stopState = StopState()
 
     public init(pid: Int32, options: TraceOptions, journal: Journal = Journal()) {
@@ -107,18 +109,19 @@ public final class TraceSession: @unchecked Sendable {
         self.command = nil
         self.options = options
         self.journal = journal
+        self.defaultsToMain = false
     }
 
     /// Launch mode: starts `command` traced and stops it before its own code runs; without
-    /// `options.function` the trace follows `main` (the executable's) from its entry to its return.
+    /// `options.function` the trace follows `main` from its entry to its return, or — in a program
+    /// without a `main` symbol (stripped, Go's is `main.main`) — steps from the ELF entry point.
     public init(launching command: [String], options: TraceOptions, journal: Journal = Journal()) throws {
         guard let first = command.first, !first.isEmpty else { throw GraftError.usage("no command to start after `--`") }
         self.pid = 0
         self.command = command
-        var options = options
-        if options.function == nil { options.function = "main" }
         self.options = options
         self.journal = journal
+        self.defaultsToMain = options.function == nil
     }
 
     /// Ends the trace from any thread (idempotent).
@@ -147,7 +150,11 @@ public final class TraceSession: @unchecked Sendable {
             let tracee = try openTarget(command: command, pid: pid, tracer: tracer)
             pid = tracee.pid
             var specs: [HookSpec] = []
-            if let function = options.function { specs.append(HookSpec(location: function)) }
+            if let function = options.function {
+                specs.append(HookSpec(location: function))
+            } else if defaultsToMain, (try? SymbolIndex(pid: tracee.pid).resolve(Location.parse("main"))) != nil {
+                specs.append(HookSpec(location: "main"))
+            }
             let engine = HookEngine(tracee: tracee, specs: specs, limits: HookLimits(duration: options.duration),
                                     journal: journal, stopState: stopState)
             let stepper = Stepper(options: options, traceHook: specs.isEmpty ? nil : 0)

@@ -137,10 +137,16 @@ extension TraceCommand {
     }
 }
 
+/// Checks FILE can be written without creating it (a trace that fails leaves no empty file).
 private func checkWritable(_ path: String) throws {
-    let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-    guard fd >= 0 else { throw GraftError.usage("cannot write \(path): \(String(cString: strerror(errno)))") }
-    close(fd)
+    if access(path, F_OK) == 0 {
+        guard access(path, W_OK) == 0 else { throw GraftError.usage("cannot write \(path): \(String(cString: strerror(errno)))") }
+        return
+    }
+    let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
+    guard access(directory.isEmpty ? "/" : directory, W_OK | X_OK) == 0 else {
+        throw GraftError.usage("cannot write \(path): \(String(cString: strerror(errno)))")
+    }
 }
 
 private func writeFile(_ path: String, _ text: String) throws {
@@ -269,7 +275,11 @@ final class TracePrinter {
         let rate = Int(Double(result.steps) / seconds)
         let calls = result.callsTraced > 0 ? ", \(result.callsTraced) call\(result.callsTraced == 1 ? "" : "s") traced" : ""
         let footer = "\(result.steps) instructions of \(thread) in \(format1(seconds)) s (\(rate)/s)\(calls); ended by \(describe(result.end, countOption: "--steps")); " +
-            "breakpoints removed\(result.codeRestored ? ", code verified" : ", CODE NOT VERIFIED"), process \(pid) running"
+            "breakpoints removed\(result.codeRestored ? ", code verified" : ", CODE NOT VERIFIED")" + {
+                if case .targetExited(let status) = result.end { return "; process \(pid) \(status.exitDescription)" }
+                if case .targetExec = result.end { return "; process \(pid) runs a new program" }
+                return ", process \(pid) running"
+            }()
         if full {
             var rows = [["FUNCTION", "CALLS", "SELF", "TOTAL"]]
             let steppedOver = functions.contains { $0.steppedOver > 0 }

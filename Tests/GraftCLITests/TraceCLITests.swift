@@ -132,3 +132,18 @@ import TestSupport
         #expect(victim.waitForLine(timeout: 10, where: { $0 == "traced 1 83" }) != nil)
     }
 }
+
+@Suite struct TraceLaunchFallbackTests {
+    /// A program without a `main` symbol (stripped /bin/sleep) is stepped from its entry point.
+    @Test func launchModeWithoutMainStepsFromTheEntryPoint() throws {
+        let result = try runCommand(try graftBinary(), ["trace", "--steps", "50", "--summary", "--json", "--state-dir", temporaryDirectory(), "--",
+                                                        "/bin/sleep", "0.1"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let summary = try #require(try jsonLines(result.stdout).last)
+        #expect(summary["steps"] as? Int == 50 && summary["ended_by"] as? String == "--steps")
+        // A failed trace leaves no empty output file behind.
+        let file = temporaryDirectory() + "/never.svg"
+        expectOneLineError(try runCommand(try graftBinary(), ["trace", "-p", "999999999", "--svg", file]), "no process with PID")
+        #expect(access(file, F_OK) != 0)
+    }
+}

@@ -95,7 +95,7 @@ import TestSupport
         let graft = Graft(journal: temporaryJournal())
         _ = try graft.patch(pid: victim.pid, location: "value_a", action: .jump(to: "value_b"))
         let patched = try functionBytes(pid: victim.pid, "value_a").memory
-        expectError({ if case .alreadyPatched(_, let id, _) = $0 { return id == 1 }; return false }) {
+        expectError({ if case .alreadyPatched(_, let id, _, let pid) = $0 { return id == 1 && "\($0)".contains("graft unpatch -p \(pid) 1") }; return false }) {
             _ = try graft.patch(pid: victim.pid, location: "value_a", action: .returnValue(5))
         }
         #expect(try functionBytes(pid: victim.pid, "value_a").memory == patched)
