@@ -211,3 +211,30 @@ enum ProcFSLite {
         return rest.count > 19 ? UInt64(rest[19]) : nil
     }
 }
+
+/// Refusals the first tests did not reach.
+@Suite struct MoreRefusalTests {
+    /// A thread blocked in clock_nanosleep resumes at its `syscall` (restart) or just after it: a
+    /// patch over those bytes is refused, naming the thread, and nothing is written.
+    @Test func aThreadBlockedInsideTheBytesIsNamed() throws {
+        let victim = try Victim.launch("c_loop", arguments: ["500"])
+        defer { victim.kill() }
+        usleep(100_000)
+        // /proc/PID/syscall: "nr args… sp pc" while blocked; pc is just past the syscall instruction.
+        let fields = try #require(readTextFile("/proc/\(victim.pid)/syscall")).split(separator: " ")
+        let pc = try #require(fields.last.flatMap { UInt64($0.dropFirst(2).trimmingSuffix("\n"), radix: 16) })
+        let state = temporaryDirectory()
+        let location = "0x" + String(pc - 2, radix: 16)
+        let result = try graft(["patch", "-p", String(victim.pid), location, "--return", "5"], stateDir: state)
+        expectOneLineError(result, "thread \(victim.pid) is executing inside the bytes to be overwritten")
+        let dryRun = try graft(["patch", "-p", String(victim.pid), location, "--return", "5", "--dry-run"], stateDir: state)
+        #expect(dryRun.status == 0, "memory must still hold the file's bytes: \(dryRun.stderr)")
+        #expect(try graft(["list", "-p", String(victim.pid)], stateDir: state).stdout.contains("no patches") ||
+                (try graft(["list", "-p", String(victim.pid), "--json"], stateDir: state).stdout.isEmpty))
+        #expect(victim.isAlive)
+    }
+}
+
+private extension Substring {
+    func trimmingSuffix(_ suffix: String) -> Substring { hasSuffix(suffix) ? dropLast(suffix.count) : self }
+}
