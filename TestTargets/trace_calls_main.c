@@ -29,6 +29,7 @@
 
 long trace_a(long k);
 long trace_fact(long n);
+long trace_rep(void);
 
 /* --- busy ------------------------------------------------------------------------------------------- */
 volatile unsigned long busy_sink;
@@ -127,6 +128,8 @@ int main(int argc, char **argv) {
             if (n < 0 || n > 20) { printf("fact %ld out of range\n", n); continue; }
             long r = trace_fact(n);
             printf("fact %ld %ld\n", n, r);
+        } else if (strcmp(line, "rep") == 0) {
+            printf("rep %ld\n", trace_rep());
         } else {
             continue;
         }

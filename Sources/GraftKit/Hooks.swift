@@ -92,6 +92,8 @@ public enum HookEvent: Sendable {
     case step(TraceStep)
     /// Trace mode: a thread entered the traced function (`began`) or returned from it.
     case traceCall(TraceCall)
+    /// Trace mode without per-step events: every 8192 instructions, how many so far and where.
+    case traceProgress(steps: UInt64, function: String)
 }
 
 /// Why a session ended.

@@ -68,6 +68,9 @@ final class Stepper {
     private var startedAt: UInt64 = 0
     private var finishedAt: UInt64 = 0
     private var warnedDepth = false
+    /// A `.traceProgress` went out since the last event: the engine should flush (and so refresh the
+    /// status line).
+    private var progressReported = false
     /// --all-stop with --function: threads asked to stop for the current call, and those stopped.
     private var stopping: Set<Int32> = []
     private(set) var held: Set<Int32> = []
@@ -199,7 +202,8 @@ final class Stepper {
         switch (event, mode) {
         case (.trap(let who), .stepping) where who == tid:
             try stepTrap(engine, onEvent: onEvent)
-            return options.reportSteps
+            defer { progressReported = false }
+            return options.reportSteps || progressReported
         case (.trap(let who), .steppingOver(let returnAddress, let rsp)) where who == tid:
             var registers = try engine.tracee.registers(of: tid)
             guard registers.rip &- 1 == returnAddress, registers.rsp == rsp &+ 8 else { return nil }
@@ -444,6 +448,10 @@ final class Stepper {
     private func account(pc: UInt64, site: StepSite, newPC: UInt64, rsp: UInt64, engine: HookEngine, onEvent: (HookEvent) -> Void) {
         profile.count(site.function)
         callInstructions &+= 1
+        if !options.reportSteps, profile.instructions & 0x1fff == 0 {
+            onEvent(.traceProgress(steps: profile.instructions, function: profile.functions[site.function].displayName))
+            progressReported = true
+        }
         if options.reportSteps, let tid {
             let function = profile.functions[site.function]
             onEvent(.step(TraceStep(index: profile.instructions, tid: tid, pc: pc, function: function,

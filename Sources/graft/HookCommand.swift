@@ -167,7 +167,7 @@ final class HookPrinter {
             }
         case .notice(let text):
             status.notice(text, json: json)
-        case .step, .traceCall:
+        case .step, .traceCall, .traceProgress:
             break
         }
     }

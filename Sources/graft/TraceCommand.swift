@@ -225,6 +225,9 @@ final class TracePrinter {
             }
         case .notice(let text):
             status.notice(text, json: json)
+        case .traceProgress(let count, let function):
+            steps = count
+            current = function
         case .hit, .returned:
             break
         }
@@ -235,8 +238,7 @@ final class TracePrinter {
     func flush() {
         status.flush {
             let seconds = max(Double(monotonicNanoseconds() - started) / 1e9, 1e-9)
-            let rate = perStep ? " (\(Int(Double(steps) / seconds))/s)" : ""
-            return "graft: \(perStep ? "\(steps) steps" : "tracing")\(rate)\(current.isEmpty ? "" : " in \(current)") (Ctrl-C to stop)"
+            return "graft: \(steps) steps (\(Int(Double(steps) / seconds))/s)\(current.isEmpty ? "" : " in \(current)") (Ctrl-C to stop)"
         }
     }
 

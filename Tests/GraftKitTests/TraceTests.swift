@@ -343,3 +343,37 @@ func repositoryPath(_ relative: String) -> String? {
         #expect(victim.waitForLine(timeout: 5, where: { $0 == "a=1" }) != nil)
     }
 }
+
+@Suite struct TraceRepTests {
+    /// `rep movsb` stops after every iteration under PTRACE_SINGLESTEP; graft counts it once.
+    @Test func aRepInstructionCountsOnce() throws {
+        let victim = try Victim.launch("trace_calls", arguments: ["", "120"], stdin: true)
+        defer { victim.kill() }
+        let run = TraceRun(TraceSession(pid: victim.pid, options: TraceOptions(function: "trace_rep", disassemble: true), journal: temporaryJournal()))
+        try #require(run.waitStarted())
+        victim.writeStdin("rep\n")
+        let summary = try run.waitEnd()
+        #expect(summary.steps == 10)
+        #expect(run.steps.filter { $0.text == "rep movsb byte ptr [rdi], byte ptr [rsi]" }.count == 1, "\(run.steps.compactMap(\.text))")
+        #expect(summary.singleSteps >= 10 + 63, "each iteration is a stop: \(summary.singleSteps)")
+        #expect(victim.waitForLine(timeout: 10, where: { $0 == "rep 64" }) != nil)
+    }
+
+    /// The stepped thread's exit ends a default-mode trace (the process lives on).
+    @Test func theSteppedThreadsExitEndsTheTrace() throws {
+        // hook_count: 4 threads wait on a barrier until `go`, make 1000 calls each and exit.
+        let victim = try Victim.launch("hook_count", arguments: ["4000", "4", "", "120"], stdin: true)
+        defer { victim.kill() }
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(victim.pid)/task")) ?? []
+        let tid = try #require(tasks.compactMap { Int32($0) }.filter { $0 != victim.pid }.min(), "no worker thread")
+        let run = TraceRun(TraceSession(pid: victim.pid, options: TraceOptions(tid: tid, duration: 60, reportSteps: false),
+                                        journal: temporaryJournal()))
+        for _ in 0..<200 where victim.procStatus("TracerPid") == "0" { usleep(10_000) }
+        usleep(200_000)
+        victim.writeStdin("go\n")
+        let summary = try run.waitEnd(timeout: 90)
+        #expect(summary.end == .threadExited(tid), "\(summary.end)")
+        #expect(summary.steps > 1000)
+        #expect(victim.waitForLine(timeout: 30, where: { $0.hasPrefix("calls ") }) == "calls 4000 sum \(4 * 4000 * 4001)")
+    }
+}
