@@ -1,3 +1,4 @@
+import Dispatch
 import Glibc
 import GraftKit
 import Testing
@@ -52,6 +53,67 @@ import TestSupport
         usleep(100_000)
         let lines = victim.drain()
         #expect(lines.filter { $0 == "a=7" }.count == 3, "\(lines.suffix(12))")
+        expectCodeRestored(victim, ["value_a"])
+    }
+}
+
+/// What the first hook tests left out: signals while a thread runs an out-of-line copy, returns of
+/// many threads at once, and the --duration end.
+@Suite struct HookMoreTests {
+    /// hook_f+4 (`mov %edi,-0x4(%rbp)`) runs from a copy in a scratch page. SIGUSR1 every 50 µs —
+    /// and with storm-call the handler itself calls hook_f — must neither lose a hit nor a signal.
+    @Test(arguments: ["storm", "storm-call"])
+    func signalsDuringOutOfLineStepsAreDeliveredAfterThem(mode: String) throws {
+        let victim = try Victim.launch("hook_signals", arguments: ["5000", mode], stdin: true)
+        defer { victim.kill() }
+        let run = HookRun(HookSession(pid: victim.pid, specs: [HookSpec(location: "hook_f+4")], journal: temporaryJournal()))
+        try #require(run.waitArmed())
+        #expect(run.armedHooks.first?.strategy == "out of line", "\(run.armedHooks.map(\.strategy))")
+        victim.writeStdin("go\n")
+        let line = try #require(victim.waitForLine(timeout: 60, where: { $0.hasPrefix("calls ") }))
+        let summary = try run.waitEnd()
+        let numbers = parseInts(line)  // calls N usr1 K trap 2
+        #expect(numbers.count == 3 && numbers[0] == 5000 && numbers[1] > 0 && numbers[2] == 2, "\(line)")
+        let expected = mode == "storm-call" ? 5000 + numbers[1] : 5000
+        #expect(summary.hooks[0].hits == expected)
+        #expect(summary.end == .targetExited(.exited(code: 0)))
+    }
+
+    /// 8 threads in hook_f at once: every return is paired with its own call (value = a + g = 8i).
+    @Test func returnsOfEightThreadsPairWithTheirCalls() throws {
+        let victim = try Victim.launch("hook_count", arguments: ["8000", "8"], stdin: true)
+        defer { victim.kill() }
+        let run = HookRun(HookSession(pid: victim.pid, specs: [HookSpec(location: "hook_f", argumentCount: 1, returns: true)], journal: temporaryJournal()))
+        try #require(run.waitArmed())
+        victim.writeStdin("go\n")
+        #expect(victim.waitForLine(timeout: 60, where: { $0.hasPrefix("calls ") }) == "calls 8000 sum \(4 * 8000 * 8001)")
+        let summary = try run.waitEnd()
+        #expect(summary.hooks[0].hits == 8000 && summary.hooks[0].returns == 8000)
+        // Per thread, calls and returns alternate (hook_f is a leaf): the k-th return of a thread
+        // carries 8 × the k-th call's first argument.
+        var callsByThread: [Int32: [UInt64]] = [:], returnsByThread: [Int32: [UInt64]] = [:]
+        for event in run.events {
+            switch event {
+            case .hit(let hit): callsByThread[hit.tid, default: []].append(hit.arguments[0])
+            case .returned(let value): returnsByThread[value.tid, default: []].append(value.value)
+            default: break
+            }
+        }
+        #expect(callsByThread.count == 8)
+        for (tid, calls) in callsByThread {
+            #expect(returnsByThread[tid] == calls.map { $0 * 8 }, "thread \(tid)")
+        }
+    }
+
+    @Test func durationEndsTheSession() throws {
+        let victim = try Victim.launch("c_loop", arguments: ["5"])
+        defer { victim.kill() }
+        let start = DispatchTime.now()
+        let summary = try HookRun(HookSession(pid: victim.pid, specs: [HookSpec(location: "value_a")], limits: HookLimits(duration: 0.5),
+                                              journal: temporaryJournal())).waitEnd()
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
+        #expect(summary.end == .duration)
+        #expect(summary.hooks[0].hits > 10 && seconds < 10)
         expectCodeRestored(victim, ["value_a"])
     }
 }
