@@ -15,14 +15,15 @@ struct SymbolsCommand: ParsableCommand {
 
     func run() throws {
         let found = try process.graft.symbols(pid: process.pid, matching: pattern)
+        // No match: the one error line, and no table header before it.
+        if found.isEmpty, let pattern {
+            throw GraftError.symbolNotFound(name: pattern, module: nil, suggestions: [])
+        }
         if process.json {
             for location in found { Output.json(location.symbolJSON()) }
             return
         }
         let rows = found.map { [hex($0.address), String($0.symbol?.size ?? 0), $0.module?.name ?? "?", $0.symbol?.name ?? "?"] }
         for line in Output.table([["ADDRESS", "SIZE", "MODULE", "NAME"]] + rows) { Output.line(line) }
-        if found.isEmpty, let pattern {
-            throw GraftError.symbolNotFound(name: pattern, module: nil, suggestions: [])
-        }
     }
 }

@@ -235,6 +235,18 @@ enum ProcFSLite {
     }
 }
 
+extension MoreRefusalTests {
+    @Test func symbolsWithNoMatchPrintOnlyTheError() throws {
+        let victim = try Victim.launch("c_loop", arguments: ["50"])
+        defer { victim.kill() }
+        for extra in [[], ["--json"]] {
+            let result = try graft(["symbols", "-p", String(victim.pid), "nosuch*"] + extra, stateDir: temporaryDirectory())
+            expectOneLineError(result, "nosuch*")
+            #expect(result.stdout.isEmpty, "\(extra): \(result.stdout)")
+        }
+    }
+}
+
 private extension Substring {
     func trimmingSuffix(_ suffix: String) -> Substring { hasSuffix(suffix) ? dropLast(suffix.count) : self }
 }
