@@ -250,3 +250,47 @@ extension MoreRefusalTests {
 private extension Substring {
     func trimmingSuffix(_ suffix: String) -> Substring { hasSuffix(suffix) ? dropLast(suffix.count) : self }
 }
+
+extension MoreRefusalTests {
+    /// Someone else writes over graft's jump: `list` says `changed`, `unpatch` leaves those bytes
+    /// alone and fails; restoring the original bytes by hand makes the patch `not-present`.
+    @Test func bytesChangedBySomeoneElseAreLeftAlone() throws {
+        let victim = try Victim.launch("c_loop", arguments: ["20"])
+        defer { victim.kill() }
+        let state = temporaryDirectory()
+        let pid = String(victim.pid)
+        let patched = try graft(["patch", "-p", pid, "value_a", "--return", "7", "--json"], stateDir: state)
+        #expect(patched.status == 0, "\(patched.stderr)")
+        let event = try #require(try jsonLines(patched.stdout).first)
+        let address = try #require((event["address"] as? String).flatMap { UInt64($0.dropFirst(2), radix: 16) })
+        let original = try #require(event["original_bytes"] as? String)
+        // Another tool writes a different stub (`mov eax, 9; ret` would change the output) — here one
+        // byte: the 7 of `mov eax, 7` becomes 8.
+        func poke(_ bytes: [UInt8], at offset: UInt64) {
+            let fd = open("/proc/\(victim.pid)/mem", O_RDWR)
+            defer { close(fd) }
+            var copy = bytes
+            #expect(pwrite(fd, &copy, copy.count, off_t(address + offset)) == copy.count)
+        }
+        poke([8], at: 1)
+        let list = try graft(["list", "-p", pid, "--json"], stateDir: state)
+        #expect(list.stdout.contains("\"state\":\"changed\""), "\(list.stdout)")
+        let unpatch = try graft(["unpatch", "-p", pid, "--all"], stateDir: state)
+        #expect(unpatch.status != 0)
+        #expect((unpatch.stdout + unpatch.stderr).contains("someone else changed it"), "\(unpatch.stdout)\(unpatch.stderr)")
+        #expect(victim.waitForLine(timeout: 5, where: { $0 == "a=8" }) != nil, "graft must not have touched the other tool's bytes")
+        // Put the file's bytes back by hand: the patch is no longer present.
+        var bytes: [UInt8] = []
+        var index = original.startIndex
+        while index < original.endIndex {
+            let next = original.index(index, offsetBy: 2)
+            bytes.append(UInt8(original[index..<next], radix: 16)!)
+            index = next
+        }
+        poke(bytes, at: 0)
+        let after = try graft(["list", "-p", pid, "--json"], stateDir: state)
+        #expect(after.stdout.contains("\"state\":\"not-present\""), "\(after.stdout)")
+        _ = victim.drain()
+        #expect(victim.waitForLine(timeout: 5, where: { $0 == "a=1" }) != nil)
+    }
+}
