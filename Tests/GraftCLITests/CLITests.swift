@@ -294,3 +294,24 @@ extension MoreRefusalTests {
         #expect(victim.waitForLine(timeout: 5, where: { $0 == "a=1" }) != nil)
     }
 }
+
+extension MoreRefusalTests {
+    /// A target beyond ±2 GiB (libc from a PIE executable) gets the 14-byte `jmp [rip+0]`, live.
+    @Test func farJumpRedirectsLiveAndReverts() throws {
+        let victim = try Victim.launch("c_loop", arguments: ["10"])
+        defer { victim.kill() }
+        let state = temporaryDirectory()
+        let pid = String(victim.pid)
+        let result = try graft(["patch", "-p", pid, "value_a", "--to", "libc:getpid", "--json"], stateDir: state)
+        #expect(result.status == 0, "\(result.stderr)")
+        let event = try #require(try jsonLines(result.stdout).first)
+        #expect((event["new_bytes"] as? String)?.count == 28, "\(event["new_bytes"] ?? "")")   // 14 bytes
+        #expect((event["new_instructions"] as? [[String: Any]])?.first?["text"] as? String == "jmp qword ptr [rip]")
+        #expect(victim.waitForLine(timeout: 5, where: { $0 == "a=\(victim.pid)" }) != nil, "value_a now returns getpid()")
+        #expect(try graft(["unpatch", "-p", pid, "--all"], stateDir: state).status == 0)
+        _ = victim.drain()
+        #expect(victim.waitForLine(timeout: 5, where: { $0 == "a=1" }) != nil)
+        let check = try graft(["patch", "-p", pid, "value_a", "--return", "0", "--dry-run"], stateDir: state)
+        #expect(check.status == 0, "the file's bytes are back: \(check.stderr)")
+    }
+}
