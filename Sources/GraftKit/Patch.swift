@@ -163,7 +163,7 @@ struct PatchPlanner {
             instance: instance, address: address, location: resolved, function: function,
             functionStart: start, functionSize: symbol.size, modulePath: module.path,
             buildID: elf?.buildID, action: action, target: target, originalBytes: found, newBytes: newBytes,
-            originalInstructions: overwritten, newInstructions: disassembler.decode(newBytes, at: address, maxCount: 2),
+            originalInstructions: overwritten, newInstructions: disassembler.decode(encoding == "jmp [rip+0]" ? Array(newBytes.prefix(6)) : newBytes, at: address, maxCount: 2),
             encoding: encoding, keptEndbr64: keptEndbr64, returnAddressesInside: returnsInside, checks: checks)
     }
 
