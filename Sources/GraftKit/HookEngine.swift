@@ -790,6 +790,7 @@ final class HookEngine {
 /// turns it off (benchmarks compare both).
 struct CPUFollower {
     private var lastCheck: UInt64 = 0
+    private var lastIdleCheck: UInt64 = 0
     private var pinned: Int32 = -1
     private let enabled = getenv("GRAFT_NO_CPU_FOLLOW") == nil
     private var idle = false
@@ -803,8 +804,13 @@ struct CPUFollower {
         // scheduler puts it back on this CPU instead of waking the other (idle, halted) vCPU; the
         // tracer is preempted at once and runs again when the thread stops. Only while the machine
         // has spare CPUs: under load a SCHED_IDLE tracer would starve and stall the target.
-        let spare = Self.hasSpareCPU()
-        if spare != idle, graft_set_idle_policy(spare ? 1 : 0) == 0 { idle = spare }
+        // /proc/loadavg's running count flickers from one read to the next: decide at most every
+        // 100 ms (at the 2 ms lookup period the policy flipped ~80 times a second).
+        if now &- lastIdleCheck > 100_000_000 {
+            lastIdleCheck = now
+            let spare = Self.hasSpareCPU()
+            if spare != idle, graft_set_idle_policy(spare ? 1 : 0) == 0 { idle = spare }
+        }
         guard let cpu = Self.lastCPU(pid, tid), cpu != pinned else { return }
         if graft_pin_current_thread(cpu) == 0 { pinned = cpu }
     }
