@@ -115,6 +115,7 @@ final class HookEngine {
         } catch {
             loopError = error
         }
+        stopState.outputPending = false  // the watcher must not keep waking this thread now
         // Every exit path: stop everything, put the code back, detach.
         let restored = teardown(onEvent: onEvent)
         flush()
@@ -145,7 +146,7 @@ final class HookEngine {
             if draining {
                 if graft_monotonic_ns() >= drainDeadline {
                     let waiting = pending.values.reduce(0) { $0 + $1.count }
-                    onEvent(.notice("--count reached; \(waiting) counted call\(waiting == 1 ? " is" : "s are") still running: \(waiting == 1 ? "its return is" : "their returns are") not reported"))
+                    if waiting > 0 { onEvent(.notice("--count reached; \(waiting) counted call\(waiting == 1 ? " is" : "s are") still running: \(waiting == 1 ? "its return is" : "their returns are") not reported")) }
                     end = .count
                     break
                 }
@@ -158,9 +159,9 @@ final class HookEngine {
                 continue
             }
             if event == nil && unflushed {  // nothing ready, or woken by the watcher
+                stopState.outputPending = false  // before writing: no wake signal may interrupt a write
                 flush()
                 unflushed = false
-                stopState.outputPending = false
                 lastFlush = graft_monotonic_ns()
                 continue
             }
@@ -184,7 +185,7 @@ final class HookEngine {
                 return false
             }
             registers.rip = address
-            if let stepper, stepper.wantsToTrace(breakpoint) {
+            if let stepper, !vforkChildren.contains(tid), stepper.wantsToTrace(breakpoint) {
                 try stepper.begin(tid, registers: &registers, breakpoint: breakpoint, engine: self, onEvent: onEvent)
                 return true
             }
@@ -250,6 +251,7 @@ final class HookEngine {
         case .threadExited(let tid, let status):
             pending[tid] = nil
             unwinder.forget(tid)
+            if draining, end == nil, pending.values.allSatisfy(\.isEmpty) { end = .count }
             if vforkChildren.remove(tid) != nil { return false }
             if tid == tracee.pid {
                 end = .targetExited(status)
@@ -647,11 +649,17 @@ final class HookEngine {
         var rounds = 0
         while !waiting.isEmpty, rounds < 100_000 {
             rounds += 1
-            guard let event = try? tracee.waitForEvent(block: true) else {
+            var next = try? tracee.waitForEvent(block: true)
+            if next == nil {
                 if !tracee.isAttached && tracee.threadIDs.isEmpty { return }
-                if (try? tracee.waitForEvent(block: false)) == nil, ProcFS.status(tracee.pid) == nil { return }
-                continue
+                // Woken (EINTR) or nothing to wait for: probe once, and serve what the probe returns.
+                next = try? tracee.waitForEvent(block: false)
+                if next == nil {
+                    if ProcFS.status(tracee.pid) == nil { return }
+                    continue
+                }
             }
+            guard let event = next else { continue }
             switch event {
             case .trap(let tid) where stepper?.absorbFinalTrap(tid, engine: self) == true:
                 waiting.remove(tid)

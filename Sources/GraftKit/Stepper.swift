@@ -75,7 +75,6 @@ final class Stepper {
     private var stopping: Set<Int32> = []
     private(set) var held: Set<Int32> = []
     private var functionIndexCache: (start: UInt64, end: UInt64, index: Int)?
-    private var cpuFollower = CPUFollower()
 
     init(options: TraceOptions, traceHook: Int?) {
         self.options = options
@@ -216,6 +215,7 @@ final class Stepper {
             try advance(&registers, engine, onEvent: onEvent)
             return false
         case (.signal(let who, let signal), .stepping) where who == tid:
+            engine.signalsSeen.insert(signal)
             if signal == SIGCONT { engine.tracee.clearGroupStop(tid) }
             inFlight = false
             pendingSignal = signal
@@ -238,11 +238,13 @@ final class Stepper {
             try issueStep(engine)
             return false
         case (.groupStop(let who, _), .stepping) where who == tid:
-            inFlight = false
+            // inFlight stays set: the step's SIGTRAP may still be queued behind the group stop, and
+            // teardown must take it before detaching.
             try engine.tracee.listen(tid)
             return false
         case (.threadExited(let who, _), _) where who == tid:
             onEvent(.notice("thread \(tid) exited while traced"))
+            profile.truncate(to: baseDepth)  // its frames are gone: the next traced call starts clean
             self.tid = nil
             inFlight = false
             pendingRearm = nil
@@ -274,7 +276,7 @@ final class Stepper {
             pendingRearm = nil
         }
         // Cheap: the follower itself looks at /proc at most every 2 ms.
-        if singleSteps & 0x3f == 1 { cpuFollower.observe(process: engine.tracee.pid, thread: tid) }
+        if singleSteps & 0x3f == 1 { engine.cpuFollower.observe(process: engine.tracee.pid, thread: tid) }  // one follower per tracer thread
         if code == TrapCode.handlerEntry && deliveredSignal {
             // The interrupted instruction did not run; the handler is entered like a call whose
             // return address (the signal trampoline) is on the stack.
@@ -386,6 +388,7 @@ final class Stepper {
             return true
         case .limit:
             finishedAt = graft_monotonic_ns()
+            holdPendingSignal(engine)
             engine.parked.insert(tid)
             if engine.end == nil { engine.end = .count }
             return false
@@ -397,6 +400,7 @@ final class Stepper {
             self.tid = nil
             if callsTraced >= options.calls {
                 finishedAt = graft_monotonic_ns()
+                if pendingSignal != 0 { engine.tracee.hold(signal: pendingSignal, for: tid); pendingSignal = 0 }
                 engine.parked.insert(tid)
                 if engine.end == nil { engine.end = .callsTraced }
             } else {
@@ -430,6 +434,13 @@ final class Stepper {
         if try continueAfterAccount(&registers, engine, onEvent: onEvent) {
             try advance(&registers, engine, onEvent: onEvent)
         }
+    }
+
+    /// The thread stays stopped until detach: a signal due with the next step is delivered then.
+    private func holdPendingSignal(_ engine: HookEngine) {
+        guard let tid, pendingSignal != 0 else { return }
+        engine.tracee.hold(signal: pendingSignal, for: tid)
+        pendingSignal = 0
     }
 
     private func issueStep(_ engine: HookEngine) throws {

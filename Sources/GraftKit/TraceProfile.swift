@@ -193,6 +193,14 @@ public final class TraceProfile: @unchecked Sendable {
         frames[last].provisional = false
     }
 
+    /// Drops the frames above `depth` (their thread is gone).
+    public func truncate(to depth: Int) {
+        while frames.count > depth {
+            finalizeTop()
+            frames.removeLast()
+        }
+    }
+
     /// A new outermost frame (the trace returned out of every frame it knew).
     public func enterRoot(_ function: Int) {
         frames.append(Frame(node: child(of: 0, function), returnAddress: 0, entryRSP: 0, provisional: false))
