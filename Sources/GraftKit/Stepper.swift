@@ -128,6 +128,8 @@ final class Stepper {
         baseDepth = max(0, profile.depth - 1)
         mode = .stepping
         startedAt = graft_monotonic_ns()
+        // A signal that arrived while graft attached goes with the first step, not at detach.
+        pendingSignal = tracee.takeFirstHeldSignal(of: thread)
         // A thread stopped inside a blocking system call sits just past its `syscall` with a restart
         // code in rax: its first step re-executes that syscall (the kernel rewinds rip by 2).
         let restart: ClosedRange<Int64> = -516 ... -512

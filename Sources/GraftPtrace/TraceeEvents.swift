@@ -126,6 +126,15 @@ extension Tracee {
         }
     }
 
+    /// The signals held for `tid` (arrived while graft stopped it), which the caller now delivers:
+    /// the first is returned for the thread's next resume, the others are queued again (tgkill).
+    public func takeFirstHeldSignal(of tid: Int32) -> Int32 {
+        guard let held = threads[tid]?.pendingSignals, let first = held.first else { return 0 }
+        threads[tid]?.pendingSignals = []
+        for extra in held.dropFirst() { _ = graft_tgkill(pid, tid, extra) }
+        return first
+    }
+
     /// Holds `signal` for `tid`: delivered when the thread is resumed by `resumeAll` or at detach.
     public func hold(signal: Int32, for tid: Int32) {
         threads[tid]?.pendingSignals.append(signal)
