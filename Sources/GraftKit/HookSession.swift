@@ -61,11 +61,7 @@ public final class HookSession: @unchecked Sendable {
                     onEnd: (HookSummary) -> Void = { _ in }) throws -> HookSummary {
         guard !specs.isEmpty else { throw GraftError.usage("give at least one LOCATION to hook") }
         if command == nil { try ProcFS.preflightExists(pid) }
-        let tracer = TracerThread(name: "graft-hooks")
-        defer { tracer.shutdown() }
-        let watcher = Watcher(state: stopState, tracer: tracer, duration: limits.duration, check: stopCheck)
-        defer { watcher.finish() }
-        return try tracer.run {
+        return try withSessionThreads(name: "graft-hooks", state: stopState, duration: limits.duration, check: stopCheck) { tracer, watcher in
             let tracee = try openTarget(command: command, pid: pid, tracer: tracer)
             pid = tracee.pid
             let engine = HookEngine(tracee: tracee, specs: specs, limits: limits, journal: journal, stopState: stopState)
@@ -74,6 +70,17 @@ public final class HookSession: @unchecked Sendable {
             }
         }
     }
+}
+
+/// Runs `body` on a new tracer thread, with the watcher that ends the session on time, on a signal or
+/// on request; both are gone when it returns. Every session (hook, trace) lives inside one.
+func withSessionThreads<T>(name: String, state: StopState, duration: Double?, check: @escaping @Sendable () -> HookSessionEnd?,
+                           _ body: (TracerThread, Watcher) throws -> T) throws -> T {
+    let tracer = TracerThread(name: name)
+    defer { tracer.shutdown() }
+    let watcher = Watcher(state: state, tracer: tracer, duration: duration, check: check)
+    defer { watcher.finish() }
+    return try tracer.run { try body(tracer, watcher) }
 }
 
 /// Launch mode starts `command` traced (stopped before its own code runs); otherwise attach to `pid`.

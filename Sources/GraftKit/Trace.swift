@@ -142,11 +142,7 @@ public final class TraceSession: @unchecked Sendable {
                 throw GraftError.usage("thread \(tid) is not a thread of process \(pid) (see /proc/\(pid)/task)")
             }
         }
-        let tracer = TracerThread(name: "graft-trace")
-        defer { tracer.shutdown() }
-        let watcher = Watcher(state: stopState, tracer: tracer, duration: options.duration, check: stopCheck)
-        defer { watcher.finish() }
-        return try tracer.run {
+        return try withSessionThreads(name: "graft-trace", state: stopState, duration: options.duration, check: stopCheck) { tracer, watcher in
             let tracee = try openTarget(command: command, pid: pid, tracer: tracer)
             pid = tracee.pid
             var specs: [HookSpec] = []
