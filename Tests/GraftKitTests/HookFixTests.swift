@@ -109,7 +109,7 @@ import TestSupport
         let victim = try Victim.launch("c_loop", arguments: ["5"])
         defer { victim.kill() }
         let start = DispatchTime.now()
-        let summary = try HookRun(HookSession(pid: victim.pid, specs: [HookSpec(location: "value_a")], limits: HookLimits(duration: 0.5),
+        let summary = try HookRun(HookSession(pid: victim.pid, specs: [HookSpec(location: "value_a")], limits: HookLimits(duration: 2),
                                               journal: temporaryJournal())).waitEnd()
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
         #expect(summary.end == .duration)
