@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,8 +20,11 @@ static inline long victim_arg(int argc, char **argv, int i, long def) {
     return def;
 }
 
+/* VICTIM_NOT_DUMPABLE=1 in the environment: prctl(PR_SET_DUMPABLE, 0), for the permission tests. */
 static inline void victim_begin(unsigned lifetime_seconds) {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    const char *nd = getenv("VICTIM_NOT_DUMPABLE");
+    if (nd && nd[0] == '1') prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     alarm(lifetime_seconds > 0 ? lifetime_seconds : VICTIM_DEFAULT_LIFETIME);
 }
 

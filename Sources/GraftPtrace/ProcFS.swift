@@ -91,40 +91,103 @@ public enum ProcFS {
         }
     }
 
-    /// Why the kernel answered EPERM to PTRACE_SEIZE, read from the places that decide it.
-    public static func diagnosePermission(_ pid: Int32) -> GraftError {
-        if let status = status(pid) {
-            if let tracer = status["TracerPid"].flatMap({ Int32($0) }), tracer != 0 {
-                let process = threadGroup(of: tracer)
-                return .alreadyTraced(pid: pid, tracer: process, tracerName: commandName(process))
-            }
-            let hasCapability = effectiveCapabilities().map { $0 & (1 << 19) != 0 } ?? false  // CAP_SYS_PTRACE = 19
-            let targetUIDs = (status["Uid"] ?? "").split(whereSeparator: { $0 == "\t" || $0 == " " }).compactMap { UInt32($0) }
-            let me = geteuid()
-            if !hasCapability, let real = targetUIDs.first, targetUIDs.contains(where: { $0 != me }) {
-                return .permissionDenied(pid: pid, reason: "it belongs to uid \(real) and graft runs as uid \(me) without CAP_SYS_PTRACE; run graft as that user or as root")
-            }
-            if let scope = readFile("/proc/sys/kernel/yama/ptrace_scope").flatMap({ Int($0.trimmingCharacters(in: "\n ")) }), scope > 0 {
-                switch scope {
-                case 1 where !hasCapability:
-                    return .permissionDenied(pid: pid, reason: "Yama ptrace_scope is 1 (only parents may trace); run as root, grant CAP_SYS_PTRACE, or set /proc/sys/kernel/yama/ptrace_scope to 0")
-                case 2 where !hasCapability:
-                    return .permissionDenied(pid: pid, reason: "Yama ptrace_scope is 2 (admin only); run graft with CAP_SYS_PTRACE (e.g. as root)")
-                case 3:
-                    return .permissionDenied(pid: pid, reason: "Yama ptrace_scope is 3: ptrace is disabled on this system until reboot")
-                default: break
-                }
-            }
-            if !hasCapability {
-                return .permissionDenied(pid: pid, reason: "the process is not dumpable (setuid/setgid or prctl(PR_SET_DUMPABLE, 0)); graft needs CAP_SYS_PTRACE for it")
-            }
+    /// What decides whether graft may trace a process, read from /proc (see `explainPermission`).
+    public struct PermissionFacts: Sendable, Equatable {
+        public var targetUIDs: [UInt32]          // real, effective, saved, fs
+        public var targetGIDs: [UInt32]
+        public var targetPermitted: UInt64       // CapPrm of the target
+        public var targetMemOwner: UInt32? // owner of /proc/PID/mem: root when the target is not dumpable
+        public var tracerUID: UInt32
+        public var tracerGID: UInt32
+        public var tracerPermitted: UInt64       // CapPrm of graft
+        public var tracerEffective: UInt64       // CapEff of graft
+        public var yamaScope: Int?               // nil: no Yama on this kernel
+        public var tracerIsAncestor: Bool        // Yama scope 1 lets an ancestor trace
+
+        public init(targetUIDs: [UInt32], targetGIDs: [UInt32], targetPermitted: UInt64, targetMemOwner: UInt32?,
+                    tracerUID: UInt32, tracerGID: UInt32, tracerPermitted: UInt64, tracerEffective: UInt64,
+                    yamaScope: Int?, tracerIsAncestor: Bool) {
+            self.targetUIDs = targetUIDs; self.targetGIDs = targetGIDs; self.targetPermitted = targetPermitted
+            self.targetMemOwner = targetMemOwner; self.tracerUID = tracerUID; self.tracerGID = tracerGID
+            self.tracerPermitted = tracerPermitted; self.tracerEffective = tracerEffective
+            self.yamaScope = yamaScope; self.tracerIsAncestor = tracerIsAncestor
         }
-        return .permissionDenied(pid: pid, reason: "the kernel refused PTRACE_SEIZE (EPERM) although graft has CAP_SYS_PTRACE; check LSM policy (AppArmor/SELinux) and seccomp")
     }
 
-    /// CapEff of the graft process itself.
-    static func effectiveCapabilities() -> UInt64? {
-        status(getpid())?["CapEff"].flatMap { UInt64($0, radix: 16) }
+    static let capSysPtrace: UInt64 = 1 << 19
+
+    /// The reason the kernel refuses PTRACE_SEIZE, in the order it checks them
+    /// (kernel/ptrace.c `__ptrace_may_access`, security/commoncap.c, security/yama): ids, dumpable,
+    /// capabilities, then Yama (scope 3 first: nothing else helps there).
+    public static func explainPermission(_ f: PermissionFacts) -> String {
+        let privileged = f.tracerEffective & capSysPtrace != 0
+        let uidsMatch = !f.targetUIDs.isEmpty && f.targetUIDs.prefix(3).allSatisfy { $0 == f.tracerUID }
+        let gidsMatch = f.targetGIDs.isEmpty || f.targetGIDs.prefix(3).allSatisfy { $0 == f.tracerGID }
+        if f.yamaScope == 3 {  // nothing else helps: said first
+            return "Yama ptrace_scope is 3: ptrace is disabled on this system until reboot"
+        }
+        if !privileged, !uidsMatch {
+            let owner = f.targetUIDs.first.map { "uid \($0)" } ?? "another user"
+            let ids = Set(f.targetUIDs.prefix(3)).count > 1 ? " (its real, effective and saved uids differ: set-uid?)" : ""
+            return "it belongs to \(owner)\(ids) and graft runs as uid \(f.tracerUID) without CAP_SYS_PTRACE; run graft as that user or as root"
+        }
+        if !privileged, !gidsMatch {
+            return "its group ids (\(f.targetGIDs.prefix(3).map(String.init).joined(separator: ", "))) differ from graft's gid \(f.tracerGID) (set-gid program?) and graft lacks CAP_SYS_PTRACE; run graft as root"
+        }
+        if !privileged, let owner = f.targetMemOwner, owner == 0, f.tracerUID != 0 {
+            return "the process is not dumpable (set-uid/set-gid, file capabilities, or prctl(PR_SET_DUMPABLE, 0)) and graft lacks CAP_SYS_PTRACE; run graft as root"
+        }
+        if !privileged, f.targetPermitted & ~f.tracerPermitted != 0 {
+            let missing = f.targetPermitted & ~f.tracerPermitted
+            return "it holds capabilities graft lacks (CapPrm 0x\(String(missing, radix: 16)) missing) and graft has no CAP_SYS_PTRACE; run graft with CAP_SYS_PTRACE (e.g. as full root)"
+        }
+        if let scope = f.yamaScope {
+            switch scope {
+            case 1 where !privileged && !f.tracerIsAncestor:
+                return "Yama ptrace_scope is 1 (only a parent may trace its descendants); run graft as root, grant it CAP_SYS_PTRACE, start the target under graft (`-- COMMAND`), or set /proc/sys/kernel/yama/ptrace_scope to 0"
+            case 2 where !privileged:
+                return "Yama ptrace_scope is 2 (admin only); run graft with CAP_SYS_PTRACE (e.g. as root)"
+            default: break
+            }
+        }
+        if !privileged {
+            return "the kernel refused PTRACE_SEIZE (EPERM) and graft lacks CAP_SYS_PTRACE; run graft as root"
+        }
+        return "the kernel refused PTRACE_SEIZE (EPERM) although graft has CAP_SYS_PTRACE; check LSM policy (AppArmor/SELinux) and seccomp"
+    }
+
+    /// Why the kernel answered EPERM to PTRACE_SEIZE (or to opening /proc/PID/mem or maps).
+    public static func diagnosePermission(_ pid: Int32, yamaScopePath: String = "/proc/sys/kernel/yama/ptrace_scope") -> GraftError {
+        guard let status = status(pid) else { return .noSuchProcess(pid: pid) }
+        if let tracer = status["TracerPid"].flatMap({ Int32($0) }), tracer != 0 {
+            let process = threadGroup(of: tracer)
+            return .alreadyTraced(pid: pid, tracer: process, tracerName: commandName(process))
+        }
+        func ids(_ key: String) -> [UInt32] {
+            (status[key] ?? "").split(whereSeparator: { $0 == "\t" || $0 == " " }).compactMap { UInt32($0) }
+        }
+        func caps(_ fields: [String: String]?, _ key: String) -> UInt64 { fields?[key].flatMap { UInt64($0, radix: 16) } ?? 0 }
+        let mine = self.status(getpid())
+        var info = stat()
+        let owner: UInt32? = stat("/proc/\(pid)/mem", &info) == 0 ? info.st_uid : nil  // root-owned when not dumpable
+        let facts = PermissionFacts(
+            targetUIDs: ids("Uid"), targetGIDs: ids("Gid"), targetPermitted: caps(status, "CapPrm"),
+            targetMemOwner: owner, tracerUID: geteuid(), tracerGID: getegid(),
+            tracerPermitted: caps(mine, "CapPrm"), tracerEffective: caps(mine, "CapEff"),
+            yamaScope: readFile(yamaScopePath).flatMap { Int($0.trimmingCharacters(in: "\n ")) },
+            tracerIsAncestor: isAncestor(getpid(), of: pid))
+        return .permissionDenied(pid: pid, reason: explainPermission(facts))
+    }
+
+    /// Whether `ancestor` is `pid`'s parent, grandparent, … (Yama scope 1's rule).
+    static func isAncestor(_ ancestor: Int32, of pid: Int32) -> Bool {
+        var current = pid
+        for _ in 0..<64 {
+            guard let parent = status(current)?["PPid"].flatMap({ Int32($0) }), parent > 0 else { return false }
+            if parent == ancestor { return true }
+            current = parent
+        }
+        return false
     }
 }
 

@@ -1,0 +1,67 @@
+import Glibc
+import Testing
+import TestSupport
+
+/// Permission refusals diagnosed for real: graft and victims run with fewer rights through
+/// util-linux `setpriv`, and each refusal names its own cause in one line, leaving the victim as it was.
+@Suite(.serialized) struct PermissionCLITests {
+    static let nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"]
+
+    /// A journal directory the unprivileged graft can write.
+    func sharedStateDirectory() -> String {
+        let dir = temporaryDirectory()
+        chmod(dir, 0o777)
+        return dir
+    }
+
+    /// `graft patch -p PID value_a --return 5` run through setpriv with `privileges`.
+    func patchAs(_ privileges: [String], pid: Int32, state: String) throws -> (status: Int32, stdout: String, stderr: String) {
+        try runCommand("setpriv", privileges + ["--", try graftBinary(), "patch", "-p", String(pid), "value_a", "--return", "5", "--state-dir", state])
+    }
+
+    /// value_a still returns 1 and no patch was journaled.
+    func expectUntouched(_ victim: Victim, state: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        #expect(victim.isAlive, sourceLocation: sourceLocation)
+        let lines = victim.readLines(3, timeout: 3)
+        #expect(lines.count == 3 && lines.allSatisfy { $0 == "a=1" }, "\(lines)", sourceLocation: sourceLocation)
+        let list = try graft(["list", "-p", String(victim.pid), "--json"], stateDir: state)
+        #expect(list.status == 0 && !list.stdout.contains("\"event\":\"patch\""), "\(list)", sourceLocation: sourceLocation)
+    }
+
+    @Test func anotherUsersProcessNamesBothUIDs() throws {
+        let victim = try Victim.launch("c_loop", arguments: ["20"])
+        defer { victim.kill() }
+        let state = sharedStateDirectory()
+        let result = try patchAs(Self.nobody, pid: victim.pid, state: state)
+        expectOneLineError(result, "permission denied to trace process \(victim.pid): it belongs to uid 0 and graft runs as uid 65534 without CAP_SYS_PTRACE")
+        try expectUntouched(victim, state: state)
+    }
+
+    @Test func rootWithoutCapSysPtraceNamesTheMissingCapabilities() throws {
+        let victim = try Victim.launch("c_loop", arguments: ["20"])
+        defer { victim.kill() }
+        let state = sharedStateDirectory()
+        // Same uid (0), but the bounding set drops CAP_SYS_PTRACE: the target's permitted set is
+        // then not a subset of graft's, which the kernel refuses (security/commoncap.c).
+        let result = try patchAs(["--inh-caps=-sys_ptrace", "--bounding-set=-sys_ptrace"], pid: victim.pid, state: state)
+        expectOneLineError(result, "it holds capabilities graft lacks (CapPrm 0x80000 missing)")
+        try expectUntouched(victim, state: state)
+    }
+
+    @Test func notDumpableProcessOfTheSameUser() throws {
+        let path = try Victims.path("c_loop")
+        let victim = try Victim.launchCommand("setpriv", arguments: Self.nobody + ["--", path, "20"],
+                                              environment: ["VICTIM_NOT_DUMPABLE": "1"])
+        defer { victim.kill() }
+        let state = sharedStateDirectory()
+        let result = try patchAs(Self.nobody, pid: victim.pid, state: state)
+        expectOneLineError(result, "the process is not dumpable")
+        try expectUntouched(victim, state: state)
+        // The same user with a dumpable victim is allowed: the refusal above was about dumpability.
+        let dumpable = try Victim.launchCommand("setpriv", arguments: Self.nobody + ["--", path, "20"])
+        defer { dumpable.kill() }
+        let allowed = try patchAs(Self.nobody, pid: dumpable.pid, state: state)
+        #expect(allowed.status == 0, "\(allowed)")
+        #expect(dumpable.waitForLine("a=5", timeout: 5))
+    }
+}
