@@ -6,9 +6,11 @@
 #include <signal.h>
 #include <sched.h>
 #include <stddef.h>
+#include <string.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -87,6 +89,19 @@ pid_t graft_waitpid(pid_t pid, int *status, int flags) {
         r = waitpid(pid, status, __WALL | flags);
     } while (r == -1 && errno == EINTR);
     return r;
+}
+
+pid_t graft_wait_exit_nohang(pid_t tid, int *status) {
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    int r;
+    do {
+        r = waitid(P_PID, (id_t)tid, &info, WEXITED | WNOHANG | __WALL);
+    } while (r == -1 && errno == EINTR);
+    if (r != 0) return -1;
+    if (info.si_pid == 0) return 0;
+    *status = info.si_code == CLD_EXITED ? (info.si_status & 0xff) << 8 : (info.si_status & 0x7f);
+    return info.si_pid;
 }
 
 pid_t graft_gettid(void) { return (pid_t)syscall(SYS_gettid); }

@@ -41,6 +41,9 @@ public struct UnpatchResult: Sendable {
 /// graft's operations on a live process, as a Swift program calls them. The CLI is a thin layer on top.
 public struct Graft: Sendable {
     public var journal: Journal
+    /// Tests only (`@testable`): runs on the tracer thread once every thread is stopped, before the
+    /// operation's first read or write, e.g. to kill the target in the middle of the stop window.
+    var insideStopWindow: (@Sendable (Int32) -> Void)? = nil
 
     public init(journal: Journal = Journal()) {
         self.journal = journal
@@ -189,6 +192,7 @@ public struct Graft: Sendable {
                             try StoppedCode.replace(at: target.address, old: target.new, new: target.original, tracee: tracee, current: memory)
                             done.append(.reverted(stepped))
                         } catch let error as GraftError {
+                            if let death = tracee.processDeath() { throw death }
                             done.append(.failed(error.description))
                         }
                     }
@@ -239,10 +243,12 @@ public struct Graft: Sendable {
             let tracee = try Tracee.attach(pid: pid, tracer: tracer)
             let value: (T, Int)
             do {
+                insideStopWindow?(pid)
                 value = try body(tracee)
             } catch {
+                let death = tracee.processDeath()
                 try? tracee.detach()
-                throw error
+                throw death ?? error
             }
             try tracee.detach()
             return (value.0, value.1, tracee.stopWindowNanoseconds)

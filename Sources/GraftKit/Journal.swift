@@ -85,8 +85,9 @@ public struct Journal: Sendable {
     }
 
     /// Takes the per-instance lock for the duration of `body`. Waits up to `timeout` seconds for
-    /// another graft command to finish.
-    public func withLock<T>(_ instance: ProcessInstance, timeout: Double = 10, _ body: () throws -> T) throws -> T {
+    /// another graft command to finish (default `$GRAFT_LOCK_TIMEOUT`, else 10).
+    public func withLock<T>(_ instance: ProcessInstance, timeout: Double? = nil, _ body: () throws -> T) throws -> T {
+        let timeout = timeout ?? getenv("GRAFT_LOCK_TIMEOUT").flatMap { Double(String(cString: $0)) } ?? 10
         try ensureDirectory()
         let lockPath = "\(directory)/\(instance.pid)-\(instance.startTime).lock"
         let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
@@ -98,12 +99,33 @@ public struct Journal: Sendable {
                 throw GraftError.journal(path: lockPath, reason: "cannot lock: \(Errno.describe(errno))")
             }
             if Double(graftMonotonicNanoseconds()) / 1e9 > deadline {
-                throw GraftError.journal(path: lockPath, reason: "another graft command is working on process \(instance.pid); try again when it has finished")
+                let who = Journal.lockHolder(fd).map { holder -> String in
+                    let name = ProcFS.commandName(holder)
+                    return name == "graft" ? "another graft command (pid \(holder))" : "process \(holder) (\(name))"
+                } ?? "another graft command"
+                let seconds = timeout == timeout.rounded() ? String(Int(timeout)) : String(timeout)
+                throw GraftError.journal(path: lockPath, reason: "\(who) has held the lock on process \(instance.pid) for over \(seconds) s; try again when it has finished")
             }
             usleep(10_000)
         }
         defer { flock(fd, LOCK_UN) }
         return try body()
+    }
+
+    /// The process holding the flock on `fd`'s file, from /proc/locks (`N: FLOCK ADVISORY WRITE PID
+    /// MAJ:MIN:INODE 0 EOF`), or nil when it cannot be told.
+    static func lockHolder(_ fd: Int32) -> Int32? {
+        var info = stat()
+        guard fstat(fd, &info) == 0, let text = ProcFS.readFile("/proc/locks") else { return nil }
+        let major = (info.st_dev >> 8) & 0xfff, minor = (info.st_dev & 0xff) | ((info.st_dev >> 12) & 0xfff00)
+        func hex2(_ v: UInt64) -> String { let h = String(v, radix: 16); return h.count < 2 ? "0" + h : h }
+        let key = "\(hex2(UInt64(major))):\(hex2(UInt64(minor))):\(info.st_ino)"
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count >= 6, fields[1] == "FLOCK", fields[5] == key, let pid = Int32(fields[4]), pid != getpid() else { continue }
+            return pid
+        }
+        return nil
     }
 
     public func load(_ instance: ProcessInstance) throws -> JournalContents {

@@ -465,6 +465,31 @@ public final class Tracee: @unchecked Sendable {
     }
 
     func exitError() -> GraftError {
-        .processExited(pid: pid, status: "it is gone")
+        processDeath() ?? .processExited(pid: pid, status: "it is gone")
+    }
+
+    /// `processExited` with how the process ended when it has died under graft (a ptrace or memory
+    /// error then says "thread vanished" or "not mapped", which would mislead), nil while it lives.
+    /// Collects only exit reports (stops stay queued for whoever waits next), waiting up to 100 ms
+    /// for a dying process to report.
+    public func processDeath() -> GraftError? {
+        (try? tracer.run { () -> GraftError? in
+            var how: String?
+            let deadline = graft_monotonic_ns() + 100_000_000
+            while true {
+                for tid in [pid] + threads.keys.filter({ $0 != pid }).sorted() {
+                    var status: Int32 = 0
+                    guard graft_wait_exit_nohang(tid, &status) == tid else { continue }
+                    threads[tid] = nil
+                    if tid == pid || how == nil { how = ThreadStop(status: status).exitDescription }
+                }
+                let state = ProcFS.status(pid)?["State"]
+                let alive = state.map { !$0.hasPrefix("Z") && !$0.hasPrefix("X") } ?? false
+                if alive && how == nil { return nil }
+                if let how { isAttached = threads.isEmpty ? false : isAttached; return .processExited(pid: pid, status: how) }
+                if graft_monotonic_ns() > deadline { return .processExited(pid: pid, status: "it is gone") }
+                usleep(1000)
+            }
+        }) ?? nil
     }
 }

@@ -75,6 +75,10 @@ int graft_geteventmsg(pid_t pid, unsigned long *msg);
 /// waitpid(pid, status, __WALL | flags), retried on EINTR.
 pid_t graft_waitpid(pid_t pid, int *status, int flags);
 
+/// Collects thread `tid`'s exit report only (waitid WEXITED | WNOHANG | __WALL: a ptrace-stop is left
+/// for the event loop): tid with a waitpid-style *status, 0 when it has not exited, -1 with errno.
+pid_t graft_wait_exit_nohang(pid_t tid, int *status);
+
 /// waitpid(-1, status, __WALL | __WNOTHREAD | (nohang ? WNOHANG : 0)), NOT retried on EINTR: a signal
 /// sent to the tracer thread (graft_wake_thread) makes a blocked wait return -1/EINTR.
 pid_t graft_waitpid_any(int *status, int nohang);
