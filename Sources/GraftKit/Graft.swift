@@ -165,39 +165,55 @@ public struct Graft: Sendable {
             guard !selected.isEmpty else { return [] }
             var results: [UnpatchResult] = []
             let now = isoTimestamp()  // outside the stop window
-            // Inside the stop window only ptrace and /proc/PID/mem work: what happened to each patch is
-            // noted, and the journal records (arrays of strings: copies, allocations) are updated
-            // after the process runs again.
+            // Inside the stop window only ptrace work: what happened to each patch is noted, and the
+            // journal records (arrays of strings: copies, allocations) are updated after the process
+            // runs again.
             enum Done { case already, changed([UInt8]), reverted([Int32]), failed(String) }
             let positions = selected.map { id in contents.patches.firstIndex(where: { $0.id == id })! }
-            // The records keep their bytes as hex strings: decode them before stopping anything.
+            // The records keep their bytes as hex strings: decode them before stopping anything, and
+            // read memory now (/proc/PID/mem, the process running): a patch whose bytes are not
+            // graft's is reported without stopping the process at all.
             let targets = positions.map { position in
                 let record = contents.patches[position]
-                return (record: record, address: record.addressValue, new: record.new, original: record.original, range: record.range)
+                return (address: record.addressValue, new: record.new, original: record.original, range: record.range,
+                        recorded: record.state)
             }
-            let (done, _, _) = try withStoppedProcess(pid) { tracee -> ([Done], Int) in
-                var done: [Done] = []
-                done.reserveCapacity(targets.count)
-                for target in targets {
-                    let record = target.record
-                    let memory = try tracee.readMemory(at: target.address, count: target.new.count)
-                    switch Graft.state(new: target.new, original: target.original, recorded: record.state, memory: memory) {
-                    case .reverted, .notPresent:
-                        done.append(.already)
-                    case .changed:
-                        done.append(.changed(memory))
-                    case .applied:
+            var done: [Done] = []
+            var toRevert: [Int] = []
+            for (index, target) in targets.enumerated() {
+                let memory: [UInt8]
+                do {
+                    memory = try ProcessMemory.read(pid: pid, at: target.address, count: target.new.count)
+                } catch let error as GraftError {
+                    if case .addressNotMapped = error { done.append(.failed(error.description)); continue }
+                    throw error
+                }
+                switch Graft.state(new: target.new, original: target.original, recorded: target.recorded, memory: memory) {
+                case .applied: done.append(.already); toRevert.append(index)  // decided in the stop window below
+                case .reverted, .notPresent: done.append(.already)
+                case .changed: done.append(.changed(memory))
+                }
+            }
+            if !toRevert.isEmpty {
+                _ = try withStoppedProcess(pid) { tracee -> (Int, Int) in
+                    for index in toRevert {
+                        let target = targets[index]
                         do {
                             let stepped = try StoppedCode.moveThreadsOut(of: target.range, tracee: tracee)
-                            try StoppedCode.replace(at: target.address, old: target.new, new: target.original, tracee: tracee, current: memory)
-                            done.append(.reverted(stepped))
+                            // Compare and write in one pass: memory may have changed since the read above.
+                            if let found = try tracee.replaceText(at: target.address, expected: target.new, new: target.original) {
+                                let state = Graft.state(new: target.new, original: target.original, recorded: target.recorded, memory: found)
+                                done[index] = state == .changed ? .changed(found) : .already
+                            } else {
+                                done[index] = .reverted(stepped)
+                            }
                         } catch let error as GraftError {
                             if let death = tracee.processDeath() { throw death }
-                            done.append(.failed(error.description))
+                            done[index] = .failed(error.description)
                         }
                     }
+                    return (0, 0)
                 }
-                return (done, 0)
             }
             for (position, outcome) in zip(positions, done) {
                 var record = contents.patches[position]

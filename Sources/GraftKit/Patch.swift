@@ -231,18 +231,11 @@ enum StoppedCode {
         }
     }
 
-    /// Writes `new` over `old` at `address`: verifies `old` is there, writes, reads back.
-    /// `current`: the bytes the caller read at `address` in this same stop (saves a read).
-    static func replace(at address: UInt64, old: [UInt8], new: [UInt8], tracee: Tracee, current known: [UInt8]? = nil) throws {
-        let current = try known ?? tracee.readMemory(at: address, count: old.count)
-        guard current == old else {
-            throw GraftError.unexpectedBytes(address: address, expected: old, found: current, hint: "the code changed while graft was working; nothing was written")
-        }
-        try tracee.writeText(at: address, bytes: new)
-        let written = try tracee.readMemory(at: address, count: new.count)
-        guard written == new else {
-            try? tracee.writeText(at: address, bytes: old)
-            throw GraftError.unexpectedBytes(address: address, expected: new, found: written, hint: "the write did not take; the original bytes were put back")
+    /// Writes `new` over `old` at `address`: verifies `old` is there, writes, reads back — one pass
+    /// of PEEKTEXT/POKETEXT (`Tracee.replaceText`), nothing else inside the stop window.
+    static func replace(at address: UInt64, old: [UInt8], new: [UInt8], tracee: Tracee) throws {
+        if let found = try tracee.replaceText(at: address, expected: old, new: new) {
+            throw GraftError.unexpectedBytes(address: address, expected: old, found: found, hint: "the code changed while graft was working; nothing was written")
         }
     }
 }

@@ -262,6 +262,62 @@ public final class Tracee: @unchecked Sendable {
         }
     }
 
+    /// Writes `new` at `address` only if memory holds `expected` there (same length), in one pass of
+    /// PTRACE_PEEKTEXT / POKETEXT over the words it covers, like a minimal C tool: peek every word,
+    /// compare, poke the changed words, peek them back. Returns nil once written and read back, or
+    /// the bytes found when they are not `expected` (then nothing is written). A write that does not
+    /// read back is undone and reported.
+    public func replaceText(at address: UInt64, expected: [UInt8], new: [UInt8]) throws -> [UInt8]? {
+        precondition(expected.count == new.count, "replaceText: expected and new differ in length")
+        guard !new.isEmpty else { return nil }
+        let tid = try anyThread()
+        return try tracer.run {
+            let first = address & ~7
+            let count = Int(((address + UInt64(new.count) + 7) & ~7) - first) / 8
+            var old = [UInt64](repeating: 0, count: count)
+            for i in 0..<count {
+                let word = first + UInt64(i * 8)
+                if graft_peektext(tid, word, &old[i]) != 0 {
+                    throw errno == ESRCH ? exitError() : GraftError.addressNotMapped(address: word)
+                }
+            }
+            let offset = Int(address - first)
+            func byte(_ words: [UInt64], _ index: Int) -> UInt8 {
+                let position = offset + index
+                return UInt8(truncatingIfNeeded: words[position / 8] >> UInt64((position % 8) * 8))
+            }
+            for i in 0..<expected.count where byte(old, i) != expected[i] {
+                return (0..<expected.count).map { byte(old, $0) }
+            }
+            var updated = old
+            for i in 0..<new.count {
+                let position = offset + i, shift = UInt64((position % 8) * 8)
+                updated[position / 8] = (updated[position / 8] & ~(0xff << shift)) | (UInt64(new[i]) << shift)
+            }
+            for i in 0..<count where updated[i] != old[i] {
+                if graft_ptrace(GRAFT_PTRACE_POKETEXT, tid, first + UInt64(i * 8), updated[i]) != 0 {
+                    throw errno == ESRCH ? exitError() : GraftError.systemCall(name: "PTRACE_POKETEXT", errno: errno, context: "\(hex(first + UInt64(i * 8))) in process \(pid)")
+                }
+            }
+            for i in 0..<count where updated[i] != old[i] {
+                var back: UInt64 = 0
+                if graft_peektext(tid, first + UInt64(i * 8), &back) != 0 {
+                    throw errno == ESRCH ? exitError() : GraftError.addressNotMapped(address: first + UInt64(i * 8))
+                }
+                if back != updated[i] {
+                    for j in 0..<count where updated[j] != old[j] {
+                        _ = graft_ptrace(GRAFT_PTRACE_POKETEXT, tid, first + UInt64(j * 8), old[j])
+                    }
+                    var found: [UInt8] = []
+                    for k in 0..<8 { found.append(UInt8(truncatingIfNeeded: back >> UInt64(k * 8))) }
+                    throw GraftError.unexpectedBytes(address: first + UInt64(i * 8), expected: (0..<8).map { UInt8(truncatingIfNeeded: updated[i] >> UInt64($0 * 8)) },
+                                                     found: found, hint: "the write did not take; the original bytes were put back")
+                }
+            }
+            return nil
+        }
+    }
+
     // MARK: - Registers and stepping
 
     public func registers(of tid: Int32) throws -> Registers {
@@ -473,7 +529,8 @@ public final class Tracee: @unchecked Sendable {
     /// Collects only exit reports (stops stay queued for whoever waits next), waiting up to 100 ms
     /// for a dying process to report.
     public func processDeath() -> GraftError? {
-        (try? tracer.run { () -> GraftError? in
+        if let death { return death }
+        death = (try? tracer.run { () -> GraftError? in
             var how: String?
             let deadline = graft_monotonic_ns() + 100_000_000
             while true {
@@ -491,5 +548,7 @@ public final class Tracee: @unchecked Sendable {
                 usleep(1000)
             }
         }) ?? nil
+        return death
     }
+    private var death: GraftError?
 }
