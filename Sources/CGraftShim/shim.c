@@ -1,7 +1,10 @@
 #define _GNU_SOURCE
 #include "graft_shim.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sched.h>
@@ -89,6 +92,25 @@ pid_t graft_waitpid(pid_t pid, int *status, int flags) {
         r = waitpid(pid, status, __WALL | flags);
     } while (r == -1 && errno == EINTR);
     return r;
+}
+
+int graft_list_tasks(pid_t pid, pid_t *tids, int capacity) {
+    char path[48];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *dir = opendir(path);
+    if (!dir) return -1;
+    int count = 0;
+    struct dirent *entry;
+    while ((entry = readdir(dir)) != NULL) {
+        const char *name = entry->d_name;
+        if (name[0] < '0' || name[0] > '9') continue;
+        long tid = 0;
+        for (; *name >= '0' && *name <= '9'; name++) tid = tid * 10 + (*name - '0');
+        if (count < capacity) tids[count] = (pid_t)tid;
+        count++;
+    }
+    closedir(dir);
+    return count;
 }
 
 pid_t graft_wait_exit_nohang(pid_t tid, int *status) {

@@ -58,18 +58,21 @@ public enum ProcFS {
         return UInt64(rest[19])
     }
 
-    /// Thread ids listed in /proc/PID/task.
+    /// Thread ids listed in /proc/PID/task, sorted (empty when the process is gone). Listed in C
+    /// (`graft_list_tasks`): the attach re-lists with every thread stopped, inside the stop window.
     public static func threads(_ pid: Int32) -> [Int32] {
-        guard let dir = opendir("/proc/\(pid)/task") else { return [] }
-        defer { closedir(dir) }
-        var tids: [Int32] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+        var capacity = 64
+        while true {
+            var tids = [Int32](repeating: 0, count: capacity)
+            let count = Int(tids.withUnsafeMutableBufferPointer { graft_list_tasks(pid, $0.baseAddress, Int32(capacity)) })
+            if count < 0 { return [] }
+            if count <= capacity {
+                tids.removeLast(capacity - count)
+                tids.sort()
+                return tids
             }
-            if let tid = Int32(name) { tids.append(tid) }
+            capacity = count + 16
         }
-        return tids.sorted()
     }
 
     /// Throws the specific reason a process cannot be attached to, when one can be seen in /proc

@@ -75,6 +75,10 @@ int graft_geteventmsg(pid_t pid, unsigned long *msg);
 /// waitpid(pid, status, __WALL | flags), retried on EINTR.
 pid_t graft_waitpid(pid_t pid, int *status, int flags);
 
+/// The thread ids in /proc/PID/task, unsorted: how many there are (those beyond `capacity` are
+/// counted, not stored), or -1 with errno. Plain C so a stop window's re-listing costs ~ the syscalls.
+int graft_list_tasks(pid_t pid, pid_t *tids, int capacity);
+
 /// Collects thread `tid`'s exit report only (waitid WEXITED | WNOHANG | __WALL: a ptrace-stop is left
 /// for the event loop): tid with a waitpid-style *status, 0 when it has not exited, -1 with errno.
 pid_t graft_wait_exit_nohang(pid_t tid, int *status);
