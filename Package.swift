@@ -4,7 +4,7 @@ import PackageDescription
 
 let package = Package(
     name: "graft",
-    platforms: [.macOS(.v13)],
+    platforms: [.macOS(.v15)],  // Linux is what graft runs on; v15 for Synchronization.Atomic
     products: [
         .library(name: "GraftKit", targets: ["GraftKit"]),
         .executable(name: "graft", targets: ["graft"]),

@@ -94,6 +94,46 @@ pid_t graft_waitpid(pid_t pid, int *status, int flags) {
     return r;
 }
 
+/* Reads a small /proc file into buf (NUL-terminated): its length, or -1. */
+static int read_small(const char *path, char *buf, int size) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    int n;
+    do { n = (int)read(fd, buf, (size_t)size - 1); } while (n < 0 && errno == EINTR);
+    close(fd);
+    if (n < 0) return -1;
+    buf[n] = 0;
+    return n;
+}
+
+int graft_thread_last_cpu(pid_t pid, pid_t tid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/stat", (int)pid, (int)tid);
+    int n = read_small(path, buf, sizeof buf);
+    if (n <= 0) return -1;
+    char *p = strrchr(buf, ')');
+    if (!p) return -1;
+    /* After ") " comes field 3; field 39 is 36 spaces further. */
+    int field = 2;
+    for (; *p && field < 39; p++) if (*p == ' ') field++;
+    if (field != 39 || *p < '0' || *p > '9') return -1;
+    int cpu = 0;
+    for (; *p >= '0' && *p <= '9'; p++) cpu = cpu * 10 + (*p - '0');
+    return cpu;
+}
+
+int graft_runnable_tasks(void) {
+    char buf[256];
+    if (read_small("/proc/loadavg", buf, sizeof buf) <= 0) return -1;
+    /* "0.50 0.40 0.30 2/345 6789": the 4th field's numerator. */
+    char *p = buf;
+    for (int spaces = 0; *p && spaces < 3; p++) if (*p == ' ') spaces++;
+    if (*p < '0' || *p > '9') return -1;
+    int running = 0;
+    for (; *p >= '0' && *p <= '9'; p++) running = running * 10 + (*p - '0');
+    return running;
+}
+
 int graft_list_tasks(pid_t pid, pid_t *tids, int capacity) {
     char path[48];
     snprintf(path, sizeof path, "/proc/%d/task", (int)pid);

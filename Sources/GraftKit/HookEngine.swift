@@ -76,6 +76,11 @@ final class HookEngine {
     var random = SystemRandomNumberGenerator()
     let started = graft_monotonic_ns()
     var cpuFollower = CPUFollower()
+    /// GRAFT_DEBUG_EVENTS=1: every event on stderr (a global would cost a swift_once per event).
+    let debugEventsOn = debugEvents
+    /// False: calls are counted (summary, `StopState.hits`) but no `.hit`/`.returned` events are
+    /// built or delivered — `graft hook --quiet`, the cheapest hook.
+    var reportsCalls = true
 
     init(tracee: Tracee, specs: [HookSpec], limits: HookLimits, journal: Journal, stopState: StopState) {
         self.tracee = tracee
@@ -139,7 +144,8 @@ final class HookEngine {
             var mayFlush = unflushed
             if unflushed {
                 let stepping = stepper?.isStepping ?? false
-                let interval: UInt64 = stepping ? 50_000_000 : 5_000_000
+                // Not reporting calls, only the status line's count changes: every 100 ms is plenty.
+                let interval: UInt64 = stepping ? 50_000_000 : reportsCalls ? 5_000_000 : 100_000_000
                 mayFlush = graft_monotonic_ns() &- lastFlush >= interval || (stepping && stepper?.lastWasSyscall == true)
                 if !mayFlush { stopState.outputPending = true }
             }
@@ -167,7 +173,7 @@ final class HookEngine {
             }
             guard let next = event else { continue }  // woken: check the stop request
             event = nil
-            if debugEvents { writeDebug("event \(next)\n") }
+            if debugEventsOn { writeDebug("event \(next)\n") }
             if try handle(next, onEvent: onEvent) { unflushed = true }
         }
     }
@@ -288,7 +294,7 @@ final class HookEngine {
                 if let replacement = spec.setReturn { registers.rax = UInt64(bitPattern: replacement) }
                 let now = graft_monotonic_ns()
                 record(duration: now &- last.start, hook: last.hook)
-                if spec.returns || spec.setReturn != nil {
+                if reportsCalls, spec.returns || spec.setReturn != nil {
                     onEvent(.returned(HookReturn(hook: last.hook, location: spec.location, tid: tid, value: value,
                                                  returnedValue: registers.rax, durationNanoseconds: now &- last.start,
                                                  wallTime: wallClock())))
@@ -301,6 +307,13 @@ final class HookEngine {
             let spec = specs[hook]
             totalHits += 1
             stats[hook].hits += 1
+            stopState.hits.add(1, ordering: .relaxed)
+            if !reportsCalls && !spec.skip && !spec.catchesReturn {
+                // Counted, not reported (no arguments read, no backtrace unwound): nothing else to do
+                // but run the displaced instruction.
+                try execute(breakpoint, tid: tid, registers: &registers)
+                return true
+            }
             let wall = wallClock()
             // No array at all for the common --args 0 (integerArguments allocates one per call).
             var arguments = spec.argumentCount == 0 ? [] : Array(registers.integerArguments.prefix(spec.argumentCount))
@@ -314,7 +327,7 @@ final class HookEngine {
                 }
             }
             var frames: [BacktraceFrame] = []
-            if spec.backtrace {
+            if spec.backtrace && reportsCalls {
                 // libunwind reads the registers from the thread: rip must be the hooked address, not
                 // one past the int3, or the CFA rules of the wrong instruction apply.
                 try tracee.setRegisters(registers, of: tid)
@@ -328,8 +341,10 @@ final class HookEngine {
                     frames.insert(unwinder.symbolize(returnAddress, lookupAt: returnAddress &- 1), at: min(1, frames.count))
                 }
             }
-            onEvent(.hit(HookHit(hook: hook, location: spec.location, tid: tid, address: breakpoint.address,
-                                 arguments: arguments, backtrace: frames, wallTime: wall)))
+            if reportsCalls {
+                onEvent(.hit(HookHit(hook: hook, location: spec.location, tid: tid, address: breakpoint.address,
+                                     arguments: arguments, backtrace: frames, wallTime: wall)))
+            }
             reported = true
             if spec.skip {
                 // Return at once: rax = value, pop the return address.
@@ -340,8 +355,10 @@ final class HookEngine {
                 registers.rsp &+= 8
                 if spec.returns {
                     record(duration: 0, hook: hook)  // the summary counts these returns too (0 ns)
-                    onEvent(.returned(HookReturn(hook: hook, location: spec.location, tid: tid, value: registers.rax,
-                                                 returnedValue: registers.rax, durationNanoseconds: 0, wallTime: wall)))
+                    if reportsCalls {
+                        onEvent(.returned(HookReturn(hook: hook, location: spec.location, tid: tid, value: registers.rax,
+                                                     returnedValue: registers.rax, durationNanoseconds: 0, wallTime: wall)))
+                    }
                 }
                 return reported
             }
@@ -806,7 +823,7 @@ struct CPUFollower {
     mutating func observe(process pid: Int32, thread tid: Int32) {
         guard enabled else { return }
         let now = graft_monotonic_ns()
-        guard now &- lastCheck > Self.period else { return }
+        guard now &- lastCheck > period else { return }
         lastCheck = now
         // SCHED_IDLE makes the tracer's CPU count as idle when the hooked thread wakes up, so the
         // scheduler puts it back on this CPU instead of waking the other (idle, halted) vCPU; the
@@ -816,7 +833,7 @@ struct CPUFollower {
         // 100 ms (at the 2 ms lookup period the policy flipped ~80 times a second).
         if now &- lastIdleCheck > 100_000_000 {
             lastIdleCheck = now
-            let spare = Self.hasSpareCPU()
+            let spare = hasSpareCPU()
             if spare != idle, graft_set_idle_policy(spare ? 1 : 0) == 0 { idle = spare }
         }
         guard let cpu = Self.lastCPU(pid, tid), cpu != pinned else { return }
@@ -824,23 +841,20 @@ struct CPUFollower {
     }
 
     static let cpuCount = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
-    /// How often the followed thread's CPU is looked up (a /proc read, a few µs).
-    static let period: UInt64 = UInt64(getenv("GRAFT_CPU_FOLLOW_MS").flatMap { Int(String(cString: $0)) } ?? 2) * 1_000_000
+    /// How often the followed thread's CPU is looked up (a /proc read, a few µs). Read once per
+    /// engine: a static would cost a swift_once check on every hit.
+    private let period: UInt64 = UInt64(getenv("GRAFT_CPU_FOLLOW_MS").flatMap { Int(String(cString: $0)) } ?? 2) * 1_000_000
+    private let cpus = CPUFollower.cpuCount
 
-    /// /proc/loadavg's runnable count (the 4th field, "running/total") below the CPU count.
-    static func hasSpareCPU() -> Bool {
-        guard let text = ProcFS.readFile("/proc/loadavg") else { return false }
-        let fields = text.split(separator: " ")
-        guard fields.count > 3, let running = fields[3].split(separator: "/").first.flatMap({ Int($0) }) else { return false }
-        return running <= cpuCount
+    /// /proc/loadavg's runnable count (the 4th field, "running/total") at most the CPU count.
+    func hasSpareCPU() -> Bool {
+        let running = graft_runnable_tasks()
+        return running >= 0 && Int(running) <= cpus
     }
 
     static func lastCPU(_ pid: Int32, _ tid: Int32) -> Int32? {
-        guard let text = ProcFS.readFile("/proc/\(pid)/task/\(tid)/stat"), let close = text.lastIndex(of: ")") else { return nil }
-        let fields = text[text.index(after: close)...].split(separator: " ")
-        // fields[0] is field 3 (state), so field 39 (processor) is fields[36].
-        guard fields.count > 36 else { return nil }
-        return Int32(fields[36])
+        let cpu = graft_thread_last_cpu(pid, tid)
+        return cpu >= 0 ? cpu : nil
     }
 }
 

@@ -4,6 +4,7 @@ import GraftELF
 import GraftMachine
 import GraftPtrace
 import Glibc
+import Synchronization
 
 /// A persistent-breakpoint session on one process: int3 at each hooked function, reported on every
 /// call until the session ends, then every byte put back and checked.
@@ -24,6 +25,12 @@ public final class HookSession: @unchecked Sendable {
     public let limits: HookLimits
     private let journal: Journal
     private let stopState = StopState()
+    /// False: calls are counted (the summary, `hitsSoFar`, `--count`) and `--returns` durations
+    /// measured, but no `.hit`/`.returned` events are built or delivered, and no arguments or
+    /// backtraces read: the cheapest hook (`graft hook --quiet`). Set before `run`.
+    public var reportsCalls = true
+    /// Calls counted so far over all hooks; readable from any thread while `run` runs.
+    public var hitsSoFar: Int { stopState.hits.load(ordering: .relaxed) }
 
     /// - Parameter stopCheck: polled every 10 ms from a watcher thread; a non-nil answer ends the
     ///   session (the CLI passes the deferred SIGINT/SIGTERM/SIGHUP).
@@ -65,6 +72,7 @@ public final class HookSession: @unchecked Sendable {
             let tracee = try openTarget(command: command, pid: pid, tracer: tracer)
             pid = tracee.pid
             let engine = HookEngine(tracee: tracee, specs: specs, limits: limits, journal: journal, stopState: stopState)
+            engine.reportsCalls = reportsCalls
             return try runEngine(engine, launched: command != nil, status: &launchedExitStatus, ended: onEnd) {
                 try engine.run(flush: flush, onEvent: onEvent, watcher: watcher)
             }
@@ -120,7 +128,13 @@ func runEngine(_ engine: HookEngine, launched: Bool, status: inout Int32?, ended
 final class StopState: @unchecked Sendable {
     private var mutex = pthread_mutex_t()
     private var reason: HookSessionEnd?
-    private var done = false
+    /// Fast paths for the tracer thread, which asks on every event: plain atomics, the mutex only
+    /// once a stop was requested.
+    private let hasReason = Atomic<Bool>(false)
+    private let pending = Atomic<Bool>(false)
+    private let finished = Atomic<Bool>(false)
+    /// Calls counted so far over all hooks (the status line's "N hits so far", from any thread).
+    let hits = Atomic<Int>(0)
 
     init() { pthread_mutex_init(&mutex, nil) }
     deinit { pthread_mutex_destroy(&mutex) }
@@ -129,40 +143,25 @@ final class StopState: @unchecked Sendable {
         pthread_mutex_lock(&mutex)
         if reason == nil { reason = value }
         pthread_mutex_unlock(&mutex)
+        hasReason.store(true, ordering: .releasing)
     }
 
     var requested: HookSessionEnd? {
+        guard hasReason.load(ordering: .acquiring) else { return nil }
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
         return reason
     }
 
     /// The engine holds reported lines it has not flushed: the watcher wakes it to flush them.
-    private var pending = false
     var outputPending: Bool {
-        get {
-            pthread_mutex_lock(&mutex)
-            defer { pthread_mutex_unlock(&mutex) }
-            return pending
-        }
-        set {
-            pthread_mutex_lock(&mutex)
-            pending = newValue
-            pthread_mutex_unlock(&mutex)
-        }
+        get { pending.load(ordering: .relaxed) }
+        set { pending.store(newValue, ordering: .relaxed) }
     }
 
-    func finish() {
-        pthread_mutex_lock(&mutex)
-        done = true
-        pthread_mutex_unlock(&mutex)
-    }
+    func finish() { finished.store(true, ordering: .releasing) }
 
-    var isDone: Bool {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return done
-    }
+    var isDone: Bool { finished.load(ordering: .acquiring) }
 }
 
 /// A thread that ends the session on time, on a signal or on request: every 10 ms it checks, and

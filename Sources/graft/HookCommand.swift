@@ -82,7 +82,9 @@ struct HookCommand: ParsableCommand {
         } else {
             session = try HookSession(launching: command, specs: specs, limits: limits, journal: journal)
         }
+        session.reportsCalls = !quiet
         let printer = HookPrinter(json: json, quiet: quiet, argumentCount: argumentCount, launched: !command.isEmpty)
+        printer.hitsSoFar = { [session] in session.hitsSoFar }
         TerminationSignals.deferAll()
         let summary: HookSummary
         do {
@@ -112,7 +114,8 @@ final class HookPrinter {
     let quiet: Bool
     let argumentCount: Int
     let status: StatusLine
-    var hits = 0
+    /// The session's count (quiet mode gets no hit events to count).
+    var hitsSoFar: () -> Int = { 0 }
     var names: [Int: String] = [:]
 
     init(json: Bool, quiet: Bool, argumentCount: Int, launched: Bool = false) {
@@ -136,7 +139,6 @@ final class HookPrinter {
                 }
             }
         case .hit(let hit):
-            hits += 1
             if quiet { break }
             if json {
                 var fields: [(String, JSON)] = [("event", "hit"), ("hook", .string(hit.location)), ("tid", .int(Int64(hit.tid))),
@@ -176,7 +178,7 @@ final class HookPrinter {
 
     /// Called before graft blocks: push the lines out, refresh the status line.
     func flush() {
-        status.flush { "graft: \(hits) hits so far (Ctrl-C to stop)" }
+        status.flush { "graft: \(hitsSoFar()) hits so far (Ctrl-C to stop)" }
     }
 
     func clearStatus() { status.clear() }

@@ -81,6 +81,42 @@ import TestSupport
         expectOneLineError(missing, "cannot run /no/such/program")
     }
 
+    /// `--quiet` builds no events (HookSession.reportsCalls = false) but counts exactly: 8 threads,
+    /// 20000 calls, with and without `--returns` (whose durations the summary still measures).
+    @Test func quietCountsEveryCallWithoutReportingThem() throws {
+        for extra in [[], ["--returns"]] {
+            let result = try runCommand(try graftBinary(), ["hook", "hook_f", "--json", "--quiet"] + extra + ["--state-dir", temporaryDirectory(), "--",
+                                                            try Victims.path("hook_count"), "20000", "8"], input: "go\n")
+            #expect(result.status == 0, "\(result.stderr)")
+            let lines = result.stdout.split(separator: "\n").map(String.init)
+            #expect(lines.contains("calls 20000 sum \(4 * 20000 * 20001)"), "\(lines.suffix(3))")
+            #expect(!lines.contains { $0.contains("\"event\":\"hit\"") || $0.contains("\"event\":\"return\"") }, "\(extra)")
+            let summary = try #require(lines.last.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] })
+            let hook = try #require((summary["hooks"] as? [[String: Any]])?.first)
+            #expect(hook["hits"] as? Int == 20000, "\(extra): \(hook)")
+            if !extra.isEmpty {
+                #expect(hook["returns"] as? Int == 20000, "\(hook)")
+                #expect(hook["p50_ns"] is Int && hook["p99_ns"] is Int, "\(hook)")
+            }
+        }
+    }
+
+    /// On a terminal (util-linux `script` gives graft a pty) `--quiet` still shows the live count,
+    /// read from the session's counter since no hit events are built.
+    @Test func quietStatusLineCountsOnATerminal() throws {
+        let victim = try Victim.launch("c_loop", arguments: ["5"])
+        defer { victim.kill() }
+        let command = "\(try graftBinary()) hook -p \(victim.pid) value_a --quiet --duration 1.5 --state-dir \(temporaryDirectory())"
+        let result = try runCommand("script", ["-qfec", command, "/dev/null"])
+        #expect(result.status == 0, "\(result)")
+        let counts = result.stdout.split(whereSeparator: { $0 == "\r" || $0 == "\n" }).compactMap { line -> Int? in
+            guard let range = line.range(of: "graft: "), line.hasSuffix(" hits so far (Ctrl-C to stop)") else { return nil }
+            return Int(line[range.upperBound...].prefix(while: \.isNumber))
+        }
+        #expect(counts.contains { $0 > 0 }, "\(result.stdout.suffix(300))")
+        #expect(counts == counts.sorted(), "the count went down: \(counts)")
+    }
+
     @Test func errorsAreOneLine() throws {
         let victim = try Victim.launch("c_loop", arguments: ["5"])
         defer { victim.kill() }

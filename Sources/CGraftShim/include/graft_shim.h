@@ -75,6 +75,12 @@ int graft_geteventmsg(pid_t pid, unsigned long *msg);
 /// waitpid(pid, status, __WALL | flags), retried on EINTR.
 pid_t graft_waitpid(pid_t pid, int *status, int flags);
 
+/// Field 39 (processor: the CPU it last ran on) of /proc/PID/task/TID/stat, or -1. Plain C: the hook
+/// engine's CPU follower reads it every 2 ms on the hit path.
+int graft_thread_last_cpu(pid_t pid, pid_t tid);
+/// The runnable-task count of /proc/loadavg (4th field, before the "/"), or -1.
+int graft_runnable_tasks(void);
+
 /// The thread ids in /proc/PID/task, unsorted: how many there are (those beyond `capacity` are
 /// counted, not stored), or -1 with errno. Plain C so a stop window's re-listing costs ~ the syscalls.
 int graft_list_tasks(pid_t pid, pid_t *tids, int capacity);
