@@ -22,15 +22,6 @@ USED int hook_f(long a, long b, long c, long d, long e, long f, long g) {
     return (int)(a + g + z * (b ^ c ^ d ^ e ^ f));
 }
 
-/* Reads stdin lines until one is `go`. */
-static void wait_for_go(const char *name) {
-    char line[256];
-    while (fgets(line, sizeof line, stdin) != NULL)
-        if (strcmp(line, "go\n") == 0 || strcmp(line, "go") == 0) return;
-    fprintf(stderr, "%s: stdin ended before `go`\n", name);
-    exit(2);
-}
-
 struct worker {
     pthread_t thread;
     long first, last; /* call indexes first … last, inclusive */
@@ -82,7 +73,7 @@ int main(int argc, char **argv) {
             if (pthread_create(&workers[k].thread, NULL, work, &workers[k]) != 0) { perror("pthread_create"); return 1; }
     }
     victim_ready();
-    wait_for_go("hook_count");
+    victim_wait_for_go("hook_count");
     if (use_barrier) {
         pthread_barrier_wait(&start_barrier);
     } else {

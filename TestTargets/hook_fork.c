@@ -27,15 +27,6 @@ USED int hook_f(int x) {
     return x + 1 + hook_fork_zero;
 }
 
-/* Reads stdin lines until one is `go`. */
-static void wait_for_go(const char *name) {
-    char line[256];
-    while (fgets(line, sizeof line, stdin) != NULL)
-        if (strcmp(line, "go\n") == 0 || strcmp(line, "go") == 0) return;
-    fprintf(stderr, "%s: stdin ended before `go`\n", name);
-    exit(2);
-}
-
 static void report_child(pid_t child) {
     int status;
     pid_t r;
@@ -71,7 +62,7 @@ int main(int argc, char **argv) {
     }
 
     victim_ready();
-    wait_for_go("hook_fork");
+    victim_wait_for_go("hook_fork");
     sink += hook_f(1);
     fflush(stdout); /* nothing buffered may be inherited by a child or lost by exec */
 

@@ -38,21 +38,12 @@ USED long hook_fib(long n) {
     return a + b + hook_recursive_zero;
 }
 
-/* Reads stdin lines until one is `go`. */
-static void wait_for_go(const char *name) {
-    char line[256];
-    while (fgets(line, sizeof line, stdin) != NULL)
-        if (strcmp(line, "go\n") == 0 || strcmp(line, "go") == 0) return;
-    fprintf(stderr, "%s: stdin ended before `go`\n", name);
-    exit(2);
-}
-
 int main(int argc, char **argv) {
     long fact_n = victim_arg(argc, argv, 1, 5);
     long fib_n = victim_arg(argc, argv, 2, 10);
     victim_begin((unsigned)victim_arg(argc, argv, 3, VICTIM_DEFAULT_LIFETIME));
     victim_ready();
-    wait_for_go("hook_recursive");
+    victim_wait_for_go("hook_recursive");
     long f = hook_fact(fact_n);
     printf("fact %ld = %ld\n", fact_n, f);
     printf("fact_calls %ld\n", fact_calls);

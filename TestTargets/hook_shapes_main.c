@@ -18,20 +18,11 @@ int shape_jmp(int x);
 int shape_call(int x);
 int shape_jmp32(int x);
 
-/* Reads stdin lines until one is `go`. */
-static void wait_for_go(const char *name) {
-    char line[256];
-    while (fgets(line, sizeof line, stdin) != NULL)
-        if (strcmp(line, "go\n") == 0 || strcmp(line, "go") == 0) return;
-    fprintf(stderr, "%s: stdin ended before `go`\n", name);
-    exit(2);
-}
-
 int main(int argc, char **argv) {
     long n = victim_arg(argc, argv, 1, 1000);
     victim_begin((unsigned)victim_arg(argc, argv, 2, VICTIM_DEFAULT_LIFETIME));
     victim_ready();
-    wait_for_go("hook_shapes");
+    victim_wait_for_go("hook_shapes");
     long s[8] = { 0 };
     for (long i = 0; i < n; i++) {
         int x = (int)i;

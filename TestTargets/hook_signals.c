@@ -78,15 +78,6 @@ static void *storm(void *arg) {
     return NULL;
 }
 
-/* Reads stdin lines until one is `go`. */
-static void wait_for_go(const char *name) {
-    char line[256];
-    while (fgets(line, sizeof line, stdin) != NULL)
-        if (strcmp(line, "go\n") == 0 || strcmp(line, "go") == 0) return;
-    fprintf(stderr, "%s: stdin ended before `go`\n", name);
-    exit(2);
-}
-
 int main(int argc, char **argv) {
     long n = victim_arg(argc, argv, 1, 100000);
     const char *mode = argc > 2 ? argv[2] : "";
@@ -100,7 +91,7 @@ int main(int argc, char **argv) {
     main_thread = pthread_self();
     call_in_handler = storm_call;
     victim_ready();
-    wait_for_go("hook_signals");
+    victim_wait_for_go("hook_signals");
 
     pthread_t stormer;
     if (storming) {

@@ -33,6 +33,15 @@ static inline void victim_ready(void) {
     fflush(stdout);
 }
 
+/* Reads stdin lines until one is `go` (the tests' start signal); exits 2 if stdin ends first. */
+static inline void victim_wait_for_go(const char *name) {
+    char line[256];
+    while (fgets(line, sizeof line, stdin) != NULL)
+        if (strcmp(line, "go\n") == 0 || strcmp(line, "go") == 0) return;
+    fprintf(stderr, "%s: stdin ended before `go`\n", name);
+    exit(2);
+}
+
 /* Sleeps ms milliseconds, resuming after signals (a tracer's stops must not shorten the sleep). */
 static inline void victim_sleep_ms(long ms) {
     struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };

@@ -219,6 +219,12 @@ public enum ProcessMemory {
             throw GraftError.systemCall(name: "open", errno: errno, context: "/proc/\(pid)/mem")
         }
         defer { close(fd) }
+        return try readFully(fd, pid: pid, at: address, count: count, gone: { .noSuchProcess(pid: pid) })
+    }
+
+    /// `count` bytes at `address` from an open /proc/PID/mem: unmapped bytes (EIO/EFAULT or a short
+    /// read) are `addressNotMapped`, a vanished process is `gone()`.
+    static func readFully(_ fd: Int32, pid: Int32, at address: UInt64, count: Int, gone: () -> GraftError) throws -> [UInt8] {
         var out = [UInt8](repeating: 0, count: count)
         var done = 0
         while done < count {
@@ -228,7 +234,7 @@ public enum ProcessMemory {
             if n < 0 {
                 if errno == EINTR { continue }
                 if errno == EIO || errno == EFAULT { throw GraftError.addressNotMapped(address: address &+ UInt64(done)) }
-                if errno == ESRCH { throw GraftError.noSuchProcess(pid: pid) }
+                if errno == ESRCH { throw gone() }
                 throw GraftError.systemCall(name: "pread", errno: errno, context: "/proc/\(pid)/mem at \(hex(address))")
             }
             if n == 0 { throw GraftError.addressNotMapped(address: address &+ UInt64(done)) }

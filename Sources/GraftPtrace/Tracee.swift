@@ -212,22 +212,7 @@ public final class Tracee: @unchecked Sendable {
     public func readMemory(at address: UInt64, count: Int) throws -> [UInt8] {
         guard count > 0 else { return [] }
         return try tracer.run {
-            var out = [UInt8](repeating: 0, count: count)
-            var done = 0
-            while done < count {
-                let n = out.withUnsafeMutableBytes { buffer in
-                    pread(memFD, buffer.baseAddress! + done, count - done, off_t(Int64(bitPattern: address &+ UInt64(done))))
-                }
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    if errno == EIO || errno == EFAULT { throw GraftError.addressNotMapped(address: address &+ UInt64(done)) }
-                    if errno == ESRCH { throw exitError() }
-                    throw GraftError.systemCall(name: "pread", errno: errno, context: "/proc/\(pid)/mem at \(hex(address))")
-                }
-                if n == 0 { throw GraftError.addressNotMapped(address: address &+ UInt64(done)) }
-                done += n
-            }
-            return out
+            try ProcessMemory.readFully(memFD, pid: pid, at: address, count: count, gone: { exitError() })
         }
     }
 

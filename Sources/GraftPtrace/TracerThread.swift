@@ -46,7 +46,7 @@ public final class TracerThread: @unchecked Sendable {
     /// pthread_self is a register read; gettid would be a system call on every ptrace wrapper.
     public var isCurrent: Bool {
         guard let thread else { return false }
-        return pthread_equal(pthread_self(), thread) != 0
+        return pthread_self() == thread  // pthread_t is the thread's address on Linux: no libc call to compare
     }
 
     /// Runs `body` on the tracer thread and returns its result; the caller blocks meanwhile.

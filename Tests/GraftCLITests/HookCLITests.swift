@@ -43,7 +43,7 @@ import TestSupport
         #expect(hooks.first?["hook"] as? String == "value_a" && hooks.first?["hits"] as? Int == 2)
     }
 
-    @Test func sigtermMidSessionRemovesTheBreakpoints() throws {
+    @Test(arguments: [SIGTERM, SIGHUP]) func terminationSignalMidSessionRemovesTheBreakpoints(signal: Int32) throws {
         let victim = try Victim.launch("c_loop", arguments: ["2"])
         defer { victim.kill() }
         let state = temporaryDirectory()
@@ -51,9 +51,10 @@ import TestSupport
                                                waitForReady: false)
         defer { session.kill() }
         #expect(session.waitForLine(timeout: 20, where: { $0.contains("] value_a(") }) != nil)
-        session.signal(SIGTERM)
-        #expect(session.waitExit(timeout: 20).flatMap(WaitStatus.exitCode) == 128 + SIGTERM)
-        #expect(session.waitForLine(timeout: 5, where: { $0.contains("ended by SIGTERM") && $0.contains("code verified") }) != nil,
+        session.signal(signal)
+        #expect(session.waitExit(timeout: 20).flatMap(WaitStatus.exitCode) == 128 + signal)
+        let name = signal == SIGTERM ? "SIGTERM" : "SIGHUP"
+        #expect(session.waitForLine(timeout: 5, where: { $0.contains("ended by \(name)") && $0.contains("code verified") }) != nil,
                 "\(session.transcript.suffix(3))")
         // A dry-run patch reads memory and refuses if any byte differs from the file (an int3 would).
         for function in ["value_a", "value_b"] {
