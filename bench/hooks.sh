@@ -38,6 +38,9 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_NAME=hooks
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 D=${BENCH_SECONDS:-3}
 R=${BENCH_RUNS:-3}
 THREADS=${BENCH_THREADS:-"1 4"}
@@ -52,13 +55,9 @@ OUT=${BENCH_OUT:-$ROOT/bench/results/hooks-$STAMP.md}
 BASE_SECONDS=1
 START_S=$SECONDS
 
-log() { echo "hooks: $*" >&2; }
-die() { log "$*"; exit 1; }
-has() { command -v "$1" >/dev/null 2>&1; }
 
 # --- what is needed ------------------------------------------------------------------------------------
 declare -A SKIP=() # tool -> why it is not measured
-want() { [[ " $TOOLS " == *" $1 "* ]]; }
 
 APT_UPDATED=""
 apt_install() { # PACKAGE...: install with apt-get (root), once updated
@@ -120,29 +119,6 @@ fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/graft-hooks.XXXXXX")
 VICTIM_PID=""
 TOOL_PID=""
-stop_tool() { # politely (the C tools and gdb restore the code on SIGTERM), then for good
-    [[ -n "$TOOL_PID" ]] || return 0
-    if kill -0 "$TOOL_PID" 2>/dev/null; then
-        kill -TERM "$TOOL_PID" 2>/dev/null || true
-        for _ in $(seq 30); do kill -0 "$TOOL_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$TOOL_PID" 2>/dev/null || true
-    fi
-    wait "$TOOL_PID" 2>/dev/null || true
-    TOOL_PID=""
-}
-stop_victim() {
-    [[ -n "$VICTIM_PID" ]] || return 0
-    kill -TERM "$VICTIM_PID" 2>/dev/null || true
-    for _ in $(seq 20); do kill -0 "$VICTIM_PID" 2>/dev/null || break; sleep 0.05; done
-    kill -KILL "$VICTIM_PID" 2>/dev/null || true
-    wait "$VICTIM_PID" 2>/dev/null || true
-    VICTIM_PID=""
-}
-cleanup() {
-    stop_tool
-    stop_victim
-    rm -rf "$WORK"
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
@@ -354,15 +330,8 @@ failures() { # the statuses of the failed runs, e.g. "victim-died ×2"
     awk -v m="$1" -v t="$2" -v tool="$3" '$1==m && $2==t && $3==tool && $5 != "ok" { n[$5]++ } END { s = ""; for (k in n) s = s (s ? ", " : "") k " ×" n[k]; print s }' "$DATA"
 }
 # fmt_rate N -> "1.23 M/s", "45.6 k/s", "789 /s"
-fmt_rate() {
-    awk -v x="$1" 'BEGIN { if (x == "-") { print "–"; exit }
-        if (x >= 1e6) printf "%.2f M/s\n", x / 1e6; else if (x >= 1e3) printf "%.1f k/s\n", x / 1e3; else printf "%.0f /s\n", x }'
-}
-fmt_short() { awk -v x="$1" 'BEGIN { if (x == "-") print "–"; else if (x >= 1e6) printf "%.2fM\n", x / 1e6; else if (x >= 1e3) printf "%.1fk\n", x / 1e3; else printf "%.0f\n", x }'; }
-fmt_us() { awk -v x="$1" 'BEGIN { if (x == "-" || x == 0) { print "–"; exit } if (x >= 100) printf "%.0f µs\n", x; else if (x >= 1) printf "%.1f µs\n", x; else printf "%.3f µs\n", x }'; }
 per_s() { awk -v h="$1" -v d="$2" 'BEGIN { if (h == "-") print "-"; else printf "%.0f\n", h / d }'; }
 us_per_hit() { awk -v h="$1" -v d="$2" 'BEGIN { if (h == "-" || h == 0) print "-"; else printf "%.4f\n", d * 1e6 / h }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "–"; else if (a / b >= 10) printf "%.0f×\n", a / b; else printf "%.2f×\n", a / b }'; }
 
 label() {
     case $1 in

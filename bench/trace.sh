@@ -32,6 +32,9 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_NAME=trace
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 D=${BENCH_SECONDS:-3}
 R=${BENCH_RUNS:-3}
 MODES=${BENCH_MODES:-"pinned unpinned"}
@@ -44,10 +47,6 @@ OUT=${BENCH_OUT:-$ROOT/bench/results/trace-$STAMP.md}
 VICTIMS=$ROOT/.build/victims
 START_S=$SECONDS
 
-log() { echo "trace: $*" >&2; }
-die() { log "$*"; exit 1; }
-has() { command -v "$1" >/dev/null 2>&1; }
-want() { [[ " $TOOLS " == *" $1 "* ]]; }
 
 for tool in $TOOLS; do
     case $tool in c|c-noregs|gdb|graft|graft-disasm) ;; *) die "unknown tool in BENCH_TOOLS: $tool (c c-noregs gdb graft graft-disasm)" ;; esac
@@ -72,19 +71,6 @@ if want gdb && ! has gdb; then SKIP[gdb]="gdb not installed (apt-get install gdb
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/graft-trace.XXXXXX")
 VICTIM_PID=""
 TOOL_PID=""
-stop_victim() {
-    [[ -n "$VICTIM_PID" ]] || return 0
-    kill -TERM "$VICTIM_PID" 2>/dev/null || true
-    for _ in $(seq 20); do kill -0 "$VICTIM_PID" 2>/dev/null || break; sleep 0.05; done
-    kill -KILL "$VICTIM_PID" 2>/dev/null || true
-    wait "$VICTIM_PID" 2>/dev/null || true
-    VICTIM_PID=""
-}
-cleanup() {
-    if [[ -n "$TOOL_PID" ]]; then kill -TERM "$TOOL_PID" 2>/dev/null || true; wait "$TOOL_PID" 2>/dev/null || true; fi
-    stop_victim
-    rm -rf "$WORK"
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
@@ -239,14 +225,7 @@ range() { # MODE TOOL -> "min max" or "- -"
         | sort -g | awk 'NR == 1 { a = $1 } { b = $1 } END { if (NR == 0) print "- -"; else print a, b }'
 }
 okcount() { awk -v m="$1" -v tool="$2" '$1==m && $2==tool { n++; ok += ($4 == "ok") } END { printf "%d/%d", ok, n }' "$DATA"; }
-fmt_rate() {
-    awk -v x="$1" 'BEGIN { if (x == "-") { print "–"; exit }
-        if (x >= 1e6) printf "%.2f M/s\n", x / 1e6; else if (x >= 1e3) printf "%.1f k/s\n", x / 1e3; else printf "%.0f /s\n", x }'
-}
-fmt_short() { awk -v x="$1" 'BEGIN { if (x == "-") print "–"; else if (x >= 1e6) printf "%.2fM\n", x / 1e6; else if (x >= 1e3) printf "%.1fk\n", x / 1e3; else printf "%.0f\n", x }'; }
 us_per_step() { awk -v r="$1" 'BEGIN { if (r == "-" || r == 0) print "-"; else printf "%.4f\n", 1e6 / r }'; }
-fmt_us() { awk -v x="$1" 'BEGIN { if (x == "-" || x == 0) { print "–"; exit } if (x >= 100) printf "%.0f µs\n", x; else if (x >= 1) printf "%.1f µs\n", x; else printf "%.3f µs\n", x }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "–"; else if (a / b >= 10) printf "%.0f×\n", a / b; else printf "%.2f×\n", a / b }'; }
 
 label() {
     case $1 in

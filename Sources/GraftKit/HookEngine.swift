@@ -87,7 +87,8 @@ final class HookEngine {
     var execHappened = false
     var refusedReturnSites: Set<UInt64> = []
     var random = SystemRandomNumberGenerator()
-    let started = graft_monotonic_ns()
+    /// When the hooks were armed: the summary's seconds (and calls/s) count from here.
+    var started = graft_monotonic_ns()
     var cpuFollower = CPUFollower()
     /// GRAFT_DEBUG_EVENTS=1: every event on stderr (a global would cost a swift_once per event).
     let debugEventsOn = debugEvents
@@ -117,6 +118,10 @@ final class HookEngine {
             try? tracee.detach()
             throw error
         }
+        // --duration and the summary's seconds count from the arming, not from graft's start:
+        // attaching and reading symbols are not hooking time.
+        started = graft_monotonic_ns()
+        watcher.startDuration()
         onEvent(.armed(armed))
         flush()  // a script waiting for the armed line must not wait for the first hit
         var loopError: Error?

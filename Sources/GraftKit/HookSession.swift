@@ -170,14 +170,16 @@ final class StopState: @unchecked Sendable {
 final class Watcher: @unchecked Sendable {
     private let state: StopState
     private let tracer: TracerThread
-    private let deadline: UInt64?
+    private let duration: UInt64?
+    /// 0 until `startDuration`; then when `--duration` ends the session.
+    private let deadline = Atomic<UInt64>(0)
     private let check: @Sendable () -> HookSessionEnd?
     private var thread: pthread_t?
 
     init(state: StopState, tracer: TracerThread, duration: Double?, check: @escaping @Sendable () -> HookSessionEnd?) {
         self.state = state
         self.tracer = tracer
-        self.deadline = duration.map { graft_monotonic_ns() + UInt64(max(0, $0) * 1e9) }
+        self.duration = duration.map { UInt64(max(0, $0) * 1e9) }
         self.check = check
         let box = Unmanaged.passRetained(self)
         var handle = pthread_t()
@@ -197,13 +199,18 @@ final class Watcher: @unchecked Sendable {
             if state.requested == nil {
                 if let reason = check() {
                     state.request(reason)
-                } else if let deadline, graft_monotonic_ns() >= deadline {
+                } else if case let end = deadline.load(ordering: .acquiring), end != 0, graft_monotonic_ns() >= end {
                     state.request(.duration)
                 }
             }
             if state.requested != nil || state.outputPending { tracer.wake() }
             usleep(10_000)
         }
+    }
+
+    /// The hooks are armed: `--duration` starts now.
+    func startDuration() {
+        if let duration { deadline.store(graft_monotonic_ns() &+ max(duration, 1), ordering: .releasing) }
     }
 
     func finish() {

@@ -1,0 +1,41 @@
+# Shared by bench/hooks.sh and bench/trace.sh (sourced): logging, tool selection, stopping the victim
+# and the tool under test, and the number formats of the reports. The sourcing script sets
+# BENCH_NAME (log prefix) and TOOLS before using want(), and WORK, VICTIM_PID, TOOL_PID before
+# `trap cleanup EXIT`.
+
+log() { echo "$BENCH_NAME: $*" >&2; }
+die() { log "$*"; exit 1; }
+has() { command -v "$1" >/dev/null 2>&1; }
+want() { [[ " $TOOLS " == *" $1 "* ]]; }
+
+stop_tool() { # politely (the C tools, gdb and graft restore the code on SIGTERM), then for good
+    [[ -n "${TOOL_PID:-}" ]] || return 0
+    if kill -0 "$TOOL_PID" 2>/dev/null; then
+        kill -TERM "$TOOL_PID" 2>/dev/null || true
+        for _ in $(seq 30); do kill -0 "$TOOL_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$TOOL_PID" 2>/dev/null || true
+    fi
+    wait "$TOOL_PID" 2>/dev/null || true
+    TOOL_PID=""
+}
+stop_victim() {
+    [[ -n "${VICTIM_PID:-}" ]] || return 0
+    kill -TERM "$VICTIM_PID" 2>/dev/null || true
+    for _ in $(seq 20); do kill -0 "$VICTIM_PID" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$VICTIM_PID" 2>/dev/null || true
+    wait "$VICTIM_PID" 2>/dev/null || true
+    VICTIM_PID=""
+}
+cleanup() {
+    stop_tool
+    stop_victim
+    [[ -n "${WORK:-}" ]] && rm -rf "$WORK"
+}
+
+fmt_rate() {
+    awk -v x="$1" 'BEGIN { if (x == "-") { print "–"; exit }
+        if (x >= 1e6) printf "%.2f M/s\n", x / 1e6; else if (x >= 1e3) printf "%.1f k/s\n", x / 1e3; else printf "%.0f /s\n", x }'
+}
+fmt_short() { awk -v x="$1" 'BEGIN { if (x == "-") print "–"; else if (x >= 1e6) printf "%.2fM\n", x / 1e6; else if (x >= 1e3) printf "%.1fk\n", x / 1e3; else printf "%.0f\n", x }'; }
+fmt_us() { awk -v x="$1" 'BEGIN { if (x == "-" || x == 0) { print "–"; exit } if (x >= 100) printf "%.0f µs\n", x; else if (x >= 1) printf "%.1f µs\n", x; else printf "%.3f µs\n", x }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "–"; else if (a / b >= 10) printf "%.0f×\n", a / b; else printf "%.2f×\n", a / b }'; }
