@@ -185,6 +185,13 @@ int graft_pin_current_thread(int cpu) {
 
 int graft_current_cpu(void) { return sched_getcpu(); }
 
+int graft_affinity_count(pid_t tid) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(tid, sizeof(set), &set) != 0) return 0;
+    return CPU_COUNT(&set);
+}
+
 uint64_t graft_monotonic_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

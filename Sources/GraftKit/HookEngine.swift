@@ -839,6 +839,8 @@ struct CPUFollower {
     private let enabled = getenv("GRAFT_NO_CPU_FOLLOW") == nil
     private var idle = false
     private var observations: UInt = 0
+    /// The followed thread may run on more than one CPU (rechecked every 100 ms).
+    private var movable = true
 
     mutating func observe(process pid: Int32, thread tid: Int32) {
         guard enabled else { return }
@@ -857,10 +859,14 @@ struct CPUFollower {
         // 100 ms (at the 2 ms lookup period the policy flipped ~80 times a second).
         if now &- lastIdleCheck > 100_000_000 {
             lastIdleCheck = now
-            let spare = hasSpareCPU()
+            // Only a thread the scheduler may place on several CPUs can be drawn to this one; for a
+            // thread pinned to one CPU (taskset) SCHED_IDLE would only let every other task on that
+            // CPU preempt graft — and attract them there, since it counts as idle.
+            movable = graft_affinity_count(tid) > 1
+            let spare = movable && hasSpareCPU()
             if spare != idle, graft_set_idle_policy(spare ? 1 : 0) == 0 { idle = spare }
         }
-        guard let cpu = Self.lastCPU(pid, tid), cpu != pinned else { return }
+        guard movable, let cpu = Self.lastCPU(pid, tid), cpu != pinned else { return }
         if graft_pin_current_thread(cpu) == 0 { pinned = cpu }
     }
 

@@ -81,6 +81,9 @@ int graft_thread_last_cpu(pid_t pid, pid_t tid);
 /// The runnable-task count of /proc/loadavg (4th field, before the "/"), or -1.
 int graft_runnable_tasks(void);
 
+/// How many CPUs thread `tid` (0: the caller) may run on, 0 on error.
+int graft_affinity_count(pid_t tid);
+
 /// The thread ids in /proc/PID/task, unsorted: how many there are (those beyond `capacity` are
 /// counted, not stored), or -1 with errno. Plain C so a stop window's re-listing costs ~ the syscalls.
 int graft_list_tasks(pid_t pid, pid_t *tids, int capacity);
