@@ -104,6 +104,7 @@ extension UnpatchResult {
         fields.append(("outcome", .string(outcome.rawValue)))
         if let message { fields.append(("message", .string(message))) }
         fields.append(("stepped_threads", .array(steppedThreads.map { .int(Int64($0)) })))
+        if outcome == .reverted { fields.append(("stop_window_ns", .uint(stopWindowNanoseconds))) }
         return .object(fields)
     }
 }

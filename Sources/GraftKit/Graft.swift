@@ -36,6 +36,9 @@ public struct UnpatchResult: Sendable {
     public let outcome: Outcome
     public let message: String?
     public let steppedThreads: [Int32]
+    /// How long the process was stopped for this unpatch (0 when nothing needed a write: graft then
+    /// does not stop it at all). The same window for every patch reverted by one call.
+    public var stopWindowNanoseconds: UInt64 = 0
 }
 
 /// graft's operations on a live process, as a Swift program calls them. The CLI is a thin layer on top.
@@ -194,8 +197,9 @@ public struct Graft: Sendable {
                 case .changed: done.append(.changed(memory))
                 }
             }
+            var window: UInt64 = 0
             if !toRevert.isEmpty {
-                _ = try withStoppedProcess(pid) { tracee -> (Int, Int) in
+                (_, _, window) = try withStoppedProcess(pid) { tracee -> (Int, Int) in
                     for index in toRevert {
                         let target = targets[index]
                         do {
@@ -231,7 +235,8 @@ public struct Graft: Sendable {
                     record.state = .reverted
                     record.revertedAt = now
                     contents.patches[position] = record
-                    results.append(UnpatchResult(record: record, outcome: .reverted, message: nil, steppedThreads: stepped))
+                    results.append(UnpatchResult(record: record, outcome: .reverted, message: nil, steppedThreads: stepped,
+                                                 stopWindowNanoseconds: window))
                 case .failed(let message):
                     results.append(UnpatchResult(record: record, outcome: .failed, message: message, steppedThreads: []))
                 }

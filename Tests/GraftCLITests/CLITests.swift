@@ -83,8 +83,14 @@ func expectOneLineError(_ result: (status: Int32, stdout: String, stderr: String
 
         let unpatch = try graft(["unpatch", "-p", pid, "1", "--json"], stateDir: state)
         #expect(unpatch.status == 0, "\(unpatch.stderr)")
-        #expect(try jsonLines(unpatch.stdout).first?["outcome"] as? String == "reverted")
+        let reverted = try #require(try jsonLines(unpatch.stdout).first)
+        #expect(reverted["outcome"] as? String == "reverted")
+        #expect(reverted["stop_window_ns"] as? Int ?? 0 > 0)
         #expect(victim.waitForLine(timeout: 5, where: { $0 == "a=1" }) != nil)
+        // Nothing left to write: graft does not stop the process, and says no window.
+        let nothing = try graft(["unpatch", "-p", pid, "1", "--json"], stateDir: state)
+        let already = try #require(try jsonLines(nothing.stdout).first)
+        #expect(already["outcome"] as? String == "already-reverted" && already["stop_window_ns"] == nil, "\(already)")
         let again = try graft(["list", "-p", pid, "--json"], stateDir: state)
         #expect(try jsonLines(again.stdout).first?["state"] as? String == "reverted")
     }
