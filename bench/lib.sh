@@ -8,24 +8,18 @@ die() { log "$*"; exit 1; }
 has() { command -v "$1" >/dev/null 2>&1; }
 want() { [[ " $TOOLS " == *" $1 "* ]]; }
 
-stop_tool() { # politely (the C tools, gdb and graft restore the code on SIGTERM), then for good
-    [[ -n "${TOOL_PID:-}" ]] || return 0
-    if kill -0 "$TOOL_PID" 2>/dev/null; then
-        kill -TERM "$TOOL_PID" 2>/dev/null || true
-        for _ in $(seq 30); do kill -0 "$TOOL_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$TOOL_PID" 2>/dev/null || true
+stop_process() { # PID TRIES PAUSE: SIGTERM (the C tools, gdb and graft restore the code on it), up to
+    # TRIES × PAUSE s to go, then SIGKILL; reaped either way
+    local pid=$1
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq "$2"); do kill -0 "$pid" 2>/dev/null || break; sleep "$3"; done
+        kill -KILL "$pid" 2>/dev/null || true
     fi
-    wait "$TOOL_PID" 2>/dev/null || true
-    TOOL_PID=""
+    wait "$pid" 2>/dev/null || true
 }
-stop_victim() {
-    [[ -n "${VICTIM_PID:-}" ]] || return 0
-    kill -TERM "$VICTIM_PID" 2>/dev/null || true
-    for _ in $(seq 20); do kill -0 "$VICTIM_PID" 2>/dev/null || break; sleep 0.05; done
-    kill -KILL "$VICTIM_PID" 2>/dev/null || true
-    wait "$VICTIM_PID" 2>/dev/null || true
-    VICTIM_PID=""
-}
+stop_tool() { [[ -n "${TOOL_PID:-}" ]] || return 0; stop_process "$TOOL_PID" 30 0.1; TOOL_PID=""; }
+stop_victim() { [[ -n "${VICTIM_PID:-}" ]] || return 0; stop_process "$VICTIM_PID" 20 0.05; VICTIM_PID=""; }
 cleanup() {
     stop_tool
     stop_victim

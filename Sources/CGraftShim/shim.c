@@ -54,6 +54,18 @@ long graft_ptrace(long request, pid_t pid, uint64_t addr, uint64_t data) {
     return ptrace((enum __ptrace_request)request, pid, (void *)addr, (void *)data);
 }
 
+int graft_get_pc(pid_t pid, uint64_t *out) {
+    errno = 0;
+    long value = ptrace(PTRACE_PEEKUSER, pid, (void *)offsetof(struct user_regs_struct, rip), 0);
+    if (value == -1 && errno != 0) return -1;
+    *out = (uint64_t)value;
+    return 0;
+}
+
+int graft_set_pc(pid_t pid, uint64_t pc) {
+    return ptrace(PTRACE_POKEUSER, pid, (void *)offsetof(struct user_regs_struct, rip), (void *)pc) == 0 ? 0 : -1;
+}
+
 int graft_peektext(pid_t pid, uint64_t addr, uint64_t *out) {
     errno = 0;
     long word = ptrace(PTRACE_PEEKTEXT, pid, (void *)addr, NULL);

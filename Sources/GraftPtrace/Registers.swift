@@ -31,6 +31,15 @@ public struct Registers: Sendable {
 
     /// SysV x86_64 integer argument registers, in order.
     public var integerArguments: [UInt64] { [rdi, rsi, rdx, rcx, r8, r9] }
+
+    /// Every register but rip is the same as in `other`: then writing rip alone
+    /// (`Tracee.setProgramCounter`) is enough.
+    public func differsOnlyInPC(from other: Registers) -> Bool {
+        var a = raw, b = other.raw
+        a.rip = 0
+        b.rip = 0
+        return withUnsafeBytes(of: &a) { x in withUnsafeBytes(of: &b) { y in x.elementsEqual(y) } }
+    }
 }
 
 extension Registers {

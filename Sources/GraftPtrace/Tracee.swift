@@ -315,6 +315,26 @@ public final class Tracee: @unchecked Sendable {
         }
     }
 
+    /// rip alone (PTRACE_PEEKUSER): the hit path's cheapest read.
+    public func programCounter(of tid: Int32) throws -> UInt64 {
+        try tracer.run {
+            var pc: UInt64 = 0
+            if graft_get_pc(tid, &pc) != 0 {
+                throw errno == ESRCH ? GraftError.threadVanished(tid: tid) : GraftError.systemCall(name: "PTRACE_PEEKUSER", errno: errno, context: "rip of thread \(tid)")
+            }
+            return pc
+        }
+    }
+
+    /// Sets rip alone (PTRACE_POKEUSER), for a stop after which nothing but the pc changes.
+    public func setProgramCounter(_ pc: UInt64, of tid: Int32) throws {
+        try tracer.run {
+            if graft_set_pc(tid, pc) != 0 {
+                throw errno == ESRCH ? GraftError.threadVanished(tid: tid) : GraftError.systemCall(name: "PTRACE_POKEUSER", errno: errno, context: "rip of thread \(tid)")
+            }
+        }
+    }
+
     public func setRegisters(_ registers: Registers, of tid: Int32) throws {
         try tracer.run {
             var raw = registers.raw

@@ -65,6 +65,10 @@ enum { GRAFT_WALL = 0x40000000 };
 long graft_ptrace(long request, pid_t pid, uint64_t addr, uint64_t data);
 /// PTRACE_PEEKTEXT: 0 and the word in *out, or -1 with errno set.
 int graft_peektext(pid_t pid, uint64_t addr, uint64_t *out);
+/// rip alone, with PTRACE_PEEKUSER / POKEUSER: ~0.55 µs each here, against ~1.2 µs for GETREGS and
+/// ~1.6 µs for SETREGS (the whole regset). 0, or -1 with errno.
+int graft_get_pc(pid_t pid, uint64_t *out);
+int graft_set_pc(pid_t pid, uint64_t pc);
 /// PTRACE_PEEKUSER at a byte offset into struct user.
 int graft_peekuser(pid_t pid, uint64_t offset, uint64_t *out);
 /// Byte offset of u_debugreg[index] in struct user (hardware breakpoints, DR0–DR7).
