@@ -743,7 +743,14 @@ final class HookEngine {
         var rounds = 0
         while !waiting.isEmpty, rounds < 100_000 {
             rounds += 1
+            if debugEventsOn, rounds % 50 == 0 {
+                let states = waiting.sorted().map { tid in
+                    "\(tid):\(ProcFS.readFile("/proc/\(tracee.pid)/task/\(tid)/stat").flatMap { $0.split(separator: ")").last?.split(separator: " ").first.map(String.init) } ?? "?")"
+                }
+                writeDebug("teardown: round \(rounds), still waiting for \(states.joined(separator: " "))\n")
+            }
             var next = try? tracee.waitForEvent(block: true)
+            if debugEventsOn, let next { writeDebug("teardown event \(next)\n") }
             if next == nil {
                 if !tracee.isAttached && tracee.threadIDs.isEmpty { return }
                 // Woken (EINTR) or nothing to wait for: probe once, and serve what the probe returns.
@@ -897,11 +904,22 @@ struct CPUFollower {
     private let enabled = getenv("GRAFT_NO_CPU_FOLLOW") == nil
     private var idle = false
     private var observations: UInt = 0
+    private var lastThread: Int32 = 0
+    /// More than one thread hit since the last SCHED_IDLE decision.
+    private var severalThreads = false
     /// The followed thread may run on more than one CPU (rechecked every 100 ms).
     private var movable = true
 
     mutating func observe(process pid: Int32, thread tid: Int32) {
         guard enabled else { return }
+        if tid != lastThread {
+            if lastThread != 0 {
+                severalThreads = true
+                // At once, not at the next decision: a starved tracer may not see one for seconds.
+                if idle, graft_set_idle_policy(0) == 0 { idle = false }
+            }
+            lastThread = tid
+        }
         // The clock itself is looked at every 8th hit: at tens of thousands of hits a second that
         // is still far more often than the 2 ms period.
         observations &+= 1
@@ -921,7 +939,12 @@ struct CPUFollower {
             // thread pinned to one CPU (taskset) SCHED_IDLE would only let every other task on that
             // CPU preempt graft — and attract them there, since it counts as idle.
             movable = graft_affinity_count(tid) > 1
-            let spare = movable && hasSpareCPU()
+            // Only while ONE thread hits: with several, most of them sit in their ptrace stop
+            // waiting for graft, so /proc/loadavg looks idle, yet once resumed they run — and an
+            // idle-class tracer among running threads gets almost no CPU (seconds-long stalls were
+            // seen with 8 hot threads on 2 CPUs).
+            let spare = movable && !severalThreads && hasSpareCPU()
+            severalThreads = false
             if spare != idle, graft_set_idle_policy(spare ? 1 : 0) == 0 { idle = spare }
         }
         guard movable, let cpu = Self.lastCPU(pid, tid), cpu != pinned else { return }

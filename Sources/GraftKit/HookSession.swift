@@ -31,6 +31,9 @@ public final class HookSession: @unchecked Sendable {
     public var reportsCalls = true
     /// Calls counted so far over all hooks; readable from any thread while `run` runs.
     public var hitsSoFar: Int { stopState.hits.load(ordering: .relaxed) }
+    /// The kernel thread id of the session's tracer thread while `run` runs (0 otherwise), for
+    /// diagnostics: its scheduling policy and CPU are visible in /proc/self/task/TID/stat.
+    public var tracerThreadID: Int32 { stopState.tracerThread.load(ordering: .relaxed) }
 
     /// - Parameter stopCheck: polled every 10 ms from a watcher thread; a non-nil answer ends the
     ///   session (the CLI passes the deferred SIGINT/SIGTERM/SIGHUP).
@@ -69,6 +72,8 @@ public final class HookSession: @unchecked Sendable {
         guard !specs.isEmpty else { throw GraftError.usage("give at least one LOCATION to hook") }
         if command == nil { try ProcFS.preflightExists(pid) }
         return try withSessionThreads(name: "graft-hooks", state: stopState, duration: limits.duration, check: stopCheck) { tracer, watcher in
+            stopState.tracerThread.store(tracer.kernelThreadID, ordering: .relaxed)
+            defer { stopState.tracerThread.store(0, ordering: .relaxed) }
             let tracee = try openTarget(command: command, pid: pid, tracer: tracer)
             pid = tracee.pid
             let engine = HookEngine(tracee: tracee, specs: specs, limits: limits, journal: journal, stopState: stopState)
@@ -135,6 +140,7 @@ final class StopState: @unchecked Sendable {
     private let finished = Atomic<Bool>(false)
     /// Calls counted so far over all hooks (the status line's "N hits so far", from any thread).
     let hits = Atomic<Int>(0)
+    let tracerThread = Atomic<Int32>(0)
 
     init() { pthread_mutex_init(&mutex, nil) }
     deinit { pthread_mutex_destroy(&mutex) }

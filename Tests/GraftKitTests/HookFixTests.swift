@@ -118,4 +118,73 @@ import TestSupport
         #expect(summary.elapsedNanoseconds >= 2_000_000_000, "\(summary.elapsedNanoseconds)")
         expectCodeRestored(victim, ["value_a"])
     }
+
+    /// The out-of-line push under fire: 8 threads call `hot` (push rbp first) in a tight loop, so at
+    /// every teardown some are inside its scratch copy or at the int3. 12 rounds of a counting
+    /// session (the PEEKUSER/POKEUSER fast path) and of a reporting one, ended mid-flight: every
+    /// round the code equals the file again, no scratch page stays mapped, and every thread's
+    /// counter keeps moving.
+    @Test func outOfLinePushTeardownUnderEightHotThreads() throws {
+        let victim = try Victim.launch("threads_hot", arguments: ["8"])
+        defer { victim.kill() }
+        func counters() -> [UInt64]? {
+            _ = victim.drain()
+            guard let line = victim.waitForLine(timeout: 5, where: { $0.hasPrefix("counters ") }) else { return nil }
+            return line.split(separator: " ").dropFirst().compactMap { UInt64($0) }
+        }
+        func scratchPages() -> Int {
+            // graft's scratch pages: anonymous r-x mappings (the victim has none of its own).
+            (readTextFile("/proc/\(victim.pid)/maps") ?? "").split(separator: "\n").filter { line in
+                let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+                return fields.count == 5 && fields[1] == "r-xp"
+            }.count
+        }
+        #expect(scratchPages() == 0)
+        var last = try #require(counters())
+        for round in 0..<12 {
+            let session = HookSession(pid: victim.pid, specs: [HookSpec(location: "hot")], journal: temporaryJournal())
+            session.reportsCalls = round % 2 == 1
+            let run = HookRun(session)
+            #expect(run.waitArmed(), "round \(round)")
+            #expect(run.armedHooks.first?.strategy == "out of line", "round \(round): \(run.armedHooks.map(\.strategy))")
+            usleep(UInt32(20_000 + round * 7_000))
+            let summary = try run.finish()
+            #expect(summary.codeRestored && summary.totalHits > 0, "round \(round): \(summary.totalHits) hits")
+            #expect(victim.isAlive, "round \(round)")
+            expectCodeRestored(victim, ["hot"])
+            #expect(scratchPages() == 0, "round \(round): a scratch page is still mapped")
+            let now = try #require(counters(), "round \(round)")
+            #expect(now.count == 8 && zip(now, last).allSatisfy { $0 > $1 }, "round \(round): \(last) -> \(now)")
+            last = now
+        }
+    }
+
+    /// With several threads hitting, the tracer thread must not be SCHED_IDLE: most of the hitting
+    /// threads sit in their ptrace stops, so /proc/loadavg looks idle, yet once resumed they spin,
+    /// and an idle-class tracer among them got almost no CPU (sessions stalled for seconds). The
+    /// policy is field 41 of the tracer thread's /proc stat (5 = SCHED_IDLE).
+    @Test func severalHittingThreadsKeepTheTracerOutOfSchedIdle() throws {
+        let victim = try Victim.launch("threads_hot", arguments: ["8"])
+        defer { victim.kill() }
+        for quiet in [true, false] {
+            let session = HookSession(pid: victim.pid, specs: [HookSpec(location: "hot")], journal: temporaryJournal())
+            session.reportsCalls = !quiet
+            let run = HookRun(session)
+            #expect(run.waitArmed())
+            usleep(300_000)  // past the first SCHED_IDLE decisions
+            var policies: [Int] = []
+            for _ in 0..<20 {
+                let tid = session.tracerThreadID
+                if tid != 0, let stat = readTextFile("/proc/self/task/\(tid)/stat"), let close = stat.lastIndex(of: ")") {
+                    let fields = stat[stat.index(after: close)...].split(separator: " ")
+                    if fields.count > 38, let policy = Int(fields[38]) { policies.append(policy) }  // field 41
+                }
+                usleep(25_000)
+            }
+            let summary = try run.finish()
+            #expect(summary.codeRestored && summary.totalHits > 0)
+            #expect(!policies.isEmpty && !policies.contains(5), "quiet \(quiet): tracer policies \(policies)")
+        }
+        expectCodeRestored(victim, ["hot"])
+    }
 }
