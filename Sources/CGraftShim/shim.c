@@ -169,11 +169,19 @@ pid_t graft_wait_exit_nohang(pid_t tid, int *status) {
     siginfo_t info;
     memset(&info, 0, sizeof info);
     int r;
+    /* A tracee's ptrace stops are reported whatever the options say (wait_task_stopped): peek
+     * first (WNOWAIT) and reap only an exit, leaving a stop queued for the event loop. */
     do {
-        r = waitid(P_PID, (id_t)tid, &info, WEXITED | WNOHANG | __WALL);
+        r = waitid(P_PID, (id_t)tid, &info, WEXITED | WNOHANG | WNOWAIT | __WALL);
     } while (r == -1 && errno == EINTR);
     if (r != 0) return -1;
     if (info.si_pid == 0) return 0;
+    if (info.si_code != CLD_EXITED && info.si_code != CLD_KILLED && info.si_code != CLD_DUMPED) return 0;
+    siginfo_t reaped;
+    memset(&reaped, 0, sizeof reaped);
+    do {
+        r = waitid(P_PID, (id_t)tid, &reaped, WEXITED | WNOHANG | __WALL);
+    } while (r == -1 && errno == EINTR);
     *status = info.si_code == CLD_EXITED ? (info.si_status & 0xff) << 8 : (info.si_status & 0x7f);
     return info.si_pid;
 }

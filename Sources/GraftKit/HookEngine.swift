@@ -23,6 +23,16 @@ final class Breakpoint {
     /// Where the thread goes on when nothing but its pc has to change (the out-of-line copy, the
     /// end of a nop, a jump's target); nil when the displaced instruction touches other registers
     /// or memory. The counting fast path needs no more than this.
+    /// The displaced instruction is one byte and emulated, so a thread that ran it legitimately stands
+    /// exactly where an int3 leaves one: a SIGTRAP there proves nothing by the pc alone (see
+    /// `HookEngine.trapIsOurs`).
+    var pcIsAmbiguous: Bool {
+        guard slot == nil, instruction.size == 1 else { return false }
+        switch displaced {
+        case .skip, .push: return true
+        default: return false
+        }
+    }
     var resumeAt: UInt64? {
         switch displaced {
         case .skip(let length): return address &+ UInt64(length)
@@ -103,6 +113,10 @@ final class HookEngine {
     var cpuFollower = CPUFollower()
     /// GRAFT_DEBUG_EVENTS=1: every event on stderr (a global would cost a swift_once per event).
     let debugEventsOn = debugEvents
+    /// A thread of the target runs under a seccomp filter (`Seccomp: 2` in its status).
+    lazy var underSeccompFilter: Bool = tracee.threadIDs.contains { tid in
+        ProcFS.readFile("/proc/\(tracee.pid)/task/\(tid)/status")?.contains("\nSeccomp:\t2") == true
+    }
     /// False: calls are counted (summary, `StopState.hits`) but no `.hit`/`.returned` events are
     /// built or delivered — `graft hook --quiet`, the cheapest hook.
     var reportsCalls = true
@@ -126,6 +140,9 @@ final class HookEngine {
             try arm()
         } catch {
             restoreAll()
+            // No thread has run since the attach: nothing can be inside a scratch page yet.
+            for page in scratch.pages { try? tracee.remoteMunmap(address: page.base, length: ScratchSpace.pageSize) }
+            scratch = ScratchSpace()
             try? tracee.detach()
             throw error
         }
@@ -220,7 +237,7 @@ final class HookEngine {
             if countsOnly, let reported = try countOnlyHit(tid) { return reported }
             var registers = try tracee.registers(of: tid)
             let address = registers.rip &- 1
-            guard let breakpoint = breakpoints[address] else {
+            guard let breakpoint = breakpoints[address], !breakpoint.pcIsAmbiguous || trapIsOurs(tid) else {
                 // Not graft's: the target's own int3 or raise(SIGTRAP). Deliver it.
                 try tracee.resume(tid, signal: SIGTRAP)
                 return false
@@ -299,6 +316,12 @@ final class HookEngine {
         return false
     }
 
+    /// An int3 raises SIGTRAP with si_code SI_KERNEL (0x80); kill/tgkill/raise give SI_USER or
+    /// SI_TKILL. Asked only where the pc cannot tell (`Breakpoint.pcIsAmbiguous`).
+    private func trapIsOurs(_ tid: Int32) -> Bool {
+        tracee.signalCode(of: tid).map { $0 == 0x80 } ?? true
+    }
+
     /// `--count` reached: let the counted calls return (and report their returns) before ending; new
     /// calls are no longer counted. At most `drainLimit`.
     private func checkCount() {
@@ -324,7 +347,7 @@ final class HookEngine {
     private func countOnlyHit(_ tid: Int32) throws -> Bool? {
         let pc = try tracee.programCounter(of: tid)
         guard !draining, let breakpoint = breakpoints[pc &- 1], let hook = breakpoint.entryHook, !breakpoint.isReturnSite,
-              let next = breakpoint.resumeAt,
+              let next = breakpoint.resumeAt, !breakpoint.pcIsAmbiguous,
               vforkChildren.isEmpty || !vforkChildren.contains(tid) else { return nil }
         cpuFollower.observe(process: tracee.pid, thread: tid)
         totalHits += 1
@@ -517,11 +540,13 @@ final class HookEngine {
             switch breakpoint.displaced {
             case .outOfLine:
                 breakpoint.slot = try placeOutOfLine(breakpoint.instruction, via: nil)
-            case .push where stepper == nil:
+            case .push where stepper == nil && !underSeccompFilter:
                 // A push could be emulated (rsp -= 8 and a POKEDATA of the register), but run from
                 // a copy it costs nothing beyond the pc: per hit one PTRACE_POKEDATA and a whole
                 // SETREGS fewer (~2.4 µs of ~16 µs). Emulated when no scratch page can be had, and
-                // while tracing (the stepped thread must not count the copy's jump back).
+                // while tracing (the stepped thread must not count the copy's jump back), and for a
+                // target under a seccomp filter: a filter may kill it for the remote mmap, which
+                // an emulated push never needs.
                 breakpoint.slot = try? placeOutOfLine(breakpoint.instruction, via: nil)
             default:
                 break
@@ -867,8 +892,18 @@ final class HookEngine {
         guard !scratch.pages.isEmpty else { return }
         let mappings = (try? ProcMaps.read(pid: tracee.pid)) ?? []
         for tid in tracee.threadIDs {
-            guard let rsp = try? tracee.registers(of: tid).rsp,
-                  let stack = mappings.first(where: { $0.contains(rsp & ~7) }) else { continue }
+            // A pc still inside (a thread that could not be stepped out), or registers that cannot
+            // be read: keep the pages. A leaked page is harmless; an unmapped pc is a crash.
+            guard let registers = try? tracee.registers(of: tid) else {
+                onEvent(.notice("scratch pages left mapped: thread \(tid)'s registers could not be read"))
+                return
+            }
+            if scratch.contains(registers.rip) {
+                onEvent(.notice("scratch pages left mapped: thread \(tid) is still at \(hex(registers.rip))"))
+                return
+            }
+            let rsp = registers.rsp
+            guard let stack = mappings.first(where: { $0.contains(rsp & ~7) }) else { continue }
             let length = Int(min(stack.end - (rsp & ~7), 256 << 10))
             guard let words = try? tracee.readMemory(at: rsp & ~7, count: length) else { continue }
             var offset = 0

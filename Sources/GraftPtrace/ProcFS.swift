@@ -161,7 +161,12 @@ public enum ProcFS {
 
     /// Why the kernel answered EPERM to PTRACE_SEIZE (or to opening /proc/PID/mem or maps).
     public static func diagnosePermission(_ pid: Int32, yamaScopePath: String = "/proc/sys/kernel/yama/ptrace_scope") -> GraftError {
-        guard let status = status(pid) else { return .noSuchProcess(pid: pid) }
+        guard let status = status(pid) else {
+            // /proc mounted with hidepid=1: the directory is there, its files are not readable.
+            return access("/proc/\(pid)", F_OK) == 0
+                ? .permissionDenied(pid: pid, reason: "graft cannot read /proc/\(pid)/status (/proc mounted with hidepid?); run graft as root or as the process's user")
+                : .noSuchProcess(pid: pid)
+        }
         if let tracer = status["TracerPid"].flatMap({ Int32($0) }), tracer != 0 {
             let process = threadGroup(of: tracer)
             return .alreadyTraced(pid: pid, tracer: process, tracerName: commandName(process))
@@ -175,7 +180,7 @@ public enum ProcFS {
         let owner: UInt32? = stat("/proc/\(pid)/mem", &info) == 0 ? info.st_uid : nil  // root-owned when not dumpable
         let facts = PermissionFacts(
             targetUIDs: ids("Uid"), targetGIDs: ids("Gid"), targetPermitted: caps(status, "CapPrm"),
-            targetMemOwner: owner, tracerUID: geteuid(), tracerGID: getegid(),
+            targetMemOwner: owner, tracerUID: getuid(), tracerGID: getgid(),  // PTRACE_MODE_REALCREDS
             tracerPermitted: caps(mine, "CapPrm"), tracerEffective: caps(mine, "CapEff"),
             yamaScope: readFile(yamaScopePath).flatMap { Int($0.trimmingCharacters(in: "\n ")) },
             tracerIsAncestor: isAncestor(getpid(), of: pid))

@@ -279,10 +279,15 @@ public final class Tracee: @unchecked Sendable {
                 let position = offset + i, shift = UInt64((position % 8) * 8)
                 updated[position / 8] = (updated[position / 8] & ~(0xff << shift)) | (UInt64(new[i]) << shift)
             }
+            var written: [Int] = []
             for i in 0..<count where updated[i] != old[i] {
                 if graft_ptrace(GRAFT_PTRACE_POKETEXT, tid, first + UInt64(i * 8), updated[i]) != 0 {
-                    throw errno == ESRCH ? exitError() : GraftError.systemCall(name: "PTRACE_POKETEXT", errno: errno, context: "\(hex(first + UInt64(i * 8))) in process \(pid)")
+                    let code = errno
+                    // Never leave half a patch: put back the words already written.
+                    for j in written { _ = graft_ptrace(GRAFT_PTRACE_POKETEXT, tid, first + UInt64(j * 8), old[j]) }
+                    throw code == ESRCH ? exitError() : GraftError.systemCall(name: "PTRACE_POKETEXT", errno: code, context: "\(hex(first + UInt64(i * 8))) in process \(pid)")
                 }
+                written.append(i)
             }
             for i in 0..<count where updated[i] != old[i] {
                 var back: UInt64 = 0
@@ -539,15 +544,17 @@ public final class Tracee: @unchecked Sendable {
             var how: String?
             let deadline = graft_monotonic_ns() + 100_000_000
             while true {
+                var other: String?  // how a non-leader thread ended: the process's way too, if it is dead
                 for tid in [pid] + threads.keys.filter({ $0 != pid }).sorted() {
                     var status: Int32 = 0
                     guard graft_wait_exit_nohang(tid, &status) == tid else { continue }
                     threads[tid] = nil
-                    if tid == pid || how == nil { how = ThreadStop(status: status).exitDescription }
+                    if tid == pid { how = ThreadStop(status: status).exitDescription } else if other == nil { other = ThreadStop(status: status).exitDescription }
                 }
                 let state = ProcFS.status(pid)?["State"]
                 let alive = state.map { !$0.hasPrefix("Z") && !$0.hasPrefix("X") } ?? false
-                if alive && how == nil { return nil }
+                if alive && how == nil { return nil }  // one thread's exit is not the process's
+                if how == nil, !alive { how = other }
                 if let how { isAttached = threads.isEmpty ? false : isAttached; return .processExited(pid: pid, status: how) }
                 if graft_monotonic_ns() > deadline { return .processExited(pid: pid, status: "it is gone") }
                 usleep(1000)
