@@ -322,6 +322,13 @@ final class HookEngine {
         tracee.signalCode(of: tid).map { $0 == 0x80 } ?? true
     }
 
+    /// One call of `hook`: the summary's, `--count`'s and the status line's counters.
+    private func count(_ hook: Int) {
+        totalHits += 1
+        stats[hook].hits += 1
+        stopState.hits.add(1, ordering: .relaxed)
+    }
+
     /// `--count` reached: let the counted calls return (and report their returns) before ending; new
     /// calls are no longer counted. At most `drainLimit`.
     private func checkCount() {
@@ -347,12 +354,9 @@ final class HookEngine {
     private func countOnlyHit(_ tid: Int32) throws -> Bool? {
         let pc = try tracee.programCounter(of: tid)
         guard !draining, let breakpoint = breakpoints[pc &- 1], let hook = breakpoint.entryHook, !breakpoint.isReturnSite,
-              let next = breakpoint.resumeAt, !breakpoint.pcIsAmbiguous,
-              vforkChildren.isEmpty || !vforkChildren.contains(tid) else { return nil }
+              let next = breakpoint.resumeAt, !breakpoint.pcIsAmbiguous else { return nil }
         cpuFollower.observe(process: tracee.pid, thread: tid)
-        totalHits += 1
-        stats[hook].hits += 1
-        stopState.hits.add(1, ordering: .relaxed)
+        count(hook)
         try tracee.setProgramCounter(next, of: tid)
         try tracee.resume(tid)
         checkCount()
@@ -396,9 +400,7 @@ final class HookEngine {
         }
         if let hook = breakpoint.entryHook, !draining {
             let spec = specs[hook]
-            totalHits += 1
-            stats[hook].hits += 1
-            stopState.hits.add(1, ordering: .relaxed)
+            count(hook)
             if !reportsCalls && !spec.skip && !spec.catchesReturn {
                 // Counted, not reported (no arguments read, no backtrace unwound): nothing else to do
                 // but run the displaced instruction.
