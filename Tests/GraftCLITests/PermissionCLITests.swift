@@ -7,6 +7,27 @@ import TestSupport
 @Suite(.serialized) struct PermissionCLITests {
     static let nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"]
 
+    /// `path` itself when user nobody can run it (every directory above it searchable by others),
+    /// else a copy in a fresh world-readable directory (a CI clone may live under /root).
+    func runnableByOthers(_ path: String) throws -> String {
+        var dir = path
+        var reachable = true
+        while let slash = dir.lastIndex(of: "/"), slash != dir.startIndex {
+            dir = String(dir[..<slash])
+            var info = stat()
+            if stat(dir, &info) != 0 || info.st_mode & S_IXOTH == 0 { reachable = false; break }
+        }
+        var info = stat()
+        if reachable, stat(path, &info) == 0, info.st_mode & S_IXOTH != 0, info.st_mode & S_IROTH != 0 { return path }
+        let copyDir = temporaryDirectory()
+        chmod(copyDir, 0o755)
+        let copy = copyDir + "/" + String(path[path.index(after: path.lastIndex(of: "/")!)...])
+        let result = try runCommand("cp", [path, copy])
+        guard result.status == 0 else { throw TestSupportError("cp \(path): \(result.stderr)") }
+        chmod(copy, 0o755)
+        return copy
+    }
+
     /// A journal directory the unprivileged graft can write.
     func sharedStateDirectory() -> String {
         let dir = temporaryDirectory()
@@ -16,7 +37,7 @@ import TestSupport
 
     /// `graft patch -p PID value_a --return 5` run through setpriv with `privileges`.
     func patchAs(_ privileges: [String], pid: Int32, state: String) throws -> (status: Int32, stdout: String, stderr: String) {
-        try runCommand("setpriv", privileges + ["--", try graftBinary(), "patch", "-p", String(pid), "value_a", "--return", "5", "--state-dir", state])
+        try runCommand("setpriv", privileges + ["--", try runnableByOthers(try graftBinary()), "patch", "-p", String(pid), "value_a", "--return", "5", "--state-dir", state])
     }
 
     /// value_a still returns 1 and no patch was journaled.
@@ -49,7 +70,7 @@ import TestSupport
     }
 
     @Test func notDumpableProcessOfTheSameUser() throws {
-        let path = try Victims.path("c_loop")
+        let path = try runnableByOthers(try Victims.path("c_loop"))
         let victim = try Victim.launchCommand("setpriv", arguments: Self.nobody + ["--", path, "20"],
                                               environment: ["VICTIM_NOT_DUMPABLE": "1"])
         defer { victim.kill() }
