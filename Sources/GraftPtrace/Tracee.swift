@@ -223,26 +223,12 @@ public final class Tracee: @unchecked Sendable {
         guard !bytes.isEmpty else { return }
         let tid = try anyThread()
         try tracer.run {
-            let first = address & ~7
-            let last = (address + UInt64(bytes.count) + 7) & ~7
-            var word = first
-            while word < last {
-                var value: UInt64 = 0
-                if graft_peektext(tid, word, &value) != 0 {
-                    throw errno == ESRCH ? exitError() : GraftError.addressNotMapped(address: word)
+            let words = try TextWords(peeking: tid, at: address, count: bytes.count, tracee: self)
+            let updated = words.merging(bytes)
+            for i in updated.indices where updated[i] != words.values[i] {
+                if graft_ptrace(GRAFT_PTRACE_POKETEXT, tid, words.address(of: i), updated[i]) != 0 {
+                    throw errno == ESRCH ? exitError() : GraftError.systemCall(name: "PTRACE_POKETEXT", errno: errno, context: "\(hex(words.address(of: i))) in process \(pid)")
                 }
-                var updated = value
-                for i in 0..<8 {
-                    let byteAddress = word + UInt64(i)
-                    if byteAddress >= address && byteAddress < address + UInt64(bytes.count) {
-                        let shift = UInt64(i * 8)
-                        updated = (updated & ~(0xff << shift)) | (UInt64(bytes[Int(byteAddress - address)]) << shift)
-                    }
-                }
-                if updated != value, graft_ptrace(GRAFT_PTRACE_POKETEXT, tid, word, updated) != 0 {
-                    throw errno == ESRCH ? exitError() : GraftError.systemCall(name: "PTRACE_POKETEXT", errno: errno, context: "\(hex(word)) in process \(pid)")
-                }
-                word += 8
             }
         }
     }
@@ -250,58 +236,37 @@ public final class Tracee: @unchecked Sendable {
     /// Writes `new` at `address` only if memory holds `expected` there (same length), in one pass of
     /// PTRACE_PEEKTEXT / POKETEXT over the words it covers, like a minimal C tool: peek every word,
     /// compare, poke the changed words, peek them back. Returns nil once written and read back, or
-    /// the bytes found when they are not `expected` (then nothing is written). A write that does not
-    /// read back is undone and reported.
+    /// the bytes found when they are not `expected` (then nothing is written). A write that fails or
+    /// does not read back is undone and reported.
     public func replaceText(at address: UInt64, expected: [UInt8], new: [UInt8]) throws -> [UInt8]? {
         precondition(expected.count == new.count, "replaceText: expected and new differ in length")
         guard !new.isEmpty else { return nil }
         let tid = try anyThread()
         return try tracer.run {
-            let first = address & ~7
-            let count = Int(((address + UInt64(new.count) + 7) & ~7) - first) / 8
-            var old = [UInt64](repeating: 0, count: count)
-            for i in 0..<count {
-                let word = first + UInt64(i * 8)
-                if graft_peektext(tid, word, &old[i]) != 0 {
-                    throw errno == ESRCH ? exitError() : GraftError.addressNotMapped(address: word)
-                }
-            }
-            let offset = Int(address - first)
-            func byte(_ words: [UInt64], _ index: Int) -> UInt8 {
-                let position = offset + index
-                return UInt8(truncatingIfNeeded: words[position / 8] >> UInt64((position % 8) * 8))
-            }
-            for i in 0..<expected.count where byte(old, i) != expected[i] {
-                return (0..<expected.count).map { byte(old, $0) }
-            }
-            var updated = old
-            for i in 0..<new.count {
-                let position = offset + i, shift = UInt64((position % 8) * 8)
-                updated[position / 8] = (updated[position / 8] & ~(0xff << shift)) | (UInt64(new[i]) << shift)
-            }
+            let words = try TextWords(peeking: tid, at: address, count: new.count, tracee: self)
+            let found = words.bytes
+            if found != expected { return found }
+            let updated = words.merging(new)
             var written: [Int] = []
-            for i in 0..<count where updated[i] != old[i] {
-                if graft_ptrace(GRAFT_PTRACE_POKETEXT, tid, first + UInt64(i * 8), updated[i]) != 0 {
+            // Never leave half a patch: put back the words already written.
+            func putBack() { for j in written { _ = graft_ptrace(GRAFT_PTRACE_POKETEXT, tid, words.address(of: j), words.values[j]) } }
+            for i in updated.indices where updated[i] != words.values[i] {
+                if graft_ptrace(GRAFT_PTRACE_POKETEXT, tid, words.address(of: i), updated[i]) != 0 {
                     let code = errno
-                    // Never leave half a patch: put back the words already written.
-                    for j in written { _ = graft_ptrace(GRAFT_PTRACE_POKETEXT, tid, first + UInt64(j * 8), old[j]) }
-                    throw code == ESRCH ? exitError() : GraftError.systemCall(name: "PTRACE_POKETEXT", errno: code, context: "\(hex(first + UInt64(i * 8))) in process \(pid)")
+                    putBack()
+                    throw code == ESRCH ? exitError() : GraftError.systemCall(name: "PTRACE_POKETEXT", errno: code, context: "\(hex(words.address(of: i))) in process \(pid)")
                 }
                 written.append(i)
             }
-            for i in 0..<count where updated[i] != old[i] {
+            for i in written {
                 var back: UInt64 = 0
-                if graft_peektext(tid, first + UInt64(i * 8), &back) != 0 {
-                    throw errno == ESRCH ? exitError() : GraftError.addressNotMapped(address: first + UInt64(i * 8))
+                if graft_peektext(tid, words.address(of: i), &back) != 0 {
+                    throw errno == ESRCH ? exitError() : GraftError.addressNotMapped(address: words.address(of: i))
                 }
                 if back != updated[i] {
-                    for j in 0..<count where updated[j] != old[j] {
-                        _ = graft_ptrace(GRAFT_PTRACE_POKETEXT, tid, first + UInt64(j * 8), old[j])
-                    }
-                    var found: [UInt8] = []
-                    for k in 0..<8 { found.append(UInt8(truncatingIfNeeded: back >> UInt64(k * 8))) }
-                    throw GraftError.unexpectedBytes(address: first + UInt64(i * 8), expected: (0..<8).map { UInt8(truncatingIfNeeded: updated[i] >> UInt64($0 * 8)) },
-                                                     found: found, hint: "the write did not take; the original bytes were put back")
+                    putBack()
+                    throw GraftError.unexpectedBytes(address: words.address(of: i), expected: TextWords.bytes(of: updated[i]),
+                                                     found: TextWords.bytes(of: back), hint: "the write did not take; the original bytes were put back")
                 }
             }
             return nil
@@ -563,4 +528,45 @@ public final class Tracee: @unchecked Sendable {
         return death
     }
     private var death: GraftError?
+}
+
+/// The 8-byte words covering `count` bytes at an address, as PTRACE_PEEKTEXT read them: the unit
+/// POKETEXT writes in (read-modify-write at the edges).
+struct TextWords {
+    let first: UInt64
+    let offset: Int
+    let count: Int
+    var values: [UInt64]
+
+    init(peeking tid: Int32, at address: UInt64, count: Int, tracee: Tracee) throws {
+        first = address & ~7
+        offset = Int(address - first)
+        self.count = count
+        let words = Int(((address + UInt64(count) + 7) & ~7) - first) / 8
+        values = [UInt64](repeating: 0, count: words)
+        for i in 0..<words {
+            if graft_peektext(tid, first + UInt64(i * 8), &values[i]) != 0 {
+                throw errno == ESRCH ? tracee.exitError() : GraftError.addressNotMapped(address: first + UInt64(i * 8))
+            }
+        }
+    }
+
+    func address(of word: Int) -> UInt64 { first + UInt64(word * 8) }
+
+    /// The `count` bytes as they are in memory.
+    var bytes: [UInt8] {
+        (0..<count).map { i in UInt8(truncatingIfNeeded: values[(offset + i) / 8] >> UInt64(((offset + i) % 8) * 8)) }
+    }
+
+    /// The words with `bytes` (exactly `count` of them) written over theirs.
+    func merging(_ bytes: [UInt8]) -> [UInt64] {
+        var updated = values
+        for (i, byte) in bytes.enumerated() {
+            let position = offset + i, shift = UInt64((position % 8) * 8)
+            updated[position / 8] = (updated[position / 8] & ~(0xff << shift)) | (UInt64(byte) << shift)
+        }
+        return updated
+    }
+
+    static func bytes(of word: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: word >> UInt64($0 * 8)) } }
 }
