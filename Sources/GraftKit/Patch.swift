@@ -194,8 +194,8 @@ enum StoppedCode {
             var pc = registers.rip
             // A thread stopped inside a restartable system call resumes at rip - 2.
             let inSyscall = Int64(bitPattern: registers.origRax) >= 0
-            let resumePoints = inSyscall ? [pc, pc &- 2] : [pc]
-            guard resumePoints.contains(where: { $0 > range.lowerBound && $0 < range.upperBound }) else { continue }
+            func inside(_ address: UInt64) -> Bool { address > range.lowerBound && address < range.upperBound }
+            guard inside(pc) || (inSyscall && inside(pc &- 2)) else { continue }
             if inSyscall { throw GraftError.threadInsidePatch(tid: tid, pc: pc) }
             var steps = 0
             while pc > range.lowerBound && pc < range.upperBound {

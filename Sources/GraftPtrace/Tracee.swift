@@ -116,6 +116,37 @@ public final class Tracee: @unchecked Sendable {
 
     // MARK: - Attach
 
+    /// Set once per process (thread-safe lazy global) by the first attach.
+    private static let warmedUp: Int = warmUp(getpid())
+
+    /// Runs, before the first stop, the generic code the stop window runs, so that the window pays
+    /// no one-time Swift runtime work: the first use of a generic type in a process instantiates
+    /// its metadata (`swift_getTypeByMangledName`, `_ContiguousArrayStorage<T>` class set-up:
+    /// 5-30 µs each, measured with uprobes inside an `unpatch` window). `patch` had run most of
+    /// these types while planning; `unpatch` met them first with the target stopped. Every type
+    /// the window's code builds is here: the thread table, its sorted keys, the waiting set, the
+    /// words of a text write and their bytes. Values depend on `seed` so nothing folds away.
+    static func warmUp(_ seed: Int32) -> Int {
+        var table: [Int32: ThreadRecord] = [:]
+        table[seed] = ThreadRecord(pendingSignals: [seed])
+        var waiting: Set<Int32> = []
+        waiting.insert(seed)
+        let first = waiting.first ?? 0
+        waiting.remove(first)
+        var listed = [Int32](repeating: seed, count: 2)
+        listed.sort()
+        listed.removeLast(1)
+        var words = TextWords(at: UInt64(UInt32(bitPattern: seed)), count: 9)
+        words.values[0] = UInt64(seed)
+        let merged = words.merging([UInt8(truncatingIfNeeded: seed)])
+        var written: [Int] = []
+        for i in merged.indices where merged[i] != words.values[i] { written.append(i) }
+        var stepped: [Int32] = []
+        stepped.append(seed)
+        return table.keys.sorted().count &+ listed.count &+ words.bytes.count &+ TextWords.bytes(of: merged[0]).count
+            &+ written.count &+ stepped.count &+ (table[first]?.pendingSignals.count ?? 0)
+    }
+
     private func seizeAndStopAll() throws {
         // Opened before the first stop so the stop window holds only ptrace work.
         if memFD < 0 {
@@ -126,6 +157,7 @@ public final class Tracee: @unchecked Sendable {
                 throw GraftError.systemCall(name: "open", errno: errno, context: "/proc/\(pid)/mem")
             }
         }
+        _ = Tracee.warmedUp
         // The first listing is read before anything stops; the window starts at the first seize.
         let initialThreads = ProcFS.threads(pid)
         stopRequestedAt = 0
@@ -538,13 +570,17 @@ struct TextWords {
     let count: Int
     var values: [UInt64]
 
-    init(peeking tid: Int32, at address: UInt64, count: Int, tracee: Tracee) throws {
+    /// The words covering `count` bytes at `address`, all zero until read.
+    init(at address: UInt64, count: Int) {
         first = address & ~7
         offset = Int(address - first)
         self.count = count
-        let words = Int(((address + UInt64(count) + 7) & ~7) - first) / 8
-        values = [UInt64](repeating: 0, count: words)
-        for i in 0..<words {
+        values = [UInt64](repeating: 0, count: Int(((address + UInt64(count) + 7) & ~7) - first) / 8)
+    }
+
+    init(peeking tid: Int32, at address: UInt64, count: Int, tracee: Tracee) throws {
+        self.init(at: address, count: count)
+        for i in values.indices {
             if graft_peektext(tid, first + UInt64(i * 8), &values[i]) != 0 {
                 throw errno == ESRCH ? tracee.exitError() : GraftError.addressNotMapped(address: first + UInt64(i * 8))
             }
