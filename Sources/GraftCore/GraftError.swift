@@ -12,6 +12,7 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
     case threadVanished(tid: Int32)
     case systemCall(name: String, errno: Int32, context: String)
     case remoteSyscallFailed(name: String, errno: Int32)
+    case remoteSyscallRefused(name: String, pid: Int32, tid: Int32, reason: String)
 
     // Symbols and locations
     case invalidLocation(text: String, reason: String)
@@ -28,6 +29,8 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
     case notInstructionBoundary(address: UInt64, function: String, previous: UInt64, next: UInt64)
     case undecodableInstruction(address: UInt64, function: String)
     case functionTooShort(function: String, size: Int, needed: Int)
+    case pastFunctionEnd(address: UInt64, function: String, start: UInt64, size: UInt64)
+    case stackChangedBeforePatch(location: String, function: String, instruction: String, at: UInt64, jump: Bool)
     case threadInsidePatch(tid: Int32, pc: UInt64)
     case returnAddressInsidePatch(tid: Int32, returnAddress: UInt64)
     case branchIntoPatch(from: UInt64, to: UInt64, function: String)
@@ -63,6 +66,8 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
             return "\(name) failed for \(context): \(Errno.describe(err))"
         case .remoteSyscallFailed(let name, let err):
             return "\(name) inside the target failed: \(Errno.describe(err))"
+        case .remoteSyscallRefused(let name, let pid, let tid, let reason):
+            return "graft will not call \(name) inside process \(pid) (thread \(tid)): \(reason); nothing was called"
         case .invalidLocation(let text, let reason):
             return "invalid location '\(text)': \(reason) (use NAME, MODULE:NAME, LOCATION+OFFSET or 0xADDRESS)"
         case .moduleNotFound(let name, let available):
@@ -88,6 +93,11 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
             return "\(hex(address)) is not an instruction boundary in \(function) (instructions start at \(hex(previous)) and \(hex(next)))"
         case .undecodableInstruction(let address, let function):
             return "cannot decode the instruction at \(hex(address)) in \(function)"
+        case .pastFunctionEnd(let address, let function, let start, let size):
+            return "\(hex(address)) is past the end of \(function), which is \(size) byte\(size == 1 ? "" : "s") long (\(hex(start))..<\(hex(start + size)))"
+        case .stackChangedBeforePatch(let location, let function, let instruction, let at, let jump):
+            let what = jump ? "the jump's target would return" : "the stub's ret would return"
+            return "refusing to patch \(location): '\(instruction)' at \(hex(at)) in \(function) moves the stack pointer before that point, so \(what) to the wrong address and crash the process; patch the function's entry, or pass --mid-function if the code there expects the stack as it is"
         case .functionTooShort(let function, let size, let needed):
             return "\(function) is \(size) byte\(size == 1 ? "" : "s") long from the patch point, the patch needs \(needed); refusing to spill into the next function"
         case .threadInsidePatch(let tid, let pc):

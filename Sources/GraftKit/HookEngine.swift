@@ -113,10 +113,6 @@ final class HookEngine {
     var cpuFollower = CPUFollower()
     /// GRAFT_DEBUG_EVENTS=1: every event on stderr (a global would cost a swift_once per event).
     let debugEventsOn = debugEvents
-    /// A thread of the target runs under a seccomp filter (`Seccomp: 2` in its status).
-    lazy var underSeccompFilter: Bool = tracee.threadIDs.contains { tid in
-        ProcFS.readFile("/proc/\(tracee.pid)/task/\(tid)/status")?.contains("\nSeccomp:\t2") == true
-    }
     /// False: calls are counted (summary, `StopState.hits`) but no `.hit`/`.returned` events are
     /// built or delivered — `graft hook --quiet`, the cheapest hook.
     var reportsCalls = true
@@ -541,14 +537,20 @@ final class HookEngine {
         for (hook, breakpoint, function) in plans {
             switch breakpoint.displaced {
             case .outOfLine:
-                breakpoint.slot = try placeOutOfLine(breakpoint.instruction, via: nil)
-            case .push where stepper == nil && !underSeccompFilter:
+                do {
+                    breakpoint.slot = try placeOutOfLine(breakpoint.instruction, via: nil)
+                } catch let error as GraftError {
+                    if let death = tracee.processDeath() { throw death }
+                    if case .hookRefused = error { throw error }
+                    throw GraftError.hookRefused(function: function, address: breakpoint.address,
+                                                 reason: "'\(breakpoint.instruction.text)' can only run out of line, from a scratch page graft maps in the process: \(error)")
+                }
+            case .push where stepper == nil:
                 // A push could be emulated (rsp -= 8 and a POKEDATA of the register), but run from
                 // a copy it costs nothing beyond the pc: per hit one PTRACE_POKEDATA and a whole
-                // SETREGS fewer (~2.4 µs of ~16 µs). Emulated when no scratch page can be had, and
-                // while tracing (the stepped thread must not count the copy's jump back), and for a
-                // target under a seccomp filter: a filter may kill it for the remote mmap, which
-                // an emulated push never needs.
+                // SETREGS fewer (~2.4 µs of ~16 µs). Emulated when no scratch page can be had (a
+                // seccomp filter that would not allow the mmap: Tracee.remoteSyscall asks it first),
+                // and while tracing (the stepped thread must not count the copy's jump back).
                 breakpoint.slot = try? placeOutOfLine(breakpoint.instruction, via: nil)
             default:
                 break
@@ -693,10 +695,15 @@ final class HookEngine {
         }
         let thread = tid ?? tracee.threadIDs.first ?? tracee.pid
         for candidate in candidates {
-            if let mapped = try? tracee.remoteSyscall(9, [candidate, ScratchSpace.pageSize, UInt64(protection), UInt64(UInt32(bitPattern: flags)), UInt64.max, 0], name: "mmap", on: thread),
-               mapped == candidate {
-                return mapped
+            let mapped: UInt64
+            do {
+                mapped = try tracee.remoteSyscall(9, [candidate, ScratchSpace.pageSize, UInt64(protection), UInt64(UInt32(bitPattern: flags)), UInt64.max, 0], name: "mmap", on: thread)
+            } catch GraftError.remoteSyscallFailed(_, let code) where code == EEXIST {
+                continue  // something is mapped there: the next candidate
             }
+            if mapped == candidate { return mapped }
+            // A kernel without MAP_FIXED_NOREPLACE (before 4.17) took the address as a hint.
+            try? tracee.remoteMunmap(address: mapped, length: ScratchSpace.pageSize)
         }
         throw GraftError.hookRefused(function: hex(address), address: address, reason: "no free page within ±64 MiB for graft's out-of-line copies")
     }

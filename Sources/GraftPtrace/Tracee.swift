@@ -410,12 +410,17 @@ public final class Tracee: @unchecked Sendable {
         try tracer.run {
             let thread = try tid ?? anyThread()
             let gadget = try findSyscallGadget()
+            let args = arguments + Array(repeating: 0, count: max(0, 6 - arguments.count))
+            // A seccomp filter could answer the call with SIGSYS or a kill: ask it first.
+            let verdict = try seccompVerdict(of: thread, number: number, instructionPointer: gadget + 2, arguments: args)
+            guard verdict.isHarmless else {
+                throw GraftError.remoteSyscallRefused(name: name, pid: pid, tid: thread, reason: "its seccomp filter would \(verdict)")
+            }
             let saved = try registers(of: thread)
             var call = saved
             call.rip = gadget
             call.rax = UInt64(number)
             call.origRax = UInt64.max
-            let args = arguments + Array(repeating: 0, count: max(0, 6 - arguments.count))
             call.rdi = args[0]; call.rsi = args[1]; call.rdx = args[2]
             call.r10 = args[3]; call.r8 = args[4]; call.r9 = args[5]
             try setRegisters(call, of: thread)
