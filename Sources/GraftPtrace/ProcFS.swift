@@ -75,6 +75,14 @@ public enum ProcFS {
         }
     }
 
+    /// Thread `tid` of `pid` has exited or is exiting: its /proc entry is gone, or its state is
+    /// zombie/dead (`Z`, `X`). A thread in that state cannot be attached (EPERM).
+    public static func threadIsExiting(_ pid: Int32, _ tid: Int32) -> Bool {
+        guard let stat = readFile("/proc/\(pid)/task/\(tid)/stat"), let close = stat.lastIndex(of: ")") else { return true }
+        let state = stat[stat.index(after: close)...].drop(while: { $0 == " " }).first
+        return state == "Z" || state == "X"
+    }
+
     /// Throws the specific reason a process cannot be attached to, when one can be seen in /proc
     /// before asking the kernel (no such process, zombie, already traced, ourselves, kernel thread).
     public static func preflight(_ pid: Int32) throws {
@@ -122,7 +130,9 @@ public enum ProcFS {
     /// The reason the kernel refuses PTRACE_SEIZE, in the order it checks them
     /// (kernel/ptrace.c `__ptrace_may_access`, security/commoncap.c, security/yama): ids, dumpable,
     /// capabilities, then Yama (scope 3 first: nothing else helps there).
-    public static func explainPermission(_ f: PermissionFacts) -> String {
+    /// `refused` names what the kernel refused, for the fallback reasons ("PTRACE_SEIZE", "opening
+    /// /proc/PID/maps"): the same access check guards both.
+    public static func explainPermission(_ f: PermissionFacts, refused: String = "PTRACE_SEIZE") -> String {
         let privileged = f.tracerEffective & capSysPtrace != 0
         let uidsMatch = !f.targetUIDs.isEmpty && f.targetUIDs.prefix(3).allSatisfy { $0 == f.tracerUID }
         let gidsMatch = f.targetGIDs.isEmpty || f.targetGIDs.prefix(3).allSatisfy { $0 == f.tracerGID }
@@ -154,13 +164,14 @@ public enum ProcFS {
             }
         }
         if !privileged {
-            return "the kernel refused PTRACE_SEIZE (EPERM) and graft lacks CAP_SYS_PTRACE; run graft as root"
+            return "the kernel refused \(refused) (EPERM) and graft lacks CAP_SYS_PTRACE; run graft as root"
         }
-        return "the kernel refused PTRACE_SEIZE (EPERM) although graft has CAP_SYS_PTRACE; check LSM policy (AppArmor/SELinux) and seccomp"
+        return "the kernel refused \(refused) (EPERM) although graft has CAP_SYS_PTRACE; check LSM policy (AppArmor/SELinux) and seccomp"
     }
 
     /// Why the kernel answered EPERM to PTRACE_SEIZE (or to opening /proc/PID/mem or maps).
-    public static func diagnosePermission(_ pid: Int32, yamaScopePath: String = "/proc/sys/kernel/yama/ptrace_scope") -> GraftError {
+    public static func diagnosePermission(_ pid: Int32, refused: String = "PTRACE_SEIZE",
+                                          yamaScopePath: String = "/proc/sys/kernel/yama/ptrace_scope") -> GraftError {
         guard let status = status(pid) else {
             // /proc mounted with hidepid=1: the directory is there, its files are not readable.
             return access("/proc/\(pid)", F_OK) == 0
@@ -184,7 +195,7 @@ public enum ProcFS {
             tracerPermitted: caps(mine, "CapPrm"), tracerEffective: caps(mine, "CapEff"),
             yamaScope: readFile(yamaScopePath).flatMap { Int($0.trimmingCharacters(in: "\n ")) },
             tracerIsAncestor: isAncestor(getpid(), of: pid))
-        return .permissionDenied(pid: pid, reason: explainPermission(facts))
+        return .permissionDenied(pid: pid, reason: explainPermission(facts, refused: refused))
     }
 
     /// Whether `ancestor` is `pid`'s parent, grandparent, … (Yama scope 1's rule).
@@ -220,7 +231,7 @@ public enum ProcessMemory {
         let fd = open("/proc/\(pid)/mem", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             if errno == ENOENT { throw GraftError.noSuchProcess(pid: pid) }
-            if errno == EACCES || errno == EPERM { throw ProcFS.diagnosePermission(pid) }
+            if errno == EACCES || errno == EPERM { throw ProcFS.diagnosePermission(pid, refused: "opening /proc/\(pid)/mem") }
             throw GraftError.systemCall(name: "open", errno: errno, context: "/proc/\(pid)/mem")
         }
         defer { close(fd) }

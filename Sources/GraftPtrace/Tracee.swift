@@ -153,7 +153,7 @@ public final class Tracee: @unchecked Sendable {
             memFD = open("/proc/\(pid)/mem", O_RDWR | O_CLOEXEC)
             if memFD < 0 {
                 if errno == ENOENT { throw GraftError.noSuchProcess(pid: pid) }
-                if errno == EACCES || errno == EPERM { throw ProcFS.diagnosePermission(pid) }
+                if errno == EACCES || errno == EPERM { throw ProcFS.diagnosePermission(pid, refused: "opening /proc/\(pid)/mem") }
                 throw GraftError.systemCall(name: "open", errno: errno, context: "/proc/\(pid)/mem")
             }
         }
@@ -179,6 +179,10 @@ public final class Tracee: @unchecked Sendable {
                         if tid == pid { throw GraftError.noSuchProcess(pid: pid) }
                         continue  // the thread exited between the listing and the seize
                     }
+                    // An exiting thread (exit_state set, not yet reaped) refuses to be attached
+                    // with EPERM, not ESRCH: it is gone for graft's purposes. Diagnosing it as a
+                    // permission problem named graft itself as "already tracing" the process.
+                    if err == EPERM, tid != pid, ProcFS.threadIsExiting(pid, tid) { continue }
                     if err == EPERM { throw ProcFS.diagnosePermission(pid) }
                     throw GraftError.systemCall(name: "PTRACE_SEIZE", errno: err, context: "thread \(tid) of process \(pid)")
                 }

@@ -134,4 +134,33 @@ import TestSupport
         #expect(bytes.memory == bytes.file)
         print("stress: threads stepped out of the patch bytes \(stepped) times in 500 cycles")
     }
+
+    /// Threads are created and exit all the time (thread_churn: ~5,000 a second) while graft lists
+    /// /proc/PID/task, seizes and stops them: 150 apply/revert cycles must all succeed, every new
+    /// thread must run the code as it is at its start, and none may stay stopped after a detach.
+    @Test func threadsComingAndGoingDuringTheAttach() throws {
+        let victim = try Victim.launch("thread_churn")
+        defer { victim.kill() }
+        let graft = Graft(journal: temporaryJournal())
+        for _ in 0..<150 {
+            _ = try graft.patch(pid: victim.pid, location: "churn_f", action: .returnValue(5))
+            _ = try graft.unpatch(pid: victim.pid, ids: nil)
+        }
+        _ = try graft.patch(pid: victim.pid, location: "churn_f", action: .returnValue(5))
+        expectLine(victim, timeout: 5, { $0.hasPrefix("churn ") && $0.hasSuffix(" 5") }, "threads started after the patch run it")
+        _ = try graft.unpatch(pid: victim.pid, ids: nil)
+        expectLine(victim, timeout: 5, { $0.hasPrefix("churn ") && $0.hasSuffix(" 1") }, "and after the revert the original")
+        let bytes = try functionBytes(pid: victim.pid, "churn_f")
+        #expect(bytes.memory == bytes.file)
+        // Nothing left in a ptrace stop ('t') and nothing traced: the churn goes on.
+        usleep(50_000)
+        for tid in victim.threadIDs {
+            let stat = (try? String(contentsOfFile: "/proc/\(victim.pid)/task/\(tid)/stat", encoding: .utf8)) ?? ""
+            let state = stat.split(separator: ")").last?.split(separator: " ").first
+            #expect(state != "t", "thread \(tid) left stopped: \(stat)")
+        }
+        #expect(victim.procStatus("TracerPid") == "0")
+        let counts = (0..<2).compactMap { _ in victim.waitForLine(timeout: 2, where: { $0.hasPrefix("churn ") }).flatMap { parseInts($0).first } }
+        #expect(counts.count == 2 && counts[1] > counts[0], "threads still start: \(counts)")
+    }
 }

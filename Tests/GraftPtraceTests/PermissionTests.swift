@@ -26,6 +26,9 @@ import Testing
         #expect(!ProcFS.explainPermission(facts(yama: 1, ancestor: true)).contains("Yama"))
         #expect(!ProcFS.explainPermission(facts(caps: Self.ptrace, yama: 2)).contains("Yama"))
         #expect(ProcFS.explainPermission(facts(caps: Self.ptrace, yama: 2)).contains("although graft has CAP_SYS_PTRACE; check LSM policy"))
+        // What was refused is named as it was: not every refusal is a PTRACE_SEIZE.
+        #expect(ProcFS.explainPermission(facts(caps: Self.ptrace), refused: "opening /proc/1/maps")
+            .hasPrefix("the kernel refused opening /proc/1/maps (EPERM) although graft has CAP_SYS_PTRACE"))
     }
 
     @Test func idsComeBeforeDumpabilityAndCapabilities() {
