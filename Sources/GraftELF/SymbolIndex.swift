@@ -251,9 +251,18 @@ public final class SymbolIndex: @unchecked Sendable {
 
     /// Every function whose name matches the fnmatch(3) `glob` (nil: all) in every readable module
     /// with code, sorted by runtime address (then name).
-    public func functions(matching glob: String?) -> [ResolvedLocation] {
+    /// Functions whose name matches `pattern`, a glob, optionally `MODULE:GLOB` (MODULE as in a
+    /// LOCATION: the file's basename or a prefix of it; `ns::f*` has no module).
+    public func functions(matching pattern: String?) throws -> [ResolvedLocation] {
+        var glob = pattern
+        var only: LoadedModule?
+        if let pattern, let colon = Location.singleColon(in: pattern[...]) {
+            only = try module(named: String(pattern[..<colon]))
+            glob = String(pattern[pattern.index(after: colon)...])
+            if glob?.isEmpty == true { glob = nil }
+        }
         var result: [ResolvedLocation] = []
-        for module in modules where module.hasExecutableMapping {
+        for module in modules where module.hasExecutableMapping && (only == nil || module === only) {
             guard let elf = try? module.elf() else { continue }
             for symbol in elf.functionSymbols where glob.map({ fnmatch($0, symbol.name, 0) == 0 }) ?? true {
                 let start = module.runtimeAddress(symbol)

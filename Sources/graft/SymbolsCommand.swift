@@ -6,11 +6,11 @@ struct SymbolsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "symbols",
         abstract: "List the functions mapped in a process: address, size, module, name.",
-        discussion: "Example: graft symbols -p 4242 'value_*'")
+        discussion: "Examples: graft symbols -p 4242 'value_*'; graft symbols -p 4242 'libc:getpid*'")
 
     @OptionGroup var process: ProcessOptions
 
-    @Argument(help: "A glob on the function name (fnmatch: *, ?, [...]). All functions when omitted.")
+    @Argument(help: "A glob on the function name (fnmatch: *, ?, [...]), optionally MODULE:GLOB to look in one module (as in LOCATION). All functions when omitted.")
     var pattern: String?
 
     func run() throws {

@@ -272,13 +272,19 @@ import GraftCore
 
     @Test func functionsMatchingGlob() throws {
         let index = SymbolIndex(mappings: ProcMaps.parse(mapsText(for: libcPath, base: Self.libcBase)))
-        let found = index.functions(matching: "getp*id")
+        let found = try index.functions(matching: "getp*id")
         let expected = readelfFunctions(libcPath).filter { fnmatch("getp*id", $0.bareName, 0) == 0 }
         #expect(!expected.isEmpty)
         #expect(found.map { $0.symbol!.name }.sorted() == expected.map(\.bareName).sorted())
         #expect(found.map(\.address).sorted() == expected.map { Self.libcBase + $0.value }.sorted())
         #expect(zip(found, found.dropFirst()).allSatisfy { $0.address <= $1.address })
         #expect(found.allSatisfy { $0.offset == 0 && $0.module?.name == "libc.so.6" })
-        #expect(index.functions(matching: nil).count == (try ELFFile(path: libcPath)).functionSymbols.count)
+        #expect(try index.functions(matching: nil).count == (try ELFFile(path: libcPath)).functionSymbols.count)
+        // MODULE:GLOB looks in that module only (prefix rules of LOCATION); `MODULE:` is all of it.
+        #expect(try index.functions(matching: "libc:getp*id").map(\.address) == found.map(\.address))
+        #expect(try index.functions(matching: "libc.so.6:").count == (try ELFFile(path: libcPath)).functionSymbols.count)
+        #expect(throws: GraftError.self) { try index.functions(matching: "nosuchlib:getp*id") }
+        // `::` is part of a C++ name, not a module separator.
+        #expect(try index.functions(matching: "ns::f*").isEmpty)
     }
 }
