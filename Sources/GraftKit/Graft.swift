@@ -31,6 +31,8 @@ public struct UnpatchResult: Sendable {
         /// Memory no longer holds graft's bytes: left untouched.
         case changed
         case failed
+        /// Dropped from the journal by `forget`; memory untouched.
+        case forgotten
     }
     public let record: PatchRecord
     public let outcome: Outcome
@@ -54,7 +56,8 @@ public struct Graft: Sendable {
 
     // MARK: - Symbols
 
-    /// Functions mapped in the process whose name matches the glob `pattern` (all when nil).
+    /// Functions mapped in the process whose name matches the glob `pattern` (all when nil),
+    /// optionally restricted to one module: `MODULE:GLOB` (`libc:get*`, `c_loop:`).
     public func symbols(pid: Int32, matching pattern: String?) throws -> [ResolvedLocation] {
         try ProcFS.preflightExists(pid)
         return try SymbolIndex(pid: pid).functions(matching: pattern)
@@ -63,27 +66,31 @@ public struct Graft: Sendable {
     // MARK: - Patch
 
     /// Computes and checks a patch without stopping the target or writing anything.
-    public func preparePatch(pid: Int32, location: String, action: PatchAction) throws -> PatchPlan {
+    public func preparePatch(pid: Int32, location: String, action: PatchAction, midFunction: Bool = false) throws -> PatchPlan {
         let instance = try ProcessInstance.current(pid)
-        return try preparePatch(instance: instance, contents: journal.load(instance), location: location, action: action)
+        return try preparePatch(instance: instance, contents: journal.load(instance), location: location, action: action, midFunction: midFunction)
     }
 
-    private func preparePatch(instance: ProcessInstance, contents: JournalContents, location: String, action: PatchAction) throws -> PatchPlan {
+    private func preparePatch(instance: ProcessInstance, contents: JournalContents, location: String, action: PatchAction,
+                              midFunction: Bool) throws -> PatchPlan {
         try ProcFS.preflightExists(instance.pid)
         let index = try SymbolIndex(pid: instance.pid)
-        let planner = PatchPlanner(
+        var planner = PatchPlanner(
             instance: instance, index: index, journal: contents, disassembler: try Disassembler(.x86_64),
             readMemory: { try ProcessMemory.read(pid: instance.pid, at: $0, count: $1) })
+        planner.allowMidFunction = midFunction
         return try planner.plan(location: location, action: action)
     }
 
     /// Prepares, checks and applies a patch with every thread stopped, and records it in the journal.
-    /// With `dryRun` it stops after the checks and writes nothing.
-    public func patch(pid: Int32, location: String, action: PatchAction, dryRun: Bool = false) throws -> PatchOutcome {
+    /// With `dryRun` it stops after the checks and writes nothing. `midFunction` accepts a LOCATION
+    /// inside the function after code that moved the stack pointer (refused otherwise: the stub's
+    /// or the target's `ret` would not find the caller's return address).
+    public func patch(pid: Int32, location: String, action: PatchAction, dryRun: Bool = false, midFunction: Bool = false) throws -> PatchOutcome {
         let instance = try ProcessInstance.current(pid)
         return try journal.withLock(instance) {
             var contents = try journal.load(instance)
-            let plan = try preparePatch(instance: instance, contents: contents, location: location, action: action)
+            let plan = try preparePatch(instance: instance, contents: contents, location: location, action: action, midFunction: midFunction)
             if dryRun {
                 return PatchOutcome(plan: plan, record: nil, dryRun: true, steppedThreads: [], threadCount: 0, stopWindowNanoseconds: 0)
             }
@@ -246,6 +253,32 @@ public struct Graft: Sendable {
         }
     }
 
+    // MARK: - Forget
+
+    /// Drops records from the journal without touching memory: for a patch someone else changed
+    /// (`unpatch` would fail on it forever) or one reverted by hand. A patch whose bytes are still
+    /// graft's is refused: forgetting it would leave a jump no journal knows how to undo.
+    public func forget(pid: Int32, ids: [Int]) throws -> [UnpatchResult] {
+        let instance = try ProcessInstance.current(pid)
+        return try journal.withLock(instance) {
+            var contents = try journal.load(instance)
+            var results: [UnpatchResult] = []
+            for id in ids {
+                guard let record = contents.patches.first(where: { $0.id == id }) else {
+                    throw GraftError.patchNotFound(id: id, pid: pid)
+                }
+                let memory = (try? ProcessMemory.read(pid: pid, at: record.addressValue, count: record.new.count)) ?? []
+                if Graft.state(of: record, memory: memory) == .applied {
+                    throw GraftError.usage("patch \(id) is applied (memory at \(record.address) holds graft's bytes): revert it with `graft unpatch -p \(pid) \(id)`; graft forgets only patches it no longer owns")
+                }
+                results.append(UnpatchResult(record: record, outcome: .forgotten, message: "dropped from the journal; memory at \(record.address) left as it is (\(hexBytes(memory)))", steppedThreads: []))
+            }
+            contents.patches.removeAll { ids.contains($0.id) }
+            try journal.save(contents, for: instance)
+            return results
+        }
+    }
+
     // MARK: - Stopping
 
     /// Attaches (every thread stopped), runs `body` on the tracer thread, detaches. The whole stop
@@ -289,7 +322,7 @@ extension ProcFS {
         let fd = open("/proc/\(pid)/maps", O_RDONLY | O_CLOEXEC)
         if fd < 0 {
             let code = errno
-            if code == EACCES || code == EPERM { throw ProcFS.diagnosePermission(pid) }
+            if code == EACCES || code == EPERM { throw ProcFS.diagnosePermission(pid, refused: "opening /proc/\(pid)/maps") }
             if code == ENOENT || code == ESRCH { throw GraftError.noSuchProcess(pid: pid) }
         } else {
             close(fd)

@@ -64,6 +64,9 @@ struct PatchPlanner {
     let disassembler: Disassembler
     let readMemory: (UInt64, Int) throws -> [UInt8]
 
+    /// Accept a LOCATION inside the function after the stack pointer moved (`--mid-function`).
+    var allowMidFunction = false
+
     func plan(location text: String, action: PatchAction) throws -> PatchPlan {
         let resolved = try index.resolve(try Location.parse(text))
         try requireExecutable(resolved.address, asTarget: false)
@@ -92,6 +95,9 @@ struct PatchPlanner {
             keptEndbr64 = true
             checks.append("endbr64 at the entry is kept; the patch starts after it")
         }
+        guard address < start + symbol.size else {
+            throw GraftError.pastFunctionEnd(address: address, function: function, start: start, size: symbol.size)
+        }
         guard let boundaryIndex = instructions.firstIndex(where: { $0.address == address }) else {
             if address < decodedEnd {
                 let previous = instructions.last(where: { $0.address < address })?.address ?? start
@@ -101,6 +107,24 @@ struct PatchPlanner {
             throw GraftError.undecodableInstruction(address: decodedEnd, function: function)
         }
         checks.append("\(hex(address)) is an instruction boundary (decoded from the start of \(function))")
+        if resolved.address != start {
+            // Inside the function: the stub's `ret` (or the target's) must find the caller's
+            // return address at rsp, so nothing before this point may have moved rsp — nor may a
+            // branch come back here from code after a stack change.
+            let before = instructions[..<boundaryIndex]
+            let changer = before.first(where: \.changesStackPointer) ?? instructions[boundaryIndex...].first { later in
+                instructions.contains { $0.branchTarget == address && $0.address > later.address } && later.changesStackPointer
+            }
+            if let changer {
+                if !allowMidFunction {
+                    throw GraftError.stackChangedBeforePatch(location: resolved.description, function: function, instruction: changer.text,
+                                                             at: changer.address, jump: { if case .jump = action { return true } else { return false } }())
+                }
+                checks.append("--mid-function: '\(changer.text)' at \(hex(changer.address)) moves the stack before \(hex(address)); patched anyway")
+            } else {
+                checks.append("nothing in \(function) before \(hex(address)) moves the stack pointer")
+            }
+        }
 
         // The new bytes.
         var target: ResolvedLocation?

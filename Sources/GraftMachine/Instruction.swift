@@ -74,3 +74,17 @@ extension Instruction: CustomStringConvertible {
     /// `0x401000: e9 fb ff ff ff  jmp 0x401000`.
     public var description: String { "\(hex(address)): \(hexBytes(bytes))  \(text)" }
 }
+
+extension Instruction {
+    /// The instruction moves the stack pointer (x86): push/pop (and pushf/popf), call, ret, enter,
+    /// leave, or an instruction whose destination is rsp/esp/sp (`sub rsp, 0x18`, `and rsp, -16`,
+    /// `mov rsp, rbp`, `lea rsp, […]`, `xchg rsp, …`). A jump patch or a return stub placed after
+    /// such an instruction would leave the stack as the function's prologue made it.
+    public var changesStackPointer: Bool {
+        if isCall || isReturn { return true }
+        let name = mnemonic.split(separator: " ").last.map(String.init) ?? mnemonic
+        if name.hasPrefix("push") || name.hasPrefix("pop") || name == "enter" || name == "leave" { return true }
+        let destination = String(operands.prefix(while: { $0 != "," }).filter { $0 != " " })
+        return ["rsp", "esp", "sp", "spl"].contains(destination)
+    }
+}

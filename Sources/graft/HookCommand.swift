@@ -33,8 +33,10 @@ struct HookCommand: ParsableCommand {
     @Flag(name: .long, help: "Report each call's return value and duration.")
     var returns = false
 
-    @Option(name: .customLong("set-return"), help: ArgumentHelp("Make the hooked function return this integer.", valueName: "INT"))
-    var setReturn: Int64?
+    @Option(name: .customLong("set-return"), parsing: .unconditional,
+            help: ArgumentHelp("Make the hooked function return this integer (decimal or 0x hex, may be negative).", valueName: "INT"))
+    var setReturnArgument: Integer64?
+    var setReturn: Int64? { setReturnArgument?.value }
 
     @Flag(name: .long, help: "With --set-return: return at once without running the function.")
     var skip = false

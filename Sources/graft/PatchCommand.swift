@@ -22,8 +22,14 @@ struct PatchCommand: ParsableCommand {
     @Option(name: .customLong("to"), help: "Jump to this LOCATION.")
     var target: String?
 
-    @Option(name: .customLong("return"), help: ArgumentHelp("Return this integer at once.", valueName: "INT"))
-    var returnValue: Int64?
+    @Option(name: .customLong("return"), parsing: .unconditional,
+            help: ArgumentHelp("Return this integer at once (decimal or 0x hex, may be negative: --return -1).", valueName: "INT"))
+    var returnArgument: Integer64?
+    var returnValue: Int64? { returnArgument?.value }
+
+    @Flag(name: .customLong("mid-function"),
+          help: "Accept a LOCATION inside the function after code that moved the stack pointer (refused otherwise: the stub's or the target's ret would return to the wrong address).")
+    var midFunction = false
 
     @Flag(name: .customLong("dry-run"), help: "Show the checks, the address and the bytes, disassembled; write nothing.")
     var dryRun = false
@@ -37,7 +43,7 @@ struct PatchCommand: ParsableCommand {
     func run() throws {
         let action: PatchAction = target.map { .jump(to: $0) } ?? .returnValue(returnValue!)
         let outcome = try withTerminationDeferred {
-            try process.graft.patch(pid: process.pid, location: location, action: action, dryRun: dryRun)
+            try process.graft.patch(pid: process.pid, location: location, action: action, dryRun: dryRun, midFunction: midFunction)
         }
         if process.json {
             Output.json(outcome.json)

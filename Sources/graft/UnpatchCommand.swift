@@ -6,7 +6,7 @@ struct UnpatchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "unpatch",
         abstract: "Revert patches exactly: the original bytes go back only where memory still holds graft's.",
-        discussion: "Examples: graft unpatch -p 4242 1 3   |   graft unpatch -p 4242 --all")
+        discussion: "Examples: graft unpatch -p 4242 1 3   |   graft unpatch -p 4242 --all   |   graft unpatch -p 4242 --forget 2")
 
     @OptionGroup var process: ProcessOptions
 
@@ -16,15 +16,20 @@ struct UnpatchCommand: ParsableCommand {
     @Flag(name: .long, help: "Revert every applied patch.")
     var all = false
 
+    @Flag(name: .long, help: "Drop the ids from the journal without touching memory (a patch someone else changed, or one undone by hand); refused for a patch still applied.")
+    var forget = false
+
     func validate() throws {
         if ids.isEmpty == !all {
             throw ValidationError("give patch ids or --all, not both and not neither")
         }
+        if forget && all { throw ValidationError("--forget takes patch ids, not --all") }
     }
 
     func run() throws {
         let results = try withTerminationDeferred {
-            try process.graft.unpatch(pid: process.pid, ids: all ? nil : ids)
+            forget ? try process.graft.forget(pid: process.pid, ids: ids)
+                : try process.graft.unpatch(pid: process.pid, ids: all ? nil : ids)
         }
         if process.json {
             for result in results { Output.json(result.json(pid: process.pid)) }
@@ -38,13 +43,24 @@ struct UnpatchCommand: ParsableCommand {
                     Output.line("patch \(record.id): reverted \(record.function) at \(record.address) (original bytes \(hexBytes(record.original)) restored)")
                 case .alreadyReverted:
                     Output.line("patch \(record.id): already reverted (\(result.message ?? ""))")
+                case .forgotten:
+                    Output.line("patch \(record.id): forgotten (\(result.message ?? ""))")
                 case .changed, .failed:
-                    Output.error("patch \(record.id): \(result.message ?? result.outcome.rawValue)")
+                    // Several: a line each here, one error line below.
+                    if results.filter({ $0.outcome == .changed || $0.outcome == .failed }).count > 1 {
+                        Output.line("patch \(record.id): not reverted: \(result.message ?? result.outcome.rawValue)")
+                    }
                 }
             }
         }
-        if results.contains(where: { $0.outcome == .changed || $0.outcome == .failed }) {
-            throw CommandFailed(code: 1)
+        let failed = results.filter { $0.outcome == .changed || $0.outcome == .failed }
+        if failed.count == 1, !process.json {
+            throw GraftError.usage("patch \(failed[0].record.id): \(failed[0].message ?? failed[0].outcome.rawValue)")
+        }
+        if !failed.isEmpty {
+            let ids = failed.map { String($0.record.id) }.joined(separator: " ")
+            let hint = failed.contains { $0.outcome == .changed } ? "; `graft unpatch -p \(process.pid) --forget ID` drops a patch someone else changed" : ""
+            throw GraftError.usage("\(failed.count == 1 ? "patch" : "patches") \(ids) not reverted\(process.json ? " (see the JSON events)" : " (see above)")\(hint)")
         }
     }
 }

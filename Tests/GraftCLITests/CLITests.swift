@@ -231,9 +231,11 @@ enum ProcFSLite {
         let pc = try #require(fields.last.flatMap { UInt64($0.dropFirst(2).trimmingSuffix("\n"), radix: 16) })
         let state = temporaryDirectory()
         let location = "0x" + String(pc - 2, radix: 16)
-        let result = try graft(["patch", "-p", String(victim.pid), location, "--return", "5"], stateDir: state)
+        // Inside libc's read, past its prologue: --mid-function gets past the stack check to the
+        // check under test.
+        let result = try graft(["patch", "-p", String(victim.pid), location, "--return", "5", "--mid-function"], stateDir: state)
         expectOneLineError(result, "thread \(victim.pid) is executing inside the bytes to be overwritten")
-        let dryRun = try graft(["patch", "-p", String(victim.pid), location, "--return", "5", "--dry-run"], stateDir: state)
+        let dryRun = try graft(["patch", "-p", String(victim.pid), location, "--return", "5", "--dry-run", "--mid-function"], stateDir: state)
         #expect(dryRun.status == 0, "memory must still hold the file's bytes: \(dryRun.stderr)")
         #expect(try graft(["list", "-p", String(victim.pid)], stateDir: state).stdout.contains("no patches") ||
                 (try graft(["list", "-p", String(victim.pid), "--json"], stateDir: state).stdout.isEmpty))
@@ -282,8 +284,8 @@ extension MoreRefusalTests {
         let list = try graft(["list", "-p", pid, "--json"], stateDir: state)
         #expect(list.stdout.contains("\"state\":\"changed\""), "\(list.stdout)")
         let unpatch = try graft(["unpatch", "-p", pid, "--all"], stateDir: state)
-        #expect(unpatch.status != 0)
-        #expect((unpatch.stdout + unpatch.stderr).contains("someone else changed it"), "\(unpatch.stdout)\(unpatch.stderr)")
+        expectOneLineError(unpatch, "patch 1: memory at ")
+        #expect(unpatch.stderr.contains("someone else changed it"), "\(unpatch.stderr)")
         #expect(victim.waitForLine(timeout: 5, where: { $0 == "a=8" }) != nil, "graft must not have touched the other tool's bytes")
         // Put the file's bytes back by hand: the patch is no longer present.
         var bytes: [UInt8] = []
@@ -298,6 +300,12 @@ extension MoreRefusalTests {
         #expect(after.stdout.contains("\"state\":\"not-present\""), "\(after.stdout)")
         _ = victim.drain()
         #expect(victim.waitForLine(timeout: 5, where: { $0 == "a=1" }) != nil)
+        // A still-applied patch cannot be forgotten.
+        let second = try graft(["patch", "-p", pid, "value_b", "--return", "5"], stateDir: state)
+        #expect(second.status == 0, "\(second.stderr)")
+        expectOneLineError(try graft(["unpatch", "-p", pid, "--forget", "2"], stateDir: state), "patch 2 is applied")
+        expectOneLineError(try graft(["unpatch", "-p", pid, "--forget", "--all"], stateDir: state), "--forget takes patch ids")
+        #expect(try graft(["unpatch", "-p", pid, "2"], stateDir: state).status == 0)
     }
 }
 
@@ -319,5 +327,39 @@ extension MoreRefusalTests {
         #expect(victim.waitForLine(timeout: 5, where: { $0 == "a=1" }) != nil)
         let check = try graft(["patch", "-p", pid, "value_a", "--return", "0", "--dry-run"], stateDir: state)
         #expect(check.status == 0, "the file's bytes are back: \(check.stderr)")
+    }
+}
+
+extension MoreRefusalTests {
+    /// Two patches someone else overwrote: one line each on stdout, one `graft: error:` line that
+    /// names both and the way out.
+    @Test func severalChangedPatchesGiveOneErrorLine() throws {
+        let victim = try Victim.launch("c_loop", arguments: ["20"])
+        defer { victim.kill() }
+        let state = temporaryDirectory()
+        let pid = String(victim.pid)
+        for function in ["value_a", "value_b"] {
+            let patched = try graft(["patch", "-p", pid, function, "--return", "7", "--json"], stateDir: state)
+            let event = try #require(try jsonLines(patched.stdout).first)
+            let address = try #require((event["address"] as? String).flatMap { UInt64($0.dropFirst(2), radix: 16) })
+            let fd = open("/proc/\(victim.pid)/mem", O_RDWR)
+            var eight: UInt8 = 8
+            #expect(pwrite(fd, &eight, 1, off_t(address + 1)) == 1)  // mov eax, 7 -> mov eax, 8
+            close(fd)
+        }
+        let unpatch = try graft(["unpatch", "-p", pid, "--all"], stateDir: state)
+        expectOneLineError(unpatch, "patches 1 2 not reverted (see above)")
+        #expect(unpatch.stderr.contains("--forget"), "\(unpatch.stderr)")
+        #expect(unpatch.stdout.contains("patch 1: not reverted: memory at ") && unpatch.stdout.contains("patch 2: not reverted: memory at "), "\(unpatch.stdout)")
+        let json = try graft(["unpatch", "-p", pid, "--all", "--json"], stateDir: state)
+        expectOneLineError(json, "patches 1 2 not reverted (see the JSON events)")
+        #expect(try jsonLines(json.stdout).map { $0["outcome"] as? String } == ["changed", "changed"])
+        // Forgotten: out of the journal, memory as the other tool left it.
+        let forgotten = try graft(["unpatch", "-p", pid, "--forget", "1", "2", "--json"], stateDir: state)
+        #expect(forgotten.status == 0, "\(forgotten.stderr)")
+        #expect(try jsonLines(forgotten.stdout).map { $0["outcome"] as? String } == ["forgotten", "forgotten"])
+        #expect(try graft(["list", "-p", pid], stateDir: state).stdout.contains("no patches"))
+        #expect(try graft(["unpatch", "-p", pid, "--all"], stateDir: state).status == 0)
+        #expect(victim.waitForLine(timeout: 5, where: { $0 == "a=8" }) != nil, "forgetting writes nothing")
     }
 }

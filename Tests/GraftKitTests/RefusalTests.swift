@@ -56,10 +56,46 @@ import TestSupport
     @Test func returnAddressInsideThePatchedBytes() throws {
         // A thread sleeps in slow_callee, called by `call *%rdi` at call_head+0: its return address is
         // call_head+2, inside the 3 bytes of `xor eax, eax; ret`.
+        var callHead: UInt64 = 0
         try refused("call_in_head", function: "call_head", {
-            if case .returnAddressInsidePatch(_, let ret) = $0 { return ret & 0xf != 0 || ret != 0 }
+            if case .returnAddressInsidePatch(_, let ret) = $0 { return callHead != 0 && ret == callHead + 2 }
             return false
-        }) { graft, pid in _ = try graft.patch(pid: pid, location: "call_head", action: .returnValue(0)) }
+        }) { graft, pid in
+            callHead = try functionBytes(pid: pid, "call_head").address
+            _ = try graft.patch(pid: pid, location: "call_head", action: .returnValue(0))
+        }
+    }
+
+    /// The journal of an earlier process that had the same PID claims a patch whose "new" bytes are
+    /// what this process has at value_a: keyed by PID alone, unpatch would write that record's
+    /// "original" bytes (`mov eax, 5; ret`) into this process. Keyed by PID and start time, graft
+    /// never sees it.
+    @Test func aJournalOfAnEarlierProcessWithTheSamePIDIsNeverUsed() throws {
+        let victim = try Victim.launch("c_loop")
+        defer { victim.kill() }
+        let journal = temporaryJournal()
+        let graft = Graft(journal: journal)
+        let current = try ProcessInstance.current(victim.pid)
+        _ = try graft.patch(pid: victim.pid, location: "value_a", action: .returnValue(5))
+        _ = try graft.unpatch(pid: victim.pid, ids: nil)
+        var contents = try journal.load(current)
+        var record = try #require(contents.patches.first)
+        (record.originalBytes, record.newBytes) = (record.newBytes, record.originalBytes)
+        record.state = .applied
+        contents.patches = []
+        try journal.save(contents, for: current)
+        contents.patches = [record]
+        contents.startTime = current.startTime - 1
+        try journal.save(contents, for: ProcessInstance(pid: victim.pid, startTime: current.startTime - 1))
+        expectLine(victim, { $0 == "a=1" })
+        _ = victim.drain()  // the a=5 lines of the set-up patch
+
+        #expect(try graft.list(pid: victim.pid).isEmpty)
+        #expect(try graft.unpatch(pid: victim.pid, ids: nil).isEmpty)
+        let bytes = try functionBytes(pid: victim.pid, "value_a")
+        #expect(bytes.memory == bytes.file)
+        expectLine(victim, { $0 == "a=1" })
+        #expect(!victim.drain().contains("a=5"))
     }
 
     @Test func symbolNotFoundSuggestsCloseNames() throws {
