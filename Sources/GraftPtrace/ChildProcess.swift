@@ -94,6 +94,18 @@ public final class ChildProcess: @unchecked Sendable {
         while readLine(timeout: 0.001) != nil {}
     }
 
+    /// Waits for the child to exit, dropping its captured stdout meanwhile (so it never blocks on a
+    /// full pipe), and reaps it. Returns the exit code, or 128 + the signal that killed it.
+    public func waitForExit() -> Int32 {
+        if stdoutFD >= 0 { while readLine(timeout: 3600) != nil {} }  // nil at end of file: it exited
+        var status: Int32 = 0
+        while graft_waitpid(pid, &status, 0) < 0 {
+            if errno != EINTR { reaped = true; return -1 }
+        }
+        reaped = true
+        return status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    }
+
     /// SIGKILL and reap (this pid only). Idempotent.
     public func kill() {
         guard !reaped else { return }
