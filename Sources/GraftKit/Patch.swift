@@ -66,6 +66,9 @@ struct PatchPlanner {
 
     /// Accept a LOCATION inside the function after the stack pointer moved (`--mid-function`).
     var allowMidFunction = false
+    /// Named in the hint when memory holds what looks like another journal's patch.
+    var journalDirectory = ""
+
 
     func plan(location text: String, action: PatchAction) throws -> PatchPlan {
         let resolved = try index.resolve(try Location.parse(text))
@@ -176,10 +179,7 @@ struct PatchPlanner {
             throw GraftError.alreadyPatched(address: record.addressValue, id: record.id, function: record.function, pid: instance.pid)
         }
         if found != expected {
-            let hint = found.contains(0xcc)
-                ? "a debugger breakpoint (int3) seems to be set here; remove it first"
-                : "another tool changed this code since it was loaded; graft patches only pristine code"
-            throw GraftError.unexpectedBytes(address: address, expected: expected, found: found, hint: hint)
+            throw GraftError.unexpectedBytes(address: address, expected: expected, found: found, hint: unexpectedBytesHint(found, at: address))
         }
         checks.append(fileCode != nil ? "the bytes in memory equal the file's" : "the file could not be read; memory bytes taken as the original")
 
@@ -189,6 +189,32 @@ struct PatchPlanner {
             buildID: elf?.buildID, action: action, target: target, originalBytes: found, newBytes: newBytes,
             originalInstructions: overwritten, newInstructions: disassembler.decode(encoding == "jmp [rip+0]" ? Array(newBytes.prefix(6)) : newBytes, at: address, maxCount: 2),
             encoding: encoding, keptEndbr64: keptEndbr64, returnAddressesInside: returnsInside, checks: checks)
+    }
+
+    /// Why memory may differ from the file: a debugger's int3, a jump or a return stub such as graft
+    /// writes (then perhaps graft's own patch, recorded in another journal directory: root's and a
+    /// user's differ), or some other tool.
+    private func unexpectedBytesHint(_ found: [UInt8], at address: UInt64) -> String {
+        let first = disassembler.decode(found, at: address, maxCount: 2)
+        let graftLike: String? = {
+            guard let instruction = first.first else { return nil }
+            if instruction.isJump {
+                let target = instruction.branchTarget.flatMap { index.symbolize($0) }.map { " to \($0)" } ?? ""
+                return "a jump\(target)"
+            }
+            if first.count == 2, first[1].isReturn, instruction.mnemonic == "mov" || instruction.mnemonic == "xor" || instruction.mnemonic == "movabs",
+               instruction.operands.hasPrefix("eax") || instruction.operands.hasPrefix("rax") {
+                return "a return stub ('\(instruction.text); ret')"
+            }
+            return nil
+        }()
+        if let graftLike {
+            return "\(graftLike) is there, as graft writes: if it is a graft patch recorded in another journal directory (this one is \(journalDirectory); root uses /run/graft, other users $XDG_STATE_HOME/graft), run `graft list`/`unpatch` with that --state-dir; graft patches only pristine code"
+        }
+        if found.contains(X86_64.int3) {
+            return "a debugger breakpoint (int3) seems to be set here; remove it first"
+        }
+        return "another tool changed this code since it was loaded; graft patches only pristine code"
     }
 
     private func requireExecutable(_ address: UInt64, asTarget: Bool) throws {

@@ -16,7 +16,8 @@ import TestSupport
     }
 
     @Test func libraryExampleChangesALiveProcessAndRestoresIt() throws {
-        let example = Victims.packageRoot + "/.build/debug/graft-library-example"
+        // Next to the graft binary of this build configuration (debug or release).
+        let example = String(try graftBinary().dropLast("graft".count)) + "graft-library-example"
         #expect(access(example, X_OK) == 0, "\(example) is missing: run `swift build` first")
         let victim = try Victim.launch("c_loop")
         defer { victim.kill() }
@@ -42,7 +43,7 @@ import TestSupport
     }
 
     @Test func everySubcommandHasAnExampleInTheReadme() throws {
-        let graft = Victims.packageRoot + "/.build/debug/graft"
+        let graft = try graftBinary()
         let help = try runCommand(graft, ["--help"])
         #expect(help.status == 0)
         let commands = subcommands(inHelp: help.stdout)

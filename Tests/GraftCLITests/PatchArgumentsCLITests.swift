@@ -121,3 +121,22 @@ extension PatchArgumentsCLITests {
         #expect(victim.waitForLine(timeout: 5, where: { $0 == "a=1" }) != nil)
     }
 }
+
+extension PatchArgumentsCLITests {
+    /// A patch recorded in another journal directory (root's /run/graft and a user's differ): the
+    /// refusal says what is there and where to look, instead of blaming "another tool".
+    @Test func aPatchFromAnotherJournalIsRecognised() throws {
+        let victim = try Victim.launch("c_loop")
+        defer { victim.kill() }
+        let pid = String(victim.pid)
+        let first = temporaryDirectory(), second = temporaryDirectory()
+        #expect(try graft(["patch", "-p", pid, "value_a", "--to", "value_b"], stateDir: first).status == 0)
+        let jump = try graft(["patch", "-p", pid, "value_a", "--return", "3"], stateDir: second)
+        expectOneLineError(jump, "a jump to c_loop!value_b is there, as graft writes")
+        #expect(jump.stderr.contains("another journal directory (this one is \(second)"), "\(jump.stderr)")
+        #expect(try graft(["unpatch", "-p", pid, "--all"], stateDir: first).status == 0)
+        #expect(try graft(["patch", "-p", pid, "value_c", "--return", "4"], stateDir: first).status == 0)
+        expectOneLineError(try graft(["patch", "-p", pid, "value_c", "--return", "5"], stateDir: second), "a return stub ('mov eax, 4; ret') is there")
+        #expect(try graft(["unpatch", "-p", pid, "--all"], stateDir: first).status == 0)
+    }
+}
