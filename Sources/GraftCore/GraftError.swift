@@ -31,6 +31,7 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
     case functionTooShort(function: String, size: Int, needed: Int)
     case pastFunctionEnd(address: UInt64, function: String, start: UInt64, size: UInt64)
     case stackChangedBeforePatch(location: String, function: String, instruction: String, at: UInt64, jump: Bool)
+    case coldPart(function: String, parent: String)
     case threadInsidePatch(tid: Int32, pc: UInt64)
     case returnAddressInsidePatch(tid: Int32, returnAddress: UInt64)
     case branchIntoPatch(from: UInt64, to: UInt64, function: String)
@@ -98,6 +99,8 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
         case .stackChangedBeforePatch(let location, let function, let instruction, let at, let jump):
             let what = jump ? "the jump's target would return" : "the stub's ret would return"
             return "refusing to patch \(location): '\(instruction)' at \(hex(at)) in \(function) moves the stack pointer before that point, so \(what) to the wrong address and crash the process; patch the function's entry, or pass --mid-function if the code there expects the stack as it is"
+        case .coldPart(let function, let parent):
+            return "refusing to patch \(function): it is a part of \(parent) the compiler split off (.cold), entered by a jump inside \(parent)'s frame, so a stub or a jump there would return to the wrong address; patch \(parent), or pass --mid-function if the code there expects the stack as it is"
         case .functionTooShort(let function, let size, let needed):
             return "\(function) is \(size) byte\(size == 1 ? "" : "s") long from the patch point, the patch needs \(needed); refusing to spill into the next function"
         case .threadInsidePatch(let tid, let pc):

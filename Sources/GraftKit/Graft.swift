@@ -268,7 +268,14 @@ public struct Graft: Sendable {
                 guard let record = contents.patches.first(where: { $0.id == id }) else {
                     throw GraftError.patchNotFound(id: id, pid: pid)
                 }
-                let memory = (try? ProcessMemory.read(pid: pid, at: record.addressValue, count: record.new.count)) ?? []
+                // Only an unmapped address counts as "no bytes"; any other read failure is an error
+                // (taking it as "not graft's" would drop a jump that is still there).
+                let memory: [UInt8]
+                do {
+                    memory = try ProcessMemory.read(pid: pid, at: record.addressValue, count: record.new.count)
+                } catch GraftError.addressNotMapped {
+                    memory = []
+                }
                 if Graft.state(of: record, memory: memory) == .applied {
                     throw GraftError.usage("patch \(id) is applied (memory at \(record.address) holds graft's bytes): revert it with `graft unpatch -p \(pid) \(id)`; graft forgets only patches it no longer owns")
                 }

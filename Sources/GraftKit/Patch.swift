@@ -110,6 +110,12 @@ struct PatchPlanner {
             throw GraftError.undecodableInstruction(address: decodedEnd, function: function)
         }
         checks.append("\(hex(address)) is an instruction boundary (decoded from the start of \(function))")
+        // A `.cold` part (gcc's split-off unlikely code) is jumped to from inside its parent, in the
+        // parent's frame: a stub or a jump there returns through the parent's saved registers.
+        if symbol.name.contains(".cold"), !allowMidFunction {
+            let parent = symbol.name.split(separator: ".", omittingEmptySubsequences: false).prefix { $0 != "cold" }.joined(separator: ".")
+            throw GraftError.coldPart(function: function, parent: parent)
+        }
         if resolved.address != start {
             // Inside the function: the stub's `ret` (or the target's) must find the caller's
             // return address at rsp, so nothing before this point may have moved rsp — nor may a

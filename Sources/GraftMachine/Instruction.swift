@@ -76,15 +76,20 @@ extension Instruction: CustomStringConvertible {
 }
 
 extension Instruction {
-    /// The instruction moves the stack pointer (x86): push/pop (and pushf/popf), call, ret, enter,
-    /// leave, or an instruction whose destination is rsp/esp/sp (`sub rsp, 0x18`, `and rsp, -16`,
-    /// `mov rsp, rbp`, `lea rsp, […]`, `xchg rsp, …`). A jump patch or a return stub placed after
-    /// such an instruction would leave the stack as the function's prologue made it.
+    /// The instruction leaves the stack pointer moved once it has run (x86): push/pop (and the
+    /// flag and all-register forms), enter, leave, or one whose destination is rsp/esp/sp
+    /// (`sub rsp, 0x18`, `and rsp, -16`, `mov rsp, rbp`, `lea rsp, […]`; `xchg` either way).
+    /// A call is not counted (the stack is as before once it returns), nor a ret (it leaves the
+    /// function: code after it is reached by another path). A jump patch or a return stub placed
+    /// after such an instruction would find the stack as the prologue made it.
     public var changesStackPointer: Bool {
-        if isCall || isReturn { return true }
         let name = mnemonic.split(separator: " ").last.map(String.init) ?? mnemonic
-        if name.hasPrefix("push") || name.hasPrefix("pop") || name == "enter" || name == "leave" { return true }
-        let destination = String(operands.prefix(while: { $0 != "," }).filter { $0 != " " })
-        return ["rsp", "esp", "sp", "spl"].contains(destination)
+        let stackOps: Set<String> = ["push", "pushq", "pushw", "pushf", "pushfq", "pushfw", "pusha", "pushal", "pushaw",
+                                     "pop", "popq", "popw", "popf", "popfq", "popfw", "popa", "popal", "popaw", "enter", "leave"]
+        if stackOps.contains(name) { return true }
+        let stackRegisters: Set<String> = ["rsp", "esp", "sp", "spl"]
+        let parts = operands.split(separator: ",").map { String($0.filter { $0 != " " }) }
+        if name == "xchg" || name == "xadd" { return parts.contains { stackRegisters.contains($0) } }
+        return parts.first.map { stackRegisters.contains($0) } ?? false
     }
 }

@@ -78,7 +78,10 @@ public enum ProcFS {
     /// Thread `tid` of `pid` has exited or is exiting: its /proc entry is gone, or its state is
     /// zombie/dead (`Z`, `X`). A thread in that state cannot be attached (EPERM).
     public static func threadIsExiting(_ pid: Int32, _ tid: Int32) -> Bool {
-        guard let stat = readFile("/proc/\(pid)/task/\(tid)/stat"), let close = stat.lastIndex(of: ")") else { return true }
+        let path = "/proc/\(pid)/task/\(tid)"
+        guard let stat = readFile(path + "/stat"), let close = stat.lastIndex(of: ")") else {
+            return access(path, F_OK) != 0 && (errno == ENOENT || errno == ESRCH)  // gone; unreadable is not gone
+        }
         let state = stat[stat.index(after: close)...].drop(while: { $0 == " " }).first
         return state == "Z" || state == "X"
     }

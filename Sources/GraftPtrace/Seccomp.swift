@@ -49,7 +49,7 @@ public enum SeccompVerdict: Equatable, Sendable, CustomStringConvertible {
         case 0x7ffc_0000: self = .log
         case 0x7ff0_0000: self = .trace
         case 0x7fc0_0000: self = .userNotify
-        case 0x0005_0000: self = .errno(Int32(returnValue & 0xfff))
+        case 0x0005_0000: self = .errno(Int32(min(returnValue & 0xffff, 4095)))  // as the kernel clamps it
         case 0x0003_0000: self = .trap
         case 0x0000_0000: self = .killThread
         case 0x8000_0000: self = .killProcess
@@ -129,8 +129,9 @@ public struct SeccompFilter: Equatable, Sendable {
                 case 0x30: guard operand != 0 else { return 0 }; a = a / operand  // the kernel returns 0 (kill)
                 case 0x40: a = a | operand
                 case 0x50: a = a & operand
-                case 0x60: a = operand >= 32 ? 0 : a << operand
-                case 0x70: a = operand >= 32 ? 0 : a >> operand
+                // The kernel shifts by the low 5 bits (constant shifts >= 32 are refused at load).
+                case 0x60: a = a << (operand & 31)
+                case 0x70: a = a >> (operand & 31)
                 case 0x80: a = 0 &- a
                 case 0x90: guard operand != 0 else { return 0 }; a = a % operand
                 case 0xa0: a = a ^ operand
@@ -167,9 +168,10 @@ public struct SeccompFilter: Equatable, Sendable {
         return nil
     }
 
-    /// The verdict of several filters (a thread's stack): the most severe action wins, as in the
-    /// kernel (the smallest action value taken as signed: KILL_PROCESS < KILL_THREAD < TRAP < …).
-    public static func verdict(of filters: [SeccompFilter], for data: [UInt8]) -> SeccompVerdict {
+    /// The verdict of several filters, newest first (the order the kernel runs them): the most
+    /// severe action wins (the smallest action value taken as signed: KILL_PROCESS < KILL_THREAD <
+    /// TRAP < …), and among equal actions the first one's value (its errno).
+    public static func verdict<Filters: Sequence<SeccompFilter>>(of filters: Filters, for data: [UInt8]) -> SeccompVerdict {
         var worst: UInt32 = 0x7fff_0000
         for filter in filters {
             guard let value = filter.run(data) else { return .killProcess }
@@ -184,36 +186,59 @@ extension Tracee {
     /// (the address after the syscall instruction) with `arguments`. Throws when the filters cannot
     /// be read, so that the caller does not guess.
     func seccompVerdict(of tid: Int32, number: Int, instructionPointer: UInt64, arguments: [UInt64]) throws -> SeccompVerdict {
-        let status = ProcFS.readFile("/proc/\(pid)/task/\(tid)/status") ?? ""
-        let mode = status.split(separator: "\n").first { $0.hasPrefix("Seccomp:") }
-            .flatMap { Int($0.dropFirst("Seccomp:".count).trimmingCharacters(in: " \t")) } ?? 0
-        switch mode {
+        let name = Tracee.syscallName(number)
+        func cannot(_ why: String) -> GraftError {
+            .remoteSyscallRefused(name: name, pid: pid, tid: tid, reason: why)
+        }
+        guard let status = ProcFS.readFile("/proc/\(pid)/task/\(tid)/status") else {
+            throw cannot("graft cannot read /proc/\(pid)/task/\(tid)/status to see whether a seccomp filter would allow the call")
+        }
+        func field(_ key: String) -> Int? {
+            status.split(separator: "\n").first { $0.hasPrefix(key + ":") }
+                .flatMap { Int($0.dropFirst(key.count + 1).trimmingCharacters(in: " \t")) }
+        }
+        switch field("Seccomp") {
+        case nil:
+            // No Seccomp line: a kernel built without seccomp (CONFIG_SECCOMP=n), so no filter.
+            return .allow
         case 0:
             return .allow
         case 1:
             // Strict mode: read, write, _exit and sigreturn only; anything else is SIGKILL.
             return [0, 1, 60, 15].contains(number) ? .allow : .killProcess
         default:
+            // Index 0 is the oldest filter (kernel get_nth_filter); read until ENOENT.
             var filters: [SeccompFilter] = []
-            for index in 0..<512 {
+            while true {
+                let index = filters.count
                 let count = graft_ptrace(GRAFT_PTRACE_SECCOMP_GET_FILTER, tid, UInt64(index), 0)
                 if count < 0 {
-                    if errno == ENOENT, index > 0 { break }  // past the oldest filter
                     let code = errno
-                    throw GraftError.remoteSyscallRefused(
-                        name: Tracee.syscallName(number), pid: pid, tid: tid,
-                        reason: "it runs under a seccomp filter and graft cannot read it to see whether the call is allowed (PTRACE_SECCOMP_GET_FILTER: \(Errno.describe(code)); it needs CAP_SYS_ADMIN)")
+                    if code == ENOENT, index > 0 { break }  // past the newest filter
+                    var why = "it runs under a seccomp filter and graft cannot read it to see whether the call is allowed (PTRACE_SECCOMP_GET_FILTER: \(Errno.describe(code)); it needs CAP_SYS_ADMIN"
+                    if let own = ProcFS.readFile("/proc/self/status"), own.contains("\nSeccomp:\t2") || own.contains("\nSeccomp:\t1") {
+                        why += ", and graft itself runs under seccomp (a container?), which forbids it"
+                    }
+                    throw cannot(why + ")")
                 }
+                guard count > 0, count <= 4096 else { throw cannot("the kernel reported a seccomp filter of \(count) instructions") }
                 var raw = [UInt64](repeating: 0, count: Int(count))
                 let read = raw.withUnsafeMutableBytes { graft_ptrace(GRAFT_PTRACE_SECCOMP_GET_FILTER, tid, UInt64(index), UInt64(UInt(bitPattern: $0.baseAddress))) }
-                guard read == count else { break }
+                guard read == count else {
+                    throw cannot("its seccomp filter \(index) changed while graft read it")
+                }
                 filters.append(SeccompFilter(raw.map { word in
                     BPFInstruction(UInt16(truncatingIfNeeded: word), UInt8(truncatingIfNeeded: word >> 16),
                                    UInt8(truncatingIfNeeded: word >> 24), UInt32(truncatingIfNeeded: word >> 32))
                 }))
+                if filters.count > 10_000 { throw cannot("it has more seccomp filters than the kernel allows") }
+            }
+            if let expected = field("Seccomp_filters"), expected != filters.count {
+                throw cannot("graft read \(filters.count) of its \(expected) seccomp filters")
             }
             let data = SeccompFilter.data(number: number, instructionPointer: instructionPointer, arguments: arguments)
-            return SeccompFilter.verdict(of: filters, for: data)
+            // The kernel runs the newest filter first and, among equally severe actions, keeps the first.
+            return SeccompFilter.verdict(of: filters.reversed(), for: data)
         }
     }
 

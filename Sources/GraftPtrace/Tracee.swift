@@ -167,11 +167,11 @@ public final class Tracee: @unchecked Sendable {
         var waiting: Set<Int32> = []
         waiting.reserveCapacity(max(16, initialThreads.count * 2))
         var pass = 0
+        var exiting: Set<Int32> = []  // listed but exiting: never seized, not looked at again
         while true {
             pass += 1
-            var found = false
-            for tid in (pass == 1 ? initialThreads : ProcFS.threads(pid)) where threads[tid] == nil {
-                found = true
+            var found = false  // a thread seized in this pass: list again
+            for tid in (pass == 1 ? initialThreads : ProcFS.threads(pid)) where threads[tid] == nil && !exiting.contains(tid) {
                 if stopRequestedAt == 0 { stopRequestedAt = graft_monotonic_ns() }
                 if graft_ptrace(GRAFT_PTRACE_SEIZE, tid, 0, UInt64(GRAFT_PTRACE_O_TRACECLONE)) != 0 {
                     let err = errno
@@ -182,10 +182,11 @@ public final class Tracee: @unchecked Sendable {
                     // An exiting thread (exit_state set, not yet reaped) refuses to be attached
                     // with EPERM, not ESRCH: it is gone for graft's purposes. Diagnosing it as a
                     // permission problem named graft itself as "already tracing" the process.
-                    if err == EPERM, tid != pid, ProcFS.threadIsExiting(pid, tid) { continue }
+                    if err == EPERM, tid != pid, ProcFS.threadIsExiting(pid, tid) { exiting.insert(tid); continue }
                     if err == EPERM { throw ProcFS.diagnosePermission(pid) }
                     throw GraftError.systemCall(name: "PTRACE_SEIZE", errno: err, context: "thread \(tid) of process \(pid)")
                 }
+                found = true
                 threads[tid] = ThreadRecord()
                 if graft_ptrace(GRAFT_PTRACE_INTERRUPT, tid, 0, 0) != 0, errno != ESRCH {
                     throw GraftError.systemCall(name: "PTRACE_INTERRUPT", errno: errno, context: "thread \(tid)")
@@ -415,9 +416,17 @@ public final class Tracee: @unchecked Sendable {
             let thread = try tid ?? anyThread()
             let gadget = try findSyscallGadget()
             let args = arguments + Array(repeating: 0, count: max(0, 6 - arguments.count))
-            // A seccomp filter could answer the call with SIGSYS or a kill: ask it first.
-            let verdict = try seccompVerdict(of: thread, number: number, instructionPointer: gadget + 2, arguments: args)
-            guard verdict.isHarmless else {
+            // A seccomp filter could answer the call with SIGSYS or a kill: ask it first. A call it
+            // would fail or skip is not made either: its result is known (and an errno of 0 would
+            // look like a success).
+            switch try seccompVerdict(of: thread, number: number, instructionPointer: gadget + 2, arguments: args) {
+            case .allow, .log:
+                break
+            case .errno(let code) where code != 0:
+                throw GraftError.remoteSyscallFailed(name: name, errno: code)
+            case .trace:
+                throw GraftError.remoteSyscallFailed(name: name, errno: ENOSYS)
+            case let verdict:
                 throw GraftError.remoteSyscallRefused(name: name, pid: pid, tid: thread, reason: "its seccomp filter would \(verdict)")
             }
             let saved = try registers(of: thread)

@@ -12,7 +12,9 @@ struct Integer64: ExpressibleByArgument {
         let negative = text.hasPrefix("-")
         if negative || text.hasPrefix("+") { text = text.dropFirst() }
         let hex = text.hasPrefix("0x") || text.hasPrefix("0X")
-        guard let magnitude = UInt64(hex ? text.dropFirst(2) : text, radix: hex ? 16 : 10), !text.isEmpty else { return nil }
+        let digits = hex ? text.dropFirst(2) : text
+        // Digits only: UInt64(_:radix:) would take another sign itself (`-+5`, `0x+5`).
+        guard let first = digits.first, first.isHexDigit, let magnitude = UInt64(digits, radix: hex ? 16 : 10) else { return nil }
         if negative {
             guard magnitude <= UInt64(Int64.max) + 1 else { return nil }
             value = magnitude == UInt64(Int64.max) + 1 ? Int64.min : -Int64(magnitude)

@@ -54,12 +54,12 @@ struct UnpatchCommand: ParsableCommand {
             }
         }
         let failed = results.filter { $0.outcome == .changed || $0.outcome == .failed }
+        let hint = failed.contains { $0.outcome == .changed } ? "; `graft unpatch -p \(process.pid) --forget ID` drops a patch someone else changed" : ""
         if failed.count == 1, !process.json {
-            throw GraftError.usage("patch \(failed[0].record.id): \(failed[0].message ?? failed[0].outcome.rawValue)")
+            throw GraftError.usage("patch \(failed[0].record.id): \(failed[0].message ?? failed[0].outcome.rawValue)\(hint)")
         }
         if !failed.isEmpty {
             let ids = failed.map { String($0.record.id) }.joined(separator: " ")
-            let hint = failed.contains { $0.outcome == .changed } ? "; `graft unpatch -p \(process.pid) --forget ID` drops a patch someone else changed" : ""
             throw GraftError.usage("\(failed.count == 1 ? "patch" : "patches") \(ids) not reverted\(process.json ? " (see the JSON events)" : " (see above)")\(hint)")
         }
     }

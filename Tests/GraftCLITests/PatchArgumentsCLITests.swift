@@ -22,7 +22,9 @@ import TestSupport
             let dry = try graft(["patch", "-p", pid, "value_a", "--dry-run"] + arguments, stateDir: state)
             #expect(dry.status == 0 && dry.stdout.contains("48 c7 c0 ff ff ff ff c3"), "\(arguments): \(dry.stdout) \(dry.stderr)")
         }
-        expectOneLineError(try graft(["patch", "-p", pid, "value_a", "--return", "12x"], stateDir: state), "12x")
+        for bad in ["12x", "-+5", "0x+5", "++5", "-", "0x", ""] {
+            expectOneLineError(try graft(["patch", "-p", pid, "value_a", "--return", bad], stateDir: state), "--return")
+        }
         expectOneLineError(try graft(["patch", "-p", pid, "value_a", "--return", "-0x8000000000000001"], stateDir: state), "-0x8000000000000001")
     }
 

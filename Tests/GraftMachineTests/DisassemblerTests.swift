@@ -196,4 +196,37 @@ import GraftMachine
         #expect(insn == (try one([0xe9, 0xfb, 0xff, 0xff, 0xff], at: 0x401000)))
         #expect(insn != (try one([0xe9, 0xfb, 0xff, 0xff, 0xff], at: 0x401001)))
     }
+
+    /// What the patch planner's mid-function check counts as moving the stack (capstone's text).
+    @Test func changesStackPointer() throws {
+        let moves: [[UInt8]] = [
+            [0x55],                          // push rbp
+            [0x5d],                          // pop rbp
+            [0x9c],                          // pushfq
+            [0x48, 0x83, 0xec, 0x18],        // sub rsp, 0x18
+            [0x48, 0x83, 0xe4, 0xf0],        // and rsp, -0x10
+            [0x48, 0x89, 0xec],              // mov rsp, rbp
+            [0x48, 0x8d, 0x65, 0xf8],        // lea rsp, [rbp - 8]
+            [0x48, 0x94],                    // xchg rsp, rax (capstone may print either order)
+            [0x48, 0x87, 0xe0],              // xchg rax, rsp
+            [0xc9],                          // leave
+            [0xc8, 0x10, 0x00, 0x00],        // enter 0x10, 0
+        ]
+        for bytes in moves {
+            let insn = try one(bytes)
+            #expect(insn.changesStackPointer, "\(insn.text)")
+        }
+        let neutral: [[UInt8]] = [
+            [0x48, 0x89, 0xe5],              // mov rbp, rsp (reads rsp)
+            [0xf3, 0x0f, 0xb8, 0xc3],        // popcnt eax, ebx
+            [0xc3],                          // ret: leaves; code after it is another path
+            [0xe8, 0x00, 0x00, 0x00, 0x00],  // call: the stack is as before once it returns
+            [0x8b, 0x44, 0x24, 0x08],        // mov eax, dword ptr [rsp + 8]
+            [0xf3, 0x0f, 0x1e, 0xfa],        // endbr64
+        ]
+        for bytes in neutral {
+            let insn = try one(bytes)
+            #expect(!insn.changesStackPointer, "\(insn.text)")
+        }
+    }
 }

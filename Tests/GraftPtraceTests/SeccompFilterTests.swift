@@ -71,6 +71,19 @@ import Testing
         #expect(second.run(Self.mmap(protection: 0)) == Self.allow)
     }
 
+    @Test func shiftsByXUseTheLowFiveBitsAndErrnoIsClampedAsTheKernelDoes() {
+        // A = 1; X = 32; A <<= X: the kernel shifts by 32 & 31 = 0, so A stays 1.
+        let shift = SeccompFilter([I(Self.ldImm, 0, 0, 1), I(Self.ldxImm, 0, 0, 32), I(0x6c, 0, 0, 0),
+                                   I(Self.jeq, 0, 1, 1), I(Self.retK, 0, 0, Self.allow), I(Self.retK, 0, 0, Self.kill)])
+        #expect(SeccompFilter.verdict(of: [shift], for: Self.mmap(protection: 5)) == .allow)
+        #expect(SeccompVerdict(returnValue: Self.errno | 0xffff) == .errno(4095))
+        #expect(SeccompVerdict(returnValue: Self.errno | 0x1001) == .errno(4095))
+        #expect(SeccompVerdict(returnValue: Self.errno | 22) == .errno(22))
+        // Equal actions: the first filter run (the newest) gives the errno.
+        let data = Self.mmap(protection: 5)
+        #expect(SeccompFilter.verdict(of: [Self.mmapExec(Self.errno | 5), Self.mmapExec(Self.errno | 1)], for: data) == .errno(5))
+    }
+
     @Test func aProgramTheKernelWouldNotRunIsTakenAsTheWorst() {
         let data = Self.mmap(protection: 5)
         let outOfData = SeccompFilter([I(Self.ldAbs, 0, 0, 64), I(Self.retK, 0, 0, Self.allow)])
