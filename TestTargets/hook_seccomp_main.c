@@ -1,5 +1,7 @@
 /* hook_seccomp main: hook_shapes.S's shapes in a process under a seccomp filter.
- * argv: [1] action (kill | trap | errno | allow) [2] N calls (100) [3] lifetime s (120).
+ * argv: [1] action (kill | trap | errno | allow) [2] N calls (100) [3] lifetime s (120)
+ * [4] K (0): first install K filters that allow everything, so the rule is in filter K+1 (the
+ * newest; a tracer reading only the oldest filters would miss it).
  * Before `ready` it installs (no_new_privs + SECCOMP_SET_MODE_FILTER) a filter whose only rule is:
  * mmap with PROT_EXEC in its protection -> the action (SECCOMP_RET_KILL_PROCESS, SECCOMP_RET_TRAP,
  * SECCOMP_RET_ERRNO | EPERM, SECCOMP_RET_ALLOW); every other call is allowed. The victim itself
@@ -19,6 +21,15 @@
 int shape_riprel(int x);
 int shape_push(int x);
 
+static void install_allow_all(void) {
+    struct sock_filter code[] = { BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW) };
+    struct sock_fprog prog = { .len = 1, .filter = code };
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) {
+        perror("hook_seccomp: seccomp (allow-all)");
+        exit(2);
+    }
+}
+
 static void install(const char *action) {
     unsigned int ret;
     if (strcmp(action, "kill") == 0) ret = SECCOMP_RET_KILL_PROCESS;
@@ -37,7 +48,7 @@ static void install(const char *action) {
         BPF_STMT(BPF_RET | BPF_K, ret),
     };
     struct sock_fprog prog = { .len = sizeof code / sizeof code[0], .filter = code };
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) {
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) {
         perror("hook_seccomp: seccomp");
         exit(2);
     }
@@ -47,6 +58,8 @@ int main(int argc, char **argv) {
     const char *action = argc > 1 ? argv[1] : "kill";
     long n = victim_arg(argc, argv, 2, 100);
     victim_begin((unsigned)victim_arg(argc, argv, 3, VICTIM_DEFAULT_LIFETIME));
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) { perror("hook_seccomp: no_new_privs"); exit(2); }
+    for (long k = victim_arg(argc, argv, 4, 0); k > 0; k--) install_allow_all();
     install(action);
     victim_ready();
     victim_wait_for_go("hook_seccomp");

@@ -12,8 +12,8 @@ import TestSupport
 
     /// Hooks shape_riprel (out of line only) in a hook_seccomp victim with `action`; returns the
     /// session's error (nil when it armed) after the victim ran its calls to the end.
-    private func hookRiprel(action: String, expectArmed: Bool) throws -> (any Error)? {
-        let victim = try Victim.launch("hook_seccomp", arguments: [action, "100"], stdin: true)
+    private func hookRiprel(action: String, expectArmed: Bool, filtersBefore: Int = 0) throws -> (any Error)? {
+        let victim = try Victim.launch("hook_seccomp", arguments: [action, "100", "120", String(filtersBefore)], stdin: true)
         defer { victim.kill() }
         let run = HookRun(HookSession(pid: victim.pid, specs: [HookSpec(location: "shape_riprel"), HookSpec(location: "shape_push")],
                                       journal: temporaryJournal()))
@@ -46,6 +46,13 @@ import TestSupport
         #expect(text.contains("graft will not call mmap inside process"), "\(text)")
         #expect(text.contains(action == "kill" ? "kill the process (SECCOMP_RET_KILL_PROCESS)" : "SIGSYS (SECCOMP_RET_TRAP)"), "\(text)")
         #expect(text.contains("shape_riprel"), "the refusal names the hook: \(text)")
+    }
+
+    /// The rule in the newest of 600 filters (PTRACE_SECCOMP_GET_FILTER's index 0 is the oldest).
+    @Test func theNewestOfManyFiltersIsRead() throws {
+        let failure = try hookRiprel(action: "kill", expectArmed: false, filtersBefore: 600)
+        let text = (failure as? GraftError)?.description ?? "\(String(describing: failure))"
+        #expect(text.contains("kill the process (SECCOMP_RET_KILL_PROCESS)"), "\(text)")
     }
 
     @Test func aFilterThatFailsTheMmapRefusesTheHookCleanly() throws {
