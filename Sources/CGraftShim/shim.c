@@ -298,3 +298,25 @@ int graft_set_idle_policy(int enable) {
     struct sched_param param = {0};
     return sched_setscheduler(0, enable ? SCHED_IDLE : SCHED_OTHER, &param);
 }
+
+/* num_threads (field 20) of an open /proc/PID/stat, read again from offset 0 (one pread: the file
+ * is regenerated), or -1. Fields after the ")" that ends comm: state is field 3. */
+int graft_num_threads(int stat_fd) {
+    char buf[1024];
+    ssize_t n = pread(stat_fd, buf, sizeof buf - 1, 0);
+    if (n <= 0) return -1;
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    if (!p) return -1;
+    p++;
+    for (int field = 3; field < 20; field++) {
+        while (*p == ' ') p++;
+        while (*p && *p != ' ') p++;
+        if (!*p) return -1;
+    }
+    while (*p == ' ') p++;
+    long value = 0;
+    if (*p < '0' || *p > '9') return -1;
+    for (; *p >= '0' && *p <= '9'; p++) value = value * 10 + (*p - '0');
+    return (int)value;
+}

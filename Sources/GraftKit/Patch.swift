@@ -245,12 +245,15 @@ enum StoppedCode {
     /// could block on. A pc at the first byte is fine: the new instruction starts there.
     static func moveThreadsOut(of range: Range<UInt64>, tracee: Tracee) throws -> [Int32] {
         var stepped: [Int32] = []
+        func inside(_ address: UInt64) -> Bool { address > range.lowerBound && address < range.upperBound }
         for tid in tracee.threadIDs {
+            // rip alone first (PTRACE_PEEKUSER): nearly every thread is far from the bytes.
+            let stoppedAt = try tracee.programCounter(of: tid)
+            guard inside(stoppedAt) || inside(stoppedAt &- 2) else { continue }
             let registers = try tracee.registers(of: tid)
             var pc = registers.rip
             // A thread stopped inside a restartable system call resumes at rip - 2.
             let inSyscall = Int64(bitPattern: registers.origRax) >= 0
-            func inside(_ address: UInt64) -> Bool { address > range.lowerBound && address < range.upperBound }
             guard inside(pc) || (inSyscall && inside(pc &- 2)) else { continue }
             if inSyscall { throw GraftError.threadInsidePatch(tid: tid, pc: pc) }
             var steps = 0

@@ -158,6 +158,12 @@ public final class Tracee: @unchecked Sendable {
             }
         }
         _ = Tracee.warmedUp
+        // The process's thread count, read once everything known is stopped: equal to the threads
+        // graft holds, no other thread exists (those it holds are live), and the second listing of
+        // /proc/PID/task (~10 µs of getdents in the window) is not needed. Opened now, read by one
+        // pread in the window.
+        let statFD = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
+        defer { if statFD >= 0 { close(statFD) } }
         // The first listing is read before anything stops; the window starts at the first seize.
         let initialThreads = ProcFS.threads(pid)
         stopRequestedAt = 0
@@ -200,6 +206,7 @@ public final class Tracee: @unchecked Sendable {
             }
             if threads.isEmpty { throw GraftError.noSuchProcess(pid: pid) }
             if !found || pass > 100 { break }
+            if statFD >= 0, exiting.isEmpty, graft_num_threads(statFD) == threads.count { break }
         }
         allStoppedAt = graft_monotonic_ns()
         isAttached = true
