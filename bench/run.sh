@@ -145,16 +145,27 @@ for mode in $MODES; do
         gdb_bytes() { local h=$1 out="" i; for ((i = 0; i < ${#h}; i += 2)); do out+="${out:+,}0x${h:i:2}"; done; echo "{$out}"; }
         GDB=(gdb -nx -q -batch -iex 'set debuginfod enabled off' -p "$VICTIM_PID")
         echo "bench: $mode, $threads thread(s), victim $VICTIM_PID, bench_target at $addr: $old -> $new, $RUNS runs" >&2
+        # Each tool applies then reverts; the tools' order rotates from run to run, so that none
+        # always follows another (a tool run right after another meets the caches, and the kernel
+        # paths, that one left; in the fixed order of before 2026-12-01 c_patch always ran right
+        # after graft, gdb right after c_patch).
+        tools=(graft C)
+        [[ -z "$NO_GDB" ]] && tools+=(gdb)
         for ((r = 1; r <= RUNS; r++)); do
             measure "$mode" "$threads" none idle original sleep 0.05
-            measure "$mode" "$threads" graft apply patched "${TPIN[@]}" "$GRAFT" patch -p "$VICTIM_PID" bench_target --to bench_other --json
-            measure "$mode" "$threads" graft revert original "${TPIN[@]}" "$GRAFT" unpatch -p "$VICTIM_PID" --all --json
-            measure "$mode" "$threads" C apply patched "${TPIN[@]}" "$OUT/c_patch" "$VICTIM_PID" "$addr" "$new"
-            measure "$mode" "$threads" C revert original "${TPIN[@]}" "$OUT/c_patch" "$VICTIM_PID" "$addr" "$old"
-            if [[ -z "$NO_GDB" ]]; then
-                measure "$mode" "$threads" gdb apply patched "${TPIN[@]}" "${GDB[@]}" -ex "set {unsigned char[5]}$addr = $(gdb_bytes "$new")"
-                measure "$mode" "$threads" gdb revert original "${TPIN[@]}" "${GDB[@]}" -ex "set {unsigned char[5]}$addr = $(gdb_bytes "$old")"
-            fi
+            for ((k = 0; k < ${#tools[@]}; k++)); do
+                case ${tools[$(( (r + k) % ${#tools[@]} ))]} in
+                    graft)
+                        measure "$mode" "$threads" graft apply patched "${TPIN[@]}" "$GRAFT" patch -p "$VICTIM_PID" bench_target --to bench_other --json
+                        measure "$mode" "$threads" graft revert original "${TPIN[@]}" "$GRAFT" unpatch -p "$VICTIM_PID" --all --json ;;
+                    C)
+                        measure "$mode" "$threads" C apply patched "${TPIN[@]}" "$OUT/c_patch" "$VICTIM_PID" "$addr" "$new"
+                        measure "$mode" "$threads" C revert original "${TPIN[@]}" "$OUT/c_patch" "$VICTIM_PID" "$addr" "$old" ;;
+                    gdb)
+                        measure "$mode" "$threads" gdb apply patched "${TPIN[@]}" "${GDB[@]}" -ex "set {unsigned char[5]}$addr = $(gdb_bytes "$new")"
+                        measure "$mode" "$threads" gdb revert original "${TPIN[@]}" "${GDB[@]}" -ex "set {unsigned char[5]}$addr = $(gdb_bytes "$old")" ;;
+                esac
+            done
             printf '.' >&2
         done
         echo >&2
@@ -211,6 +222,8 @@ report() {
     echo "- **Tools** write the same 5 bytes at the same address (graft's \`--dry-run --json\` plan):"
     echo "  graft (\`patch … --to bench_other\` / \`unpatch --all\`), \`bench/c_patch.c\` (SEIZE+INTERRUPT all,"
     echo "  POKETEXT, DETACH; nothing else), gdb (\`gdb -nx -batch -p PID -ex 'set {unsigned char[5]}ADDR = {…}'\`)."
+    echo "  Each run measures \`none\`, then every tool's apply and revert, the tools in an order that rotates"
+    echo "  from run to run (none always follows another)."
     echo "- **Modes**: *unpinned* lets the scheduler place everything (the default way to run any tool);"
     echo "  *pinned* runs the victim on CPU 1 and the tool on CPU 0 (\`taskset\`); *rt* is unpinned with the"
     echo "  tool in SCHED_FIFO (\`chrt -f 1\`) (*nice*, \`nice -n -20\`, is available too). The 8-thread victim"

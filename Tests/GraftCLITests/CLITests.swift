@@ -274,12 +274,7 @@ extension MoreRefusalTests {
         let original = try #require(event["original_bytes"] as? String)
         // Another tool writes a different stub (`mov eax, 9; ret` would change the output) — here one
         // byte: the 7 of `mov eax, 7` becomes 8.
-        func poke(_ bytes: [UInt8], at offset: UInt64) {
-            let fd = open("/proc/\(victim.pid)/mem", O_RDWR)
-            defer { close(fd) }
-            var copy = bytes
-            #expect(pwrite(fd, &copy, copy.count, off_t(address + offset)) == copy.count)
-        }
+        func poke(_ bytes: [UInt8], at offset: UInt64) { writeMemory(victim.pid, at: address + offset, bytes) }
         poke([8], at: 1)
         let list = try graft(["list", "-p", pid, "--json"], stateDir: state)
         #expect(list.stdout.contains("\"state\":\"changed\""), "\(list.stdout)")
@@ -342,10 +337,7 @@ extension MoreRefusalTests {
             let patched = try graft(["patch", "-p", pid, function, "--return", "7", "--json"], stateDir: state)
             let event = try #require(try jsonLines(patched.stdout).first)
             let address = try #require((event["address"] as? String).flatMap { UInt64($0.dropFirst(2), radix: 16) })
-            let fd = open("/proc/\(victim.pid)/mem", O_RDWR)
-            var eight: UInt8 = 8
-            #expect(pwrite(fd, &eight, 1, off_t(address + 1)) == 1)  // mov eax, 7 -> mov eax, 8
-            close(fd)
+            writeMemory(victim.pid, at: address + 1, [8])  // mov eax, 7 -> mov eax, 8
         }
         let unpatch = try graft(["unpatch", "-p", pid, "--all"], stateDir: state)
         expectOneLineError(unpatch, "patches 1 2 not reverted (see above)")
@@ -362,4 +354,12 @@ extension MoreRefusalTests {
         #expect(try graft(["unpatch", "-p", pid, "--all"], stateDir: state).status == 0)
         #expect(victim.waitForLine(timeout: 5, where: { $0 == "a=8" }) != nil, "forgetting writes nothing")
     }
+}
+
+/// Writes `bytes` into process `pid` through /proc/PID/mem, as another tool would.
+func writeMemory(_ pid: Int32, at address: UInt64, _ bytes: [UInt8], sourceLocation: SourceLocation = #_sourceLocation) {
+    let fd = open("/proc/\(pid)/mem", O_RDWR)
+    defer { close(fd) }
+    var copy = bytes
+    #expect(pwrite(fd, &copy, copy.count, off_t(address)) == copy.count, sourceLocation: sourceLocation)
 }
