@@ -779,7 +779,7 @@ final class HookEngine {
             rounds += 1
             if debugEventsOn, rounds % 50 == 0 {
                 let states = waiting.sorted().map { tid in
-                    "\(tid):\(ProcFS.readFile("/proc/\(tracee.pid)/task/\(tid)/stat").flatMap { $0.split(separator: ")").last?.split(separator: " ").first.map(String.init) } ?? "?")"
+"\(tid):\(ProcFS.threadState(tracee.pid, tid).map(String.init) ?? "?")"
                 }
                 writeDebug("teardown: round \(rounds), still waiting for \(states.joined(separator: " "))\n")
             }

@@ -50,12 +50,21 @@ public enum ProcFS {
     /// Field 22 of /proc/PID/stat: the start time in clock ticks since boot. With the PID it names a
     /// process instance: a PID reused by a new process has another start time.
     public static func startTime(_ pid: Int32) -> UInt64? {
-        guard let text = readFile("/proc/\(pid)/stat"), let close = text.lastIndex(of: ")") else { return nil }
-        // Fields after the comm (which may contain spaces and parentheses) start at field 3 (state).
-        let rest = text[text.index(after: close)...].split(separator: " ")
-        // rest[0] is field 3, so field 22 is rest[19].
-        guard rest.count > 19 else { return nil }
-        return UInt64(rest[19])
+        // fields[0] is field 3, so field 22 is fields[19].
+        guard let fields = statFields("/proc/\(pid)/stat"), fields.count > 19 else { return nil }
+        return UInt64(fields[19])
+    }
+
+    /// The fields of a /proc/…/stat file after the comm (which may hold spaces and parentheses):
+    /// element 0 is field 3, the state.
+    static func statFields(_ path: String) -> [Substring]? {
+        guard let text = readFile(path), let close = text.lastIndex(of: ")") else { return nil }
+        return text[text.index(after: close)...].split(separator: " ")
+    }
+
+    /// A thread's state letter (`R`, `S`, `t`, `Z`, …), nil when its /proc entry cannot be read.
+    public static func threadState(_ pid: Int32, _ tid: Int32) -> Character? {
+        statFields("/proc/\(pid)/task/\(tid)/stat")?.first?.first
     }
 
     /// Thread ids listed in /proc/PID/task, sorted (empty when the process is gone). Listed in C
@@ -78,11 +87,10 @@ public enum ProcFS {
     /// Thread `tid` of `pid` has exited or is exiting: its /proc entry is gone, or its state is
     /// zombie/dead (`Z`, `X`). A thread in that state cannot be attached (EPERM).
     public static func threadIsExiting(_ pid: Int32, _ tid: Int32) -> Bool {
-        let path = "/proc/\(pid)/task/\(tid)"
-        guard let stat = readFile(path + "/stat"), let close = stat.lastIndex(of: ")") else {
-            return access(path, F_OK) != 0 && (errno == ENOENT || errno == ESRCH)  // gone; unreadable is not gone
+        guard let state = threadState(pid, tid) else {
+            // Gone; unreadable is not gone.
+            return access("/proc/\(pid)/task/\(tid)", F_OK) != 0 && (errno == ENOENT || errno == ESRCH)
         }
-        let state = stat[stat.index(after: close)...].drop(while: { $0 == " " }).first
         return state == "Z" || state == "X"
     }
 

@@ -185,8 +185,7 @@ extension Tracee {
     /// What `tid`'s seccomp state would do with system call `number` made at `instructionPointer`
     /// (the address after the syscall instruction) with `arguments`. Throws when the filters cannot
     /// be read, so that the caller does not guess.
-    func seccompVerdict(of tid: Int32, number: Int, instructionPointer: UInt64, arguments: [UInt64]) throws -> SeccompVerdict {
-        let name = Tracee.syscallName(number)
+    func seccompVerdict(of tid: Int32, number: Int, name: String, instructionPointer: UInt64, arguments: [UInt64]) throws -> SeccompVerdict {
         func cannot(_ why: String) -> GraftError {
             .remoteSyscallRefused(name: name, pid: pid, tid: tid, reason: why)
         }
@@ -239,15 +238,6 @@ extension Tracee {
             let data = SeccompFilter.data(number: number, instructionPointer: instructionPointer, arguments: arguments)
             // The kernel runs the newest filter first and, among equally severe actions, keeps the first.
             return SeccompFilter.verdict(of: filters.reversed(), for: data)
-        }
-    }
-
-    static func syscallName(_ number: Int) -> String {
-        switch number {
-        case 9: return "mmap"
-        case 10: return "mprotect"
-        case 11: return "munmap"
-        default: return "system call \(number)"
         }
     }
 }

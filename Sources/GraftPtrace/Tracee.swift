@@ -426,7 +426,7 @@ public final class Tracee: @unchecked Sendable {
             // A seccomp filter could answer the call with SIGSYS or a kill: ask it first. A call it
             // would fail or skip is not made either: its result is known (and an errno of 0 would
             // look like a success).
-            switch try seccompVerdict(of: thread, number: number, instructionPointer: gadget + 2, arguments: args) {
+            switch try seccompVerdict(of: thread, number: number, name: name, instructionPointer: gadget + 2, arguments: args) {
             case .allow, .log:
                 break
             case .errno(let code) where code != 0:

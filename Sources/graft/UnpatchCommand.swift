@@ -31,6 +31,7 @@ struct UnpatchCommand: ParsableCommand {
             forget ? try process.graft.forget(pid: process.pid, ids: ids)
                 : try process.graft.unpatch(pid: process.pid, ids: all ? nil : ids)
         }
+        let failed = results.filter { $0.outcome == .changed || $0.outcome == .failed }
         if process.json {
             for result in results { Output.json(result.json(pid: process.pid)) }
         } else if results.isEmpty {
@@ -47,13 +48,12 @@ struct UnpatchCommand: ParsableCommand {
                     Output.line("patch \(record.id): forgotten (\(result.message ?? ""))")
                 case .changed, .failed:
                     // Several: a line each here, one error line below.
-                    if results.filter({ $0.outcome == .changed || $0.outcome == .failed }).count > 1 {
+                    if failed.count > 1 {
                         Output.line("patch \(record.id): not reverted: \(result.message ?? result.outcome.rawValue)")
                     }
                 }
             }
         }
-        let failed = results.filter { $0.outcome == .changed || $0.outcome == .failed }
         let hint = failed.contains { $0.outcome == .changed } ? "; `graft unpatch -p \(process.pid) --forget ID` drops a patch someone else changed" : ""
         if failed.count == 1, !process.json {
             throw GraftError.usage("patch \(failed[0].record.id): \(failed[0].message ?? failed[0].outcome.rawValue)\(hint)")

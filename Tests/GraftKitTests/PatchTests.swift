@@ -155,9 +155,7 @@ import TestSupport
         // Nothing left in a ptrace stop ('t') and nothing traced: the churn goes on.
         usleep(50_000)
         for tid in victim.threadIDs {
-            let stat = (try? String(contentsOfFile: "/proc/\(victim.pid)/task/\(tid)/stat", encoding: .utf8)) ?? ""
-            let state = stat.split(separator: ")").last?.split(separator: " ").first
-            #expect(state != "t", "thread \(tid) left stopped: \(stat)")
+            #expect(ProcFS.threadState(victim.pid, tid) != "t", "thread \(tid) left stopped")
         }
         #expect(victim.procStatus("TracerPid") == "0")
         let counts = (0..<2).compactMap { _ in victim.waitForLine(timeout: 2, where: { $0.hasPrefix("churn ") }).flatMap { parseInts($0).first } }
