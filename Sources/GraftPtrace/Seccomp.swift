@@ -21,14 +21,6 @@ public enum SeccompVerdict: Equatable, Sendable, CustomStringConvertible {
     case killThread
     case killProcess
 
-    /// True when making the call cannot hurt the target (it runs, or fails harmlessly).
-    public var isHarmless: Bool {
-        switch self {
-        case .allow, .log, .errno, .trace: return true
-        case .userNotify, .trap, .killThread, .killProcess: return false
-        }
-    }
-
     public var description: String {
         switch self {
         case .allow: return "allow it"
