@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <sys/ptrace.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -299,24 +300,12 @@ int graft_set_idle_policy(int enable) {
     return sched_setscheduler(0, enable ? SCHED_IDLE : SCHED_OTHER, &param);
 }
 
-/* num_threads (field 20) of an open /proc/PID/stat, read again from offset 0 (one pread: the file
- * is regenerated), or -1. Fields after the ")" that ends comm: state is field 3. */
-int graft_num_threads(int stat_fd) {
-    char buf[1024];
-    ssize_t n = pread(stat_fd, buf, sizeof buf - 1, 0);
-    if (n <= 0) return -1;
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    if (!p) return -1;
-    p++;
-    for (int field = 3; field < 20; field++) {
-        while (*p == ' ') p++;
-        while (*p && *p != ' ') p++;
-        if (!*p) return -1;
-    }
-    while (*p == ' ') p++;
-    long value = 0;
-    if (*p < '0' || *p > '9') return -1;
-    for (; *p >= '0' && *p <= '9'; p++) value = value * 10 + (*p - '0');
-    return (int)value;
+/* The number of threads of the process whose /proc/PID/task directory `task_fd` is: procfs gives
+ * that directory st_nlink = 2 + nr_threads (proc_task_getattr), so one fstat, no text to format
+ * (a pread of /proc/PID/stat costs ~13 µs cold). -1 on error. */
+int graft_task_count(int task_fd) {
+    struct stat st;
+    if (fstat(task_fd, &st) != 0 || st.st_nlink < 2) return -1;
+    return (int)(st.st_nlink - 2);
 }
+

@@ -246,7 +246,7 @@ enum StoppedCode {
     static func moveThreadsOut(of range: Range<UInt64>, tracee: Tracee) throws -> [Int32] {
         var stepped: [Int32] = []
         func inside(_ address: UInt64) -> Bool { address > range.lowerBound && address < range.upperBound }
-        for tid in tracee.threadIDs {
+        for tid in tracee.unorderedThreadIDs {
             // rip alone first (PTRACE_PEEKUSER): nearly every thread is far from the bytes.
             let stoppedAt = try tracee.programCounter(of: tid)
             guard inside(stoppedAt) || inside(stoppedAt &- 2) else { continue }
@@ -265,7 +265,7 @@ enum StoppedCode {
             }
             stepped.append(tid)
         }
-        return stepped
+        return stepped.sorted()
     }
 
     /// Refuses when a thread's stack holds one of `returnAddresses` (scanning from rsp to the end of

@@ -50,7 +50,7 @@ public func signalName(_ signal: Int32) -> String {
 /// the kernel attach threads created meanwhile. PTRACE_O_EXITKILL is never set: a crashed graft must not
 /// take the target with it. Every method runs on the tracee's `TracerThread`.
 public final class Tracee: @unchecked Sendable {
-    struct ThreadRecord {
+    public struct ThreadRecord: Sendable {
         var pendingSignals: [Int32] = []
         var groupStopped = false
     }
@@ -60,6 +60,8 @@ public final class Tracee: @unchecked Sendable {
     private let ownsTracer: Bool
     var threads: [Int32: ThreadRecord] = [:]
     var memFD: Int32 = -1
+    /// /proc/PID/task, open from the attach to the detach (its st_nlink counts the threads).
+    private var taskFD: Int32 = -1
     private var syscallGadget: UInt64?
     public internal(set) var isAttached = false
 
@@ -93,6 +95,7 @@ public final class Tracee: @unchecked Sendable {
     deinit {
         if isAttached { try? detach() }
         if memFD >= 0 { close(memFD) }
+        if taskFD >= 0 { close(taskFD) }
         if ownsTracer { tracer.shutdown() }
     }
 
@@ -113,6 +116,8 @@ public final class Tracee: @unchecked Sendable {
 
     /// Thread ids currently traced and stopped.
     public var threadIDs: [Int32] { threads.keys.sorted() }
+    /// The same, in no particular order and without building an array (for the stop window).
+    public var unorderedThreadIDs: Dictionary<Int32, ThreadRecord>.Keys { threads.keys }
 
     // MARK: - Attach
 
@@ -160,10 +165,9 @@ public final class Tracee: @unchecked Sendable {
         _ = Tracee.warmedUp
         // The process's thread count, read once everything known is stopped: equal to the threads
         // graft holds, no other thread exists (those it holds are live), and the second listing of
-        // /proc/PID/task (~10 µs of getdents in the window) is not needed. Opened now, read by one
-        // pread in the window.
-        let statFD = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
-        defer { if statFD >= 0 { close(statFD) } }
+        // /proc/PID/task (~10 µs of getdents in the window) is not needed. The directory is opened
+        // now; in the window one fstat gives the count (its st_nlink is 2 + the threads).
+        if taskFD < 0 { taskFD = open("/proc/\(pid)/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC) }  // closed at detach
         // The first listing is read before anything stops; the window starts at the first seize.
         let initialThreads = ProcFS.threads(pid)
         stopRequestedAt = 0
@@ -206,7 +210,7 @@ public final class Tracee: @unchecked Sendable {
             }
             if threads.isEmpty { throw GraftError.noSuchProcess(pid: pid) }
             if !found || pass > 100 { break }
-            if statFD >= 0, exiting.isEmpty, graft_num_threads(statFD) == threads.count { break }
+            if taskFD >= 0, exiting.isEmpty, graft_task_count(taskFD) == threads.count { break }
         }
         allStoppedAt = graft_monotonic_ns()
         isAttached = true
@@ -531,6 +535,7 @@ public final class Tracee: @unchecked Sendable {
             threads.removeAll()
             isAttached = false
             resumedAt = graft_monotonic_ns()
+            if taskFD >= 0 { close(taskFD); taskFD = -1 }
             if let error = firstError { throw error }
         }
     }

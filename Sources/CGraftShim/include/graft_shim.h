@@ -145,7 +145,7 @@ static inline int graft_wcoredump(int status) { return WCOREDUMP(status); }
 /// The PTRACE_EVENT_* number in a stop status (status >> 16), 0 for a plain stop.
 static inline int graft_wevent(int status) { return (status >> 16) & 0xff; }
 
-/// num_threads of an open /proc/PID/stat (pread from offset 0), or -1.
-int graft_num_threads(int stat_fd);
+/// The thread count of the process whose /proc/PID/task is open as `task_fd` (fstat: st_nlink - 2), or -1.
+int graft_task_count(int task_fd);
 
 #endif
