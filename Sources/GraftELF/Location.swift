@@ -98,8 +98,8 @@ public struct Location: Sendable, Equatable, CustomStringConvertible {
         return Location(base: .symbol(module: nil, name: String(baseText)), offset: offset)
     }
 
-    /// Decimal or `0x` hex, nothing else.
-    static func parseNumber(_ text: Substring) -> UInt64? {
+    /// Decimal or `0x` hex, nothing else (no sign, no spaces).
+    public static func parseNumber(_ text: Substring) -> UInt64? {
         if text.hasPrefix("0x") || text.hasPrefix("0X") {
             let digits = text.dropFirst(2)
             guard !digits.isEmpty, digits.allSatisfy(\.isHexDigit) else { return nil }

@@ -69,7 +69,6 @@ struct PatchPlanner {
     /// Named in the hint when memory holds what looks like another journal's patch.
     var journalDirectory = ""
 
-
     func plan(location text: String, action: PatchAction) throws -> PatchPlan {
         let resolved = try index.resolve(try Location.parse(text))
         try requireExecutable(resolved.address, asTarget: false)
@@ -120,10 +119,9 @@ struct PatchPlanner {
             // Inside the function: the stub's `ret` (or the target's) must find the caller's
             // return address at rsp, so nothing before this point may have moved rsp — nor may a
             // branch come back here from code after a stack change.
-            let before = instructions[..<boundaryIndex]
-            let changer = before.first(where: \.changesStackPointer) ?? instructions[boundaryIndex...].first { later in
-                instructions.contains { $0.branchTarget == address && $0.address > later.address } && later.changesStackPointer
-            }
+            let lastBranchBack = instructions.last { $0.branchTarget == address && $0.address >= address }?.address ?? address
+            let changer = instructions[..<boundaryIndex].first(where: \.changesStackPointer)
+                ?? instructions[boundaryIndex...].prefix { $0.address < lastBranchBack }.first(where: \.changesStackPointer)
             if let changer {
                 if !allowMidFunction {
                     throw GraftError.stackChangedBeforePatch(location: resolved.description, function: function, instruction: changer.text,

@@ -50,7 +50,7 @@ public func signalName(_ signal: Int32) -> String {
 /// the kernel attach threads created meanwhile. PTRACE_O_EXITKILL is never set: a crashed graft must not
 /// take the target with it. Every method runs on the tracee's `TracerThread`.
 public final class Tracee: @unchecked Sendable {
-    public struct ThreadRecord: Sendable {
+    struct ThreadRecord {
         var pendingSignals: [Int32] = []
         var groupStopped = false
     }
@@ -117,7 +117,7 @@ public final class Tracee: @unchecked Sendable {
     /// Thread ids currently traced and stopped.
     public var threadIDs: [Int32] { threads.keys.sorted() }
     /// The same, in no particular order and without building an array (for the stop window).
-    public var unorderedThreadIDs: Dictionary<Int32, ThreadRecord>.Keys { threads.keys }
+    public var unorderedThreadIDs: some Collection<Int32> { threads.keys }
 
     // MARK: - Attach
 
