@@ -244,15 +244,15 @@ enum StoppedCode {
     static func moveThreadsOut(of range: Range<UInt64>, tracee: Tracee) throws -> [Int32] {
         var stepped: [Int32] = []
         func inside(_ address: UInt64) -> Bool { address > range.lowerBound && address < range.upperBound }
-        for tid in tracee.unorderedThreadIDs {
+        try tracee.forEachThreadID { tid in
             // rip alone first (PTRACE_PEEKUSER): nearly every thread is far from the bytes.
             let stoppedAt = try tracee.programCounter(of: tid)
-            guard inside(stoppedAt) || inside(stoppedAt &- 2) else { continue }
+            guard inside(stoppedAt) || inside(stoppedAt &- 2) else { return }
             let registers = try tracee.registers(of: tid)
             var pc = registers.rip
             // A thread stopped inside a restartable system call resumes at rip - 2.
             let inSyscall = Int64(bitPattern: registers.origRax) >= 0
-            guard inside(pc) || (inSyscall && inside(pc &- 2)) else { continue }
+            guard inside(pc) || (inSyscall && inside(pc &- 2)) else { return }
             if inSyscall { throw GraftError.threadInsidePatch(tid: tid, pc: pc) }
             var steps = 0
             while pc > range.lowerBound && pc < range.upperBound {

@@ -116,8 +116,13 @@ public final class Tracee: @unchecked Sendable {
 
     /// Thread ids currently traced and stopped.
     public var threadIDs: [Int32] { threads.keys.sorted() }
-    /// The same, in no particular order and without building an array (for the stop window).
-    public var unorderedThreadIDs: some Collection<Int32> { threads.keys }
+    /// Calls `body` with every thread id, in no particular order, building no array (for the stop
+    /// window). A closure, not a collection: iterating `some Collection` from another module is
+    /// unspecialized and made the window instantiate `Dictionary.Keys` metadata at its first use
+    /// (two `swift_getTypeByMangledName` calls, ~30 µs, caught by bench/window_runtime.sh).
+    public func forEachThreadID(_ body: (Int32) throws -> Void) rethrows {
+        for tid in threads.keys { try body(tid) }
+    }
 
     // MARK: - Attach
 
