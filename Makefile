@@ -34,7 +34,11 @@ test: build victims
 demo: build
 	$(SWIFT) run -s graft demo
 
+# The stop window first must do no Swift runtime work (metadata look-ups cost 5-30 µs each):
+# bench/window_runtime.sh fails on one (root + bpftrace only; skipped otherwise).
 bench: release victims
+	@if [ "$$(id -u)" = 0 ] && command -v bpftrace >/dev/null; then bench/window_runtime.sh both 1; \
+	else echo "bench: not root or no bpftrace: skipping bench/window_runtime.sh"; fi
 	bench/run.sh
 
 completions: build
