@@ -52,7 +52,7 @@ public struct PatchOutcome: Sendable {
     /// Threads that were single-stepped out of the overwritten bytes before the write.
     public let steppedThreads: [Int32]
     public let threadCount: Int
-    /// How long the target was stopped (first PTRACE_INTERRUPT to last PTRACE_DETACH), 0 for a dry run.
+    /// How long the target was stopped (first PTRACE_SEIZE to last PTRACE_DETACH), 0 for a dry run.
     public let stopWindowNanoseconds: UInt64
 }
 
@@ -213,7 +213,7 @@ struct PatchPlanner {
             return nil
         }()
         if let graftLike {
-            return "\(graftLike) is there, as graft writes: if it is a graft patch recorded in another journal directory (this one is \(journalDirectory); root uses /run/graft, other users $XDG_STATE_HOME/graft), run `graft list`/`unpatch` with that --state-dir; graft patches only pristine code"
+            return "\(graftLike) is there, as graft writes: if it is a graft patch recorded in another journal directory (this one is \(journalDirectory); root uses /run/graft, other users $XDG_RUNTIME_DIR/graft or ~/.local/state/graft), run `graft list`/`unpatch` with that --state-dir; graft patches only pristine code"
         }
         if found.contains(X86_64.int3) {
             return "a debugger breakpoint (int3) seems to be set here; remove it first"

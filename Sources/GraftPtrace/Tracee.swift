@@ -65,7 +65,7 @@ public final class Tracee: @unchecked Sendable {
     private var syscallGadget: UInt64?
     public internal(set) var isAttached = false
 
-    /// CLOCK_MONOTONIC nanoseconds: the first PTRACE_INTERRUPT, when every thread was stopped, and
+    /// CLOCK_MONOTONIC nanoseconds: the first PTRACE_SEIZE, when every thread was stopped, and
     /// the last PTRACE_DETACH. `stopWindow` is how long the target was (partly) stopped.
     public private(set) var stopRequestedAt: UInt64 = 0
     public private(set) var allStoppedAt: UInt64 = 0
