@@ -216,8 +216,9 @@ report() {
     echo "  clock reads. *Victim gap*: a gap that contains a voluntary context switch (a ptrace-stop is one,"
     echo "  preemption is not), so CPU contention alone does not count. *Held*: that gap minus the time the"
     echo "  thread then waited on a run queue (\`run_delay\`, /proc/thread-self/schedstat): how long the tool"
-    echo "  kept it stopped, the same yardstick for every tool. *Self*: the tool's own first PTRACE_INTERRUPT →"
-    echo "  last PTRACE_DETACH (graft \`--json\` \`stop_window_ns\`; c_patch prints it; gdb reports none)."
+    echo "  kept it stopped, the same yardstick for every tool. *Self*: the tool's own clock up to its last"
+    echo "  PTRACE_DETACH, from just before its first PTRACE_SEIZE (graft, \`--json\` \`stop_window_ns\`) or from"
+    echo "  just after it, before the first PTRACE_INTERRUPT (c_patch prints it); gdb reports none."
     echo "  *Wall*: the whole command, fork/exec included. \`none\` is no tool, 50 ms of sleep: the noise floor."
     echo "- **Tools** write the same 5 bytes at the same address (graft's \`--dry-run --json\` plan):"
     echo "  graft (\`patch … --to bench_other\` / \`unpatch --all\`), \`bench/c_patch.c\` (SEIZE+INTERRUPT all,"
@@ -268,7 +269,8 @@ report() {
     done
     echo "Target (issue): graft's stop window within 2× of the minimal C program, and under 1 ms with 8 threads."
     echo "Judged on *held* (the victim's yardstick, the same for every tool); graft's and c_patch's self-reports"
-    echo "are shown beside it (they do not start at the same instant: graft stamps before its first readdir)."
+    echo "are shown beside it (they do not start at the same instant: graft stamps just before its first"
+    echo "PTRACE_SEIZE, c_patch just after it)."
     echo
     for mode in $MODES; do
         for threads in $THREADS; do
