@@ -32,6 +32,12 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
     case pastFunctionEnd(address: UInt64, function: String, start: UInt64, size: UInt64)
     case stackChangedBeforePatch(location: String, function: String, instruction: String, at: UInt64, jump: Bool)
     case coldPart(function: String, parent: String)
+    /// A jump target after a stack change or in a `.cold` part: `reason` says which.
+    case targetMidFunction(target: String, reason: String)
+    /// A jump target inside the bytes the patch overwrites (its own entry included).
+    case targetInsidePatch(target: String, start: UInt64, end: UInt64)
+    /// An `STT_GNU_IFUNC` symbol as the LOCATION, the --to target or a hook.
+    case ifuncSymbol(function: String, use: String)
     case threadInsidePatch(tid: Int32, pc: UInt64)
     case returnAddressInsidePatch(tid: Int32, returnAddress: UInt64)
     case branchIntoPatch(from: UInt64, to: UInt64, function: String)
@@ -101,6 +107,14 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
             return "refusing to patch \(location): '\(instruction)' at \(hex(at)) in \(function) moves the stack pointer before that point, so \(what) to the wrong address and crash the process; patch the function's entry, or pass --mid-function if the code there expects the stack as it is"
         case .coldPart(let function, let parent):
             return "refusing to patch \(function): it is a part of \(parent) the compiler split off (.cold), entered by a jump inside \(parent)'s frame, so a stub or a jump there would return to the wrong address; patch \(parent), or pass --mid-function if the code there expects the stack as it is"
+        case .targetMidFunction(let target, let reason):
+            return "refusing to jump to \(target): \(reason), so the code there would return through a frame the caller never built and crash the process; jump to a function's entry, or pass --mid-function if the code there expects the stack as the caller leaves it"
+        case .targetInsidePatch(let target, let start, let end):
+            return "the --to target \(target) is inside the bytes the patch overwrites (\(hex(start))..<\(hex(end))): the jump would land in itself; pick a target outside them"
+        case .ifuncSymbol(let function, let use):
+            let module = function.split(separator: "!").first.map(String.init) ?? "MODULE"
+            let name = function.split(separator: "!").last.map(String.init) ?? function
+            return "\(function) is an IFUNC (STT_GNU_IFUNC): its code is the resolver the dynamic loader runs once to choose an implementation, not the code callers reach, so \(use) it would not do what you mean; use the implementation it chose, by name where the module's symbol table lists it (`graft symbols -p PID '\(module):*\(name)*'`) or by 0xADDRESS"
         case .functionTooShort(let function, let size, let needed):
             return "\(function) is \(size) byte\(size == 1 ? "" : "s") long from the patch point, the patch needs \(needed); refusing to spill into the next function"
         case .threadInsidePatch(let tid, let pc):

@@ -580,6 +580,7 @@ final class HookEngine {
         guard let module = resolved.module, let symbol = resolved.symbol, let start = resolved.symbolAddress else {
             throw GraftError.noSymbolAt(address: resolved.address)
         }
+        if symbol.kind == .ifunc { throw GraftError.ifuncSymbol(function: "\(module.name)!\(symbol.name)", use: "hooking") }
         let function = resolved.description
         var address = resolved.address
         // Code from the file (memory may hold a breakpoint), up to the hooked instruction + 15.

@@ -76,6 +76,7 @@ struct PatchPlanner {
             throw GraftError.noSymbolAt(address: resolved.address)
         }
         let function = "\(module.name)!\(symbol.name)"
+        if symbol.kind == .ifunc { throw GraftError.ifuncSymbol(function: function, use: "patching") }
         guard symbol.size > 0 else {
             throw GraftError.functionTooShort(function: function, size: 0, needed: X86_64.rel32JumpLength)
         }
@@ -119,10 +120,7 @@ struct PatchPlanner {
             // Inside the function: the stub's `ret` (or the target's) must find the caller's
             // return address at rsp, so nothing before this point may have moved rsp — nor may a
             // branch come back here from code after a stack change.
-            let lastBranchBack = instructions.last { $0.branchTarget == address && $0.address >= address }?.address ?? address
-            let changer = instructions[..<boundaryIndex].first(where: \.changesStackPointer)
-                ?? instructions[boundaryIndex...].prefix { $0.address < lastBranchBack }.first(where: \.changesStackPointer)
-            if let changer {
+            if let changer = PatchPlanner.stackChanger(before: boundaryIndex, in: instructions) {
                 if !allowMidFunction {
                     throw GraftError.stackChangedBeforePatch(location: resolved.description, function: function, instruction: changer.text,
                                                              at: changer.address, jump: { if case .jump = action { return true } else { return false } }())
@@ -141,6 +139,7 @@ struct PatchPlanner {
         case .jump(let targetText):
             let resolvedTarget = try index.resolve(try Location.parse(targetText))
             try requireExecutable(resolvedTarget.address, asTarget: true)
+            if let check = try checkJumpTarget(resolvedTarget) { checks.append(check) }
             target = resolvedTarget
             if let rel = X86_64.jumpRel32(from: address, to: resolvedTarget.address) {
                 newBytes = rel
@@ -175,6 +174,14 @@ struct PatchPlanner {
 
         let overwritten = Array(instructions[boundaryIndex...].prefix(while: { $0.address < end }))
         let returnsInside = overwritten.filter { $0.isCall && $0.end > address && $0.end < end }.map(\.end)
+        // A jump into its own bytes (or into the tail of an instruction they cut) hangs or crashes.
+        if let target {
+            // A kept endbr64 runs straight into the jump: jumping to it is jumping to the jump.
+            let damaged = (keptEndbr64 ? start : address)..<max(end, overwritten.last?.end ?? end)
+            if damaged.contains(target.address) {
+                throw GraftError.targetInsidePatch(target: target.description, start: damaged.lowerBound, end: damaged.upperBound)
+            }
+        }
 
         // The bytes in memory must be the file's (or, without the file, what we decoded).
         let found = try readMemory(address, newBytes.count)
@@ -193,6 +200,50 @@ struct PatchPlanner {
             buildID: elf?.buildID, action: action, target: target, originalBytes: found, newBytes: newBytes,
             originalInstructions: overwritten, newInstructions: disassembler.decode(encoding == "jmp [rip+0]" ? Array(newBytes.prefix(6)) : newBytes, at: address, maxCount: 2),
             encoding: encoding, keptEndbr64: keptEndbr64, returnAddressesInside: returnsInside, checks: checks)
+    }
+
+    /// The first instruction that moves rsp on the way to `instructions[index]` from the function's
+    /// entry: before it, or after it up to the last branch that comes back to it (that branch may
+    /// come from code after a stack change). ret and call do not count (they return to the point).
+    static func stackChanger(before index: Int, in instructions: [Instruction]) -> Instruction? {
+        let address = instructions[index].address
+        let lastBranchBack = instructions.last { $0.branchTarget == address && $0.address >= address }?.address ?? address
+        return instructions[..<index].first(where: \.changesStackPointer)
+            ?? instructions[index...].prefix { $0.address < lastBranchBack }.first(where: \.changesStackPointer)
+    }
+
+    /// A `--to` target inside a function symbol gets the LOCATION's checks: not an IFUNC, an
+    /// instruction boundary, and (unless `--mid-function`) no stack change before it and not a
+    /// `.cold` part. An address outside any function symbol is taken as it is (JIT code, a stub).
+    /// Returns the line for the plan's checks.
+    private func checkJumpTarget(_ target: ResolvedLocation) throws -> String? {
+        guard let module = target.module, let symbol = target.symbol, let start = target.symbolAddress else { return nil }
+        let function = "\(module.name)!\(symbol.name)"
+        if symbol.kind == .ifunc { throw GraftError.ifuncSymbol(function: function, use: "jumping to") }
+        if symbol.name.contains(".cold") {
+            if !allowMidFunction {
+                throw GraftError.targetMidFunction(target: target.description, reason: "it is in a part of a function the compiler split off (.cold), entered by a jump inside its parent's frame")
+            }
+            return "--mid-function: the target \(target) is in a .cold part; jumped to anyway"
+        }
+        guard target.address != start else { return nil }
+        let size = Int(max(symbol.size, target.address - start + 16))
+        let code = try (try? module.elf())?.bytes(atVirtualAddress: module.linkAddress(start), count: size) ?? readMemory(start, size)
+        let instructions = disassembler.decode(code, at: start)
+        guard let index = instructions.firstIndex(where: { $0.address == target.address }) else {
+            let decodedEnd = instructions.last?.end ?? start
+            guard target.address < decodedEnd else { throw GraftError.undecodableInstruction(address: decodedEnd, function: function) }
+            let previous = instructions.last(where: { $0.address < target.address })?.address ?? start
+            let next = instructions.first(where: { $0.address > target.address })?.address ?? decodedEnd
+            throw GraftError.notInstructionBoundary(address: target.address, function: function, previous: previous, next: next)
+        }
+        if let changer = PatchPlanner.stackChanger(before: index, in: instructions) {
+            if !allowMidFunction {
+                throw GraftError.targetMidFunction(target: target.description, reason: "'\(changer.text)' at \(hex(changer.address)) in \(function) moves the stack pointer before that point")
+            }
+            return "--mid-function: '\(changer.text)' at \(hex(changer.address)) moves the stack before the target \(target); jumped to anyway"
+        }
+        return "the target \(target) is an instruction boundary and nothing in \(function) before it moves the stack pointer"
     }
 
     /// Why memory may differ from the file: a debugger's int3, a jump or a return stub such as graft

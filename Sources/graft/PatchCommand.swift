@@ -28,7 +28,7 @@ struct PatchCommand: ParsableCommand {
     var returnValue: Int64? { returnArgument?.value }
 
     @Flag(name: .customLong("mid-function"),
-          help: "Accept a LOCATION inside the function after code that moved the stack pointer (refused otherwise: the stub's or the target's ret would return to the wrong address).")
+          help: "Accept a LOCATION or a --to target inside a function after code that moved the stack pointer, or in a .cold part (refused otherwise: a ret there would return to the wrong address).")
     var midFunction = false
 
     @Flag(name: .customLong("dry-run"), help: "Show the checks, the address and the bytes, disassembled; write nothing.")

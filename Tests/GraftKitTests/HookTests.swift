@@ -210,7 +210,12 @@ import TestSupport
         expectError({ if case .symbolNotFound = $0 { return true }; return false }) {
             _ = try HookSession(pid: victim.pid, specs: [HookSpec(location: "value_a"), HookSpec(location: "no_such_fn")], journal: temporaryJournal()).run(onEvent: { _ in })
         }
+        let strlenBefore = try functionBytes(pid: victim.pid, "libc:strlen")
+        expectError({ if case .ifuncSymbol(let function, _) = $0 { return function == "libc.so.6!strlen" }; return false }) {
+            _ = try HookSession(pid: victim.pid, specs: [HookSpec(location: "value_a"), HookSpec(location: "libc:strlen")], journal: temporaryJournal()).run(onEvent: { _ in })
+        }
         #expect(try functionBytes(pid: victim.pid, "value_a").memory == before.memory)
+        #expect(try functionBytes(pid: victim.pid, "libc:strlen").memory == strlenBefore.memory)
         #expect(victim.isAlive)
     }
 }

@@ -32,6 +32,46 @@ import TestSupport
         }) { graft, pid in _ = try graft.patch(pid: pid, location: "value_a+2", action: .returnValue(1)) }
     }
 
+    /// A jump into its own bytes: to the entry (an endless loop), into the middle of the new
+    /// bytes (SIGILL; refused even with --mid-function, which lets it past the stack check), or to
+    /// a kept endbr64 that runs straight into the jump.
+    @Test(arguments: [("c_loop", "value_a", false), ("c_loop", "value_a+4", true), ("c_loop_endbr", "value_a", false)])
+    func aJumpIntoItsOwnBytes(victim: String, target: String, midFunction: Bool) throws {
+        try refused(victim, function: "value_a", {
+            if case .targetInsidePatch(let described, let start, let end) = $0 { return described.hasPrefix("\(victim)!value_a") && end > start }
+            return false
+        }) { graft, pid in _ = try graft.patch(pid: pid, location: "value_a", action: .jump(to: target), midFunction: midFunction) }
+    }
+
+    /// A `--to` target inside another function gets the LOCATION's checks: after `push rbp` the
+    /// target's `pop rbp; ret` would return through the wrong slot (SIGSEGV before the check).
+    @Test func aJumpTargetAfterAStackChangeOrOffABoundary() throws {
+        try refused("c_loop", function: "value_a", {
+            if case .targetMidFunction(let target, let reason) = $0 { return target == "c_loop!value_c+0x4" && reason.contains("push rbp") }
+            return false
+        }) { graft, pid in _ = try graft.patch(pid: pid, location: "value_a", action: .jump(to: "value_c+4")) }
+        try refused("c_loop", function: "value_a", {
+            if case .notInstructionBoundary(_, let function, _, _) = $0 { return function == "c_loop!value_c" }
+            return false
+        }) { graft, pid in _ = try graft.patch(pid: pid, location: "value_a", action: .jump(to: "value_c+2")) }
+        // --mid-function lets the same target through (dry run: nothing written either way).
+        let victim = try Victim.launch("c_loop")
+        defer { victim.kill() }
+        let plan = try Graft(journal: temporaryJournal()).patch(pid: victim.pid, location: "value_a", action: .jump(to: "value_c+4"), dryRun: true, midFunction: true)
+        #expect(plan.plan.checks.contains { $0.hasPrefix("--mid-function: 'push rbp'") }, "\(plan.plan.checks)")
+    }
+
+    /// libc's strlen is an IFUNC: its code is the resolver. Patched to return 0, the next module
+    /// that binds strlen would call address 0.
+    @Test func ifuncSymbolsAreRefused() throws {
+        let isIFUNC: (GraftError) -> Bool = {
+            if case .ifuncSymbol(let function, _) = $0 { return function == "libc.so.6!strlen" }
+            return false
+        }
+        try refused("c_loop", function: "libc:strlen", isIFUNC) { graft, pid in _ = try graft.patch(pid: pid, location: "libc:strlen", action: .returnValue(0)) }
+        try refused("c_loop", function: "value_a", isIFUNC) { graft, pid in _ = try graft.patch(pid: pid, location: "value_a", action: .jump(to: "libc:strlen")) }
+    }
+
     @Test func functionTooShortForAJump() throws {
         try refused("tiny_funcs", function: "tiny_ret", {
             if case .functionTooShort(_, let size, let needed) = $0 { return size == 1 && needed == 5 }
