@@ -221,25 +221,51 @@ uint64_t graft_monotonic_ns(void) {
 
 #include <signal.h>
 static volatile sig_atomic_t graft_deferred = 0;
+static volatile sig_atomic_t graft_deferred_stop = 0;
+static int graft_announce_stop = 0;
+static const char graft_stop_notice[] =
+    "graft: SIGTSTP held: a suspended graft would leave every thread that reaches a breakpoint stopped; Ctrl-C ends the session\n";
 static void graft_record_signal(int sig) {
     if (graft_deferred == 0) graft_deferred = sig;
 }
-int graft_defer_termination_signals(void) {
+static void graft_record_stop(int sig) {
+    if (graft_deferred_stop == 0) graft_deferred_stop = sig;
+    if (graft_announce_stop) {
+        ssize_t unused = write(2, graft_stop_notice, sizeof graft_stop_notice - 1);
+        (void)unused;
+    }
+}
+int graft_defer_termination_signals(int announce_stop) {
     struct sigaction action = {0};
     action.sa_handler = graft_record_signal;
     sigemptyset(&action.sa_mask);
     action.sa_flags = SA_RESTART;
-    int signals[] = {SIGINT, SIGTERM, SIGHUP};
+    int signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
     for (unsigned i = 0; i < sizeof(signals) / sizeof(signals[0]); i++) {
         if (sigaction(signals[i], &action, NULL) != 0) return -1;
     }
+    graft_announce_stop = announce_stop;
+    struct sigaction stop = {0};
+    stop.sa_handler = graft_record_stop;
+    sigemptyset(&stop.sa_mask);
+    stop.sa_flags = SA_RESTART;
+    if (sigaction(SIGTSTP, &stop, NULL) != 0) return -1;
+    /* Ignored, not caught: a background graft writing to its terminal gets SIGTTOU again on every
+     * restarted write while the signal is caught; ignored, the write goes through. */
+    signal(SIGTTOU, SIG_IGN);
+    signal(SIGTTIN, SIG_IGN);
     return 0;
 }
 int graft_deferred_signal(void) { return graft_deferred; }
+int graft_deferred_stop_signal(void) { return graft_deferred_stop; }
 void graft_restore_termination_signals(void) {
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGHUP, SIG_DFL);
+    signal(SIGQUIT, SIG_DFL);
+    signal(SIGTSTP, SIG_DFL);
+    signal(SIGTTOU, SIG_DFL);
+    signal(SIGTTIN, SIG_DFL);
 }
 
 pid_t graft_waitpid_any(int *status, int nohang) {

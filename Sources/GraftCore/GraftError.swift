@@ -52,6 +52,9 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
     // Hooks.
     case hookRefused(function: String, address: UInt64, reason: String)
 
+    /// A signal came before the first write: the operation was given up, nothing changed.
+    case interrupted(signal: Int32)
+
     // Catch-all for usage errors found after parsing.
     case usage(String)
 
@@ -115,6 +118,8 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
             let module = function.split(separator: "!").first.map(String.init) ?? "MODULE"
             let name = function.split(separator: "!").last.map(String.init) ?? function
             return "\(function) is an IFUNC (STT_GNU_IFUNC): its code is the resolver the dynamic loader runs once to choose an implementation, not the code callers reach, so \(use) it would not do what you mean; use the implementation it chose, by name where the module's symbol table lists it (`graft symbols -p PID '\(module):*\(name)*'`) or by 0xADDRESS"
+        case .interrupted(let signal):
+            return "interrupted by \(signalName(signal)) before anything was written; the process was not changed"
         case .functionTooShort(let function, let size, let needed):
             return "\(function) is \(size) byte\(size == 1 ? "" : "s") long from the patch point, the patch needs \(needed); refusing to spill into the next function"
         case .threadInsidePatch(let tid, let pc):
@@ -187,4 +192,18 @@ public enum Errno {
         if let name = names[code] { return "\(name) (\(text))" }
         return text
     }
+}
+
+/// SIGTERM, SIGUSR1, … for messages.
+public func signalName(_ signal: Int32) -> String {
+    let names: [Int32: String] = [
+        SIGHUP: "SIGHUP", SIGINT: "SIGINT", SIGQUIT: "SIGQUIT", SIGILL: "SIGILL", SIGTRAP: "SIGTRAP",
+        SIGABRT: "SIGABRT", SIGBUS: "SIGBUS", SIGFPE: "SIGFPE", SIGKILL: "SIGKILL", SIGUSR1: "SIGUSR1",
+        SIGSEGV: "SIGSEGV", SIGUSR2: "SIGUSR2", SIGPIPE: "SIGPIPE", SIGALRM: "SIGALRM", SIGTERM: "SIGTERM",
+        SIGCHLD: "SIGCHLD", SIGCONT: "SIGCONT", SIGSTOP: "SIGSTOP", SIGTSTP: "SIGTSTP", SIGTTIN: "SIGTTIN",
+        SIGTTOU: "SIGTTOU", SIGURG: "SIGURG", SIGXCPU: "SIGXCPU", SIGXFSZ: "SIGXFSZ", SIGVTALRM: "SIGVTALRM",
+        SIGPROF: "SIGPROF", SIGWINCH: "SIGWINCH", SIGIO: "SIGIO", SIGSYS: "SIGSYS",
+    ]
+    if let name = names[signal] { return name }
+    return "signal \(signal)"
 }

@@ -10,7 +10,8 @@ public struct PatchStatus: Sendable {
     public enum State: String, Sendable {
         /// Memory holds graft's bytes.
         case applied
-        /// Memory holds the original bytes and the journal says graft reverted it.
+        /// The journal says graft reverted it (memory then held the original bytes; what it holds
+        /// now is in `memoryBytes`, not judged: a later patch may own those bytes).
         case reverted
         /// Memory holds the original bytes although the journal says applied: someone restored it.
         case notPresent = "not-present"
@@ -49,6 +50,11 @@ public struct Graft: Sendable {
     /// Tests only (`@testable`): runs on the tracer thread once every thread is stopped, before the
     /// operation's first read or write, e.g. to kill the target in the middle of the stop window.
     var insideStopWindow: (@Sendable (Int32) -> Void)? = nil
+    /// Asked before anything is written (while waiting for the journal lock, and just before the
+    /// target is stopped): a signal number there gives the operation up with `.interrupted`,
+    /// nothing written. Once the target is stopped the operation is finished first. The CLI
+    /// answers with the termination signal it holds back (Ctrl-C).
+    public var cancellation: (@Sendable () -> Int32?)? = nil
 
     public init(journal: Journal = Journal()) {
         self.journal = journal
@@ -89,12 +95,13 @@ public struct Graft: Sendable {
     /// or the target's `ret` would not find the caller's return address).
     public func patch(pid: Int32, location: String, action: PatchAction, dryRun: Bool = false, midFunction: Bool = false) throws -> PatchOutcome {
         let instance = try ProcessInstance.current(pid)
-        return try journal.withLock(instance) {
+        return try journal.withLock(instance, cancel: cancellation) {
             var contents = try journal.load(instance)
             let plan = try preparePatch(instance: instance, contents: contents, location: location, action: action, midFunction: midFunction)
             if dryRun {
                 return PatchOutcome(plan: plan, record: nil, dryRun: true, steppedThreads: [], threadCount: 0, stopWindowNanoseconds: 0)
             }
+            if let signal = cancellation?() { throw GraftError.interrupted(signal: signal) }
             // Record the intent first: if graft dies mid-way, `list` still knows where to look.
             var record = PatchRecord(
                 id: contents.nextID, address: hex(plan.address), function: plan.location.description,
@@ -124,7 +131,13 @@ public struct Graft: Sendable {
             }
             record.state = .applied
             contents.patches[contents.patches.count - 1] = record
-            try journal.save(contents, for: instance)
+            do {
+                try journal.save(contents, for: instance)
+            } catch GraftError.journal(let path, let reason) {
+                // The intent record saved before the write still names the patch (as `applying`,
+                // which list and unpatch judge by memory): say the patch is in, and how to undo it.
+                throw GraftError.journal(path: path, reason: "patch \(record.id) was applied, but recording that failed (\(reason)); the journal still has it as being applied: `graft list -p \(pid)` shows it, `graft unpatch -p \(pid) \(record.id)` reverts it")
+            }
             return PatchOutcome(plan: plan, record: record, dryRun: false, steppedThreads: result.stepped,
                                 threadCount: result.threads, stopWindowNanoseconds: result.window)
         }
@@ -135,7 +148,7 @@ public struct Graft: Sendable {
     /// Every patch recorded for this process instance, checked against memory.
     public func list(pid: Int32) throws -> [PatchStatus] {
         let instance = try ProcessInstance.current(pid)
-        return try journal.withLock(instance) {
+        return try journal.withLock(instance, cancel: cancellation) {
             try journal.load(instance).patches.map { record in
                 let memory = (try? ProcessMemory.read(pid: pid, at: record.addressValue, count: record.new.count)) ?? []
                 return PatchStatus(record: record, state: Graft.state(of: record, memory: memory), memoryBytes: memory)
@@ -148,7 +161,11 @@ public struct Graft: Sendable {
     }
 
     /// The same with the record's bytes already decoded (no work but comparisons: for stop windows).
+    /// A record the journal says graft reverted stays reverted whatever memory holds now: graft
+    /// wrote the original back and read it back then; bytes there since are someone else's (often a
+    /// later patch, with its own record), and `unpatch` must never write them back.
     static func state(new: [UInt8], original: [UInt8], recorded: PatchRecord.State, memory: [UInt8]) -> PatchStatus.State {
+        if recorded == .reverted { return .reverted }
         if memory == new { return .applied }
         if !memory.isEmpty && memory.elementsEqual(original.prefix(memory.count)) {
             return recorded == .reverted ? .reverted : .notPresent
@@ -162,7 +179,7 @@ public struct Graft: Sendable {
     /// where memory still holds graft's bytes.
     public func unpatch(pid: Int32, ids: [Int]?) throws -> [UnpatchResult] {
         let instance = try ProcessInstance.current(pid)
-        return try journal.withLock(instance) {
+        return try journal.withLock(instance, cancel: cancellation) {
             var contents = try journal.load(instance)
             let selected: [Int]
             if let ids {
@@ -231,12 +248,15 @@ public struct Graft: Sendable {
                 var record = contents.patches[position]
                 switch outcome {
                 case .already:
-                    if record.state != .reverted {
+                    var message = "memory already holds the original bytes"
+                    if record.state == .reverted {
+                        message = "\(record.revertedAt.map { "since \($0)" } ?? "earlier"); memory left as it is"
+                    } else {
                         record.state = .reverted
                         record.revertedAt = now
                         contents.patches[position] = record
                     }
-                    results.append(UnpatchResult(record: record, outcome: .alreadyReverted, message: "memory already holds the original bytes", steppedThreads: []))
+                    results.append(UnpatchResult(record: record, outcome: .alreadyReverted, message: message, steppedThreads: []))
                 case .changed(let memory):
                     results.append(UnpatchResult(record: record, outcome: .changed, message: "memory at \(record.address) holds \(hexBytes(memory)), not graft's \(hexBytes(record.new)): someone else changed it; left untouched", steppedThreads: []))
                 case .reverted(let stepped):
@@ -261,7 +281,7 @@ public struct Graft: Sendable {
     /// graft's is refused: forgetting it would leave a jump no journal knows how to undo.
     public func forget(pid: Int32, ids: [Int]) throws -> [UnpatchResult] {
         let instance = try ProcessInstance.current(pid)
-        return try journal.withLock(instance) {
+        return try journal.withLock(instance, cancel: cancellation) {
             var contents = try journal.load(instance)
             var results: [UnpatchResult] = []
             for id in ids {
@@ -302,6 +322,7 @@ public struct Graft: Sendable {
             // target's scheduling is untouched. GRAFT_NO_RT=1 turns it off (benchmarks compare).
             let realtime = getenv("GRAFT_NO_RT") == nil && graft_set_realtime_policy(1) == 0
             defer { if realtime { _ = graft_set_realtime_policy(0) } }
+            if let signal = cancellation?() { throw GraftError.interrupted(signal: signal) }
             let tracee = try Tracee.attach(pid: pid, tracer: tracer)
             let value: (T, Int)
             do {

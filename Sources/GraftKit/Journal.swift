@@ -85,9 +85,11 @@ public struct Journal: Sendable {
     }
 
     /// Takes the per-instance lock for the duration of `body`. Waits up to `timeout` seconds for
-    /// another graft command to finish (default `$GRAFT_LOCK_TIMEOUT`, else 10).
-    public func withLock<T>(_ instance: ProcessInstance, timeout: Double? = nil, _ body: () throws -> T) throws -> T {
-        let timeout = timeout ?? getenv("GRAFT_LOCK_TIMEOUT").flatMap { Double(String(cString: $0)) } ?? 10
+    /// another graft command to finish (default `$GRAFT_LOCK_TIMEOUT`, else 10); `cancel` returning a
+    /// signal number ends the wait with `.interrupted`.
+    public func withLock<T>(_ instance: ProcessInstance, timeout: Double? = nil, cancel: (@Sendable () -> Int32?)? = nil,
+                            _ body: () throws -> T) throws -> T {
+        let timeout = try timeout ?? Journal.lockTimeoutFromEnvironment()
         try ensureDirectory()
         let lockPath = "\(directory)/\(instance.pid)-\(instance.startTime).lock"
         let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
@@ -106,10 +108,21 @@ public struct Journal: Sendable {
                 let seconds = timeout == timeout.rounded() ? String(Int(timeout)) : String(timeout)
                 throw GraftError.journal(path: lockPath, reason: "\(who) has held the lock on process \(instance.pid) for over \(seconds) s; try again when it has finished")
             }
+            if let signal = cancel?() { throw GraftError.interrupted(signal: signal) }
             usleep(10_000)
         }
         defer { flock(fd, LOCK_UN) }
         return try body()
+    }
+
+    /// `$GRAFT_LOCK_TIMEOUT` seconds (a finite number, 0 or more), 10 when unset.
+    static func lockTimeoutFromEnvironment() throws -> Double {
+        guard let raw = getenv("GRAFT_LOCK_TIMEOUT") else { return 10 }
+        let text = String(cString: raw)
+        guard let seconds = Double(text), seconds.isFinite, seconds >= 0 else {
+            throw GraftError.usage("GRAFT_LOCK_TIMEOUT=\(text) is not a number of seconds (0 or more, e.g. 2.5)")
+        }
+        return seconds
     }
 
     /// The process holding the flock on `fd`'s file, from /proc/locks (`N: FLOCK ADVISORY WRITE PID
@@ -128,7 +141,15 @@ public struct Journal: Sendable {
         return nil
     }
 
+    /// An empty directory name would put the journal in `/` (`--state-dir ''`).
+    private func requireDirectoryName() throws {
+        if directory.isEmpty {
+            throw GraftError.journal(path: "''", reason: "the journal directory is an empty path; give --state-dir (or GRAFT_STATE_DIR) a directory")
+        }
+    }
+
     public func load(_ instance: ProcessInstance) throws -> JournalContents {
+        try requireDirectoryName()
         let file = path(for: instance)
         guard let text = ProcFS.readFile(file) else {
             if access(file, F_OK) == 0 {
@@ -137,10 +158,50 @@ public struct Journal: Sendable {
             let exe = (try? readLink("/proc/\(instance.pid)/exe")) ?? "unknown"
             return JournalContents(pid: instance.pid, startTime: instance.startTime, executable: exe, nextID: 1, patches: [])
         }
+        let contents: JournalContents
         do {
-            return try JSONDecoder().decode(JournalContents.self, from: Data(text.utf8))
+            contents = try JSONDecoder().decode(JournalContents.self, from: Data(text.utf8))
         } catch {
-            throw GraftError.journal(path: file, reason: "not a graft journal (\(error)); move it away to start afresh")
+            throw GraftError.journal(path: file, reason: "not a graft journal (\(Journal.describe(error))); move it away to start afresh")
+        }
+        if let problem = Journal.problem(in: contents) {
+            throw GraftError.journal(path: file, reason: "not a graft journal (\(problem)); move it away to start afresh")
+        }
+        return contents
+    }
+
+    /// What makes decoded contents unusable: a record whose address or bytes are not hex, whose
+    /// original and new bytes differ in length, or an id used twice. nil when all is well.
+    static func problem(in contents: JournalContents) -> String? {
+        var ids: Set<Int> = []
+        for record in contents.patches {
+            let name = "patch \(record.id)"
+            if !ids.insert(record.id).inserted { return "\(name) appears twice" }
+            guard record.address.hasPrefix("0x"), UInt64(record.address.dropFirst(2), radix: 16) != nil else {
+                return "\(name): address \"\(record.address)\" is not a 0x hex address"
+            }
+            guard let new = bytes(fromHex: record.newBytes), !new.isEmpty else { return "\(name): newBytes \"\(record.newBytes)\" are not hex bytes" }
+            guard let original = bytes(fromHex: record.originalBytes), !original.isEmpty else {
+                return "\(name): originalBytes \"\(record.originalBytes)\" are not hex bytes"
+            }
+            if new.count != original.count {
+                return "\(name): \(original.count) original bytes but \(new.count) new ones"
+            }
+        }
+        return nil
+    }
+
+    /// A decoding failure in a line: where in the file and what (not Swift's DecodingError dump).
+    static func describe(_ error: any Error) -> String {
+        func path(_ context: DecodingError.Context) -> String {
+            let keys = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
+            return keys.isEmpty ? "the top level" : String(keys.drop { $0 == "." })
+        }
+        switch error as? DecodingError {
+        case .dataCorrupted(let context)?: return context.codingPath.isEmpty ? "not valid JSON" : "\(path(context)): \(context.debugDescription)"
+        case .keyNotFound(let key, let context)?: return "no \"\(key.stringValue)\" in \(path(context))"
+        case .typeMismatch(_, let context)?, .valueNotFound(_, let context)?: return "\(path(context)): \(context.debugDescription)"
+        default: return "\(error)"
         }
     }
 
@@ -172,6 +233,7 @@ public struct Journal: Sendable {
     }
 
     private func ensureDirectory() throws {
+        try requireDirectoryName()
         var components: [String] = []
         for part in directory.split(separator: "/") {
             components.append(String(part))

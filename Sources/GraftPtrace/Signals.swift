@@ -1,14 +1,23 @@
 import CGraftShim
+import Glibc
 
-/// SIGINT, SIGTERM and SIGHUP held back while graft writes code: a multi-word write cut in half would
-/// leave the target with a torn instruction. The CLI installs this for every command that writes,
-/// then exits with the held signal's status once the target is consistent again.
+/// SIGINT, SIGTERM, SIGHUP and SIGQUIT held back while graft holds the target: a multi-word write cut
+/// in half would leave the target with a torn instruction, a hook session killed mid-way its int3s.
+/// The CLI installs this for every command that stops or writes, then exits with the held signal's
+/// status once the target is consistent again. SIGTSTP (Ctrl-Z) is held apart: a suspended graft
+/// would keep the target stopped, so `patch`/`unpatch` suspend only once done (`suspendIfHeld`),
+/// and a hook or trace session (`announceStop`) says on stderr why it does not suspend.
+/// SIGTTOU/SIGTTIN are ignored meanwhile (a background graft writing to its terminal goes on).
 public enum TerminationSignals {
-    public static func deferAll() { _ = graft_defer_termination_signals() }
-    /// The first signal received while deferred, or nil.
+    public static func deferAll(announceStop: Bool = false) { _ = graft_defer_termination_signals(announceStop ? 1 : 0) }
+    /// The first termination signal received while deferred, or nil.
     public static var pending: Int32? {
         let sig = graft_deferred_signal()
         return sig == 0 ? nil : sig
     }
     public static func restoreDefaults() { graft_restore_termination_signals() }
+    /// After `restoreDefaults`: a SIGTSTP held meanwhile suspends graft now, as the user asked.
+    public static func suspendIfHeld() {
+        if graft_deferred_stop_signal() != 0 { raise(SIGTSTP) }
+    }
 }

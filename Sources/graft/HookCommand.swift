@@ -87,7 +87,7 @@ struct HookCommand: ParsableCommand {
         session.reportsCalls = !quiet
         let printer = HookPrinter(json: json, quiet: quiet, argumentCount: argumentCount, launched: !command.isEmpty)
         printer.hitsSoFar = { [session] in session.hitsSoFar }
-        TerminationSignals.deferAll()
+        TerminationSignals.deferAll(announceStop: true)
         let summary: HookSummary
         do {
             summary = try session.run(

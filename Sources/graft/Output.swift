@@ -35,18 +35,44 @@ enum Output {
     }
 }
 
-/// Runs `body` with SIGINT/SIGTERM/SIGHUP held back; afterwards a held signal ends graft with the
-/// usual status (128 + signal) once the target is consistent.
-func withTerminationDeferred<T>(_ body: () throws -> T) rethrows -> T {
+/// Runs `body` with SIGINT/SIGTERM/SIGHUP/SIGQUIT held back; afterwards a held signal ends graft
+/// with the usual status (128 + signal) once the target is consistent. A signal that came before
+/// anything was written cancels the operation there (`Graft.cancellation`: waiting for the journal
+/// lock, planning): then `body` throws `.interrupted` and nothing was done. A held SIGTSTP
+/// suspends graft once the target runs again.
+func withTerminationDeferred<T>(_ body: () throws -> T) throws -> T {
     TerminationSignals.deferAll()
     defer {
         TerminationSignals.restoreDefaults()
+        TerminationSignals.suspendIfHeld()
+    }
+    do {
+        let value = try body()
         if let signal = TerminationSignals.pending {
             writeStandardError("graft: interrupted by \(signalName(signal)); the operation was completed first\n")
             exit(128 + signal)
         }
+        return value
+    } catch GraftError.interrupted(let signal) {
+        Output.error(GraftError.interrupted(signal: signal).description)
+        exit(128 + signal)
+    } catch {
+        if let signal = TerminationSignals.pending {
+            Output.error("\(error)")
+            exit(128 + signal)
+        }
+        throw error
     }
-    return try body()
+}
+
+extension ProcessOptions {
+    /// The Graft for a command that writes: it gives up before the first write when a deferred
+    /// termination signal has come (see `withTerminationDeferred`).
+    var cancellableGraft: Graft {
+        var graft = self.graft
+        graft.cancellation = { TerminationSignals.pending }
+        return graft
+    }
 }
 
 /// stderr without touching the C global `stderr` (Swift 6 rejects it as shared mutable state).

@@ -43,7 +43,7 @@ struct PatchCommand: ParsableCommand {
     func run() throws {
         let action: PatchAction = target.map { .jump(to: $0) } ?? .returnValue(returnValue!)
         let outcome = try withTerminationDeferred {
-            try process.graft.patch(pid: process.pid, location: location, action: action, dryRun: dryRun, midFunction: midFunction)
+            try process.cancellableGraft.patch(pid: process.pid, location: location, action: action, dryRun: dryRun, midFunction: midFunction)
         }
         if process.json {
             Output.json(outcome.json)

@@ -1,3 +1,4 @@
+import GraftCore
 import GraftKit
 import GraftPtrace
 import Glibc

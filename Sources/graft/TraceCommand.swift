@@ -97,7 +97,7 @@ struct TraceCommand: ParsableCommand {
         // Refuse unwritable output files before touching the process.
         for path in [folded, svg].compactMap({ $0 }) { try checkWritable(path) }
         let printer = TracePrinter(json: json, perStep: perStep, disasm: disasm, launched: !command.isEmpty)
-        TerminationSignals.deferAll()
+        TerminationSignals.deferAll(announceStop: true)
         let result: TraceSummary
         var reportError: Error?
         do {

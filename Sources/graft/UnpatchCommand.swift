@@ -28,8 +28,8 @@ struct UnpatchCommand: ParsableCommand {
 
     func run() throws {
         let results = try withTerminationDeferred {
-            forget ? try process.graft.forget(pid: process.pid, ids: ids)
-                : try process.graft.unpatch(pid: process.pid, ids: all ? nil : ids)
+            forget ? try process.cancellableGraft.forget(pid: process.pid, ids: ids)
+                : try process.cancellableGraft.unpatch(pid: process.pid, ids: all ? nil : ids)
         }
         let failed = results.filter { $0.outcome == .changed || $0.outcome == .failed }
         if process.json {

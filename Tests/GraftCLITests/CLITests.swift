@@ -363,3 +363,70 @@ func writeMemory(_ pid: Int32, at address: UInt64, _ bytes: [UInt8], sourceLocat
     var copy = bytes
     #expect(pwrite(fd, &copy, copy.count, off_t(address)) == copy.count, sourceLocation: sourceLocation)
 }
+
+/// The journal: a reverted record is never judged by memory alone, and a damaged file is one
+/// error line before anything runs.
+@Suite struct JournalCLITests {
+    /// Patch 1 reverted, then patch 2 writes the same bytes: `list` shows 1 reverted and 2 applied,
+    /// and `unpatch 1` writes nothing (it used to revert patch 2's bytes, or call them "changed").
+    @Test(arguments: ["7", "8"]) func aRevertedRecordStaysRevertedWhateverMemoryHolds(second value: String) throws {
+        let victim = try Victim.launch("c_loop", arguments: ["5"])
+        defer { victim.kill() }
+        let state = temporaryDirectory()
+        let pid = String(victim.pid)
+        #expect(try graft(["patch", "-p", pid, "value_a", "--return", "7"], stateDir: state).status == 0)
+        #expect(try graft(["unpatch", "-p", pid, "1"], stateDir: state).status == 0)
+        #expect(victim.waitForLine("a=1", timeout: 5))
+        #expect(try graft(["patch", "-p", pid, "value_a", "--return", value], stateDir: state).status == 0)
+        let states = try jsonLines(try graft(["list", "-p", pid, "--json"], stateDir: state).stdout).map { $0["state"] as? String }
+        #expect(states == ["reverted", "applied"], "\(states)")
+        let again = try graft(["unpatch", "-p", pid, "1", "--json"], stateDir: state)
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(try jsonLines(again.stdout).first?["outcome"] as? String == "already-reverted")
+        _ = victim.drain()
+        #expect(victim.waitForLine("a=\(value)", timeout: 5), "patch 2 is still in")
+        #expect(try graft(["unpatch", "-p", pid, "--all"], stateDir: state).status == 0)
+        #expect(victim.waitForLine("a=1", timeout: 5))
+    }
+
+    /// A record edited by hand (bytes not hex, lengths that differ) and broken JSON: one line
+    /// naming the problem, for list and unpatch alike — never a trap inside the stop window.
+    @Test func aDamagedJournalIsOneErrorLine() throws {
+        let victim = try Victim.launch("c_loop", arguments: ["5"])
+        defer { victim.kill() }
+        let state = temporaryDirectory()
+        let pid = String(victim.pid)
+        #expect(try graft(["patch", "-p", pid, "value_a", "--return", "7"], stateDir: state).status == 0)
+        let name = try #require(try FileManager.default.contentsOfDirectory(atPath: state).first(where: { $0.hasSuffix(".json") }))
+        let file = state + "/" + name
+        let good = try #require(readTextFile(file))
+        func damaged(_ edit: (inout [String: Any]) -> Void) throws -> String {
+            var object = try #require(try JSONSerialization.jsonObject(with: Data(good.utf8)) as? [String: Any])
+            var patches = try #require(object["patches"] as? [[String: Any]])
+            edit(&patches[0])
+            object["patches"] = patches
+            return String(decoding: try JSONSerialization.data(withJSONObject: object), as: UTF8.self)
+        }
+        let cases: [(String, String)] = [
+            (try damaged { $0["newBytes"] = "zz" }, "patch 1: newBytes \"zz\" are not hex bytes"),
+            (try damaged { $0["originalBytes"] = "554889" }, "patch 1: 3 original bytes but 6 new ones"),
+            (try damaged { $0["address"] = "12" }, "patch 1: address \"12\" is not a 0x hex address"),
+            (String(good.dropLast(5)), "not valid JSON"),
+            (try damaged { $0.removeValue(forKey: "state") }, "no \"state\" in patches[0]"),
+        ]
+        for (text, problem) in cases {
+            #expect(FileManager.default.createFile(atPath: file, contents: Data(text.utf8)))
+            for command in [["list"], ["unpatch", "--all"]] {
+                let result = try graft([command[0], "-p", pid] + command.dropFirst(), stateDir: state)
+                expectOneLineError(result, "not a graft journal (\(problem)); move it away to start afresh")
+            }
+        }
+        #expect(victim.waitForLine("a=7", timeout: 5), "the patch is untouched")
+        #expect(FileManager.default.createFile(atPath: file, contents: Data(good.utf8)))
+        #expect(try graft(["unpatch", "-p", pid, "--all"], stateDir: state).status == 0)
+        // An empty journal directory would be `/`.
+        expectOneLineError(try graft(["list", "-p", pid], stateDir: ""), "the journal directory is an empty path")
+        expectOneLineError(try runCommand(try graftBinary(), ["list", "-p", pid, "--state-dir", state], environment: ["GRAFT_LOCK_TIMEOUT": "nan"]),
+                           "GRAFT_LOCK_TIMEOUT=nan is not a number of seconds")
+    }
+}

@@ -65,6 +65,59 @@ import TestSupport
         expectOneLineError(refused, "process \(long.pid) (flock) has held the lock on process \(victim.pid) for over 0.3 s; try again when it has finished")
         #expect(victim.waitForLine("a=1", timeout: 5))
     }
+
+    /// Ctrl-C before anything was written (here: while graft waits for the lock) gives the patch
+    /// up: exit 130, one line, nothing written or journaled — not "completed first" once the lock
+    /// frees. Ctrl-Z there is held: graft finishes (the target is never left stopped behind a
+    /// suspended graft) and suspends itself only then.
+    @Test func signalsWhileWaitingForTheLock() throws {
+        let victim = try Victim.launch("c_loop", arguments: ["5"])
+        defer { victim.kill() }
+        let state = temporaryDirectory()
+        let lock = try lockPath(victim.pid, state: state)
+        let pid = String(victim.pid)
+        func holdLock(_ seconds: Double) throws -> Victim {
+            try Victim.launchCommand("flock", arguments: [lock, "sh", "-c", "echo ready; sleep \(seconds)"])
+        }
+        func startPatch(_ value: Int) throws -> Victim {
+            let command = try Victim.launchCommand(try graftBinary(), arguments: ["patch", "-p", pid, "value_a", "--return", String(value), "--state-dir", state],
+                                                   waitForReady: false)
+            // Waiting for the lock: the lock file is open in graft.
+            for _ in 0..<200 where !isWaitingForLock(command.pid) { usleep(10_000) }
+            return command
+        }
+        func isWaitingForLock(_ graftPID: Int32) -> Bool {
+            (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(graftPID)/fd"))?.contains { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(graftPID)/fd/\($0)")) == lock } ?? false
+        }
+
+        let holder = try holdLock(2)
+        defer { holder.kill() }
+        let interrupted = try startPatch(9)
+        interrupted.signal(SIGINT)
+        let status = try #require(interrupted.waitExit(timeout: 10))
+        #expect(WaitStatus.exitCode(status) == 130, "\(WaitStatus.describe(status))")
+        let message = interrupted.stderrOutput
+        #expect(message == "graft: error: interrupted by SIGINT before anything was written; the process was not changed\n", "\(message)")
+        #expect(holder.waitExit(timeout: 5) != nil)
+        #expect(try graft(["list", "-p", pid, "--json"], stateDir: state).stdout.isEmpty)
+        #expect(victim.waitForLine("a=1", timeout: 5))
+
+        let second = try holdLock(1)
+        defer { second.kill() }
+        let suspended = try startPatch(8)
+        suspended.signal(SIGTSTP)
+        usleep(200_000)
+        #expect(suspended.procStatus("State")?.hasPrefix("T") == false, "graft stopped while the operation was pending")
+        #expect(second.waitExit(timeout: 5) != nil)
+        #expect(victim.waitForLine("a=8", timeout: 5), "the patch went in once the lock was free")
+        for _ in 0..<200 where suspended.procStatus("State")?.hasPrefix("T") != true { usleep(10_000) }
+        #expect(suspended.procStatus("State")?.hasPrefix("T") == true, "graft suspends itself once done")
+        #expect(victim.procStatus("State")?.hasPrefix("t") == false)
+        suspended.signal(SIGCONT)
+        #expect(suspended.waitExit(timeout: 10).flatMap(WaitStatus.exitCode) == 0)
+        _ = try graft(["unpatch", "-p", pid, "--all"], stateDir: state)
+        #expect(victim.waitForLine("a=1", timeout: 5))
+    }
 }
 
 /// Runs `count` copies of `body` on their own threads at once and returns their results in order.

@@ -127,11 +127,16 @@ int graft_current_cpu(void);
 /// Monotonic clock in nanoseconds.
 uint64_t graft_monotonic_ns(void);
 
-/// Installs handlers for SIGINT, SIGTERM and SIGHUP that only record the signal, so an operation
-/// that must not be cut in half (a multi-word code write) finishes first. 0 on success.
-int graft_defer_termination_signals(void);
-/// The first deferred signal received, or 0.
+/// Installs handlers for SIGINT, SIGTERM, SIGHUP and SIGQUIT that only record the signal, so an
+/// operation that must not be cut in half (a multi-word code write) finishes first; SIGTSTP is
+/// recorded apart (a suspended graft would keep the target stopped; with `announce_stop` a notice
+/// for a hook or trace session is written to stderr when it comes); SIGTTOU/SIGTTIN are ignored.
+/// 0 on success.
+int graft_defer_termination_signals(int announce_stop);
+/// The first deferred termination signal received, or 0.
 int graft_deferred_signal(void);
+/// The first SIGTSTP received while deferred, or 0.
+int graft_deferred_stop_signal(void);
 /// Puts the default disposition back for the deferred signals.
 void graft_restore_termination_signals(void);
 
