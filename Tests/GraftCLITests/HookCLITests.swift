@@ -43,7 +43,10 @@ import TestSupport
         #expect(hooks.first?["hook"] as? String == "value_a" && hooks.first?["hits"] as? Int == 2)
     }
 
-    @Test(arguments: [SIGTERM, SIGHUP]) func terminationSignalMidSessionRemovesTheBreakpoints(signal: Int32) throws {
+    /// SIGTSTP first: held (a suspended graft would leave threads stopped at its breakpoints), with
+    /// a notice; the session goes on. Then the termination signal ends it cleanly (SIGQUIT too:
+    /// its default action used to kill graft and leave the int3s).
+    @Test(arguments: [SIGTERM, SIGHUP, SIGQUIT]) func terminationSignalMidSessionRemovesTheBreakpoints(signal: Int32) throws {
         let victim = try Victim.launch("c_loop", arguments: ["2"])
         defer { victim.kill() }
         let state = temporaryDirectory()
@@ -51,9 +54,13 @@ import TestSupport
                                                waitForReady: false)
         defer { session.kill() }
         #expect(session.waitForLine(timeout: 20, where: { $0.contains("] value_a(") }) != nil)
+        session.signal(SIGTSTP)
+        #expect(session.waitForLine(timeout: 5, where: { $0.contains("] value_a(") }) != nil, "the session goes on after Ctrl-Z")
+        #expect(session.procStatus("State")?.hasPrefix("T") == false)
         session.signal(signal)
         #expect(session.waitExit(timeout: 20).flatMap(WaitStatus.exitCode) == 128 + signal)
-        let name = signal == SIGTERM ? "SIGTERM" : "SIGHUP"
+        #expect(session.stderrOutput.contains("graft: SIGTSTP held: a suspended graft would leave every thread that reaches a breakpoint stopped"), "\(session.stderrOutput)")
+        let name = [SIGTERM: "SIGTERM", SIGHUP: "SIGHUP", SIGQUIT: "SIGQUIT"][signal]!
         #expect(session.waitForLine(timeout: 5, where: { $0.contains("ended by \(name)") && $0.contains("code verified") }) != nil,
                 "\(session.transcript.suffix(3))")
         // A dry-run patch reads memory and refuses if any byte differs from the file (an int3 would).
