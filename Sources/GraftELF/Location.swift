@@ -51,6 +51,7 @@ public struct Location: Sendable, Equatable, CustomStringConvertible {
                 baseText = trimmed[..<plus].trimmingWhitespace
                 guard !after.isEmpty else { throw invalid("missing offset after '+'") }
                 guard let value = parseNumber(after) else {
+                    if isNumberSyntax(after) { throw invalid("offset '\(after)' does not fit in 64 bits") }
                     if after.hasPrefix("-") {
                         throw invalid("offsets cannot be negative; write the address or NAME+OFFSET")
                     }
@@ -82,7 +83,10 @@ public struct Location: Sendable, Equatable, CustomStringConvertible {
         if baseText.hasPrefix("0x") || baseText.hasPrefix("0X") {
             let digits = baseText.dropFirst(2)
             guard !digits.isEmpty else { throw invalid("'\(baseText)' has no hex digits after 0x") }
-            guard digits.allSatisfy(\.isHexDigit) else { throw invalid("'\(baseText)' is not a hexadecimal address") }
+            // ASCII only: Character.isHexDigit also accepts fullwidth digits (`０`-`９`), which UInt64(_:radix:) does not.
+            guard digits.allSatisfy(\.isASCIIHexDigit) else {
+                throw invalid("'\(baseText)' is not a hexadecimal address (0x followed by the ASCII digits 0-9, a-f)")
+            }
             guard let address = UInt64(digits, radix: 16) else {
                 throw invalid("address '\(baseText)' does not fit in 64 bits")
             }
@@ -98,15 +102,21 @@ public struct Location: Sendable, Equatable, CustomStringConvertible {
         return Location(base: .symbol(module: nil, name: String(baseText)), offset: offset)
     }
 
-    /// Decimal or `0x` hex, nothing else (no sign, no spaces).
+    /// Decimal or `0x` hex, nothing else (no sign, no spaces, ASCII digits only); nil also when the
+    /// value does not fit in 64 bits (`isNumberSyntax` tells the two apart).
     public static func parseNumber(_ text: Substring) -> UInt64? {
+        guard isNumberSyntax(text) else { return nil }
+        if text.hasPrefix("0x") || text.hasPrefix("0X") { return UInt64(text.dropFirst(2), radix: 16) }
+        return UInt64(text)
+    }
+
+    /// Whether `text` is written as `parseNumber` reads numbers, whatever its size.
+    public static func isNumberSyntax(_ text: Substring) -> Bool {
         if text.hasPrefix("0x") || text.hasPrefix("0X") {
             let digits = text.dropFirst(2)
-            guard !digits.isEmpty, digits.allSatisfy(\.isHexDigit) else { return nil }
-            return UInt64(digits, radix: 16)
+            return !digits.isEmpty && digits.allSatisfy(\.isASCIIHexDigit)
         }
-        guard !text.isEmpty, text.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
-        return UInt64(text)
+        return !text.isEmpty && text.allSatisfy { $0.isASCII && $0.isNumber }
     }
 
     /// The first ':' that is not part of '::' and whose prefix looks like a file name (letters, digits,
@@ -136,7 +146,7 @@ public struct Location: Sendable, Equatable, CustomStringConvertible {
         if name.contains(where: { $0 == " " || $0 == "\t" }) {
             throw invalid("function names cannot contain spaces")
         }
-        if name.hasPrefix("0x") || name.hasPrefix("0X"), name.dropFirst(2).allSatisfy(\.isHexDigit) {
+        if name.hasPrefix("0x") || name.hasPrefix("0X"), name.dropFirst(2).allSatisfy(\.isASCIIHexDigit) {
             throw invalid("'\(name)' after a module is an address; write the address alone (0x...)")
         }
         if let dash = name.lastIndex(of: "-"), parseNumber(name[name.index(after: dash)...]) != nil,
@@ -153,4 +163,9 @@ extension StringProtocol where SubSequence == Substring {
         let last = s.lastIndex(where: { !$0.isWhitespace })!
         return s[first...last]
     }
+}
+
+extension Character {
+    /// 0-9, a-f, A-F; unlike `isHexDigit`, not their fullwidth forms.
+    var isASCIIHexDigit: Bool { isASCII && isHexDigit }
 }

@@ -70,7 +70,7 @@ public final class HookSession: @unchecked Sendable {
                     flush: () -> Void = {}, onEvent: (HookEvent) -> Void,
                     onEnd: (HookSummary) -> Void = { _ in }) throws -> HookSummary {
         guard !specs.isEmpty else { throw GraftError.usage("give at least one LOCATION to hook") }
-        if command == nil { try ProcFS.preflightExists(pid) }
+        if command == nil { try ProcFS.preflightTarget(pid) }
         return try withSessionThreads(name: "graft-hooks", state: stopState, duration: limits.duration, check: stopCheck) { tracer, watcher in
             stopState.tracerThread.store(tracer.kernelThreadID, ordering: .relaxed)
             defer { stopState.tracerThread.store(0, ordering: .relaxed) }

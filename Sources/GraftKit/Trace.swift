@@ -137,7 +137,7 @@ public final class TraceSession: @unchecked Sendable {
         if options.calls < 1 { throw GraftError.usage("--calls must be at least 1") }
         if let depth = options.depth, depth < 1 { throw GraftError.usage("--depth must be at least 1") }
         if command == nil {
-            try ProcFS.preflightExists(pid)
+            try ProcFS.preflightTarget(pid)
             if let tid = options.tid, options.function == nil, ProcFS.threadGroup(of: tid) != pid {
                 throw GraftError.usage("thread \(tid) is not a thread of process \(pid) (see /proc/\(pid)/task)")
             }

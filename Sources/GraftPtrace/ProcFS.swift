@@ -95,22 +95,51 @@ public enum ProcFS {
     }
 
     /// Throws the specific reason a process cannot be attached to, when one can be seen in /proc
-    /// before asking the kernel (no such process, zombie, already traced, ourselves, kernel thread).
+    /// before asking the kernel (no such process, ourselves, zombie, kernel thread, already traced).
     public static func preflight(_ pid: Int32) throws {
+        let status = try refuseUnpatchable(pid, allowSelf: false)
+        if let tracer = status["TracerPid"].flatMap({ Int32($0) }), tracer != 0 {
+            let process = threadGroup(of: tracer)
+            throw GraftError.alreadyTraced(pid: pid, tracer: process, tracerName: commandName(process))
+        }
+    }
+
+    /// The refusals that need neither a stop nor the target's memory, for every command that names a
+    /// process, before it reads the maps: no such process, graft's own process (unless `allowSelf`:
+    /// reading its own symbols or journal is harmless), zombie, kernel thread; then whether
+    /// /proc/PID/maps opens (the same permission as tracing, PTRACE_MODE_READ), diagnosed here rather
+    /// than reported as a failed open. The same checks `patch --dry-run` and a real patch meet.
+    public static func preflightTarget(_ pid: Int32, allowSelf: Bool = false) throws {
+        _ = try refuseUnpatchable(pid, allowSelf: allowSelf)
+        let fd = open("/proc/\(pid)/maps", O_RDONLY | O_CLOEXEC)
+        if fd < 0 {
+            let code = errno
+            if code == EACCES || code == EPERM { throw diagnosePermission(pid, refused: "opening /proc/\(pid)/maps") }
+            if code == ENOENT || code == ESRCH { throw GraftError.noSuchProcess(pid: pid) }
+        } else {
+            close(fd)
+        }
+    }
+
+    /// No such process, ourselves, zombie, kernel thread; returns /proc/PID/status.
+    static func refuseUnpatchable(_ pid: Int32, allowSelf: Bool) throws -> [String: String] {
         guard pid > 0, let status = status(pid) else { throw GraftError.noSuchProcess(pid: pid) }
-        if pid == getpid() {
+        if pid == getpid() && !allowSelf {
             throw GraftError.permissionDenied(pid: pid, reason: "graft cannot trace its own process")
         }
         if let state = status["State"], state.hasPrefix("Z") || state.hasPrefix("X") {
             throw GraftError.zombie(pid: pid)
         }
-        if let tracer = status["TracerPid"].flatMap({ Int32($0) }), tracer != 0 {
-            let process = threadGroup(of: tracer)
-            throw GraftError.alreadyTraced(pid: pid, tracer: process, tracerName: commandName(process))
-        }
-        if status["VmSize"] == nil, status["Kthread"] == "1" || status["PPid"] == "2" || pid == 2 {
+        if isKernelThread(status, pid: pid) {
             throw GraftError.permissionDenied(pid: pid, reason: "it is a kernel thread, which has no user-space code to patch")
         }
+        return status
+    }
+
+    /// A kernel thread has no address space (no VmSize line); `Kthread: 1` (Linux 6.x) says so
+    /// directly, and kthreadd (PID 2) is the parent of every other one.
+    static func isKernelThread(_ status: [String: String], pid: Int32) -> Bool {
+        status["VmSize"] == nil && (status["Kthread"] == "1" || status["PPid"] == "2" || pid == 2)
     }
 
     /// What decides whether graft may trace a process, read from /proc (see `explainPermission`).

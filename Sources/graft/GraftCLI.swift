@@ -74,8 +74,11 @@ struct GraftCommand: ParsableCommand {
 
 /// Options every command that targets a process shares.
 struct ProcessOptions: ParsableArguments {
-    @Option(name: [.customShort("p"), .customLong("pid")], help: "The process to work on.")
-    var pid: Int32
+    @Option(name: [.customShort("p"), .customLong("pid")], parsing: .unconditional,
+            help: ArgumentHelp("The process to work on.", valueName: "pid"))
+    var pidArgument: ProcessID
+    /// A positive number once `validate()` has run, as it has before any command's `run()`.
+    var pid: Int32 { pidArgument.value ?? 0 }
 
     @Flag(name: .long, help: "Print one JSON object per line, each with an \"event\" key.")
     var json = false
@@ -84,6 +87,10 @@ struct ProcessOptions: ParsableArguments {
     var stateDirectory: String?
 
     var graft: Graft { Graft(journal: Journal(directory: stateDirectory)) }
+
+    func validate() throws {
+        try pidArgument.check()
+    }
 }
 
 extension String {

@@ -18,8 +18,11 @@ struct HookCommand: ParsableCommand {
           graft hook hook_f --returns -- ./hook_count 100
         """)
 
-    @Option(name: [.customShort("p"), .customLong("pid")], help: "The process to hook (or give `-- COMMAND`).")
-    var pid: Int32?
+    @Option(name: [.customShort("p"), .customLong("pid")], parsing: .unconditional,
+            help: ArgumentHelp("The process to hook (or give `-- COMMAND`).", valueName: "pid"))
+    var pidArgument: ProcessID?
+    /// A positive number, when given, once `validate()` has run.
+    var pid: Int32? { pidArgument.map { $0.value ?? 0 } }
 
     @Argument(help: "Functions to hook (LOCATION: NAME, MODULE:NAME, NAME+OFFSET, 0xADDRESS).")
     var locations: [String] = []
@@ -60,6 +63,7 @@ struct HookCommand: ParsableCommand {
     var command: [String] { Passthrough.command }
 
     func validate() throws {
+        try pidArgument?.check()
         if locations.isEmpty { throw ValidationError("give at least one LOCATION to hook") }
         if Passthrough.hasTerminator && command.isEmpty { throw ValidationError("give a command to start after `--`") }
         if pid == nil && command.isEmpty { throw ValidationError("give -p PID, or a command after `--`") }

@@ -23,8 +23,11 @@ struct TraceCommand: ParsableCommand {
           graft trace --function trace_a --summary -- ./trace_calls
         """)
 
-    @Option(name: [.customShort("p"), .customLong("pid")], help: "The process to trace (or give `-- COMMAND`).")
-    var pid: Int32?
+    @Option(name: [.customShort("p"), .customLong("pid")], parsing: .unconditional,
+            help: ArgumentHelp("The process to trace (or give `-- COMMAND`).", valueName: "pid"))
+    var pidArgument: ProcessID?
+    /// A positive number, when given, once `validate()` has run.
+    var pid: Int32? { pidArgument.map { $0.value ?? 0 } }
 
     @Option(name: .long, help: ArgumentHelp("The thread to step (default: the main thread).", valueName: "TID"))
     var tid: Int32?
@@ -71,6 +74,7 @@ struct TraceCommand: ParsableCommand {
     var perStep: Bool { !summary && folded == nil && svg == nil }
 
     func validate() throws {
+        try pidArgument?.check()
         if Passthrough.hasTerminator && command.isEmpty { throw ValidationError("give a command to start after `--`") }
         if pid == nil && command.isEmpty { throw ValidationError("give -p PID, or a command after `--`") }
         if pid != nil && !command.isEmpty { throw ValidationError("give -p PID or `-- COMMAND`, not both") }
