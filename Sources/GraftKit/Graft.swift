@@ -65,7 +65,7 @@ public struct Graft: Sendable {
     /// Functions mapped in the process whose name matches the glob `pattern` (all when nil),
     /// optionally restricted to one module: `MODULE:GLOB` (`libc:get*`, `c_loop:`).
     public func symbols(pid: Int32, matching pattern: String?) throws -> [ResolvedLocation] {
-        try ProcFS.preflightExists(pid)
+        try ProcFS.preflightTarget(pid, allowSelf: true)
         return try SymbolIndex(pid: pid).functions(matching: pattern)
     }
 
@@ -79,7 +79,7 @@ public struct Graft: Sendable {
 
     private func preparePatch(instance: ProcessInstance, contents: JournalContents, location: String, action: PatchAction,
                               midFunction: Bool) throws -> PatchPlan {
-        try ProcFS.preflightExists(instance.pid)
+        try ProcFS.preflightTarget(instance.pid)
         let index = try SymbolIndex(pid: instance.pid)
         var planner = PatchPlanner(
             instance: instance, index: index, journal: contents, disassembler: try Disassembler(.x86_64),
@@ -147,6 +147,7 @@ public struct Graft: Sendable {
 
     /// Every patch recorded for this process instance, checked against memory.
     public func list(pid: Int32) throws -> [PatchStatus] {
+        try ProcFS.preflightTarget(pid, allowSelf: true)
         let instance = try ProcessInstance.current(pid)
         return try journal.withLock(instance, cancel: cancellation) {
             try journal.load(instance).patches.map { record in
@@ -178,6 +179,7 @@ public struct Graft: Sendable {
     /// Reverts patches by id (all applied ones when `ids` is nil): original bytes are written back only
     /// where memory still holds graft's bytes.
     public func unpatch(pid: Int32, ids: [Int]?) throws -> [UnpatchResult] {
+        try ProcFS.preflightTarget(pid)
         let instance = try ProcessInstance.current(pid)
         return try journal.withLock(instance, cancel: cancellation) {
             var contents = try journal.load(instance)
@@ -280,6 +282,7 @@ public struct Graft: Sendable {
     /// (`unpatch` would fail on it forever) or one reverted by hand. A patch whose bytes are still
     /// graft's is refused: forgetting it would leave a jump no journal knows how to undo.
     public func forget(pid: Int32, ids: [Int]) throws -> [UnpatchResult] {
+        try ProcFS.preflightTarget(pid)
         let instance = try ProcessInstance.current(pid)
         return try journal.withLock(instance, cancel: cancellation) {
             var contents = try journal.load(instance)
@@ -335,26 +338,6 @@ public struct Graft: Sendable {
             }
             try tracee.detach()
             return (value.0, value.1, tracee.stopWindowNanoseconds)
-        }
-    }
-}
-
-extension ProcFS {
-    /// noSuchProcess / zombie before reading maps, so a dead PID is named as such.
-    static func preflightExists(_ pid: Int32) throws {
-        guard pid > 0, let status = ProcFS.status(pid) else { throw GraftError.noSuchProcess(pid: pid) }
-        if let state = status["State"], state.hasPrefix("Z") || state.hasPrefix("X") {
-            throw GraftError.zombie(pid: pid)
-        }
-        // Reading maps needs the same permission as tracing (PTRACE_MODE_READ): diagnose it here
-        // rather than report a failed open.
-        let fd = open("/proc/\(pid)/maps", O_RDONLY | O_CLOEXEC)
-        if fd < 0 {
-            let code = errno
-            if code == EACCES || code == EPERM { throw ProcFS.diagnosePermission(pid, refused: "opening /proc/\(pid)/maps") }
-            if code == ENOENT || code == ESRCH { throw GraftError.noSuchProcess(pid: pid) }
-        } else {
-            close(fd)
         }
     }
 }

@@ -58,18 +58,15 @@ private let commandsTakingPID: [(name: String, rest: [String])] = [
         }
     }
 
-    /// Needs the preflight in Graft.swift (`ProcFS.preflightTarget` for symbols, preparePatch, list
-    /// and unpatch): today `symbols` prints an empty table, `patch` says "no function 'getpid'" and
-    /// `list`/`unpatch` say there are no patches.
+    /// symbols, patch, list and unpatch refuse it before reading anything (`symbols` printed an
+    /// empty table, `patch` "no function 'getpid'", `list`/`unpatch` "no patches").
     @Test(.enabled(if: kernelThread != nil, "no kernel thread is visible in this PID namespace"))
     func symbolsPatchListAndUnpatchRefuseAKernelThread() throws {
         let pid = String(try #require(kernelThread))
         let state = temporaryDirectory()
         for (command, rest) in commandsTakingPID where command != "hook" && command != "trace" {
-            withKnownIssue("Graft.swift's preflightExists does not check for kernel threads yet") {
-                let result = try graft([command, "-p", pid] + rest, stateDir: state)
-                expectOneLineError(result, "permission denied to trace process \(pid): it is a kernel thread, which has no user-space code to patch")
-            }
+            let result = try graft([command, "-p", pid] + rest, stateDir: state)
+            expectOneLineError(result, "permission denied to trace process \(pid): it is a kernel thread, which has no user-space code to patch")
         }
     }
 
@@ -91,16 +88,13 @@ private let commandsTakingPID: [(name: String, rest: [String])] = [
         #expect(symbols.stdout.contains("getpid"))
     }
 
-    /// Needs the self check in Graft.swift's preparePatch: today the dry run reports "checks passed"
-    /// for a patch the real run refuses.
+    /// The dry run refuses what the real run refuses (it reported "checks passed").
     @Test func patchDryRunRefusesGraftsOwnProcessLikeTheRealRun() throws {
         let state = temporaryDirectory()
         let real = try graftOnItself("patch -p $$ getpid --return 1", state: state)
         expectOneLineError(real, "graft cannot trace its own process")
-        withKnownIssue("Graft.swift's preparePatch does not refuse graft's own process yet") {
-            let dryRun = try graftOnItself("patch -p $$ getpid --return 1 --dry-run", state: state)
-            expectOneLineError(dryRun, "graft cannot trace its own process")
-            #expect(!dryRun.stdout.contains("checks passed"))
-        }
+        let dryRun = try graftOnItself("patch -p $$ getpid --return 1 --dry-run", state: state)
+        expectOneLineError(dryRun, "graft cannot trace its own process")
+        #expect(!dryRun.stdout.contains("checks passed"))
     }
 }
