@@ -16,14 +16,15 @@ struct ProcessID: ExpressibleByArgument {
         value = isNumber ? Int32(digits).flatMap { $0 > 0 ? $0 : nil } : nil
     }
 
-    /// The command-line error for `-p TEXT`, if TEXT is not a process id.
-    func check() throws {
+    /// The command-line error for `-p TEXT` (or another option holding an id: `--tid`, "a thread
+    /// id"), if TEXT is not a positive 32-bit number.
+    func check(option: String = "-p", what: String = "a process id") throws {
         guard value == nil else { return }
         let digits = text.hasPrefix("+") ? text.dropFirst() : text[...]
         if !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }), digits.contains(where: { $0 != "0" }) {
-            throw ValidationError("-p \(text): too large for a process id (at most \(Int32.max))")
+            throw ValidationError("\(option) \(text): too large for \(what) (at most \(Int32.max))")
         }
-        throw ValidationError("-p \(text): a process id is a positive number")
+        throw ValidationError("\(option) \(text): \(what) is a positive number")
     }
 
     static var defaultCompletionKind: CompletionKind { .default }

@@ -29,8 +29,10 @@ struct TraceCommand: ParsableCommand {
     /// A positive number, when given, once `validate()` has run.
     var pid: Int32? { pidArgument.map { $0.value ?? 0 } }
 
-    @Option(name: .long, help: ArgumentHelp("The thread to step (default: the main thread).", valueName: "TID"))
-    var tid: Int32?
+    @Option(name: .customLong("tid"), parsing: .unconditional, help: ArgumentHelp("The thread to step (default: the main thread).", valueName: "TID"))
+    var tidArgument: ProcessID?
+    /// A positive number, when given, once `validate()` has run.
+    var tid: Int32? { tidArgument.map { $0.value ?? 0 } }
 
     @Option(name: .long, help: ArgumentHelp("End after this many instructions.", valueName: "N"))
     var steps: UInt64?
@@ -75,6 +77,7 @@ struct TraceCommand: ParsableCommand {
 
     func validate() throws {
         try pidArgument?.check()
+        try tidArgument?.check(option: "--tid", what: "a thread id")
         if Passthrough.hasTerminator && command.isEmpty { throw ValidationError("give a command to start after `--`") }
         if pid == nil && command.isEmpty { throw ValidationError("give -p PID, or a command after `--`") }
         if pid != nil && !command.isEmpty { throw ValidationError("give -p PID or `-- COMMAND`, not both") }

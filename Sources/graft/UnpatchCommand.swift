@@ -10,8 +10,11 @@ struct UnpatchCommand: ParsableCommand {
 
     @OptionGroup var process: ProcessOptions
 
-    @Argument(help: "Patch ids (see `graft list`).")
-    var ids: [Int] = []
+    /// Read as text so `-1` reaches `validate()` (swift-argument-parser dropped it, and the error
+    /// said only "give patch ids or --all"); unknown options land here too and are named there.
+    @Argument(parsing: .allUnrecognized, help: ArgumentHelp("Patch ids (see `graft list`).", valueName: "ids"))
+    var idArguments: [String] = []
+    var ids: [Int] { idArguments.compactMap { Int($0) } }
 
     @Flag(name: .long, help: "Revert every applied patch.")
     var all = false
@@ -20,6 +23,12 @@ struct UnpatchCommand: ParsableCommand {
     var forget = false
 
     func validate() throws {
+        for argument in idArguments {
+            if argument.hasPrefix("-"), Int(argument) == nil { throw ValidationError("Unknown option '\(argument)'") }
+            guard let id = Int(argument), id > 0 else {
+                throw ValidationError("'\(argument)' is not a patch id (ids are positive integers, see `graft list`)")
+            }
+        }
         if ids.isEmpty == !all {
             throw ValidationError("give patch ids or --all, not both and not neither")
         }

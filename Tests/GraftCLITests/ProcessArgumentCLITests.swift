@@ -45,6 +45,14 @@ private let commandsTakingPID: [(name: String, rest: [String])] = [
         }
         // A PID that is a number is looked up.
         expectOneLineError(try graft(["list", "-p", "+999999999"], stateDir: state), "no process with PID 999999999")
+        // Patch ids likewise (`-1` was dropped, and the error said only "give patch ids or --all").
+        for id in ["-1", "0", "abc"] {
+            let result = try graft(["unpatch", "-p", "999999999", "1", id], stateDir: state)
+            expectOneLineError(result, "'\(id)' is not a patch id (ids are positive integers, see `graft list`)")
+            #expect(result.status == 64)
+        }
+        expectOneLineError(try graft(["unpatch", "-p", "999999999", "--bogus"], stateDir: state), "Unknown option '--bogus'")
+        expectOneLineError(try graft(["trace", "-p", "999999999", "--tid", "-1"], stateDir: state), "--tid -1: a thread id is a positive number")
     }
 
     @Test(.enabled(if: kernelThread != nil, "no kernel thread is visible in this PID namespace"))
