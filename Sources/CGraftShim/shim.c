@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <pthread.h>
@@ -229,43 +230,57 @@ static void graft_record_signal(int sig) {
     if (graft_deferred == 0) graft_deferred = sig;
 }
 static void graft_record_stop(int sig) {
+    int saved = errno; /* the handler may interrupt code about to read errno */
     if (graft_deferred_stop == 0) graft_deferred_stop = sig;
     if (graft_announce_stop) {
         ssize_t unused = write(2, graft_stop_notice, sizeof graft_stop_notice - 1);
         (void)unused;
     }
+    errno = saved;
 }
-int graft_defer_termination_signals(int announce_stop) {
-    struct sigaction action = {0};
-    action.sa_handler = graft_record_signal;
-    sigemptyset(&action.sa_mask);
-    action.sa_flags = SA_RESTART;
-    int signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
-    for (unsigned i = 0; i < sizeof(signals) / sizeof(signals[0]); i++) {
-        if (sigaction(signals[i], &action, NULL) != 0) return -1;
+/* The dispositions found when deferring began, put back by the restore. */
+static const int graft_deferred_set[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP, SIGTTOU, SIGTTIN, SIGPIPE};
+#define GRAFT_DEFERRED_COUNT (sizeof graft_deferred_set / sizeof graft_deferred_set[0])
+static struct sigaction graft_saved_actions[GRAFT_DEFERRED_COUNT];
+static int graft_actions_saved = 0;
+
+int graft_defer_termination_signals(int hold_stop, int announce_stop) {
+    if (!graft_actions_saved) {
+        for (unsigned i = 0; i < GRAFT_DEFERRED_COUNT; i++) sigaction(graft_deferred_set[i], NULL, &graft_saved_actions[i]);
+        graft_actions_saved = 1;
     }
     graft_announce_stop = announce_stop;
-    struct sigaction stop = {0};
-    stop.sa_handler = graft_record_stop;
-    sigemptyset(&stop.sa_mask);
-    stop.sa_flags = SA_RESTART;
-    if (sigaction(SIGTSTP, &stop, NULL) != 0) return -1;
-    /* Ignored, not caught: a background graft writing to its terminal gets SIGTTOU again on every
-     * restarted write while the signal is caught; ignored, the write goes through. */
-    signal(SIGTTOU, SIG_IGN);
-    signal(SIGTTIN, SIG_IGN);
+    for (unsigned i = 0; i < GRAFT_DEFERRED_COUNT; i++) {
+        int sig = graft_deferred_set[i];
+        struct sigaction action = {0};
+        sigemptyset(&action.sa_mask);
+        action.sa_flags = SA_RESTART;
+        if (sig == SIGTTOU || sig == SIGTTIN || sig == SIGPIPE) {
+            /* Ignored, not caught: a background graft writing to its terminal would get SIGTTOU
+             * again on every restarted write while it is caught; a closed pipe on stdout makes the
+             * write fail with EPIPE instead of killing graft in the middle of its work. */
+            action.sa_handler = SIG_IGN;
+        } else if (graft_saved_actions[i].sa_handler == SIG_IGN) {
+            continue; /* ignored when graft started (a background job of a script): stays ignored */
+        } else if (sig == SIGTSTP) {
+            if (!hold_stop) continue;
+            action.sa_handler = graft_record_stop;
+        } else {
+            action.sa_handler = graft_record_signal;
+        }
+        if (sigaction(sig, &action, NULL) != 0) return -1;
+    }
     return 0;
 }
 int graft_deferred_signal(void) { return graft_deferred; }
+int graft_stdout_closed(void) {
+    struct pollfd out = {.fd = 1, .events = 0};
+    return poll(&out, 1, 0) == 1 && (out.revents & POLLERR) != 0;
+}
 int graft_deferred_stop_signal(void) { return graft_deferred_stop; }
 void graft_restore_termination_signals(void) {
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
-    signal(SIGHUP, SIG_DFL);
-    signal(SIGQUIT, SIG_DFL);
-    signal(SIGTSTP, SIG_DFL);
-    signal(SIGTTOU, SIG_DFL);
-    signal(SIGTTIN, SIG_DFL);
+    if (!graft_actions_saved) return;
+    for (unsigned i = 0; i < GRAFT_DEFERRED_COUNT; i++) sigaction(graft_deferred_set[i], &graft_saved_actions[i], NULL);
 }
 
 pid_t graft_waitpid_any(int *status, int nohang) {

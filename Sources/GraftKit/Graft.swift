@@ -147,7 +147,7 @@ public struct Graft: Sendable {
 
     /// Every patch recorded for this process instance, checked against memory.
     public func list(pid: Int32) throws -> [PatchStatus] {
-        try ProcFS.preflightTarget(pid, allowSelf: true)
+        try ProcFS.preflightTarget(pid, journalOnly: true)
         let instance = try ProcessInstance.current(pid)
         return try journal.withLock(instance, cancel: cancellation) {
             try journal.load(instance).patches.map { record in
@@ -282,7 +282,7 @@ public struct Graft: Sendable {
     /// (`unpatch` would fail on it forever) or one reverted by hand. A patch whose bytes are still
     /// graft's is refused: forgetting it would leave a jump no journal knows how to undo.
     public func forget(pid: Int32, ids: [Int]) throws -> [UnpatchResult] {
-        try ProcFS.preflightTarget(pid)
+        try ProcFS.preflightTarget(pid, journalOnly: true)
         let instance = try ProcessInstance.current(pid)
         return try journal.withLock(instance, cancel: cancellation) {
             var contents = try journal.load(instance)

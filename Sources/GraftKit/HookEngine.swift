@@ -734,7 +734,9 @@ final class HookEngine {
         stepper?.finish()
         // A signal can still be queued behind the interrupt stop (a terminal's Ctrl-C reaching the
         // whole process group): note it, so launch mode does not send it a second time.
-        for tid in tracee.threadIDs where hasPendingSignal(tid, SIGINT) { signalsSeen.insert(SIGINT) }
+        for tid in tracee.threadIDs {
+            for signal in [SIGINT, SIGQUIT] where hasPendingSignal(tid, signal) { signalsSeen.insert(signal) }
+        }
         // The stepped thread may have been interrupted with its step's SIGTRAP still queued (the
         // kernel reports a pending interrupt first): take that SIGTRAP now, or detaching would
         // deliver it to a thread nobody traces, and the process would die of it.

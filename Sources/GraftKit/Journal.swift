@@ -115,9 +115,9 @@ public struct Journal: Sendable {
         return try body()
     }
 
-    /// `$GRAFT_LOCK_TIMEOUT` seconds (a finite number, 0 or more), 10 when unset.
+    /// `$GRAFT_LOCK_TIMEOUT` seconds (a finite number, 0 or more), 10 when unset or empty.
     static func lockTimeoutFromEnvironment() throws -> Double {
-        guard let raw = getenv("GRAFT_LOCK_TIMEOUT") else { return 10 }
+        guard let raw = getenv("GRAFT_LOCK_TIMEOUT"), raw.pointee != 0 else { return 10 }  // unset or empty
         let text = String(cString: raw)
         guard let seconds = Double(text), seconds.isFinite, seconds >= 0 else {
             throw GraftError.usage("GRAFT_LOCK_TIMEOUT=\(text) is not a number of seconds (0 or more, e.g. 2.5)")

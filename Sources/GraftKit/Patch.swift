@@ -227,6 +227,11 @@ struct PatchPlanner {
             return "--mid-function: the target \(target) is in a .cold part; jumped to anyway"
         }
         guard target.address != start else { return nil }
+        // Past the symbol's end (or, for a symbol without a size, absurdly far: the decode below
+        // would read that much): the named function is not where the target is.
+        if symbol.size > 0 ? target.address >= start + symbol.size : target.address - start > 1 << 16 {
+            throw GraftError.pastFunctionEnd(address: target.address, function: function, start: start, size: symbol.size)
+        }
         let size = Int(max(symbol.size, target.address - start + 16))
         let code = try (try? module.elf())?.bytes(atVirtualAddress: module.linkAddress(start), count: size) ?? readMemory(start, size)
         let instructions = disassembler.decode(code, at: start)

@@ -176,7 +176,12 @@ extension Tracee {
     /// it to end; returns its shell status.
     public func reapLaunched(forwarding signal: Int32) -> Int32 {
         (try? tracer.run { () -> Int32 in
-            if signal != 0 { kill(pid, signal) }
+            if signal != 0 {
+                kill(pid, signal)
+                // A command in a job-control stop would keep the signal pending, and graft would
+                // wait for it for ever: let it run to take it.
+                kill(pid, SIGCONT)
+            }
             var status: Int32 = 0
             while true {
                 let result = graft_waitpid(pid, &status, 0)

@@ -109,8 +109,14 @@ public enum ProcFS {
     /// reading its own symbols or journal is harmless), zombie, kernel thread; then whether
     /// /proc/PID/maps opens (the same permission as tracing, PTRACE_MODE_READ), diagnosed here rather
     /// than reported as a failed open. The same checks `patch --dry-run` and a real patch meet.
-    public static func preflightTarget(_ pid: Int32, allowSelf: Bool = false) throws {
-        _ = try refuseUnpatchable(pid, allowSelf: allowSelf)
+    /// `journalOnly` (list, forget: they read the journal and at most memory) lets graft's own
+    /// process and a zombie through: a zombie's records stay listable and forgettable.
+    public static func preflightTarget(_ pid: Int32, allowSelf: Bool = false, journalOnly: Bool = false) throws {
+        if journalOnly {
+            guard pid > 0, let status = status(pid) else { throw GraftError.noSuchProcess(pid: pid) }
+            if let state = status["State"], state.hasPrefix("Z") || state.hasPrefix("X") { return }
+        }
+        _ = try refuseUnpatchable(pid, allowSelf: allowSelf || journalOnly)
         let fd = open("/proc/\(pid)/maps", O_RDONLY | O_CLOEXEC)
         if fd < 0 {
             let code = errno

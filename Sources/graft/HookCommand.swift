@@ -91,11 +91,11 @@ struct HookCommand: ParsableCommand {
         session.reportsCalls = !quiet
         let printer = HookPrinter(json: json, quiet: quiet, argumentCount: argumentCount, launched: !command.isEmpty)
         printer.hitsSoFar = { [session] in session.hitsSoFar }
-        TerminationSignals.deferAll(announceStop: true)
+        TerminationSignals.deferAll(holdStop: command.isEmpty, announceStop: true)
         let summary: HookSummary
         do {
             summary = try session.run(
-                stopCheck: { TerminationSignals.pending.map { HookSessionEnd.signal($0) } },
+                stopCheck: { TerminationSignals.sessionEnd.map { HookSessionEnd.signal($0) } },
                 flush: { printer.flush() },
                 onEvent: { printer.event($0) },
                 onEnd: { printer.summary($0) })  // launch mode: before waiting for the command

@@ -42,12 +42,20 @@ enum Output {
 /// suspends graft once the target runs again.
 func withTerminationDeferred<T>(_ body: () throws -> T) throws -> T {
     TerminationSignals.deferAll()
-    defer {
+    // Restored before `pending` is read: a signal that comes after the restore acts at once.
+    var restored = false
+    func restore() {
+        if restored { return }
+        restored = true
         TerminationSignals.restoreDefaults()
+    }
+    defer {
+        restore()
         TerminationSignals.suspendIfHeld()
     }
     do {
         let value = try body()
+        restore()
         if let signal = TerminationSignals.pending {
             writeStandardError("graft: interrupted by \(signalName(signal)); the operation was completed first\n")
             exit(128 + signal)
@@ -57,6 +65,7 @@ func withTerminationDeferred<T>(_ body: () throws -> T) throws -> T {
         Output.error(GraftError.interrupted(signal: signal).description)
         exit(128 + signal)
     } catch {
+        restore()
         if let signal = TerminationSignals.pending {
             Output.error("\(error)")
             exit(128 + signal)

@@ -104,12 +104,12 @@ struct TraceCommand: ParsableCommand {
         // Refuse unwritable output files before touching the process.
         for path in [folded, svg].compactMap({ $0 }) { try checkWritable(path) }
         let printer = TracePrinter(json: json, perStep: perStep, disasm: disasm, launched: !command.isEmpty)
-        TerminationSignals.deferAll(announceStop: true)
+        TerminationSignals.deferAll(holdStop: command.isEmpty, announceStop: true)
         let result: TraceSummary
         var reportError: Error?
         do {
             result = try session.run(
-                stopCheck: { TerminationSignals.pending.map { HookSessionEnd.signal($0) } },
+                stopCheck: { TerminationSignals.sessionEnd.map { HookSessionEnd.signal($0) } },
                 flush: { printer.flush() },
                 onEvent: { printer.event($0) },
                 onEnd: { summary in

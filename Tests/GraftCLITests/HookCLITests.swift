@@ -72,6 +72,24 @@ import TestSupport
         #expect(victim.waitForLine(timeout: 5, where: { $0 == "a=1" }) != nil)
     }
 
+    /// `graft hook … | head -2`: when the reader goes, the session ends (as by SIGPIPE) with its
+    /// breakpoints removed. SIGPIPE's default action used to kill graft mid-session, leaving int3s
+    /// that killed the target at its next call.
+    @Test func aClosedOutputPipeEndsTheSessionCleanly() throws {
+        let victim = try Victim.launch("c_loop", arguments: ["50"])
+        defer { victim.kill() }
+        let state = temporaryDirectory()
+        let pipeline = "'\(try graftBinary())' hook -p \(victim.pid) value_a --state-dir '\(state)' 2>'\(state)/err' | head -n 2; echo \"graft=${PIPESTATUS:-$?}\""
+        let result = try runCommand("/bin/bash", ["-c", "set -o pipefail; " + pipeline], timeout: 30)
+        #expect(result.stdout.split(separator: "\n").filter { $0.contains("value_a(") }.count >= 1, "\(result.stdout)")
+        let err = readTextFile(state + "/err") ?? ""
+        #expect(err.contains("ended by SIGPIPE") || result.stdout.contains("graft=141"), "\(err) \(result.stdout)")
+        #expect(victim.isAlive)
+        let check = try graft(["patch", "-p", String(victim.pid), "value_a", "--return", "0", "--dry-run"], stateDir: state)
+        #expect(check.status == 0, "breakpoint left behind: \(check.stderr)")
+        #expect(victim.procStatus("TracerPid") == "0")
+    }
+
     @Test func launchModeHooksBeforeMainAndExitsWithTheChildsStatus() throws {
         let result = try runCommand(try graftBinary(), ["hook", "hook_f", "--json", "-q", "--state-dir", temporaryDirectory(), "--",
                                                         try Victims.path("hook_count"), "50", "1"], input: "go\n")

@@ -128,11 +128,15 @@ int graft_current_cpu(void);
 uint64_t graft_monotonic_ns(void);
 
 /// Installs handlers for SIGINT, SIGTERM, SIGHUP and SIGQUIT that only record the signal, so an
-/// operation that must not be cut in half (a multi-word code write) finishes first; SIGTSTP is
-/// recorded apart (a suspended graft would keep the target stopped; with `announce_stop` a notice
-/// for a hook or trace session is written to stderr when it comes); SIGTTOU/SIGTTIN are ignored.
-/// 0 on success.
-int graft_defer_termination_signals(int announce_stop);
+/// operation that must not be cut in half (a multi-word code write) finishes first. With
+/// `hold_stop`, SIGTSTP is recorded apart (a suspended graft would keep the target stopped; with
+/// `announce_stop` a notice for a hook or trace session is written to stderr when it comes).
+/// SIGTTOU, SIGTTIN and SIGPIPE are ignored meanwhile; a signal ignored when this is first called
+/// stays ignored. The restore puts back the dispositions found then. 0 on success.
+int graft_defer_termination_signals(int hold_stop, int announce_stop);
+/// 1 when stdout is a pipe whose reader has gone (`graft hook … | head`): a session's output then
+/// goes nowhere, and with SIGPIPE ignored nothing else would end it.
+int graft_stdout_closed(void);
 /// The first deferred termination signal received, or 0.
 int graft_deferred_signal(void);
 /// The first SIGTSTP received while deferred, or 0.
