@@ -4,7 +4,9 @@
  * `int churn_f(void)` (returns 1; >= 32 bytes, `55 48 89 e5` head) 100 times, stores the last
  * result and exits), and every 20 ms prints `churn T V` (T threads started so far, V the last
  * value a thread got from churn_f: `churn 12345 1`, `churn 12400 5` once churn_f returns 5).
- * `ready` once the first threads have run. */
+ * `ready` once the first threads have run. A start routine that runs twice for one
+ * pthread_create (a clone broken under the tracer: glibc retries clone3's ENOSYS with clone) prints
+ * `DUP N`. */
 #include "victim.h"
 #include <pthread.h>
 #include <stdatomic.h>
@@ -13,6 +15,7 @@ static atomic_int alive;
 static atomic_int last_value;
 static atomic_long started;
 static volatile int sink;
+static atomic_uchar runs[1 << 20];
 
 __attribute__((noinline, used)) int churn_f(void) {
     int x = sink;
@@ -22,7 +25,8 @@ __attribute__((noinline, used)) int churn_f(void) {
 }
 
 static void *worker(void *arg) {
-    (void)arg;
+    long n = (long)arg;
+    if (atomic_fetch_add(&runs[n & ((1 << 20) - 1)], 1) != 0) printf("DUP %ld\n", n);
     int v = 0;
     for (int i = 0; i < 100; i++) v = churn_f();
     atomic_store(&last_value, v);
@@ -41,7 +45,7 @@ int main(int argc, char **argv) {
             pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
             pthread_t t;
             atomic_fetch_add(&alive, 1);
-            if (pthread_create(&t, &attr, worker, NULL) != 0) atomic_fetch_sub(&alive, 1);
+            if (pthread_create(&t, &attr, worker, (void *)(atomic_load(&started) + 1)) != 0) atomic_fetch_sub(&alive, 1);
             else atomic_fetch_add(&started, 1);
             pthread_attr_destroy(&attr);
         }

@@ -694,7 +694,7 @@ final class HookEngine {
             if low > distance { candidates.append(low - distance) }
             candidates.append(high + distance - 0x1000 * 0)
         }
-        let thread = tid ?? tracee.threadIDs.first ?? tracee.pid
+        let thread = try tid ?? tracee.threadForRemoteCall()
         for candidate in candidates {
             let mapped: UInt64
             do {

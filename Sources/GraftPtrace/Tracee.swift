@@ -39,6 +39,12 @@ public final class Tracee: @unchecked Sendable {
     struct ThreadRecord {
         var pendingSignals: [Int32] = []
         var groupStopped = false
+        /// Its last stop is a ptrace event inside a system call (clone, fork, vfork, exec, …): the
+        /// kernel finishes that call when the thread resumes and writes its result into rax, so the
+        /// thread cannot run a remote system call (the call would run with the clone's result as
+        /// its number, and the restored registers would make the clone fail: glibc then retries
+        /// with clone, and the new thread's start routine runs twice).
+        var inSyscallEvent = false
     }
 
     public let pid: Int32
@@ -222,6 +228,7 @@ public final class Tracee: @unchecked Sendable {
             }
         case .stopped(let signal, let event):
             if threads[tid] == nil { threads[tid] = ThreadRecord() }
+            threads[tid]?.inSyscallEvent = event != 0 && event != Int32(GRAFT_PTRACE_EVENT_STOP)
             switch event {
             case Int32(GRAFT_PTRACE_EVENT_STOP):
                 // SIGTRAP: our interrupt. SIGSTOP/SIGTSTP/SIGTTIN/SIGTTOU: the process is in group-stop.
@@ -415,7 +422,10 @@ public final class Tracee: @unchecked Sendable {
     /// happened: it neither sees EINTR nor restarts at the wrong pc.
     public func remoteSyscall(_ number: Int, _ arguments: [UInt64], name: String, on tid: Int32? = nil) throws -> UInt64 {
         try tracer.run {
-            let thread = try tid ?? anyThread()
+            let thread = try tid ?? threadForRemoteCall()
+            if threads[thread]?.inSyscallEvent == true {
+                throw GraftError.systemCall(name: name, errno: EBUSY, context: "remote call in thread \(thread): it is stopped inside a clone, fork or exec")
+            }
             let gadget = try findSyscallGadget()
             let args = arguments + Array(repeating: 0, count: max(0, 6 - arguments.count))
             // A seccomp filter could answer the call with SIGSYS or a kill: ask it first. A call it
@@ -546,6 +556,16 @@ public final class Tracee: @unchecked Sendable {
         if threads[pid] != nil { return pid }
         guard let tid = threads.keys.min() else { throw exitError() }
         return tid
+    }
+
+    /// A thread that can run a remote system call: stopped outside any in-syscall ptrace event
+    /// (see `ThreadRecord.inSyscallEvent`), the main thread first.
+    public func threadForRemoteCall() throws -> Int32 {
+        if let main = threads[pid], !main.inSyscallEvent { return pid }
+        if let tid = threads.filter({ !$0.value.inSyscallEvent }).keys.min() { return tid }
+        if threads.isEmpty { throw exitError() }
+        throw GraftError.systemCall(name: "remote syscall", errno: EBUSY,
+                                    context: "process \(pid): every thread is stopped inside a clone, fork or exec; try again")
     }
 
     func exitError() -> GraftError {

@@ -245,6 +245,7 @@ extension Tracee {
                 return .threadExited(tid: tid, status: stop)
             case .stopped(let signal, let event):
                 if threads[tid] == nil { return .earlyStop(tid: tid) }
+                threads[tid]?.inSyscallEvent = event != 0 && event != Int32(GRAFT_PTRACE_EVENT_STOP)
                 switch event {
                 case 0:
                     return signal == SIGTRAP ? .trap(tid: tid) : .signal(tid: tid, signal: signal)

@@ -119,6 +119,28 @@ import TestSupport
         expectCodeRestored(victim, ["value_a"])
     }
 
+    /// A process that creates ~5,000 threads a second: at arming and at teardown some thread is
+    /// stopped inside clone. graft's remote mmap/munmap ran on such a thread (the main one), the
+    /// kernel then finished the clone with graft's registers, clone3 failed and glibc's clone retry
+    /// ran the new thread's start routine twice (thread_churn prints `DUP N`), or the target died.
+    @Test func scratchPagesNeverBreakAThreadCreation() throws {
+        let victim = try Victim.launch("thread_churn", arguments: ["120"])
+        defer { victim.kill() }
+        for round in 0..<8 {
+            let spec = HookSpec(location: "churn_f", returns: round % 2 == 1)
+            let run = HookRun(HookSession(pid: victim.pid, specs: [spec], limits: HookLimits(duration: 0.3), journal: temporaryJournal()))
+            let summary = try run.waitEnd()
+            #expect(summary.codeRestored, "round \(round)")
+            #expect(victim.isAlive, "round \(round): \(victim.exitStatus.map(WaitStatus.describe) ?? "")")
+            guard victim.isAlive else { break }
+        }
+        usleep(100_000)
+        let lines = victim.drain()
+        #expect(!lines.contains { $0.hasPrefix("DUP") }, "\(lines.filter { $0.hasPrefix("DUP") }.prefix(3))")
+        #expect(victim.waitForLine(timeout: 5, where: { $0.hasPrefix("churn ") }) != nil, "the victim goes on")
+        expectCodeRestored(victim, ["churn_f"])
+    }
+
     /// The out-of-line push under fire: 8 threads call `hot` (push rbp first) in a tight loop, so at
     /// every teardown some are inside its scratch copy or at the int3. 12 rounds of a counting
     /// session (the PEEKUSER/POKEUSER fast path) and of a reporting one, ended mid-flight: every
