@@ -426,6 +426,9 @@ public final class Tracee: @unchecked Sendable {
             if threads[thread]?.inSyscallEvent == true {
                 throw GraftError.systemCall(name: name, errno: EBUSY, context: "remote call in thread \(thread): it is stopped inside a clone, fork or exec")
             }
+            if threads[thread]?.groupStopped == true {
+                throw GraftError.systemCall(name: name, errno: EBUSY, context: "remote call in thread \(thread): it is in a group stop (SIGSTOP)")
+            }
             let gadget = try findSyscallGadget()
             let args = arguments + Array(repeating: 0, count: max(0, 6 - arguments.count))
             // A seccomp filter could answer the call with SIGSYS or a kill: ask it first. A call it
@@ -558,12 +561,19 @@ public final class Tracee: @unchecked Sendable {
         return tid
     }
 
-    /// A thread that can run a remote system call: stopped outside any in-syscall ptrace event
-    /// (see `ThreadRecord.inSyscallEvent`), the main thread first.
+    /// A thread that can run a remote system call, the main thread first: stopped outside any
+    /// in-syscall ptrace event (see `ThreadRecord.inSyscallEvent`) and not in a group stop — a
+    /// thread single-stepped out of its group stop is in a plain trap stop afterwards, where
+    /// PTRACE_LISTEN fails (EIO): it would then stay stopped for good, SIGCONT or not.
     public func threadForRemoteCall() throws -> Int32 {
-        if let main = threads[pid], !main.inSyscallEvent { return pid }
-        if let tid = threads.filter({ !$0.value.inSyscallEvent }).keys.min() { return tid }
+        func usable(_ record: ThreadRecord) -> Bool { !record.inSyscallEvent && !record.groupStopped }
+        if let main = threads[pid], usable(main) { return pid }
+        if let tid = threads.filter({ usable($0.value) }).keys.min() { return tid }
         if threads.isEmpty { throw exitError() }
+        if threads.values.contains(where: \.groupStopped) {
+            throw GraftError.systemCall(name: "remote syscall", errno: EBUSY,
+                                        context: "process \(pid) is stopped (SIGSTOP, Ctrl-Z): graft cannot run a system call in it without resuming it")
+        }
         throw GraftError.systemCall(name: "remote syscall", errno: EBUSY,
                                     context: "process \(pid): every thread is stopped inside a clone, fork or exec; try again")
     }

@@ -141,6 +141,40 @@ import TestSupport
         expectCodeRestored(victim, ["churn_f"])
     }
 
+    /// A process already stopped (SIGSTOP) when the session starts: the scratch page's remote mmap
+    /// single-stepped its only thread out of the group stop, PTRACE_LISTEN then failed, and the
+    /// thread stayed in a ptrace stop for good — SIGCONT did nothing and the teardown waited for
+    /// ever. Now no remote call runs on a group-stopped thread (the push is emulated instead):
+    /// stopped, it stays stopped through the session; continued, it runs hooked.
+    @Test(arguments: [false, true]) func aProcessStoppedBeforeTheSession(continuedDuring: Bool) throws {
+        let victim = try Victim.launch("c_loop", arguments: ["20"])
+        defer { victim.kill() }
+        victim.signal(SIGSTOP)
+        for _ in 0..<100 where victim.procStatus("State")?.hasPrefix("T") != true { usleep(10_000) }
+        let run = HookRun(HookSession(pid: victim.pid, specs: [HookSpec(location: "value_a")], limits: HookLimits(duration: 1),
+                                      journal: temporaryJournal()))
+        #expect(run.waitArmed())
+        #expect(run.armedHooks.first?.strategy == "emulated (push)", "\(run.armedHooks)")
+        if continuedDuring {
+            usleep(200_000)
+            victim.signal(SIGCONT)
+        }
+        let summary = try run.waitEnd(timeout: 20)
+        #expect(summary.end == .duration && summary.codeRestored)
+        if continuedDuring {
+            #expect(summary.hooks[0].hits > 3, "\(summary.hooks[0].hits)")
+        } else {
+            #expect(summary.hooks[0].hits == 0)
+            usleep(100_000)
+            #expect(victim.procStatus("State")?.hasPrefix("T") == true, "\(victim.procStatus("State") ?? "")")
+            victim.signal(SIGCONT)
+        }
+        _ = victim.drain()
+        #expect(victim.waitForLine("a=1", timeout: 5), "the process runs again")
+        #expect(victim.procStatus("TracerPid") == "0")
+        expectCodeRestored(victim, ["value_a"])
+    }
+
     /// The out-of-line push under fire: 8 threads call `hot` (push rbp first) in a tight loop, so at
     /// every teardown some are inside its scratch copy or at the int3. 12 rounds of a counting
     /// session (the PEEKUSER/POKEUSER fast path) and of a reporting one, ended mid-flight: every
