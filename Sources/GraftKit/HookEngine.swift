@@ -454,8 +454,16 @@ final class HookEngine {
             if spec.catchesReturn {
                 let returnAddress = try tracee.readWord(at: registers.rsp, via: tid)
                 if try ensureReturnSite(returnAddress, via: tid, onEvent: onEvent) {
-                    pending[tid, default: []].append(PendingReturn(hook: hook, entryRSP: registers.rsp,
-                                                                   returnAddress: returnAddress, start: graft_monotonic_ns()))
+                    var frames = pending[tid, default: []]
+                    // The same function entered again at the same stack slot with the same return
+                    // address while its earlier call is still pending: that call was left without
+                    // returning (longjmp, an exception), or its return would have come first. A
+                    // tail call differs: another function enters there (both return at once).
+                    while let last = frames.last, last.hook == hook, last.entryRSP == registers.rsp, last.returnAddress == returnAddress {
+                        frames.removeLast()
+                    }
+                    frames.append(PendingReturn(hook: hook, entryRSP: registers.rsp, returnAddress: returnAddress, start: graft_monotonic_ns()))
+                    pending[tid] = frames
                 }
             }
         }

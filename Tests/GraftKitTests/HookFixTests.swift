@@ -28,6 +28,23 @@ import TestSupport
         #expect(inner.map(\.value) == outer.map(\.value))
     }
 
+    /// hook_jumper longjmps out of every odd call, from one call site: the next call enters at
+    /// the same stack slot with the same return address. Only the even calls return, each once
+    /// (the abandoned call was reported as returning with its successor's value and time).
+    @Test func aCallLeftByLongjmpIsNotReportedAsReturning() throws {
+        let victim = try Victim.launch("hook_tail", arguments: ["100", "120"], stdin: true)
+        defer { victim.kill() }
+        let run = HookRun(HookSession(pid: victim.pid, specs: [HookSpec(location: "hook_jumper", argumentCount: 1, returns: true)],
+                                      journal: temporaryJournal()))
+        try #require(run.waitArmed())
+        victim.writeStdin("go\n")
+        #expect(victim.waitForLine(timeout: 30, where: { $0.hasPrefix("jump ") }) == "jump 100 sum 2550")
+        let summary = try run.waitEnd()
+        #expect(summary.hooks[0].hits == 100)
+        #expect(summary.hooks[0].returns == 50)
+        #expect(run.returns.map(\.value) == stride(from: 2, through: 100, by: 2).map { UInt64($0) })
+    }
+
     /// Go binaries have no .eh_frame: the frame-pointer chain starts at the caller's caller when the
     /// hook is at a function's entry; graft puts the direct caller (the return address at rsp) back.
     @Test func goBacktraceNamesTheDirectCaller() throws {
