@@ -244,7 +244,7 @@ final class Stepper {
             // teardown must take it before detaching.
             try engine.tracee.listen(tid)
             return false
-        case (.threadExited(let who, _), _) where who == tid:
+        case (.threadExited(let who, let status), _) where who == tid:
             onEvent(.notice("thread \(tid) exited while traced"))
             profile.truncate(to: baseDepth)  // its frames are gone: the next traced call starts clean
             self.tid = nil
@@ -253,6 +253,9 @@ final class Stepper {
             if traceHook == nil || callsTraced + 1 >= options.calls {
                 if traceHook != nil { callsTraced += 1 }
                 finishedAt = graft_monotonic_ns()
+                // A thread killed by a signal is a process dying: a fatal signal takes every thread
+                // (the traced one often reports first, SIGKILL included).
+                if engine.end == nil, case .killed = status { engine.end = .targetExited(status) }
                 if engine.end == nil, who != engine.tracee.pid { engine.end = .threadExited(who) }
             } else {
                 callsTraced += 1

@@ -214,6 +214,23 @@ func foldedLines(_ summary: TraceSummary) -> [String] {
         #expect(victim.procStatus("State")?.hasPrefix("t") == false)
     }
 
+    /// SIGKILL to the process mid-trace: the stepped worker often reports its death first, and the
+    /// trace said "thread T exit … process P running". A thread killed by a signal is the process.
+    @Test func aProcessKilledMidTraceIsReportedAsKilled() throws {
+        for _ in 0..<3 {
+            let victim = try Victim.launch("trace_busy", arguments: ["2", "120"])
+            defer { victim.kill() }
+            let tids = try #require(victim.waitForLine(timeout: 10, where: { $0.hasPrefix("tids ") })).split(separator: " ").dropFirst().compactMap { Int32($0) }
+            let worker = try #require(tids.first)
+            let run = TraceRun(TraceSession(pid: victim.pid, options: TraceOptions(tid: worker, reportSteps: false), journal: temporaryJournal()))
+            for _ in 0..<200 where victim.procStatus("TracerPid") == "0" { usleep(10_000) }
+            usleep(200_000)
+            Glibc.kill(victim.pid, SIGKILL)
+            let summary = try run.waitEnd()
+            #expect(summary.end == .targetExited(.killed(signal: SIGKILL)), "\(summary.end)")
+        }
+    }
+
     /// Ending mid-trace (what Ctrl-C does): the thread is left running, nothing traced remains.
     @Test func stopMidTraceLeavesTheThreadRunning() throws {
         let victim = try Victim.launch("trace_busy", arguments: ["1", "120"])
