@@ -13,8 +13,11 @@
  *       calls hook_f(2), prints `parent done` and sleeps like fork mode.
  *   "exec": hook_f(1); prints `exec now`; execs /proc/self/exe with argv[1] = "after-exec": the
  *       new image (same pid, no `ready`, no `go`) prints `after exec`, calls hook_f(20) and
- *       hook_f(21), prints `after done` and exits 0. */
+ *       hook_f(21), prints `after done` and exits 0.
+ *   "thread-exec": four threads call hook_f in a loop; after 200 ms a fifth thread prints
+ *       `exec now` and execs as in "exec" mode (the kernel kills the other threads at the exec). */
 #include "victim.h"
+#include <pthread.h>
 #include <sys/wait.h>
 
 #define USED __attribute__((noinline, used))
@@ -37,6 +40,28 @@ static void report_child(pid_t child) {
     else printf("child wait status 0x%x\n", status);
 }
 
+static const char *exec_lifetime = "120";
+static const char *exec_path = "/proc/self/exe";
+
+static void *spinner(void *arg) {
+    volatile int sink = 0;
+    for (;;) {
+        sink += hook_f((int)(long)arg);
+        victim_sleep_ms(0);
+    }
+    return NULL;
+}
+
+static void *execer(void *arg) {
+    (void)arg;
+    victim_sleep_ms(200);
+    puts("exec now");
+    fflush(stdout);
+    execl(exec_path, "hook_fork", "after-exec", exec_lifetime, (char *)NULL);
+    perror("execl /proc/self/exe");
+    exit(1);
+}
+
 static void sleep_forever(void) {
     for (;;) victim_sleep_ms(1000);
 }
@@ -56,7 +81,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     int fork_mode = mode[0] == '\0' || strcmp(mode, "fork") == 0;
-    if (!fork_mode && strcmp(mode, "vfork") != 0 && strcmp(mode, "exec") != 0) {
+    int thread_exec = strcmp(mode, "thread-exec") == 0;
+    if (!fork_mode && !thread_exec && strcmp(mode, "vfork") != 0 && strcmp(mode, "exec") != 0) {
         fprintf(stderr, "hook_fork: unknown mode %s\n", mode);
         return 2;
     }
@@ -65,6 +91,16 @@ int main(int argc, char **argv) {
     victim_wait_for_go("hook_fork");
     sink += hook_f(1);
     fflush(stdout); /* nothing buffered may be inherited by a child or lost by exec */
+
+    if (thread_exec) {
+        static char lifetime_text[32];
+        snprintf(lifetime_text, sizeof lifetime_text, "%ld", lifetime);
+        exec_lifetime = lifetime_text;
+        pthread_t t;
+        for (long i = 0; i < 4; i++) pthread_create(&t, NULL, spinner, (void *)i);
+        pthread_create(&t, NULL, execer, NULL);
+        sleep_forever();
+    }
 
     if (strcmp(mode, "exec") == 0) {
         puts("exec now");

@@ -167,6 +167,9 @@ final class HookEngine {
         // Every exit path: stop everything, put the code back, detach.
         let restored = teardown(onEvent: onEvent)
         flush()
+        // An exec from another thread kills every thread but the one exec'ing: a ptrace call on one
+        // of them fails (ESRCH) before the exec event is collected; the teardown collects it.
+        if loopError != nil, end == nil, execHappened { end = .targetExec }
         if let loopError, end == nil { throw loopError }
         return HookSummary(hooks: stats, end: end ?? .requested, elapsedNanoseconds: graft_monotonic_ns() - started,
                            codeRestored: restored)
