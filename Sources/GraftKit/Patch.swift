@@ -272,6 +272,12 @@ struct PatchPlanner {
             return "\(graftLike) is there, as graft writes: if it is a graft patch recorded in another journal directory (this one is \(journalDirectory); root uses /run/graft, other users $XDG_RUNTIME_DIR/graft or ~/.local/state/graft), run `graft list`/`unpatch` with that --state-dir; graft patches only pristine code"
         }
         if found.contains(X86_64.int3) {
+            // Name whoever traces the process: the breakpoint is most likely theirs (a graft hook
+            // session, gdb).
+            if let thread = ProcFS.status(instance.pid)?["TracerPid"].flatMap({ Int32($0) }), thread > 0 {
+                let tracer = ProcFS.threadGroup(of: thread)
+                return "a breakpoint (int3) is set here, and process \(instance.pid) is traced by \(tracer) (\(ProcFS.commandName(tracer))): end that session first"
+            }
             return "a debugger breakpoint (int3) seems to be set here; remove it first"
         }
         return "another tool changed this code since it was loaded; graft patches only pristine code"

@@ -72,6 +72,22 @@ import TestSupport
         #expect(victim.waitForLine(timeout: 5, where: { $0 == "a=1" }) != nil)
     }
 
+    /// `graft patch` on a function a hook session holds: the int3 is named with the session that
+    /// set it (it said "a debugger breakpoint seems to be set here").
+    @Test func patchingAHookedFunctionNamesTheSession() throws {
+        let victim = try Victim.launch("c_loop", arguments: ["20"])
+        defer { victim.kill() }
+        let state = temporaryDirectory()
+        let session = try Victim.launchCommand(try graftBinary(), arguments: ["hook", "-p", String(victim.pid), "value_a", "--state-dir", state],
+                                               waitForReady: false)
+        defer { session.kill() }
+        #expect(session.waitForLine(timeout: 20, where: { $0.hasPrefix("hooked ") }) != nil)
+        let refused = try graft(["patch", "-p", String(victim.pid), "value_a", "--return", "1"], stateDir: state)
+        expectOneLineError(refused, "a breakpoint (int3) is set here, and process \(victim.pid) is traced by \(session.pid) (graft): end that session first")
+        session.signal(SIGINT)
+        #expect(session.waitExit(timeout: 20).flatMap(WaitStatus.exitCode) == 130)
+    }
+
     /// `graft hook … | head -2`: when the reader goes, the session ends (as by SIGPIPE) with its
     /// breakpoints removed. SIGPIPE's default action used to kill graft mid-session, leaving int3s
     /// that killed the target at its next call.
