@@ -228,7 +228,10 @@ public final class Tracee: @unchecked Sendable {
             }
         case .stopped(let signal, let event):
             if threads[tid] == nil { threads[tid] = ThreadRecord() }
-            threads[tid]?.inSyscallEvent = event != 0 && event != Int32(GRAFT_PTRACE_EVENT_STOP)
+            // Written only when it changes: a write through the dictionary's modify accessor
+            // mallocs its coroutine frame (seen in the stop window by bench/window_runtime.sh).
+            let inEvent = event != 0 && event != Int32(GRAFT_PTRACE_EVENT_STOP)
+            if threads[tid]?.inSyscallEvent != inEvent { threads[tid]?.inSyscallEvent = inEvent }
             switch event {
             case Int32(GRAFT_PTRACE_EVENT_STOP):
                 // SIGTRAP: our interrupt. SIGSTOP/SIGTSTP/SIGTTIN/SIGTTOU: the process is in group-stop.

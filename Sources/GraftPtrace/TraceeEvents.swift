@@ -245,7 +245,9 @@ extension Tracee {
                 return .threadExited(tid: tid, status: stop)
             case .stopped(let signal, let event):
                 if threads[tid] == nil { return .earlyStop(tid: tid) }
-                threads[tid]?.inSyscallEvent = event != 0 && event != Int32(GRAFT_PTRACE_EVENT_STOP)
+                // Written only when it changes (a hook hit must not pay the modify accessor's malloc).
+                let inEvent = event != 0 && event != Int32(GRAFT_PTRACE_EVENT_STOP)
+                if threads[tid]?.inSyscallEvent != inEvent { threads[tid]?.inSyscallEvent = inEvent }
                 switch event {
                 case 0:
                     return signal == SIGTRAP ? .trap(tid: tid) : .signal(tid: tid, signal: signal)
