@@ -101,14 +101,7 @@ struct PatchPlanner {
         guard address < start + symbol.size else {
             throw GraftError.pastFunctionEnd(address: address, function: function, start: start, size: symbol.size)
         }
-        guard let boundaryIndex = instructions.firstIndex(where: { $0.address == address }) else {
-            if address < decodedEnd {
-                let previous = instructions.last(where: { $0.address < address })?.address ?? start
-                let next = instructions.first(where: { $0.address > address })?.address ?? decodedEnd
-                throw GraftError.notInstructionBoundary(address: address, function: function, previous: previous, next: next)
-            }
-            throw GraftError.undecodableInstruction(address: decodedEnd, function: function)
-        }
+        let boundaryIndex = try PatchPlanner.instructionIndex(at: address, in: instructions, function: function, start: start)
         checks.append("\(hex(address)) is an instruction boundary (decoded from the start of \(function))")
         // A `.cold` part (gcc's split-off unlikely code) is jumped to from inside its parent, in the
         // parent's frame: a stub or a jump there returns through the parent's saved registers.
@@ -202,6 +195,17 @@ struct PatchPlanner {
             encoding: encoding, keptEndbr64: keptEndbr64, returnAddressesInside: returnsInside, checks: checks)
     }
 
+    /// The index of the instruction starting at `address` in `function`'s decode (from `start`), or
+    /// the refusal: not an instruction boundary (naming its neighbours), or past what decodes.
+    static func instructionIndex(at address: UInt64, in instructions: [Instruction], function: String, start: UInt64) throws -> Int {
+        if let index = instructions.firstIndex(where: { $0.address == address }) { return index }
+        let decodedEnd = instructions.last?.end ?? start
+        guard address < decodedEnd else { throw GraftError.undecodableInstruction(address: decodedEnd, function: function) }
+        let previous = instructions.last(where: { $0.address < address })?.address ?? start
+        let next = instructions.first(where: { $0.address > address })?.address ?? decodedEnd
+        throw GraftError.notInstructionBoundary(address: address, function: function, previous: previous, next: next)
+    }
+
     /// The first instruction that moves rsp on the way to `instructions[index]` from the function's
     /// entry: before it, or after it up to the last branch that comes back to it (that branch may
     /// come from code after a stack change). ret and call do not count (they return to the point).
@@ -235,13 +239,7 @@ struct PatchPlanner {
         let size = Int(max(symbol.size, target.address - start + 16))
         let code = try (try? module.elf())?.bytes(atVirtualAddress: module.linkAddress(start), count: size) ?? readMemory(start, size)
         let instructions = disassembler.decode(code, at: start)
-        guard let index = instructions.firstIndex(where: { $0.address == target.address }) else {
-            let decodedEnd = instructions.last?.end ?? start
-            guard target.address < decodedEnd else { throw GraftError.undecodableInstruction(address: decodedEnd, function: function) }
-            let previous = instructions.last(where: { $0.address < target.address })?.address ?? start
-            let next = instructions.first(where: { $0.address > target.address })?.address ?? decodedEnd
-            throw GraftError.notInstructionBoundary(address: target.address, function: function, previous: previous, next: next)
-        }
+        let index = try PatchPlanner.instructionIndex(at: target.address, in: instructions, function: function, start: start)
         if let changer = PatchPlanner.stackChanger(before: index, in: instructions) {
             if !allowMidFunction {
                 throw GraftError.targetMidFunction(target: target.description, reason: "'\(changer.text)' at \(hex(changer.address)) in \(function) moves the stack pointer before that point")

@@ -228,10 +228,7 @@ public final class Tracee: @unchecked Sendable {
             }
         case .stopped(let signal, let event):
             if threads[tid] == nil { threads[tid] = ThreadRecord() }
-            // Written only when it changes: a write through the dictionary's modify accessor
-            // mallocs its coroutine frame (seen in the stop window by bench/window_runtime.sh).
-            let inEvent = event != 0 && event != Int32(GRAFT_PTRACE_EVENT_STOP)
-            if threads[tid]?.inSyscallEvent != inEvent { threads[tid]?.inSyscallEvent = inEvent }
+            noteStop(tid, event: event)
             switch event {
             case Int32(GRAFT_PTRACE_EVENT_STOP):
                 // SIGTRAP: our interrupt. SIGSTOP/SIGTSTP/SIGTTIN/SIGTTOU: the process is in group-stop.
@@ -426,11 +423,8 @@ public final class Tracee: @unchecked Sendable {
     public func remoteSyscall(_ number: Int, _ arguments: [UInt64], name: String, on tid: Int32? = nil) throws -> UInt64 {
         try tracer.run {
             let thread = try tid ?? threadForRemoteCall()
-            if threads[thread]?.inSyscallEvent == true {
-                throw GraftError.systemCall(name: name, errno: EBUSY, context: "remote call in thread \(thread): it is stopped inside a clone, fork or exec")
-            }
-            if threads[thread]?.groupStopped == true {
-                throw GraftError.systemCall(name: name, errno: EBUSY, context: "remote call in thread \(thread): it is in a group stop (SIGSTOP)")
+            if let reason = threads[thread].flatMap(Tracee.whyNoRemoteCall) {
+                throw GraftError.systemCall(name: name, errno: EBUSY, context: "remote call in thread \(thread): \(reason)")
             }
             let gadget = try findSyscallGadget()
             let args = arguments + Array(repeating: 0, count: max(0, 6 - arguments.count))
@@ -564,12 +558,27 @@ public final class Tracee: @unchecked Sendable {
         return tid
     }
 
-    /// A thread that can run a remote system call, the main thread first: stopped outside any
-    /// in-syscall ptrace event (see `ThreadRecord.inSyscallEvent`) and not in a group stop — a
-    /// thread single-stepped out of its group stop is in a plain trap stop afterwards, where
-    /// PTRACE_LISTEN fails (EIO): it would then stay stopped for good, SIGCONT or not.
+    /// Records what kind of stop `tid` reported (`event`: its PTRACE_EVENT_*, 0 for a signal stop).
+    /// Written only when it changes: a write through the dictionary's modify accessor mallocs its
+    /// coroutine frame (seen in the stop window by bench/window_runtime.sh, and paid per hook hit).
+    func noteStop(_ tid: Int32, event: Int32) {
+        let inEvent = event != 0 && event != Int32(GRAFT_PTRACE_EVENT_STOP)
+        if threads[tid]?.inSyscallEvent != inEvent { threads[tid]?.inSyscallEvent = inEvent }
+    }
+
+    /// Why a thread cannot run a remote system call, or nil: stopped inside an in-syscall ptrace
+    /// event (see `ThreadRecord.inSyscallEvent`), or in a group stop — a thread single-stepped out
+    /// of its group stop is in a plain trap stop afterwards, where PTRACE_LISTEN fails (EIO): it
+    /// would then stay stopped for good, SIGCONT or not.
+    static func whyNoRemoteCall(_ record: ThreadRecord) -> String? {
+        if record.inSyscallEvent { return "it is stopped inside a clone, fork or exec" }
+        if record.groupStopped { return "it is in a group stop (SIGSTOP)" }
+        return nil
+    }
+
+    /// A thread that can run a remote system call (`whyNoRemoteCall`), the main thread first.
     public func threadForRemoteCall() throws -> Int32 {
-        func usable(_ record: ThreadRecord) -> Bool { !record.inSyscallEvent && !record.groupStopped }
+        func usable(_ record: ThreadRecord) -> Bool { Tracee.whyNoRemoteCall(record) == nil }
         if let main = threads[pid], usable(main) { return pid }
         if let tid = threads.filter({ usable($0.value) }).keys.min() { return tid }
         if threads.isEmpty { throw exitError() }

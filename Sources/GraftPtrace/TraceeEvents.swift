@@ -245,9 +245,7 @@ extension Tracee {
                 return .threadExited(tid: tid, status: stop)
             case .stopped(let signal, let event):
                 if threads[tid] == nil { return .earlyStop(tid: tid) }
-                // Written only when it changes (a hook hit must not pay the modify accessor's malloc).
-                let inEvent = event != 0 && event != Int32(GRAFT_PTRACE_EVENT_STOP)
-                if threads[tid]?.inSyscallEvent != inEvent { threads[tid]?.inSyscallEvent = inEvent }
+                noteStop(tid, event: event)
                 switch event {
                 case 0:
                     return signal == SIGTRAP ? .trap(tid: tid) : .signal(tid: tid, signal: signal)
