@@ -341,6 +341,12 @@ int graft_set_idle_policy(int enable) {
     return sched_setscheduler(0, enable ? SCHED_IDLE : SCHED_OTHER, &param);
 }
 
+int graft_unidle_thread(pid_t tid) {
+    if (sched_getscheduler(tid) != SCHED_IDLE) return 0;
+    struct sched_param param = {0};
+    return sched_setscheduler(tid, SCHED_OTHER, &param) == 0 ? 1 : -1;
+}
+
 /* The number of threads of the process whose /proc/PID/task directory `task_fd` is: procfs gives
  * that directory st_nlink = 2 + nr_threads (proc_task_getattr), so one fstat, no text to format
  * (a pread of /proc/PID/stat costs ~13 µs cold). -1 on error. */

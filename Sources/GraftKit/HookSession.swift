@@ -204,6 +204,8 @@ final class Watcher: @unchecked Sendable {
     }
 
     private func loop() {
+        var ticks = 0
+        let cpus = Int32(CPUFollower.cpuCount)
         while !state.isDone {
             if state.requested == nil {
                 if let reason = check() {
@@ -211,6 +213,14 @@ final class Watcher: @unchecked Sendable {
                 } else if case let end = deadline.load(ordering: .acquiring), end != 0, graft_monotonic_ns() >= end {
                     state.request(.duration)
                 }
+            }
+            // The tracer may be SCHED_IDLE (CPUFollower: only while a CPU is spare). If the machine
+            // filled up since, an idle-class tracer gets almost no CPU and cannot see it to change
+            // back — a session then took minutes to end under load. The watcher, a normal thread,
+            // puts it back every 100 ms when no CPU is spare, and at once when the session must end.
+            ticks &+= 1
+            if state.requested != nil || (ticks % 10 == 0 && graft_runnable_tasks() > cpus), tracer.kernelThreadID != 0 {
+                _ = graft_unidle_thread(tracer.kernelThreadID)
             }
             if state.requested != nil || state.outputPending { tracer.wake() }
             usleep(10_000)

@@ -122,6 +122,9 @@ int graft_pin_current_thread(int cpu);
 int graft_set_realtime_policy(int enable);
 /// SCHED_IDLE (enable) or SCHED_OTHER for the calling thread only. 0 or -1 with errno.
 int graft_set_idle_policy(int enable);
+/// Puts thread `tid` back in SCHED_OTHER if it is in SCHED_IDLE (from another thread: a starved
+/// idle-class thread cannot do it itself). 1 when it changed it, 0 when it was not idle, -1 on error.
+int graft_unidle_thread(pid_t tid);
 /// The CPU the calling thread runs on now.
 int graft_current_cpu(void);
 /// Monotonic clock in nanoseconds.
