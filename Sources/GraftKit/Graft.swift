@@ -168,9 +168,7 @@ public struct Graft: Sendable {
     static func state(new: [UInt8], original: [UInt8], recorded: PatchRecord.State, memory: [UInt8]) -> PatchStatus.State {
         if recorded == .reverted { return .reverted }
         if memory == new { return .applied }
-        if !memory.isEmpty && memory.elementsEqual(original.prefix(memory.count)) {
-            return recorded == .reverted ? .reverted : .notPresent
-        }
+        if !memory.isEmpty && memory.elementsEqual(original.prefix(memory.count)) { return .notPresent }
         return .changed
     }
 

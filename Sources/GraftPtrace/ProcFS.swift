@@ -112,11 +112,8 @@ public enum ProcFS {
     /// `journalOnly` (list, forget: they read the journal and at most memory) lets graft's own
     /// process and a zombie through: a zombie's records stay listable and forgettable.
     public static func preflightTarget(_ pid: Int32, allowSelf: Bool = false, journalOnly: Bool = false) throws {
-        if journalOnly {
-            guard pid > 0, let status = status(pid) else { throw GraftError.noSuchProcess(pid: pid) }
-            if let state = status["State"], state.hasPrefix("Z") || state.hasPrefix("X") { return }
-        }
-        _ = try refuseUnpatchable(pid, allowSelf: allowSelf || journalOnly)
+        let status = try refuseUnpatchable(pid, allowSelf: allowSelf || journalOnly, allowZombie: journalOnly)
+        if isZombie(status) { return }  // journalOnly: no maps to open
         let fd = open("/proc/\(pid)/maps", O_RDONLY | O_CLOEXEC)
         if fd < 0 {
             let code = errno
@@ -127,19 +124,26 @@ public enum ProcFS {
         }
     }
 
-    /// No such process, ourselves, zombie, kernel thread; returns /proc/PID/status.
-    static func refuseUnpatchable(_ pid: Int32, allowSelf: Bool) throws -> [String: String] {
+    /// No such process, ourselves (unless `allowSelf`), zombie (returned as it is with
+    /// `allowZombie`), kernel thread; returns /proc/PID/status.
+    static func refuseUnpatchable(_ pid: Int32, allowSelf: Bool, allowZombie: Bool = false) throws -> [String: String] {
         guard pid > 0, let status = status(pid) else { throw GraftError.noSuchProcess(pid: pid) }
         if pid == getpid() && !allowSelf {
             throw GraftError.permissionDenied(pid: pid, reason: "graft cannot trace its own process")
         }
-        if let state = status["State"], state.hasPrefix("Z") || state.hasPrefix("X") {
+        if isZombie(status) {
+            if allowZombie { return status }
             throw GraftError.zombie(pid: pid)
         }
         if isKernelThread(status, pid: pid) {
             throw GraftError.permissionDenied(pid: pid, reason: "it is a kernel thread, which has no user-space code to patch")
         }
         return status
+    }
+
+    static func isZombie(_ status: [String: String]) -> Bool {
+        guard let state = status["State"] else { return false }
+        return state.hasPrefix("Z") || state.hasPrefix("X")
     }
 
     /// A kernel thread has no address space (no VmSize line); `Kthread: 1` (Linux 6.x) says so
