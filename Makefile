@@ -32,7 +32,7 @@ test: build victims
 	$(SWIFT) test
 
 demo: build
-	$(SWIFT) run -s graft demo
+	$(SWIFT) run --skip-build graft demo
 
 # The stop window first must do no Swift runtime work (metadata look-ups cost 5-30 µs each):
 # bench/window_runtime.sh fails on one (root + bpftrace only; skipped otherwise).
