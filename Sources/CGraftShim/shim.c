@@ -244,7 +244,7 @@ static const int graft_deferred_set[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTS
 static struct sigaction graft_saved_actions[GRAFT_DEFERRED_COUNT];
 static int graft_actions_saved = 0;
 
-int graft_defer_termination_signals(int hold_stop, int announce_stop) {
+int graft_defer_termination_signals(int hold_stop, int announce_stop, int catch_ignored) {
     if (!graft_actions_saved) {
         for (unsigned i = 0; i < GRAFT_DEFERRED_COUNT; i++) sigaction(graft_deferred_set[i], NULL, &graft_saved_actions[i]);
         graft_actions_saved = 1;
@@ -260,8 +260,13 @@ int graft_defer_termination_signals(int hold_stop, int announce_stop) {
              * again on every restarted write while it is caught; a closed pipe on stdout makes the
              * write fail with EPIPE instead of killing graft in the middle of its work. */
             action.sa_handler = SIG_IGN;
-        } else if (graft_saved_actions[i].sa_handler == SIG_IGN) {
-            continue; /* ignored when graft started (a background job of a script): stays ignored */
+        } else if (graft_saved_actions[i].sa_handler == SIG_IGN &&
+                   !(catch_ignored && (sig == SIGINT || sig == SIGTERM || sig == SIGQUIT))) {
+            /* Ignored when graft started: stays ignored. A session (catch_ignored) still ends on
+             * SIGINT, SIGTERM and SIGQUIT, which a shell without job control ignores for its
+             * background commands (`graft hook … & kill -INT $!`); SIGHUP ignored by nohup stays
+             * ignored, as nohup asked. */
+            continue;
         } else if (sig == SIGTSTP) {
             if (!hold_stop) continue;
             action.sa_handler = graft_record_stop;
@@ -269,6 +274,17 @@ int graft_defer_termination_signals(int hold_stop, int announce_stop) {
             action.sa_handler = graft_record_signal;
         }
         if (sigaction(sig, &action, NULL) != 0) return -1;
+    }
+    if (catch_ignored) {
+        /* A blocked signal would never reach the handler either (a parent may start graft with
+         * SIGTERM blocked: Swift programs do). Threads created after this inherit the mask. */
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGQUIT);
+        sigaddset(&set, SIGHUP);
+        pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     }
     return 0;
 }

@@ -10,11 +10,15 @@ import Glibc
 /// it does not suspend. A launch-mode session does not hold it: its command shares graft's terminal
 /// and process group, so Ctrl-Z stops both and `fg` resumes both. SIGTTOU/SIGTTIN/SIGPIPE are
 /// ignored meanwhile (a background graft writing to its terminal goes on; a closed stdout pipe is
-/// an EPIPE, not a graft killed mid-way). A signal ignored when graft started stays ignored, and
-/// `restoreDefaults` puts back the dispositions graft started with.
+/// an EPIPE, not a graft killed mid-way). A signal ignored when graft started stays ignored —
+/// except in a hook or trace session (`session`), which ends on SIGINT, SIGTERM and SIGQUIT
+/// whatever it inherited: a shell without job control starts `graft hook … &` with SIGINT and
+/// SIGQUIT ignored, and scripts end tracing tools with `kill -INT` (perf, bpftrace and strace all
+/// end on it). SIGHUP ignored by `nohup` stays ignored, as asked. `restoreDefaults` puts back the
+/// dispositions graft started with.
 public enum TerminationSignals {
-    public static func deferAll(holdStop: Bool = true, announceStop: Bool = false) {
-        _ = graft_defer_termination_signals(holdStop ? 1 : 0, announceStop ? 1 : 0)
+    public static func deferAll(holdStop: Bool = true, announceStop: Bool = false, session: Bool = false) {
+        _ = graft_defer_termination_signals(holdStop ? 1 : 0, announceStop ? 1 : 0, session ? 1 : 0)
     }
     /// The first termination signal received while deferred, or nil.
     public static var pending: Int32? {

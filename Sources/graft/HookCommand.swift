@@ -91,7 +91,7 @@ struct HookCommand: ParsableCommand {
         session.reportsCalls = !quiet
         let printer = HookPrinter(json: json, quiet: quiet, argumentCount: argumentCount, launched: !command.isEmpty)
         printer.hitsSoFar = { [session] in session.hitsSoFar }
-        TerminationSignals.deferAll(holdStop: command.isEmpty, announceStop: true)
+        TerminationSignals.deferAll(holdStop: command.isEmpty, announceStop: true, session: true)
         let summary: HookSummary
         do {
             summary = try session.run(

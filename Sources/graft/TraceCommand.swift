@@ -104,7 +104,7 @@ struct TraceCommand: ParsableCommand {
         // Refuse unwritable output files before touching the process.
         for path in [folded, svg].compactMap({ $0 }) { try checkWritable(path) }
         let printer = TracePrinter(json: json, perStep: perStep, disasm: disasm, launched: !command.isEmpty)
-        TerminationSignals.deferAll(holdStop: command.isEmpty, announceStop: true)
+        TerminationSignals.deferAll(holdStop: command.isEmpty, announceStop: true, session: true)
         let result: TraceSummary
         var reportError: Error?
         do {

@@ -135,8 +135,10 @@ uint64_t graft_monotonic_ns(void);
 /// `hold_stop`, SIGTSTP is recorded apart (a suspended graft would keep the target stopped; with
 /// `announce_stop` a notice for a hook or trace session is written to stderr when it comes).
 /// SIGTTOU, SIGTTIN and SIGPIPE are ignored meanwhile; a signal ignored when this is first called
-/// stays ignored. The restore puts back the dispositions found then. 0 on success.
-int graft_defer_termination_signals(int hold_stop, int announce_stop);
+/// stays ignored, except SIGINT, SIGTERM and SIGQUIT with `catch_ignored` (a hook or trace session
+/// must end on them however it was started; the four termination signals are also unblocked on the
+/// calling thread then). The restore puts back the dispositions found then. 0 on success.
+int graft_defer_termination_signals(int hold_stop, int announce_stop, int catch_ignored);
 /// 1 when stdout is a pipe whose reader has gone (`graft hook … | head`): a session's output then
 /// goes nowhere, and with SIGPIPE ignored nothing else would end it.
 int graft_stdout_closed(void);
