@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 // graft: change a running Linux process without restarting it (jump patches, hooks, step traces).
 import PackageDescription
 
@@ -9,6 +9,9 @@ let package = Package(
         .library(name: "GraftKit", targets: ["GraftKit"]),
         .executable(name: "graft", targets: ["graft"]),
     ],
+    // The CLI's dependencies come with the trait "CLI" (on by default). A program that only uses the
+    // GraftKit library asks for `traits: []` and fetches nothing (docs/library.md).
+    traits: [.default(enabledTraits: ["CLI"]), .trait(name: "CLI", description: "The graft command (swift-argument-parser).")],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
@@ -31,10 +34,11 @@ let package = Package(
         .target(name: "GraftKit", dependencies: ["GraftCore", "GraftMachine", "GraftELF", "GraftPtrace", "CLibunwind"]),
         // The CLI: one file per command, no logic of its own.
         .executableTarget(name: "graft", dependencies: [
-            "GraftKit", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "GraftKit", .product(name: "ArgumentParser", package: "swift-argument-parser", condition: .when(traits: ["CLI"])),
         ]),
         // The Swift program shown in docs/library.md, built by `swift build` so the example cannot rot.
         .executableTarget(name: "graft-library-example", dependencies: ["GraftKit"], path: "Examples/LibraryExample"),
+        .executableTarget(name: "graft-hook-example", dependencies: ["GraftKit"], path: "Examples/HookExample"),
         .target(name: "TestSupport", dependencies: ["GraftCore"], path: "Tests/TestSupport"),
         .testTarget(name: "GraftMachineTests", dependencies: ["GraftMachine"]),
         .testTarget(name: "GraftELFTests", dependencies: ["GraftELF", "TestSupport"]),
