@@ -6,7 +6,7 @@ SWIFT ?= swift
 APT_PACKAGES := gcc g++ make pkg-config binutils file libunwind-dev liblzma-dev libcapstone-dev golang-go gdb python3-minimal
 VICTIMS := $(CURDIR)/.build/victims
 
-.PHONY: all deps build release victims test demo bench completions clean
+.PHONY: all deps build release release-check victims test demo bench completions clean
 
 all: build
 
@@ -22,8 +22,26 @@ deps:
 build: deps
 	$(SWIFT) build
 
+# One file to copy to a host without Swift: the release binary needs only glibc. The Swift runtime
+# is linked statically (--static-swift-stdlib); libunwind, liblzma, capstone and libstdc++ come from
+# their static archives: a directory holding only those archives is searched first (pkg-config
+# files whose libdir points there). The archives are not PIC, so the binary is not PIE.
+STATIC := $(CURDIR)/.build/static-link
 release: deps
-	$(SWIFT) build -c release
+	@rm -rf $(STATIC) && mkdir -p $(STATIC)/lib $(STATIC)/pkgconfig
+	@libdir=$$(pkg-config --variable=libdir libunwind-ptrace); \
+	for a in libunwind-ptrace libunwind-generic libunwind liblzma libcapstone; do \
+	  test -f $$libdir/$$a.a || { echo "no $$libdir/$$a.a (static archive)"; exit 1; }; ln -s $$libdir/$$a.a $(STATIC)/lib/; done; \
+	ln -s $$(g++ -print-file-name=libstdc++.a) $(STATIC)/lib/; \
+	for pc in libunwind-ptrace capstone; do \
+	  sed 's|^libdir=.*|libdir=$(STATIC)/lib|' $$(pkg-config --variable=pcfiledir $$pc)/$$pc.pc > $(STATIC)/pkgconfig/$$pc.pc; done
+	$(SWIFT) build -c release --static-swift-stdlib --pkg-config-path $(STATIC)/pkgconfig \
+	  -Xswiftc -Xclang-linker -Xswiftc -no-pie -Xswiftc -Xclang-linker -Xswiftc -static-libgcc
+
+# The release binary started with the Swift toolchain and the shared libunwind/lzma/capstone hidden
+# (a private mount namespace: root).
+release-check: release victims
+	Tests/release-check.sh
 
 victims: deps
 	@$(MAKE) -s -C TestTargets OUT=$(VICTIMS)

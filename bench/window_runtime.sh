@@ -18,6 +18,8 @@ THREADS=${2:-1}
 GRAFT=${GRAFT:-$ROOT/.build/release/graft}
 OUT="$ROOT/.build/bench"
 LIBSWIFT=$(ldd "$GRAFT" | awk '/libswiftCore.so/ { print $3 }')
+# The release binary (`make release`) holds the Swift runtime itself (--static-swift-stdlib).
+[[ -n "$LIBSWIFT" ]] || LIBSWIFT=$GRAFT
 LIBC=$(ldd "$GRAFT" | awk '/libc.so.6/ { print $3 }')
 BENCH_NAME=window_runtime
 source "$ROOT/bench/lib.sh"

@@ -148,12 +148,7 @@ func expectOneLineError(_ result: (status: Int32, stdout: String, stderr: String
         let gdbVictim = victim.pid
         let holder = try Victim.launchCommand("/usr/bin/gdb", arguments: ["-q", "-nx", "-p", String(gdbVictim), "-ex", "echo ready\\n", "-ex", "shell sleep 20"])
         defer { holder.kill() }
-        var traced = false
-        for _ in 0..<200 {
-            if let tracer = ProcFSLite.tracerPid(gdbVictim), tracer != 0 { traced = true; break }
-            usleep(20_000)
-        }
-        #expect(traced)
+        try waitUntil("gdb to attach to \(gdbVictim)", timeout: 60) { (ProcFSLite.tracerPid(gdbVictim) ?? 0) != 0 }
         let result = try graft(["patch", "-p", String(gdbVictim), "value_a", "--return", "1"], stateDir: state)
         expectOneLineError(result, "already traced by")
         #expect(result.stderr.contains("(gdb)"), "\(result.stderr)")
@@ -225,7 +220,8 @@ enum ProcFSLite {
     @Test func aThreadBlockedInsideTheBytesIsNamed() throws {
         let victim = try Victim.launch("c_loop", arguments: ["500"])
         defer { victim.kill() }
-        usleep(100_000)
+        // Until it is blocked in clock_nanosleep (230; nanosleep is 35), /proc/PID/syscall says "running".
+        try waitUntil("c_loop to block in its sleep") { [35, 230].contains(blockedSyscall(pid: victim.pid, tid: victim.pid) ?? -1) }
         // /proc/PID/syscall: "nr args… sp pc" while blocked; pc is just past the syscall instruction.
         let fields = try #require(readTextFile("/proc/\(victim.pid)/syscall")).split(separator: " ")
         let pc = try #require(fields.last.flatMap { UInt64($0.dropFirst(2).trimmingSuffix("\n"), radix: 16) })

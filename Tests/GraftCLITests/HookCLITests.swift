@@ -213,10 +213,13 @@ import TestSupport
         let marker = command == "hook" ? "] value_a(" : "\"event\":\"step\""
         #expect(session.waitForLine(timeout: 20, where: { $0.contains(marker) }) != nil)
         session.signal(SIGINT)
+        // Not a synchronisation: the second Ctrl-C comes a moment after the first, as a user's would.
         usleep(2_000)
         session.signal(SIGINT)
         #expect(session.waitExit(timeout: 20).flatMap(WaitStatus.exitCode) == 128 + SIGINT)
-        usleep(50_000)
+        try waitUntil("the victim to be detached (TracerPid \(victim.procStatus("TracerPid") ?? "gone"))") {
+            victim.procStatus("TracerPid") == "0" || !victim.isAlive
+        }
         #expect(victim.isAlive && victim.procStatus("TracerPid") == "0")
         // A dry-run patch refuses if any byte differs from the file (an int3 would).
         for function in ["value_a", "value_b"] {

@@ -76,25 +76,27 @@ import TestSupport
         let state = temporaryDirectory()
         let lock = try lockPath(victim.pid, state: state)
         let pid = String(victim.pid)
-        func holdLock(_ seconds: Double) throws -> Victim {
-            try Victim.launchCommand("flock", arguments: [lock, "sh", "-c", "echo ready; sleep \(seconds)"])
+        // The holder keeps the lock until its stdin closes (`release()`), not for a fixed time.
+        func holdLock() throws -> Victim {
+            try Victim.launchCommand("flock", arguments: [lock, "sh", "-c", "echo ready; read line"], stdin: true)
         }
         func startPatch(_ value: Int) throws -> Victim {
             let command = try Victim.launchCommand(try graftBinary(), arguments: ["patch", "-p", pid, "value_a", "--return", String(value), "--state-dir", state],
                                                    waitForReady: false)
             // Waiting for the lock: the lock file is open in graft.
-            for _ in 0..<200 where !isWaitingForLock(command.pid) { usleep(10_000) }
+            try waitUntil("graft \(command.pid) to wait for the lock (stderr: \(command.stderrOutput))") { isWaitingForLock(command.pid) }
             return command
         }
         func isWaitingForLock(_ graftPID: Int32) -> Bool {
             (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(graftPID)/fd"))?.contains { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(graftPID)/fd/\($0)")) == lock } ?? false
         }
 
-        let holder = try holdLock(2)
+        let holder = try holdLock()
         defer { holder.kill() }
         let interrupted = try startPatch(9)
         interrupted.signal(SIGINT)
         let status = try #require(interrupted.waitExit(timeout: 10))
+        holder.closeStdin()
         #expect(WaitStatus.exitCode(status) == 130, "\(WaitStatus.describe(status))")
         let message = interrupted.stderrOutput
         #expect(message == "graft: error: interrupted by SIGINT before anything was written; the process was not changed\n", "\(message)")
@@ -102,16 +104,19 @@ import TestSupport
         #expect(try graft(["list", "-p", pid, "--json"], stateDir: state).stdout.isEmpty)
         #expect(victim.waitForLine("a=1", timeout: 5))
 
-        let second = try holdLock(1)
+        let second = try holdLock()
         defer { second.kill() }
         let suspended = try startPatch(8)
         suspended.signal(SIGTSTP)
-        usleep(200_000)
+        // Delivered (no longer pending): a default SIGTSTP would have stopped graft by now.
+        try waitUntil("SIGTSTP to reach graft \(suspended.pid)") { !signalPending(SIGTSTP, pid: suspended.pid) }
         #expect(suspended.procStatus("State")?.hasPrefix("T") == false, "graft stopped while the operation was pending")
-        #expect(second.waitExit(timeout: 5) != nil)
-        #expect(victim.waitForLine("a=8", timeout: 5), "the patch went in once the lock was free")
-        for _ in 0..<200 where suspended.procStatus("State")?.hasPrefix("T") != true { usleep(10_000) }
-        #expect(suspended.procStatus("State")?.hasPrefix("T") == true, "graft suspends itself once done")
+        second.closeStdin()
+        #expect(second.waitExit(timeout: 10) != nil)
+        #expect(victim.waitForLine("a=8", timeout: 10), "the patch went in once the lock was free")
+        try waitUntil("graft \(suspended.pid) to suspend itself once done (state \(suspended.procStatus("State") ?? "gone"))") {
+            suspended.procStatus("State")?.hasPrefix("T") == true
+        }
         #expect(victim.procStatus("State")?.hasPrefix("t") == false)
         suspended.signal(SIGCONT)
         #expect(suspended.waitExit(timeout: 10).flatMap(WaitStatus.exitCode) == 0)

@@ -64,9 +64,10 @@ import TestSupport
                                                                             "--folded", "\(dir)/t.folded", "--svg", "\(dir)/t.svg", "--state-dir", dir],
                                                waitForReady: false)
         defer { session.kill() }
-        // Text mode says nothing on stdout before the end: wait until graft is attached, then armed.
-        for _ in 0..<200 where victim.procStatus("TracerPid") == "0" { usleep(50_000) }
-        usleep(300_000)
+        // Text mode says nothing on stdout before the end: wait for its armed line on stderr.
+        try waitUntil("graft to arm trace_a (stderr: \(session.stderrOutput))", timeout: 60) {
+            session.stderrOutput.contains("graft: waiting for a call of trace_calls!trace_a") || !session.isAlive
+        }
         victim.writeStdin("go\ngo\n")
         #expect(session.waitExit(timeout: 30).flatMap(WaitStatus.exitCode) == 0)
         let text = session.drain().joined(separator: "\n")
@@ -92,12 +93,13 @@ import TestSupport
                                                                             "--state-dir", temporaryDirectory()], waitForReady: false)
         defer { session.kill() }
         #expect(session.waitForLine(timeout: 20, where: { $0.contains("\"event\":\"step\"") }) != nil)
-        usleep(200_000)
+        // Mid-trace: a hundred more steps went by.
+        #expect(session.readLines(100, timeout: 20).count == 100)
         session.signal(SIGTERM)
         #expect(session.waitExit(timeout: 20).flatMap(WaitStatus.exitCode) == 128 + SIGTERM)
         let last = session.drain().last ?? ""
         #expect(last.contains("\"ended_by\":\"SIGTERM\"") && last.contains("\"code_restored\":true"), "\(last.prefix(300))")
-        usleep(100_000)
+        try waitUntil("the victim to be detached") { victim.procStatus("TracerPid") == "0" || !victim.isAlive }
         #expect(victim.isAlive && victim.procStatus("TracerPid") == "0")
     }
 

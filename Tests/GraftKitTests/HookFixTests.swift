@@ -67,8 +67,12 @@ import TestSupport
         #expect(summary.end == .count)
         #expect(summary.hooks[0].hits == 3 && summary.hooks[0].returns == 3)
         #expect(run.returns.count == 3 && run.returns.allSatisfy { $0.returnedValue == 7 })
-        usleep(100_000)
-        let lines = victim.drain()
+        // Read up to the first unhooked call's `a=1` after the changed ones (or the end of output).
+        var lines: [String] = []
+        while let line = victim.readLine(timeout: 10) {
+            lines.append(line)
+            if line == "a=1" && lines.contains("a=7") { break }
+        }
         #expect(lines.filter { $0 == "a=7" }.count == 3, "\(lines.suffix(12))")
         expectCodeRestored(victim, ["value_a"])
     }
@@ -151,10 +155,16 @@ import TestSupport
             #expect(victim.isAlive, "round \(round): \(victim.exitStatus.map(WaitStatus.describe) ?? "")")
             guard victim.isAlive else { break }
         }
-        usleep(100_000)
-        let lines = victim.drain()
+        // Everything printed so far, and on to two `churn` reports (every 20 ms) printed after the
+        // last session: a thread started twice prints DUP when it runs.
+        var lines = victim.drain()
+        var reports = 0
+        while reports < 2, let line = victim.readLine(timeout: 10) {
+            lines.append(line)
+            if line.hasPrefix("churn ") { reports += 1 }
+        }
         #expect(!lines.contains { $0.hasPrefix("DUP") }, "\(lines.filter { $0.hasPrefix("DUP") }.prefix(3))")
-        #expect(victim.waitForLine(timeout: 5, where: { $0.hasPrefix("churn ") }) != nil, "the victim goes on")
+        #expect(reports == 2, "the victim goes on")
         expectCodeRestored(victim, ["churn_f"])
     }
 
@@ -167,12 +177,13 @@ import TestSupport
         let victim = try Victim.launch("c_loop", arguments: ["20"])
         defer { victim.kill() }
         victim.signal(SIGSTOP)
-        for _ in 0..<100 where victim.procStatus("State")?.hasPrefix("T") != true { usleep(10_000) }
+        try waitUntil("c_loop to stop (SIGSTOP)") { victim.procStatus("State")?.hasPrefix("T") == true }
         let run = HookRun(HookSession(pid: victim.pid, specs: [HookSpec(location: "value_a")], limits: HookLimits(duration: 1),
                                       journal: temporaryJournal()))
         #expect(run.waitArmed())
         #expect(run.armedHooks.first?.strategy == "emulated (push)", "\(run.armedHooks)")
         if continuedDuring {
+            // Not a synchronisation: the session runs a while with the process stopped (what is tested).
             usleep(200_000)
             victim.signal(SIGCONT)
         }
@@ -182,6 +193,7 @@ import TestSupport
             #expect(summary.hooks[0].hits > 3, "\(summary.hooks[0].hits)")
         } else {
             #expect(summary.hooks[0].hits == 0)
+            // A time to observe, not to wait for: a process wrongly resumed would show it by now.
             usleep(100_000)
             #expect(victim.procStatus("State")?.hasPrefix("T") == true, "\(victim.procStatus("State") ?? "")")
             victim.signal(SIGCONT)
@@ -220,6 +232,7 @@ import TestSupport
             let run = HookRun(session)
             #expect(run.waitArmed(), "round \(round)")
             #expect(run.armedHooks.first?.strategy == "out of line", "round \(round): \(run.armedHooks.map(\.strategy))")
+            // Not a synchronisation: each round ends at another moment of the hitting (armed above).
             usleep(UInt32(20_000 + round * 7_000))
             let summary = try run.finish()
             #expect(summary.codeRestored && summary.totalHits > 0, "round \(round): \(summary.totalHits) hits")
@@ -244,7 +257,10 @@ import TestSupport
             session.reportsCalls = !quiet
             let run = HookRun(session)
             #expect(run.waitArmed())
-            usleep(300_000)  // past the first SCHED_IDLE decisions
+            // Past the first SCHED_IDLE decision: the tracer thread is known and not idle-class.
+            try waitUntil("quiet \(quiet): the tracer thread out of SCHED_IDLE") {
+                session.tracerThreadID != 0 && schedulingPolicy(session.tracerThreadID).map { $0 != 5 } == true
+            }
             var policies: [Int] = []
             for _ in 0..<20 {
                 let tid = session.tracerThreadID
@@ -252,7 +268,7 @@ import TestSupport
                     let fields = stat[stat.index(after: close)...].split(separator: " ")
                     if fields.count > 38, let policy = Int(fields[38]) { policies.append(policy) }  // field 41
                 }
-                usleep(25_000)
+                usleep(25_000)  // sampling over half a second: the policy must stay out of SCHED_IDLE
             }
             let summary = try run.finish()
             #expect(summary.codeRestored && summary.totalHits > 0)
@@ -260,4 +276,11 @@ import TestSupport
         }
         expectCodeRestored(victim, ["hot"])
     }
+}
+
+/// The scheduling policy of thread `tid` of this process (field 41 of its /proc stat; 5 = SCHED_IDLE).
+func schedulingPolicy(_ tid: Int32) -> Int? {
+    guard let stat = readTextFile("/proc/self/task/\(tid)/stat"), let close = stat.lastIndex(of: ")") else { return nil }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    return fields.count > 38 ? Int(fields[38]) : nil
 }

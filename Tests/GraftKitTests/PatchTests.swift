@@ -152,13 +152,21 @@ import TestSupport
         expectLine(victim, timeout: 5, { $0.hasPrefix("churn ") && $0.hasSuffix(" 1") }, "and after the revert the original")
         let bytes = try functionBytes(pid: victim.pid, "churn_f")
         #expect(bytes.memory == bytes.file)
-        // Nothing left in a ptrace stop ('t') and nothing traced: the churn goes on.
-        usleep(50_000)
-        for tid in victim.threadIDs {
-            #expect(ProcFS.threadState(victim.pid, tid) != "t", "thread \(tid) left stopped")
+        // Nothing left in a ptrace stop ('t') and nothing traced: the churn goes on. Waited for,
+        // not sampled after a fixed pause: a thread left stopped stays 't' and times this out.
+        try waitUntil("no thread of \(victim.pid) in a ptrace stop (\(procThreadStates(victim.pid).filter { $0.value == "t" }.keys.sorted()) are)") {
+            !procThreadStates(victim.pid).values.contains("t")
         }
         #expect(victim.procStatus("TracerPid") == "0")
-        let counts = (0..<2).compactMap { _ in victim.waitForLine(timeout: 2, where: { $0.hasPrefix("churn ") }).flatMap { parseInts($0).first } }
+        // A later report counts more threads (waited for: under load one 20 ms period may start none).
+        var counts = (0..<2).compactMap { _ in victim.waitForLine(timeout: 2, where: { $0.hasPrefix("churn ") }).flatMap { parseInts($0).first } }
+        try? waitUntil("thread_churn to start more threads") {
+            if counts.count == 2 && counts[1] > counts[0] { return true }
+            if counts.count == 2, let next = victim.waitForLine(timeout: 1, where: { $0.hasPrefix("churn ") }).flatMap({ parseInts($0).first }) {
+                counts[1] = next
+            }
+            return counts.count < 2
+        }
         #expect(counts.count == 2 && counts[1] > counts[0], "threads still start: \(counts)")
     }
 }

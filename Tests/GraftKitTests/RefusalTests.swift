@@ -212,12 +212,7 @@ import TestSupport
         let pid = victim.pid
         victim.signal(SIGKILL)
         // Not reaped yet: a zombie.
-        var zombie = false
-        for _ in 0..<200 {
-            if let state = ProcFS.status(pid)?["State"], state.hasPrefix("Z") { zombie = true; break }
-            usleep(5000)
-        }
-        #expect(zombie)
+        try waitUntil("c_loop \(pid) to become a zombie") { ProcFS.status(pid)?["State"]?.hasPrefix("Z") == true }
         expectError({ $0 == .zombie(pid: pid) }) { _ = try graft.patch(pid: pid, location: "value_a", action: .returnValue(0)) }
         victim.kill()
         expectError({ $0 == .noSuchProcess(pid: pid) }) { _ = try graft.patch(pid: pid, location: "value_a", action: .returnValue(0)) }

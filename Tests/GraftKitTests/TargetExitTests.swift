@@ -12,7 +12,15 @@ import TestSupport
         var graft = Graft(journal: temporaryJournal())
         graft.insideStopWindow = { pid in
             kill(pid, SIGKILL)
-            usleep(20_000)
+            // Dead before graft's first read or write: every thread a zombie (graft's tracer
+            // thread, which reaps them, is here) or gone.
+            do {
+                try waitUntil("process \(pid) to die of SIGKILL (\(procThreadStates(pid)))") {
+                    procThreadStates(pid).values.allSatisfy { $0 == "Z" || $0 == "X" }
+                }
+            } catch {
+                Issue.record("\(error)")
+            }
         }
         return graft
     }

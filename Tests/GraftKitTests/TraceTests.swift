@@ -19,6 +19,9 @@ extension SessionRun where Session == TraceSession {
     }
 
     var steps: [TraceStep] { events.compactMap { if case .step(let step) = $0 { return step } else { return nil } } }
+
+    /// A `.traceProgress` came (without step events: 8192 instructions were stepped).
+    var progressReported: Bool { events.contains { if case .traceProgress = $0 { return true } else { return false } } }
 }
 
 /// (calls, self, total) per function name.
@@ -223,8 +226,7 @@ func foldedLines(_ summary: TraceSummary) -> [String] {
             let tids = try #require(victim.waitForLine(timeout: 10, where: { $0.hasPrefix("tids ") })).split(separator: " ").dropFirst().compactMap { Int32($0) }
             let worker = try #require(tids.first)
             let run = TraceRun(TraceSession(pid: victim.pid, options: TraceOptions(tid: worker, reportSteps: false), journal: temporaryJournal()))
-            for _ in 0..<200 where victim.procStatus("TracerPid") == "0" { usleep(10_000) }
-            usleep(200_000)
+            try waitUntil("the first 8192 steps") { run.progressReported }
             Glibc.kill(victim.pid, SIGKILL)
             let summary = try run.waitEnd()
             #expect(summary.end == .targetExited(.killed(signal: SIGKILL)), "\(summary.end)")
@@ -238,17 +240,16 @@ func foldedLines(_ summary: TraceSummary) -> [String] {
         let tid = try #require(victim.waitForLine(timeout: 10, where: { $0.hasPrefix("tids ") })).split(separator: " ").dropFirst().compactMap { Int32($0) }.first
         for round in 0..<5 {
             let run = TraceRun(TraceSession(pid: victim.pid, options: TraceOptions(tid: tid, reportSteps: round % 2 == 0), journal: temporaryJournal()))
-            // Without step events nothing says the trace began (waiting for one would time out after 20 s):
-            // wait until graft is attached.
-            if round % 2 == 0 { try #require(run.waitStarted()) }
-            for _ in 0..<200 where victim.procStatus("TracerPid") == "0" { usleep(20_000) }
-            usleep(UInt32(50_000 + round * 37_000))
+            // Under way: a step event, or without them the first progress report (every 8192 steps).
+            try waitUntil("round \(round): the trace to step") { run.progressReported || !run.steps.isEmpty }
+            // Not a synchronisation: each round ends at another moment of the stepping.
+            usleep(UInt32(round * 37_000))
             let summary = try run.finish()
             #expect(summary.end == .requested)
             #expect(summary.steps > 0)
             #expect(victim.isAlive, "round \(round)")
         }
-        usleep(100_000)
+        try waitUntil("the victim to be detached") { victim.procStatus("TracerPid") == "0" || !victim.isAlive }
         #expect(victim.isAlive && victim.procStatus("TracerPid") == "0")
         let state = victim.procStatus("State") ?? ""
         #expect(state.hasPrefix("R") || state.hasPrefix("S"), "\(state)")
@@ -289,8 +290,9 @@ func repositoryPath(_ relative: String) -> String? {
         defer { victim.kill() }
         let run = TraceRun(TraceSession(pid: victim.pid, options: TraceOptions(duration: 2, reportSteps: false, allStop: true),
                                         journal: temporaryJournal()))
-        for _ in 0..<200 where victim.procStatus("TracerPid") == "0" { usleep(10_000) }
-        usleep(100_000)
+        // Armed: every thread is stopped until graft resumes them under its control, so `go` cannot
+        // be read before the hold is in place.
+        try #require(run.waitStarted(timeout: 60), "the trace did not start: \(run.events)")
         victim.writeStdin("go\n")
         #expect(victim.waitForLine(timeout: 1.5, where: { $0.hasPrefix("calls ") }) == nil, "threads ran while --all-stop held the process")
         let summary = try run.waitEnd()
@@ -316,8 +318,10 @@ func repositoryPath(_ relative: String) -> String? {
             #expect(summary.codeRestored)
             steps += summary.steps
             signals += summary.signalsDelivered
-            usleep(300_000)
-            #expect(victim.isAlive, "round \(round): the Go program died after the trace")
+            // Runs on after the trace: 30 lines printed since (~0.3 s of its running; a thread with a
+            // left-over trap flag dies when it next runs).
+            _ = victim.drain()
+            #expect(victim.readLines(30, timeout: 30).count == 30 && victim.isAlive, "round \(round): the Go program died after the trace")
         }
         #expect(steps > 0 && signals > 0, "nothing stepped or no signal arrived: the test did not test anything")
         _ = victim.drain()
@@ -349,8 +353,8 @@ func repositoryPath(_ relative: String) -> String? {
         let tid = try #require(tasks.compactMap { Int32($0) }.filter { $0 != victim.pid }.min(), "no worker thread")
         let run = TraceRun(TraceSession(pid: victim.pid, options: TraceOptions(tid: tid, duration: 60, reportSteps: false),
                                         journal: temporaryJournal()))
-        for _ in 0..<200 where victim.procStatus("TracerPid") == "0" { usleep(10_000) }
-        usleep(200_000)
+        // Armed: the worker is stopped until graft steps it, so `go` cannot start it untraced.
+        try #require(run.waitStarted(timeout: 60), "the trace did not start: \(run.events)")
         victim.writeStdin("go\n")
         let summary = try run.waitEnd(timeout: 90)
         #expect(summary.end == .threadExited(tid), "\(summary.end)")

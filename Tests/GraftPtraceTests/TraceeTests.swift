@@ -26,8 +26,7 @@ func threadStates(_ pid: Int32) -> [Int32: String] {
         #expect(Set(tracee.threadIDs) == Set(ProcFS.threads(victim.pid)))
         #expect(threadStates(victim.pid).values.allSatisfy { $0 == "t" }, "\(threadStates(victim.pid))")
         try tracee.detach()
-        usleep(50_000)
-        #expect(!threadStates(victim.pid).values.contains("t"))
+        try waitUntil("every thread out of its ptrace stop (\(threadStates(victim.pid)))") { !threadStates(victim.pid).values.contains("t") }
         victim.drain()
         #expect(victim.waitForLine(timeout: 2, where: { $0.hasPrefix("counters ") }) != nil)
     }
@@ -36,10 +35,10 @@ func threadStates(_ pid: Int32) -> [Int32: String] {
         let victim = try Victim.launch("c_loop")
         defer { victim.kill() }
         victim.signal(SIGSTOP)
-        for _ in 0..<100 where threadStates(victim.pid)[victim.pid] != "T" { usleep(5000) }
-        #expect(threadStates(victim.pid)[victim.pid] == "T")
+        try waitUntil("c_loop to stop (SIGSTOP)") { threadStates(victim.pid)[victim.pid] == "T" }
         let tracee = try Tracee.attach(pid: victim.pid)
         try tracee.detach()
+        // A time to observe, not to wait for: a process wrongly woken would be running by now.
         usleep(20_000)
         #expect(threadStates(victim.pid)[victim.pid] == "T", "graft must not wake a stopped process")
         victim.signal(SIGCONT)
@@ -81,7 +80,11 @@ func threadStates(_ pid: Int32) -> [Int32: String] {
     @Test func remoteSyscallsLeaveBlockedSyscallsIntact() throws {
         let victim = try Victim.launch("blocking_read", arguments: ["1"], stdin: true)
         defer { victim.kill() }
-        usleep(100_000)  // both threads are inside their system calls
+        // Both threads inside their system calls: read (0) and clock_nanosleep (230; nanosleep 35).
+        let napper = try #require(victim.threadIDs.first { $0 != victim.pid }, "no second thread")
+        try waitUntil("both threads to block (\(blockedSyscall(pid: victim.pid, tid: victim.pid) ?? -1), \(blockedSyscall(pid: victim.pid, tid: napper) ?? -1))") {
+            blockedSyscall(pid: victim.pid, tid: victim.pid) == 0 && [35, 230].contains(blockedSyscall(pid: victim.pid, tid: napper) ?? -1)
+        }
         let tracee = try Tracee.attach(pid: victim.pid)
         let page = try tracee.remoteMmap(length: 4096, protection: PROT_READ | PROT_WRITE, flags: MAP_PRIVATE | MAP_ANONYMOUS)
         #expect(page != 0 && page & 0xfff == 0)

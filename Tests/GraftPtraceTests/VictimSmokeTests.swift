@@ -111,7 +111,14 @@ private func numbers(_ line: String?) -> [UInt64] {
         #expect(victim.threadIDs.count == 9)
         let first = numbers(victim.waitForLine { $0.hasPrefix("counters ") })
         #expect(victim.readLine() == "values 1 1 1 1 1 1 1 1")
-        let second = numbers(victim.waitForLine { $0.hasPrefix("counters ") })
+        // Every counter moves: waited for over several reports, since under a heavy load a thread
+        // can miss a whole report period (a stuck one times this out and fails below).
+        var second = numbers(victim.waitForLine { $0.hasPrefix("counters ") })
+        try? waitUntil("every threads_hot counter to move") {
+            if zip(first, second).allSatisfy({ $0 < $1 }) { return true }
+            if let line = victim.waitForLine(timeout: 1, where: { $0.hasPrefix("counters ") }) { second = numbers(line) }
+            return false
+        }
         #expect(first.count == 8 && second.count == 8)
         #expect(first.allSatisfy { $0 > 0 })
         #expect(zip(first, second).allSatisfy { $0 < $1 }, "\(first) -> \(second)")
