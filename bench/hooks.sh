@@ -24,8 +24,9 @@
 # Each tool runs D seconds (its own timer, or the harness's from its "armed" line), R times, median
 # reported; the victim's own call rate is sampled while the tool is armed. With 1 and 4
 # victim threads; pinned (victim AND tool on the same single CPU, taskset -c $BENCH_CPU) and unpinned,
-# each also "+poller": with a background shell loop that greps a file and sleeps 0.1 s (issue 11 §4;
-# started for the mode's runs and always killed, see bench/lib.sh start_poller).
+# each also "+poller": with a background shell loop that greps the tool's output file for its last line
+# and sleeps 0.1 s (issue 11 §4; started for the mode's runs and always killed, see bench/lib.sh
+# start_poller).
 # Every row is also given as a ratio to the one-stop C program pinned (same thread count) and to the
 # one-stop C program in the same mode.
 #
@@ -320,7 +321,8 @@ for mode in $MODES; do
     if [[ $PLACEMENT == pinned ]]; then VPIN=(taskset -c "$CPU"); TPIN=(taskset -c "$CPU"); else VPIN=(); TPIN=(); fi
     for threads in $THREADS; do
         start_victim "$threads"
-        if [[ $POLLER == on ]]; then start_poller "$WORK/victim.out"; else stop_poller; fi
+        # The poller waits for the summary line in the tool's output (every tool's goes to one file).
+        if [[ $POLLER == on ]]; then start_poller "$WORK/tool.out" 'ended.by|"hits"'; else stop_poller; fi
         log "$mode, $threads thread(s): victim $VICTIM_PID, bench_f at $ADDR; $R runs of ${D} s per tool"
         for ((r = 1; r <= R; r++)); do
             for tool in $TOOLS; do
@@ -395,7 +397,8 @@ report() {
     echo "µs/hit ÷ its own pinned µs/hit with the same poller setting; victim calls/s = the victim's own count,"
     echo "sampled inside the armed window (more than hits/s = calls the hook did not see); missed = calls − hits,"
     echo "counted exactly by the C tools with every thread stopped (±1 per thread: a count follows its call)."
-    echo "+poller = a background shell loop greps a file and sleeps 0.1 s while the mode's runs go (issue 11 §4)."
+    echo "+poller = a background shell loop greps the tool's output file for its last line, then sleeps 0.1 s,"
+    echo "while the mode's runs go (issue 11 §4)."
     echo
     echo "| tool | threads | mode | hits/s (min–max) | µs/hit | × C pinned | cost ÷ C pinned | cost ÷ C same mode | unpinned ÷ pinned µs/hit | victim calls/s | missed | runs ok |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|"

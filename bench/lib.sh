@@ -22,16 +22,18 @@ stop_tool() { [[ -n "${TOOL_PID:-}" ]] || return 0; stop_process "$TOOL_PID" 30 
 
 # The "+poller" modes: background activity like a shell in the same session that polls a file ten times
 # a second (`grep` + `sleep 0.1`), the load under which issue 11 §4 saw unpinned hooks slow down 2.5×.
+# It greps FILE for PATTERN, as a script waiting for a tool's last line would: given the tool's output
+# file, each grep reads all of it (a per-hit text or JSON output grows by MBs a second).
 # Bounded: it ends by itself after POLLER_MAX_S seconds (default 3600) or once this script is gone,
 # and stop_poller / cleanup kill it.
 POLLER_PID=""
-start_poller() { # FILE: the file it greps
+start_poller() { # FILE PATTERN
     stop_poller
-    local file=$1 parent=$$ max=$((${POLLER_MAX_S:-3600} * 10))
+    local file=$1 pattern=$2 parent=$$ max=$((${POLLER_MAX_S:-3600} * 10))
     (
         for ((i = 0; i < max; i++)); do
             kill -0 "$parent" 2>/dev/null || exit 0
-            grep -q 'x' "$file" 2>/dev/null || true
+            grep -qE "$pattern" "$file" 2>/dev/null || true
             sleep 0.1
         done
     ) < /dev/null > /dev/null 2>&1 &
