@@ -32,9 +32,8 @@ final class StatusLine {
         shown = true
     }
 
-    /// Before a line goes into `out`: erase the status line (it is on the terminal, so the lines
-    /// before it must be too).
-    /// Past half the buffer it is written out here, between lines: a line up to that size never
+    /// Before a line goes into `out`: erase the status line (which writes out the lines before it).
+    /// Past half the buffer, `out` is written here, between lines: a line up to that size never
     /// reaches stdout in two writes (a launched command may share it).
     @inline(__always)
     func beginLine() {
