@@ -17,14 +17,16 @@
 #                 line (with its disassembly `text`) goes through the pipe; the summary is the last line
 # Each tool runs D seconds by its own clock (its start-up is not timed), R times; medians reported.
 # Pinned = victim and tool on the same CPU (taskset -c $BENCH_CPU; for graft-disasm the pipe's tail too);
-# unpinned = no taskset. Every row is also given as a ratio to `c` pinned.
+# unpinned = no taskset; each also "+poller": with a background shell loop that greps the tool's output
+# file for its last line and sleeps 0.1 s (issue 11 §4; started for the mode's runs and always killed,
+# see bench/lib.sh start_poller). Every row is also given as a ratio to `c` pinned.
 # A failing tool does not stop the run: its row says "failed: <reason>". Without a graft binary the
 # script stops (build it with `swift build -c release`, set GRAFT=, or leave graft out of BENCH_TOOLS).
 #
 # Environment:
 #   BENCH_SECONDS=3      D, seconds each tool steps
 #   BENCH_RUNS=3         R, runs per tool and mode; medians reported
-#   BENCH_MODES="pinned unpinned"
+#   BENCH_MODES="pinned unpinned pinned+poller unpinned+poller"
 #   BENCH_CPU=1          the CPU for pinned mode
 #   BENCH_TOOLS="c c-noregs gdb graft graft-disasm"
 #   GRAFT=path           graft binary (default .build/release/graft)
@@ -37,7 +39,7 @@ BENCH_NAME=trace
 source "$ROOT/bench/lib.sh"
 D=${BENCH_SECONDS:-3}
 R=${BENCH_RUNS:-3}
-MODES=${BENCH_MODES:-"pinned unpinned"}
+MODES=${BENCH_MODES:-"pinned unpinned pinned+poller unpinned+poller"}
 CPU=${BENCH_CPU:-1}
 TOOLS=${BENCH_TOOLS:-"c c-noregs gdb graft graft-disasm"}
 GRAFT=${GRAFT:-$ROOT/.build/release/graft}
@@ -52,13 +54,14 @@ for tool in $TOOLS; do
     case $tool in c|c-noregs|gdb|graft|graft-disasm) ;; *) die "unknown tool in BENCH_TOOLS: $tool (c c-noregs gdb graft graft-disasm)" ;; esac
 done
 for mode in $MODES; do
-    case $mode in pinned|unpinned) ;; *) die "unknown mode in BENCH_MODES: $mode (pinned unpinned)" ;; esac
+    case $mode in pinned|unpinned|pinned+poller|unpinned+poller) ;;
+        *) die "unknown mode in BENCH_MODES: $mode (pinned unpinned pinned+poller unpinned+poller)" ;; esac
 done
 has "$CC" || die "no C compiler ($CC)"
 has make || die "no make"
-if [[ " $MODES " == *" pinned "* ]] && ! has taskset; then
-    log "no taskset: skipping pinned mode"
-    MODES=$(tr ' ' '\n' <<< "$MODES" | grep -vx pinned | tr '\n' ' ')
+if [[ " $MODES " == *" pinned"* ]] && ! has taskset; then
+    log "no taskset: skipping pinned modes"
+    MODES=$(tr ' ' '\n' <<< "$MODES" | grep -v '^pinned' | tr '\n' ' ')
 fi
 [[ $CPU -lt $(nproc) ]] || die "BENCH_CPU=$CPU, but this machine has $(nproc) CPUs"
 if { want graft || want graft-disasm; } && [[ ! -x "$GRAFT" ]]; then
@@ -200,8 +203,11 @@ measure() {
 # --- runs ------------------------------------------------------------------------------------------------
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for mode in $MODES; do
-    if [[ $mode == pinned ]]; then VPIN=(taskset -c "$CPU"); TPIN=(taskset -c "$CPU"); else VPIN=(); TPIN=(); fi
+    mode_parts "$mode"
+    if [[ $PLACEMENT == pinned ]]; then VPIN=(taskset -c "$CPU"); TPIN=(taskset -c "$CPU"); else VPIN=(); TPIN=(); fi
     start_victim
+    # The poller waits for the result line in the tool's output (every tool's goes to one file).
+    if [[ $POLLER == on ]]; then start_poller "$WORK/tool.out" '^steps |"event":"summary"'; else stop_poller; fi
     log "$mode: victim $VICTIM_PID, worker thread $TID; $R runs of ${D} s per tool"
     for ((r = 1; r <= R; r++)); do
         for tool in $TOOLS; do
@@ -211,6 +217,7 @@ for mode in $MODES; do
         done
         echo >&2
     done
+    stop_poller
     stop_victim
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -252,13 +259,14 @@ report() {
     echo "Machine: nproc=$(nproc), kernel $kernel, CPU $cpu.${versions:+ ${versions%; }.}"
     echo "Victim: \`.build/victims/trace_busy 1\` (one worker looping over small functions, never in a system call),"
     echo "its worker thread stepped. D=${D} s of stepping per run (the tool's own clock; start-up not timed), R=$R runs"
-    echo "per cell, median; pinned = victim and tool on CPU $CPU (taskset), unpinned = no taskset."
+    echo "per cell, median; pinned = victim and tool on CPU $CPU (taskset), unpinned = no taskset; +poller = a"
+    echo "background shell loop greps the tool's output file for its result line, then sleeps 0.1 s (issue 11 §4)."
     echo "Load average before/after: $LOAD_BEFORE / $LOAD_AFTER. Took $((SECONDS - START_S)) s."
     echo "Reproduce: \`bench/trace.sh\` (env BENCH_SECONDS, BENCH_RUNS, BENCH_MODES, BENCH_CPU, BENCH_TOOLS, GRAFT)."
     echo
     echo "steps/s = steps ÷ the tool's stepping time (median, min–max over the runs); µs/step = 1 ÷ steps/s;"
     echo "× C pinned = steps/s ÷ the C loop's (with GETREGS) pinned steps/s; unpinned ÷ pinned = this tool's"
-    echo "unpinned µs/step ÷ its pinned µs/step."
+    echo "unpinned µs/step ÷ its pinned µs/step with the same poller setting."
     echo
     echo "| tool | mode | steps/s (min–max) | µs/step | × C pinned | unpinned ÷ pinned µs/step | runs ok |"
     echo "|---|---|---|---|---|---|---|"
@@ -270,13 +278,15 @@ report() {
             continue
         fi
         for mode in $MODES; do
-            local rs lo hi us up="" ok cell
+            local rs lo hi us up="" ok cell pin_mode
+            mode_parts "$mode"
+            pin_mode=pinned; [[ $POLLER == on ]] && pin_mode=pinned+poller
             rs=$(med "$mode" "$tool")
             read -r lo hi <<< "$(range "$mode" "$tool")"
             us=$(us_per_step "$rs")
             ok=$(okcount "$mode" "$tool")
-            if [[ $mode == unpinned && " $MODES " == *" pinned "* ]]; then
-                up=$(ratio "$us" "$(us_per_step "$(med pinned "$tool")")")
+            if [[ $PLACEMENT == unpinned && " $MODES " == *" $pin_mode "* ]]; then
+                up=$(ratio "$us" "$(us_per_step "$(med "$pin_mode" "$tool")")")
             fi
             if [[ $rs == - ]]; then
                 cell="failed: ${REASON["$mode $tool"]:-no result}"
@@ -292,11 +302,12 @@ report() {
     echo
     echo "Targets (issue: single-step trace) for graft without --disasm:"
     echo
-    local gp gu cp gdbp gdbu
+    local gp gu cp gdbp gdbu gpp gup
     gp=$(med pinned graft); gu=$(med unpinned graft); cp=$(med pinned c)
+    gpp=$(med pinned+poller graft); gup=$(med unpinned+poller graft)
     gdbp=$(med pinned gdb); gdbu=$(med unpinned gdb)
-    want graft || { gp=-; gu=-; }
-    awk -v gp="$gp" -v gu="$gu" -v cp="$cp" -v gdbp="$gdbp" -v gdbu="$gdbu" -v measured="$(want graft && echo 1 || echo 0)" '
+    want graft || { gp=-; gu=-; gpp=-; gup=-; }
+    awk -v gpp="$gpp" -v gup="$gup" -v gp="$gp" -v gu="$gu" -v cp="$cp" -v gdbp="$gdbp" -v gdbu="$gdbu" -v measured="$(want graft && echo 1 || echo 0)" '
         function ok(c) { return c ? "met" : "MISSED" }
         function na(why) { return "not measured (" why ")" }
         BEGIN {
@@ -309,6 +320,8 @@ report() {
             else printf "- unpinned: ≥ 10× gdb: %s\n", na(gu == "-" ? g : "no gdb result")
             if (gu != "-" && gp != "-" && gu > 0) printf "- unpinned µs/step %.2f× the pinned figure (≤ 1.5×): %s\n", gp / gu, ok(gp <= 1.5 * gu)
             else printf "- unpinned µs/step ≤ 1.5× pinned: %s\n", na(g)
+            if (gup != "-" && gpp != "-" && gup > 0) printf "- with the poller, unpinned µs/step %.2f× the pinned figure (≤ 1.5×, issue 11 §4): %s\n", gpp / gup, ok(gpp <= 1.5 * gup)
+            if (gup != "-" && gp != "-" && gup > 0) printf "- with the poller, unpinned µs/step %.2f× the pinned figure without it (≤ 1.5×): %s\n", gp / gup, ok(gp <= 1.5 * gup)
         }'
     echo
     echo "Notes: the C loop is the floor for a ptrace single-stepper (one SINGLESTEP + one waitpid per step;"

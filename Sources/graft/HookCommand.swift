@@ -146,33 +146,10 @@ final class HookPrinter {
             }
         case .hit(let hit):
             if quiet { break }
-            if json {
-                var fields: [(String, JSON)] = [("event", "hit"), ("hook", .string(hit.location)), ("tid", .int(Int64(hit.tid))),
-                                                ("address", .string(hex(hit.address))), ("time_ns", .uint(hit.wallTime)),
-                                                ("args", .array(hit.arguments.map { .string(hex($0)) }))]
-                if !hit.backtrace.isEmpty {
-                    fields.append(("backtrace", .array(hit.backtrace.map { frame in
-                        .object([("pc", .string(hex(frame.pc))), ("module", frame.module.map { .string($0) } ?? .null),
-                                 ("function", frame.function.map { .string($0) } ?? .null), ("offset", .uint(frame.offset))])
-                    })))
-                }
-                emit(JSON.object(fields).serialized)
-            } else {
-                let args = argumentCount == 0 ? "…" : hit.arguments.map { hex($0) }.joined(separator: ", ")
-                emit("\(clock(hit.wallTime)) [\(hit.tid)] \(hit.location)(\(args))")
-                for (i, frame) in hit.backtrace.enumerated() { emit("    #\(i) \(frame.description)") }
-            }
+            if json { jsonLine(hit) } else { textLine(hit) }
         case .returned(let value):
             if quiet { break }
-            if json {
-                var fields: [(String, JSON)] = [("event", "return"), ("hook", .string(value.location)), ("tid", .int(Int64(value.tid))),
-                                                ("value", .string(hex(value.value))), ("duration_ns", .uint(value.durationNanoseconds))]
-                if value.returnedValue != value.value { fields.append(("returned", .string(hex(value.returnedValue)))) }
-                emit(JSON.object(fields).serialized)
-            } else {
-                let changed = value.returnedValue != value.value ? " (made to return \(hex(value.returnedValue)))" : ""
-                emit("\(clock(value.wallTime)) [\(value.tid)] \(value.location) returned \(hex(value.value))\(changed) in \(formatDuration(value.durationNanoseconds))")
-            }
+            if json { jsonLine(value) } else { textLine(value) }
         case .notice(let text):
             status.notice(text, json: json)
         case .step, .traceCall, .traceProgress:
@@ -181,6 +158,143 @@ final class HookPrinter {
     }
 
     private func emit(_ line: String) { status.emit(line) }
+
+    // MARK: - Per-call lines
+    //
+    // Formatted straight into the status line's byte buffer: no String, no JSON tree, no stdio per
+    // call (issue 11 §3). The bytes are those of the String/JSON code this replaced:
+    //   text:  `HH:MM:SS.uuuuuu [TID] LOCATION(ARGS)`, ARGS `…` without --args, else `0x1, 0x2`
+    //          `HH:MM:SS.uuuuuu [TID] LOCATION returned 0xV[ (made to return 0xR)] in DURATION`
+    //   json:  {"event":"hit","hook":LOCATION,"tid":N,"address":"0x…","time_ns":N,"args":["0x…"][,"backtrace":[…]]}
+    //          {"event":"return","hook":LOCATION,"tid":N,"value":"0x…","duration_ns":N[,"returned":"0x…"]}
+
+    /// Per hook (by index): the bytes every line of it repeats.
+    private struct HookBytes {
+        /// `] LOCATION(`
+        var textHit: [UInt8]
+        /// `] LOCATION returned `
+        var textReturn: [UInt8]
+        /// `{"event":"hit","hook":"LOCATION","tid":`
+        var jsonHit: [UInt8]
+        /// `{"event":"return","hook":"LOCATION","tid":`
+        var jsonReturn: [UInt8]
+    }
+    private var hookBytes: [HookBytes?] = []
+    private var wallClock = WallClockFormatter()
+
+    private func bytes(hook: Int, location: String) -> HookBytes {
+        if hook >= 0, hook < hookBytes.count, let cached = hookBytes[hook] { return cached }
+        let name = JSON.string(location).serialized
+        let made = HookBytes(textHit: Array("] \(location)(".utf8), textReturn: Array("] \(location) returned ".utf8),
+                             jsonHit: Array("{\"event\":\"hit\",\"hook\":\(name),\"tid\":".utf8),
+                             jsonReturn: Array("{\"event\":\"return\",\"hook\":\(name),\"tid\":".utf8))
+        if hook >= 0 {
+            if hook >= hookBytes.count { hookBytes.append(contentsOf: repeatElement(nil, count: hook + 1 - hookBytes.count)) }
+            hookBytes[hook] = made
+        }
+        return made
+    }
+
+    private func textLine(_ hit: HookHit) {
+        status.beginLine()
+        let out = status.out
+        let names = bytes(hook: hit.hook, location: hit.location)
+        wallClock.append(hit.wallTime, to: out)
+        out.append(UInt8(ascii: " "))
+        out.append(UInt8(ascii: "["))
+        out.appendDecimal(Int64(hit.tid))
+        out.append(names.textHit)
+        if argumentCount == 0 {
+            out.append(ellipsis)
+        } else {
+            for (i, argument) in hit.arguments.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")); out.append(UInt8(ascii: " ")) }
+                out.appendHex(argument)
+            }
+        }
+        out.append(UInt8(ascii: ")"))
+        out.append(UInt8(ascii: "\n"))
+        for (i, frame) in hit.backtrace.enumerated() { emit("    #\(i) \(frame.description)") }
+    }
+
+    private func jsonLine(_ hit: HookHit) {
+        status.beginLine()
+        let out = status.out
+        let names = bytes(hook: hit.hook, location: hit.location)
+        out.append(names.jsonHit)
+        out.appendDecimal(Int64(hit.tid))
+        out.append(addressKey)
+        out.appendHex(hit.address)
+        out.append(timeKey)
+        out.appendDecimal(hit.wallTime)
+        out.append(argsKey)
+        for (i, argument) in hit.arguments.enumerated() {
+            out.append(i > 0 ? commaQuote : quote)
+            out.appendHex(argument)
+            out.append(UInt8(ascii: "\""))
+        }
+        out.append(UInt8(ascii: "]"))
+        if !hit.backtrace.isEmpty {
+            out.append(",\"backtrace\":" + JSON.array(hit.backtrace.map { frame in
+                .object([("pc", .string(hex(frame.pc))), ("module", frame.module.map { .string($0) } ?? .null),
+                         ("function", frame.function.map { .string($0) } ?? .null), ("offset", .uint(frame.offset))])
+            }).serialized)
+        }
+        out.append(UInt8(ascii: "}"))
+        out.append(UInt8(ascii: "\n"))
+    }
+
+    private func textLine(_ value: HookReturn) {
+        status.beginLine()
+        let out = status.out
+        let names = bytes(hook: value.hook, location: value.location)
+        wallClock.append(value.wallTime, to: out)
+        out.append(UInt8(ascii: " "))
+        out.append(UInt8(ascii: "["))
+        out.appendDecimal(Int64(value.tid))
+        out.append(names.textReturn)
+        out.appendHex(value.value)
+        if value.returnedValue != value.value {
+            out.append(madeToReturn)
+            out.appendHex(value.returnedValue)
+            out.append(UInt8(ascii: ")"))
+        }
+        out.append(durationIn)
+        out.append(formatDuration(value.durationNanoseconds))
+        out.append(UInt8(ascii: "\n"))
+    }
+
+    private func jsonLine(_ value: HookReturn) {
+        status.beginLine()
+        let out = status.out
+        let names = bytes(hook: value.hook, location: value.location)
+        out.append(names.jsonReturn)
+        out.appendDecimal(Int64(value.tid))
+        out.append(valueKey)
+        out.appendHex(value.value)
+        out.append(durationKey)
+        out.appendDecimal(value.durationNanoseconds)
+        if value.returnedValue != value.value {
+            out.append(returnedKey)
+            out.appendHex(value.returnedValue)
+            out.append(UInt8(ascii: "\""))
+        }
+        out.append(UInt8(ascii: "}"))
+        out.append(UInt8(ascii: "\n"))
+    }
+
+    private let ellipsis = Array("…".utf8)
+    private let addressKey = Array(",\"address\":\"".utf8)
+    private let timeKey = Array("\",\"time_ns\":".utf8)
+    private let argsKey = Array(",\"args\":[".utf8)
+    private let quote = Array("\"".utf8)
+    private let commaQuote = Array(",\"".utf8)
+    private let madeToReturn = Array(" (made to return ".utf8)
+    private let durationIn = Array(" in ".utf8)
+    private let valueKey = Array(",\"value\":\"".utf8)
+    private let durationKey = Array("\",\"duration_ns\":".utf8)
+    private let returnedKey = Array(",\"returned\":\"".utf8)
+
 
     /// Called before graft blocks: push the lines out, refresh the status line.
     func flush() {

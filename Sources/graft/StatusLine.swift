@@ -16,9 +16,13 @@ final class StatusLine {
 
     private var last: UInt64 = 0
     private(set) var shown = false
+    /// stdout's lines, written out by `flush` and `clear` (and before anything else writes stdout).
+    let out = LineBuffer()
 
-    /// Flushes stdout, then redraws the line (the text is built only when it will be shown).
+    /// Writes the buffered lines and flushes stdout, then redraws the line (the text is built only
+    /// when it will be shown).
     func flush(_ text: () -> String) {
+        out.writeOut()
         fflush(nil)
         guard enabled else { return }
         let now = monotonicNanoseconds()
@@ -28,10 +32,20 @@ final class StatusLine {
         shown = true
     }
 
-    /// A line on stdout, after erasing the status line.
+    /// Before a line goes into `out`: erase the status line (which writes out the lines before it).
+    /// Past half the buffer, `out` is written here, between lines: a line up to that size never
+    /// reaches stdout in two writes (a launched command may share it).
+    @inline(__always)
+    func beginLine() {
+        if shown { clear() }
+        if out.count > out.capacity / 2 { out.writeOut() }
+    }
+
+    /// A line on stdout (buffered until the next `flush`), after erasing the status line.
     func emit(_ line: String) {
-        clear()
-        print(line)
+        beginLine()
+        out.append(line)
+        out.append(UInt8(ascii: "\n"))
     }
 
     /// Something the user should know: a JSON `notice` event, or `graft: text` on stderr.
@@ -44,7 +58,10 @@ final class StatusLine {
         }
     }
 
+    /// Writes the buffered lines, and erases the status line if it is shown. Call it before
+    /// anything else writes stdout or stderr (summaries, errors).
     func clear() {
+        out.writeOut()
         guard shown else { return }
         fflush(nil)
         writeRawStandardError("\r\u{1b}[K")
