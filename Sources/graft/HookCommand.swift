@@ -33,7 +33,7 @@ struct HookCommand: ParsableCommand {
     @Flag(name: .long, help: "Report a stack trace with every call (libunwind, .eh_frame).")
     var backtrace = false
 
-    @Flag(name: .long, help: "Report each call's return value and duration.")
+    @Flag(name: .long, help: "Report each call's return value (rax: an integer or pointer; a float or double result is in xmm0, not shown) and duration.")
     var returns = false
 
     @Option(name: .customLong("set-return"), parsing: .unconditional,
@@ -91,6 +91,7 @@ struct HookCommand: ParsableCommand {
         session.reportsCalls = !quiet
         let printer = HookPrinter(json: json, quiet: quiet, argumentCount: argumentCount, launched: !command.isEmpty)
         printer.hitsSoFar = { [session] in session.hitsSoFar }
+        printer.ending = SessionEnding(count: count, duration: duration, pid: pid, unit: "call")
         TerminationSignals.deferAll(holdStop: command.isEmpty, announceStop: true, session: true)
         let summary: HookSummary
         do {
@@ -131,9 +132,13 @@ final class HookPrinter {
         self.argumentCount = argumentCount
     }
 
+    /// How the session ends, for the status line and the first line on a non-terminal stderr.
+    var ending = SessionEnding(count: nil, duration: nil, pid: nil, unit: "call")
+
     func event(_ event: HookEvent) {
         switch event {
         case .armed(let hooks):
+            ending.announceIfUnbounded(status)
             for hook in hooks {
                 names[hook.index] = hook.location
                 if json {
@@ -298,7 +303,7 @@ final class HookPrinter {
 
     /// Called before graft blocks: push the lines out, refresh the status line.
     func flush() {
-        status.flush { "graft: \(hitsSoFar()) hits so far (Ctrl-C to stop)" }
+        status.flush { ending.statusLine(hitsSoFar()) }
     }
 
     func clearStatus() { status.clear() }

@@ -69,6 +69,44 @@ final class StatusLine {
     }
 }
 
+/// How a hook or trace session ends, said while it runs: on a terminal the status line says it
+/// (`graft: 12 calls so far; ends after 100 calls, on Ctrl-C or SIGTERM, or when process 4242
+/// exits`), and a session with no --count/--duration whose stderr is not a terminal says it once
+/// when it is armed (a script or a log then shows why it waits).
+struct SessionEnding {
+    let count: Int?
+    let duration: Double?
+    /// nil in launch mode: the command's exit ends it.
+    let pid: Int32?
+    /// What `count` counts: "call" (hooks) or "step" (trace --steps).
+    let unit: String
+
+    var isUnbounded: Bool { count == nil && duration == nil }
+
+    /// `ends after 100 calls, after 5 s, on Ctrl-C or SIGTERM, or when process 4242 exits`.
+    var text: String {
+        var parts: [String] = []
+        if let count { parts.append("after \(count) \(unit)\(count == 1 ? "" : "s")") }
+        if let duration { parts.append("after \(format1(duration)) s") }
+        parts.append("on Ctrl-C or SIGTERM")
+        let exit = pid.map { "when process \($0) exits" } ?? "when the command exits"
+        return "ends " + parts.joined(separator: ", ") + ", or " + exit
+    }
+
+    func statusLine(_ sofar: Int) -> String {
+        let counted = count.map { "\(sofar) of \($0) \(unit)s" } ?? "\(sofar) \(unit)\(sofar == 1 ? "" : "s") so far"
+        return "graft: \(counted); \(text)"
+    }
+
+    /// Once, when armed: on a stderr that is not a terminal (where no status line is drawn), for a
+    /// session nothing but a signal or the target's exit ends.
+    func announceIfUnbounded(_ status: StatusLine) {
+        guard isUnbounded, !status.enabled, isatty(2) == 0 else { return }
+        status.clear()
+        writeStandardError("graft: armed; the session \(text)\n")
+    }
+}
+
 /// Why a session ended, as the summaries say it (`countOption`: the option behind `.count`).
 func describe(_ end: HookSessionEnd, countOption: String) -> String {
     switch end {

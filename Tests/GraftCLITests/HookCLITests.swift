@@ -147,7 +147,7 @@ import TestSupport
     }
 
     /// On a terminal (util-linux `script` gives graft a pty) `--quiet` still shows the live count,
-    /// read from the session's counter since no hit events are built.
+    /// read from the session's counter since no hit events are built, and how the session ends.
     @Test func quietStatusLineCountsOnATerminal() throws {
         let victim = try Victim.launch("c_loop", arguments: ["5"])
         defer { victim.kill() }
@@ -155,7 +155,8 @@ import TestSupport
         let result = try runCommand("script", ["-qfec", command, "/dev/null"])
         #expect(result.status == 0, "\(result)")
         let counts = result.stdout.split(whereSeparator: { $0 == "\r" || $0 == "\n" }).compactMap { line -> Int? in
-            guard let range = line.range(of: "graft: "), line.hasSuffix(" hits so far (Ctrl-C to stop)") else { return nil }
+            guard let range = line.range(of: "graft: "),
+                  line.hasSuffix(" so far; ends after 1.5 s, on Ctrl-C or SIGTERM, or when process \(victim.pid) exits") else { return nil }
             return Int(line[range.upperBound...].prefix(while: \.isNumber))
         }
         #expect(counts.contains { $0 > 0 }, "\(result.stdout.suffix(300))")

@@ -38,6 +38,8 @@ import TestSupport
         #expect(run.sigIgn & (1 << (UInt64(SIGINT) - 1)) != 0, "bash did not ignore SIGINT for its background job: the test proves nothing")
         let number: Int32 = ["INT": SIGINT, "QUIT": SIGQUIT, "TERM": SIGTERM][signal]!
         #expect(run.status == 128 + number, "\(run.err)")
+        // No --count/--duration and stderr not a terminal: one line says how the session ends.
+        #expect(run.err.hasPrefix("graft: armed; the session ends on Ctrl-C or SIGTERM, or when process \(victim.pid) exits\n"), "\(run.err)")
         let summary = try #require(try jsonLines(run.out).last)
         #expect(summary["event"] as? String == "summary" && summary["code_restored"] as? Bool == true, "\(run.out.suffix(300))")
         #expect(summary["ended_by"] as? String == "SIG\(signal)", "\(summary)")
