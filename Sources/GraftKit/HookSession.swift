@@ -134,8 +134,7 @@ func runEngine(_ engine: HookEngine, launched: Bool, status: inout Int32?, ended
 
 /// The stop request, shared between the watcher, signal paths and the tracer thread.
 final class StopState: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var reason: HookSessionEnd?
+    private let reason = Mutex<HookSessionEnd?>(nil)
     /// Fast paths for the tracer thread, which asks on every event: plain atomics, the mutex only
     /// once a stop was requested.
     private let hasReason = Atomic<Bool>(false)
@@ -145,21 +144,14 @@ final class StopState: @unchecked Sendable {
     let hits = Atomic<Int>(0)
     let tracerThread = Atomic<Int32>(0)
 
-    init() { pthread_mutex_init(&mutex, nil) }
-    deinit { pthread_mutex_destroy(&mutex) }
-
     func request(_ value: HookSessionEnd) {
-        pthread_mutex_lock(&mutex)
-        if reason == nil { reason = value }
-        pthread_mutex_unlock(&mutex)
+        reason.withLock { if $0 == nil { $0 = value } }
         hasReason.store(true, ordering: .releasing)
     }
 
     var requested: HookSessionEnd? {
         guard hasReason.load(ordering: .acquiring) else { return nil }
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return reason
+        return reason.withLock { $0 }
     }
 
     /// The engine holds reported lines it has not flushed: the watcher wakes it to flush them.

@@ -325,7 +325,7 @@ public final class Tracee: @unchecked Sendable {
         try tracer.run {
             var raw = user_regs_struct()
             if graft_getregs(tid, &raw) != 0 {
-                throw errno == ESRCH ? GraftError.threadVanished(tid: tid) : GraftError.systemCall(name: "PTRACE_GETREGS", errno: errno, context: "thread \(tid)")
+                throw GraftError.ptrace("PTRACE_GETREGS", tid: tid, context: "thread \(tid)")
             }
             return Registers(raw: raw)
         }
@@ -336,7 +336,7 @@ public final class Tracee: @unchecked Sendable {
         try tracer.run {
             var pc: UInt64 = 0
             if graft_get_pc(tid, &pc) != 0 {
-                throw errno == ESRCH ? GraftError.threadVanished(tid: tid) : GraftError.systemCall(name: "PTRACE_PEEKUSER", errno: errno, context: "rip of thread \(tid)")
+                throw GraftError.ptrace("PTRACE_PEEKUSER", tid: tid, context: "rip of thread \(tid)")
             }
             return pc
         }
@@ -346,7 +346,7 @@ public final class Tracee: @unchecked Sendable {
     public func setProgramCounter(_ pc: UInt64, of tid: Int32) throws {
         try tracer.run {
             if graft_set_pc(tid, pc) != 0 {
-                throw errno == ESRCH ? GraftError.threadVanished(tid: tid) : GraftError.systemCall(name: "PTRACE_POKEUSER", errno: errno, context: "rip of thread \(tid)")
+                throw GraftError.ptrace("PTRACE_POKEUSER", tid: tid, context: "rip of thread \(tid)")
             }
         }
     }
@@ -355,7 +355,7 @@ public final class Tracee: @unchecked Sendable {
         try tracer.run {
             var raw = registers.raw
             if graft_setregs(tid, &raw) != 0 {
-                throw errno == ESRCH ? GraftError.threadVanished(tid: tid) : GraftError.systemCall(name: "PTRACE_SETREGS", errno: errno, context: "thread \(tid)")
+                throw GraftError.ptrace("PTRACE_SETREGS", tid: tid, context: "thread \(tid)")
             }
         }
     }
@@ -368,7 +368,7 @@ public final class Tracee: @unchecked Sendable {
         try tracer.run {
             for _ in 0..<64 {
                 if graft_ptrace(GRAFT_PTRACE_SINGLESTEP, tid, 0, 0) != 0 {
-                    throw errno == ESRCH ? GraftError.threadVanished(tid: tid) : GraftError.systemCall(name: "PTRACE_SINGLESTEP", errno: errno, context: "thread \(tid)")
+                    throw GraftError.ptrace("PTRACE_SINGLESTEP", tid: tid, context: "thread \(tid)")
                 }
                 var status: Int32 = 0
                 if graft_waitpid(tid, &status, 0) < 0 {
