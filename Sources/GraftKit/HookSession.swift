@@ -76,7 +76,9 @@ public final class HookSession: @unchecked Sendable {
             defer { stopState.tracerThread.store(0, ordering: .relaxed) }
             let tracee = try openTarget(command: command, pid: pid, tracer: tracer)
             pid = tracee.pid
-            let engine = HookEngine(tracee: tracee, specs: specs, limits: limits, journal: journal, stopState: stopState)
+            let engine = try HookEngine.detachingOnFailure(tracee) {
+                try HookEngine(tracee: tracee, specs: specs, limits: limits, journal: journal, stopState: stopState)
+            }
             engine.reportsCalls = reportsCalls
             return try runEngine(engine, launched: command != nil, status: &launchedExitStatus, ended: onEnd) {
                 try engine.run(flush: flush, onEvent: onEvent, watcher: watcher)
