@@ -23,15 +23,10 @@ final class HookEngine {
     var armed: [ArmedHook] = []
     var totalHits = 0
     var vforkChildren: Set<Int32> = []
-    /// Signals the target received while traced (launch mode: was a Ctrl-C also the target's?).
-    var signalsSeen: Set<Int32> = []
+    /// What the loop, the hit path, teardown and the stepper share as the session runs.
+    let session = SessionState()
     /// Trace mode: the single-stepping half (see Stepper).
     var stepper: Stepper?
-    /// Clone/fork children whose first stop came before their parent's event.
-    var earlyStops: Set<Int32> = []
-    /// Threads the loop left in their stop (the thread that exec'd): teardown must not wait for them.
-    var parked: Set<Int32> = []
-    var end: HookSessionEnd?
     /// `--count` reached, waiting for the counted calls' returns (see `drainLimit`).
     var draining = false
     var drainDeadline: UInt64 = 0
@@ -96,7 +91,7 @@ final class HookEngine {
             if let stepper, stepper.traceHook == nil {
                 // Default trace mode: the stepped thread (and with --all-stop every other) stays ours.
                 let keep = try stepper.startDefault(self)
-                if let stepped = stepper.tid { parked.formUnion(keep.subtracting([stepped])) }
+                if let stepped = stepper.tid { session.parked.formUnion(keep.subtracting([stepped])) }
                 try tracee.resumeAll(except: keep)
             } else {
                 try tracee.resumeAll()
@@ -111,18 +106,18 @@ final class HookEngine {
         flush()
         // An exec from another thread kills every thread but the one exec'ing: a ptrace call on one
         // of them fails (ESRCH) before the exec event is collected; the teardown collects it.
-        if loopError != nil, end == nil, execHappened { end = .targetExec }
-        if let loopError, end == nil { throw loopError }
-        return HookSummary(hooks: stats, end: end ?? .requested, elapsedNanoseconds: graft_monotonic_ns() - started,
+        if loopError != nil, session.end == nil, execHappened { session.end = .targetExec }
+        if let loopError, session.end == nil { throw loopError }
+        return HookSummary(hooks: stats, end: session.end ?? .requested, elapsedNanoseconds: graft_monotonic_ns() - started,
                            codeRestored: restored)
     }
 
     func loop(flush: () -> Void, onEvent: (HookEvent) -> Void) throws {
         var unflushed = false
         var lastFlush = graft_monotonic_ns()
-        while end == nil {
+        while session.end == nil {
             if let reason = stopState.requested {
-                end = reason
+                session.end = reason
                 break
             }
             // Flushing before every wait would cost a waitpid(WNOHANG) and a write per hit (or per
@@ -145,7 +140,7 @@ final class HookEngine {
                 if graft_monotonic_ns() >= drainDeadline {
                     let waiting = pending.values.reduce(0) { $0 + $1.count }
                     if waiting > 0 { onEvent(.notice("--count reached; \(waiting) counted call\(waiting == 1 ? " is" : "s are") still running: \(waiting == 1 ? "its return is" : "their returns are") not reported")) }
-                    end = .count
+                    session.end = .count
                     break
                 }
                 mayFlush = false
@@ -172,7 +167,7 @@ final class HookEngine {
 
     /// Handles one event while the session runs; true when something was reported.
     func handle(_ event: TraceEvent, onEvent: (HookEvent) -> Void) throws -> Bool {
-        if let stepper, let reported = try stepper.intercept(event, engine: self, onEvent: onEvent) { return reported }
+        if let stepper, let reported = try stepper.intercept(event, host: self, onEvent: onEvent) { return reported }
         switch event {
         case .trap(let tid):
             if countsOnly, let reported = try countOnlyHit(tid) { return reported }
@@ -185,7 +180,7 @@ final class HookEngine {
             }
             registers.rip = address
             if let stepper, vforkChildren.isEmpty || !vforkChildren.contains(tid), stepper.wantsToTrace(breakpoint) {
-                try stepper.begin(tid, registers: &registers, breakpoint: breakpoint, engine: self, onEvent: onEvent)
+                try stepper.begin(tid, registers: &registers, breakpoint: breakpoint, host: self, onEvent: onEvent)
                 return true
             }
             cpuFollower.observe(process: tracee.pid, thread: tid)
@@ -200,7 +195,7 @@ final class HookEngine {
             checkCount()
             return reported
         case .signal(let tid, let signal):
-            signalsSeen.insert(signal)
+            session.signalsSeen.insert(signal)
             if signal == SIGCONT { tracee.clearGroupStop(tid) }
             try tracee.resume(tid, signal: signal)
         case .groupStop(let tid, _):
@@ -209,13 +204,13 @@ final class HookEngine {
             tracee.clearGroupStop(tid)
             try tracee.resume(tid)
         case .earlyStop(let tid):
-            earlyStops.insert(tid)
+            session.earlyStops.insert(tid)
         case .newThread(let parent, let child):
-            if earlyStops.remove(child) != nil { try tracee.resume(child) }
+            if session.earlyStops.remove(child) != nil { try tracee.resume(child) }
             try continueThread(parent)
         case .forked(let parent, let child, let isVfork):
             if isVfork {
-                if earlyStops.remove(child) != nil { try tracee.resume(child) }
+                if session.earlyStops.remove(child) != nil { try tracee.resume(child) }
                 // The child shares the memory (and the breakpoints) until it execs or exits: keep
                 // serving its hits like any thread's.
                 vforkChildren.insert(child)
@@ -235,21 +230,21 @@ final class HookEngine {
                 return false
             }
             // The process image is gone, and the breakpoints with it.
-            parked.insert(tid)
+            session.parked.insert(tid)
             execHappened = true
             breakpoints.removeAll()
             pending.removeAll()
             scratch.forget()
-            end = .targetExec
+            session.end = .targetExec
             onEvent(.notice("process \(tracee.pid) called exec: its code is new, the hooks are gone"))
             return true
         case .threadExited(let tid, let status):
             pending[tid] = nil
             unwinder.forget(tid)
-            if draining, end == nil, pending.values.allSatisfy(\.isEmpty) { end = .count }
+            if draining, session.end == nil, pending.values.allSatisfy(\.isEmpty) { session.end = .count }
             if vforkChildren.remove(tid) != nil { return false }
             if tid == tracee.pid {
-                end = .targetExited(status)
+                session.end = .targetExited(status)
             }
         case .other(let tid, _):
             try tracee.resume(tid)
@@ -268,13 +263,13 @@ final class HookEngine {
     /// `--count` reached: let the counted calls return (and report their returns) before ending; new
     /// calls are no longer counted. At most `drainLimit`.
     func checkCount() {
-        if let count = limits.count, totalHits >= count, end == nil, !draining {
-            if pending.values.allSatisfy(\.isEmpty) { end = .count } else {
+        if let count = limits.count, totalHits >= count, session.end == nil, !draining {
+            if pending.values.allSatisfy(\.isEmpty) { session.end = .count } else {
                 draining = true
                 drainDeadline = graft_monotonic_ns() &+ Self.drainLimit
             }
         } else if draining, pending.values.allSatisfy(\.isEmpty) {
-            end = .count
+            session.end = .count
         }
     }
 

@@ -123,7 +123,7 @@ func runEngine(_ engine: HookEngine, launched: Bool, status: inout Int32?, ended
     case .signal(SIGPIPE):
         // graft's stdout reader went away (`| head`): the command meets that on its own writes.
         status = engine.tracee.reapLaunched(forwarding: 0)
-    case .signal(let signal) where (signal != SIGINT && signal != SIGQUIT) || !engine.signalsSeen.contains(signal):
+    case .signal(let signal) where (signal != SIGINT && signal != SIGQUIT) || !engine.session.signalsSeen.contains(signal):
         // SIGTERM/SIGHUP reached graft alone: pass them on. A terminal's Ctrl-C (Ctrl-\) goes to
         // the whole process group, and the command got its own SIGINT (SIGQUIT: graft saw it); a
         // `kill -INT` to graft alone did not reach the command: pass that on too.

@@ -13,7 +13,7 @@ extension HookEngine {
     /// A fork child inherits the int3 bytes; it would die of SIGTRAP at its first call. Put the
     /// original bytes back in its copy of the memory and let it go untraced.
     func releaseForkChild(_ child: Int32) {
-        if earlyStops.remove(child) == nil { _ = try? tracee.waitForFirstStop(of: child) }
+        if session.earlyStops.remove(child) == nil { _ = try? tracee.waitForFirstStop(of: child) }
         breakpoints.restoreAll(inForkChild: child, of: tracee)
         tracee.detachThread(child)
     }
@@ -23,7 +23,7 @@ extension HookEngine {
     /// Stops every thread, removes every breakpoint, moves threads out of scratch pages, verifies the
     /// code and detaches. Never throws: every step is attempted. True when the code was verified.
     func teardown(onEvent: (HookEvent) -> Void) -> Bool {
-        if case .targetExited = end {
+        if case .targetExited = session.end {
             try? tracee.detach()
             return true
         }
@@ -32,7 +32,7 @@ extension HookEngine {
         // A signal can still be queued behind the interrupt stop (a terminal's Ctrl-C reaching the
         // whole process group): note it, so launch mode does not send it a second time.
         for tid in tracee.threadIDs {
-            for signal in [SIGINT, SIGQUIT] where hasPendingSignal(tid, signal) { signalsSeen.insert(signal) }
+            for signal in [SIGINT, SIGQUIT] where hasPendingSignal(tid, signal) { session.signalsSeen.insert(signal) }
         }
         // The stepped thread may have been interrupted with its step's SIGTRAP still queued (the
         // kernel reports a pending interrupt first): take that SIGTRAP now, or detaching would
@@ -72,7 +72,7 @@ extension HookEngine {
     /// meanwhile: a breakpoint hit is rewound (the call runs unhooked once the code is restored),
     /// signals are held for delivery at detach, new threads and fork children are handled.
     func stopEveryThread(onEvent: (HookEvent) -> Void) {
-        var waiting = Set(tracee.threadIDs).subtracting(parked)
+        var waiting = Set(tracee.threadIDs).subtracting(session.parked)
         for tid in waiting { try? tracee.interrupt(tid) }
         var rounds = 0
         while !waiting.isEmpty, rounds < 100_000 {
@@ -96,7 +96,7 @@ extension HookEngine {
             }
             guard let event = next else { continue }
             switch event {
-            case .trap(let tid) where stepper?.absorbFinalTrap(tid, engine: self) == true:
+            case .trap(let tid) where stepper?.absorbFinalTrap(tid, host: self) == true:
                 waiting.remove(tid)
             case .trap(let tid):
                 if var registers = try? tracee.registers(of: tid), breakpoints[registers.rip &- 1] != nil {
@@ -107,22 +107,22 @@ extension HookEngine {
                 }
                 waiting.remove(tid)
             case .signal(let tid, let signal):
-                signalsSeen.insert(signal)
+                session.signalsSeen.insert(signal)
                 tracee.hold(signal: signal, for: tid)
                 waiting.remove(tid)
             case .groupStop(let tid, _), .interrupted(let tid), .other(let tid, _):
                 waiting.remove(tid)
             case .earlyStop(let tid):
-                earlyStops.insert(tid)
+                session.earlyStops.insert(tid)
             case .newThread(let parent, let child):
                 waiting.remove(parent)
                 // The child's first stop is still to come, unless it came early.
-                if earlyStops.remove(child) == nil { waiting.insert(child) }
+                if session.earlyStops.remove(child) == nil { waiting.insert(child) }
             case .forked(let parent, let child, let isVfork):
                 if isVfork {
                     vforkChildren.insert(child)
                     tracee.track(child)
-                    if earlyStops.remove(child) == nil { waiting.insert(child) }
+                    if session.earlyStops.remove(child) == nil { waiting.insert(child) }
                 } else {
                     releaseForkChild(child)
                     onEvent(.notice("fork child \(child) released without breakpoints"))
@@ -142,7 +142,7 @@ extension HookEngine {
             case .threadExited(let tid, let status):
                 waiting.remove(tid)
                 vforkChildren.remove(tid)
-                if tid == tracee.pid, end == nil || end == .requested { end = .targetExited(status) }
+                if tid == tracee.pid, session.end == nil || session.end == .requested { session.end = .targetExited(status) }
             }
         }
     }
