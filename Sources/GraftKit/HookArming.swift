@@ -55,36 +55,15 @@ extension HookEngine {
     /// decoded from the function start, memory equal to the file, no graft patch there, and a first
     /// instruction graft can displace.
     func plan(_ spec: HookSpec, hook: Int, journal contents: JournalContents) throws -> (Breakpoint, String) {
-        let resolved = try index.resolve(try Location.parse(spec.location))
-        guard let mapping = index.mapping(containing: resolved.address) else {
-            throw GraftError.addressNotMapped(address: resolved.address)
-        }
-        guard mapping.executable, mapping.isFileBacked else {
-            throw GraftError.addressNotExecutable(address: resolved.address, mapping: "\(mapping.permissions) \(mapping.path.isEmpty ? "anonymous" : mapping.path)")
-        }
-        guard let module = resolved.module, let symbol = resolved.symbol, let start = resolved.symbolAddress else {
-            throw GraftError.noSymbolAt(address: resolved.address)
-        }
-        if symbol.kind == .ifunc { throw GraftError.ifuncSymbol(function: "\(module.name)!\(symbol.name)", use: "hooking") }
+        let resolver = CodeSiteResolver(index: index, disassembler: disassembler) { try self.tracee.readMemory(at: $0, count: $1) }
+        let located = try resolver.locate(spec.location, use: "hooking")
+        let resolved = located.resolved, start = located.start
         let function = resolved.description
-        var address = resolved.address
         // Code from the file (memory may hold a breakpoint), up to the hooked instruction + 15.
-        let length = Int(max(symbol.size, address - start + 16))
-        let elf = try? module.elf()
-        let fileCode = elf?.bytes(atVirtualAddress: module.linkAddress(start), count: length)
-        let code = try fileCode ?? tracee.readMemory(at: start, count: length)
-        let instructions = disassembler.decode(code, at: start)
-        // Keep endbr64 in place (an indirect branch must land on it); hook the instruction after.
-        if address == start, code.starts(with: X86_64.endbr64) { address += UInt64(X86_64.endbr64.count) }
-        guard let instruction = instructions.first(where: { $0.address == address }) else {
-            let previous = instructions.last(where: { $0.address < address })?.address ?? start
-            let next = instructions.first(where: { $0.address > address })?.address ?? (instructions.last?.end ?? start)
-            if address < (instructions.last?.end ?? start) {
-                throw GraftError.notInstructionBoundary(address: address, function: function, previous: previous, next: next)
-            }
-            throw GraftError.undecodableInstruction(address: address, function: function)
-        }
-        if let patch = contents.patches.first(where: { $0.state != .reverted && $0.range.contains(address) }) {
+        let site = try resolver.decode(located, count: Int(max(located.symbol.size, resolved.address - start + 16)))
+        let address = site.address
+        let instruction = site.instructions[try site.instructionIndex(at: address, function: function)]
+        if let patch = CodeSite.appliedPatch(in: contents, overlapping: address..<address + 1) {
             throw GraftError.hookRefused(function: function, address: address,
                                          reason: "graft patch \(patch.id) is applied there; hooks and patches do not overlap (run `graft unpatch -p \(tracee.pid) \(patch.id)` first)")
         }
@@ -99,7 +78,7 @@ extension HookEngine {
         }
         let breakpoint = Breakpoint(address: address, originalByte: instruction.bytes[0], instruction: instruction,
                                     displaced: displaced, slot: nil, entryHook: hook)
-        breakpoint.atFunctionEntry = address == start || (address == start + UInt64(X86_64.endbr64.count) && code.starts(with: X86_64.endbr64))
+        breakpoint.atFunctionEntry = address == start || (address == start + UInt64(X86_64.endbr64.count) && site.code.starts(with: X86_64.endbr64))
         return (breakpoint, address == resolved.address ? function : "\(function) (after endbr64)")
     }
 
