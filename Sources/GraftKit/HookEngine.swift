@@ -5,7 +5,11 @@ import GraftMachine
 import GraftPtrace
 import Glibc
 
-/// The session's work on the tracer thread.
+/// The session's work on the tracer thread: its state and its event loop (this file). The rest of
+/// the engine lives in extensions named for their concern: `HookArming.swift` (plan and write the
+/// int3s, return sites), `HookHit.swift` (a stop at a breakpoint), `HookTeardown.swift` (stop, restore,
+/// detach; fork children). Its parts: `BreakpointTable`, `ScratchPages` (+ `NearPageAllocator`),
+/// `CPUFollower`, `SessionState`; the stepper sees it only as a `StepperHost`.
 final class HookEngine {
     let tracee: Tracee
     let specs: [HookSpec]
