@@ -30,8 +30,9 @@ let package = Package(
         .target(name: "GraftELF", dependencies: ["GraftCore"]),
         // Process control. The ONLY module that calls ptrace/waitpid.
         .target(name: "GraftPtrace", dependencies: ["GraftCore", "CGraftShim"]),
-        // The engine: patches + journal (later hooks, tracer, unwinder).
-        .target(name: "GraftKit", dependencies: ["GraftCore", "GraftMachine", "GraftELF", "GraftPtrace", "CLibunwind"]),
+        // The engine: patches + journal, hook sessions, the step tracer, the unwinder. It calls
+        // CGraftShim directly for the clock, CPU following and scheduling policies.
+        .target(name: "GraftKit", dependencies: ["GraftCore", "GraftMachine", "GraftELF", "GraftPtrace", "CGraftShim", "CLibunwind"]),
         // The CLI: one file per command, no logic of its own.
         .executableTarget(name: "graft", dependencies: [
             "GraftKit", .product(name: "ArgumentParser", package: "swift-argument-parser", condition: .when(traits: ["CLI"])),

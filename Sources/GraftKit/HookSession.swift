@@ -76,7 +76,9 @@ public final class HookSession: @unchecked Sendable {
             defer { stopState.tracerThread.store(0, ordering: .relaxed) }
             let tracee = try openTarget(command: command, pid: pid, tracer: tracer)
             pid = tracee.pid
-            let engine = HookEngine(tracee: tracee, specs: specs, limits: limits, journal: journal, stopState: stopState)
+            let engine = try HookEngine.detachingOnFailure(tracee) {
+                try HookEngine(tracee: tracee, specs: specs, limits: limits, journal: journal, stopState: stopState)
+            }
             engine.reportsCalls = reportsCalls
             return try runEngine(engine, launched: command != nil, status: &launchedExitStatus, ended: onEnd) {
                 try engine.run(flush: flush, onEvent: onEvent, watcher: watcher)
@@ -121,7 +123,7 @@ func runEngine(_ engine: HookEngine, launched: Bool, status: inout Int32?, ended
     case .signal(SIGPIPE):
         // graft's stdout reader went away (`| head`): the command meets that on its own writes.
         status = engine.tracee.reapLaunched(forwarding: 0)
-    case .signal(let signal) where (signal != SIGINT && signal != SIGQUIT) || !engine.signalsSeen.contains(signal):
+    case .signal(let signal) where (signal != SIGINT && signal != SIGQUIT) || !engine.session.signalsSeen.contains(signal):
         // SIGTERM/SIGHUP reached graft alone: pass them on. A terminal's Ctrl-C (Ctrl-\) goes to
         // the whole process group, and the command got its own SIGINT (SIGQUIT: graft saw it); a
         // `kill -INT` to graft alone did not reach the command: pass that on too.
@@ -134,8 +136,7 @@ func runEngine(_ engine: HookEngine, launched: Bool, status: inout Int32?, ended
 
 /// The stop request, shared between the watcher, signal paths and the tracer thread.
 final class StopState: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var reason: HookSessionEnd?
+    private let reason = Mutex<HookSessionEnd?>(nil)
     /// Fast paths for the tracer thread, which asks on every event: plain atomics, the mutex only
     /// once a stop was requested.
     private let hasReason = Atomic<Bool>(false)
@@ -145,21 +146,14 @@ final class StopState: @unchecked Sendable {
     let hits = Atomic<Int>(0)
     let tracerThread = Atomic<Int32>(0)
 
-    init() { pthread_mutex_init(&mutex, nil) }
-    deinit { pthread_mutex_destroy(&mutex) }
-
     func request(_ value: HookSessionEnd) {
-        pthread_mutex_lock(&mutex)
-        if reason == nil { reason = value }
-        pthread_mutex_unlock(&mutex)
+        reason.withLock { if $0 == nil { $0 = value } }
         hasReason.store(true, ordering: .releasing)
     }
 
     var requested: HookSessionEnd? {
         guard hasReason.load(ordering: .acquiring) else { return nil }
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return reason
+        return reason.withLock { $0 }
     }
 
     /// The engine holds reported lines it has not flushed: the watcher wakes it to flush them.

@@ -1,3 +1,4 @@
+import CGraftShim
 import FoundationEssentials
 import GraftCore
 import GraftPtrace
@@ -95,12 +96,12 @@ public struct Journal: Sendable {
         let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw GraftError.journal(path: lockPath, reason: "cannot open the lock file: \(Errno.describe(errno))") }
         defer { close(fd) }
-        let deadline = Double(graftMonotonicNanoseconds()) / 1e9 + timeout
+        let deadline = Double(graft_monotonic_ns()) / 1e9 + timeout
         while flock(fd, LOCK_EX | LOCK_NB) != 0 {
             if errno != EWOULDBLOCK && errno != EINTR {
                 throw GraftError.journal(path: lockPath, reason: "cannot lock: \(Errno.describe(errno))")
             }
-            if Double(graftMonotonicNanoseconds()) / 1e9 > deadline {
+            if Double(graft_monotonic_ns()) / 1e9 > deadline {
                 let who = Journal.lockHolder(fd).map { holder -> String in
                     let name = ProcFS.commandName(holder)
                     return name == "graft" ? "another graft command (pid \(holder))" : "process \(holder) (\(name))"
@@ -155,7 +156,7 @@ public struct Journal: Sendable {
             if access(file, F_OK) == 0 {
                 throw GraftError.journal(path: file, reason: "cannot read: \(Errno.describe(errno))")
             }
-            let exe = (try? readLink("/proc/\(instance.pid)/exe")) ?? "unknown"
+            let exe = FileIO.readLink("/proc/\(instance.pid)/exe") ?? "unknown"
             return JournalContents(pid: instance.pid, startTime: instance.startTime, executable: exe, nextID: 1, patches: [])
         }
         let contents: JournalContents
@@ -243,19 +244,6 @@ public struct Journal: Sendable {
             }
         }
     }
-}
-
-func readLink(_ path: String) throws -> String {
-    var buffer = [CChar](repeating: 0, count: 4096)
-    let n = readlink(path, &buffer, buffer.count - 1)
-    guard n >= 0 else { throw GraftError.systemCall(name: "readlink", errno: errno, context: path) }
-    return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-}
-
-func graftMonotonicNanoseconds() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
 }
 
 /// UTC, ISO 8601 to the second ("2026-11-22T10:54:10Z"), with libc: Foundation's formatter costs

@@ -69,14 +69,12 @@ struct PatchPlanner {
     /// Named in the hint when memory holds what looks like another journal's patch.
     var journalDirectory = ""
 
+    var resolver: CodeSiteResolver { CodeSiteResolver(index: index, disassembler: disassembler, readMemory: readMemory) }
+
     func plan(location text: String, action: PatchAction) throws -> PatchPlan {
-        let resolved = try index.resolve(try Location.parse(text))
-        try requireExecutable(resolved.address, asTarget: false)
-        guard let module = resolved.module, let symbol = resolved.symbol, let start = resolved.symbolAddress else {
-            throw GraftError.noSymbolAt(address: resolved.address)
-        }
-        let function = "\(module.name)!\(symbol.name)"
-        if symbol.kind == .ifunc { throw GraftError.ifuncSymbol(function: function, use: "patching") }
+        let located = try resolver.locate(text, use: "patching")
+        let resolved = located.resolved, module = located.module, symbol = located.symbol, start = located.start
+        let function = located.function
         guard symbol.size > 0 else {
             throw GraftError.functionTooShort(function: function, size: 0, needed: X86_64.rel32JumpLength)
         }
@@ -84,24 +82,14 @@ struct PatchPlanner {
         checks.append("\(hex(resolved.address)) is in an executable file mapping (\(module.name))")
 
         // Decode the pristine code from the file; memory may hold someone's breakpoint.
-        let size = Int(symbol.size)
-        let elf = try? module.elf()
-        let fileCode = elf?.bytes(atVirtualAddress: module.linkAddress(start), count: size)
-        let code = try fileCode ?? readMemory(start, size)
-        let instructions = disassembler.decode(code, at: start)
-        let decodedEnd = instructions.last?.end ?? start
-
-        var address = resolved.address
-        var keptEndbr64 = false
-        if address == start, code.starts(with: X86_64.endbr64) {
-            address += UInt64(X86_64.endbr64.count)
-            keptEndbr64 = true
-            checks.append("endbr64 at the entry is kept; the patch starts after it")
-        }
+        let site = try resolver.decode(located, count: Int(symbol.size))
+        let instructions = site.instructions, decodedEnd = site.decodedEnd
+        let address = site.address, keptEndbr64 = site.keptEndbr64
+        if keptEndbr64 { checks.append("endbr64 at the entry is kept; the patch starts after it") }
         guard address < start + symbol.size else {
             throw GraftError.pastFunctionEnd(address: address, function: function, start: start, size: symbol.size)
         }
-        let boundaryIndex = try PatchPlanner.instructionIndex(at: address, in: instructions, function: function, start: start)
+        let boundaryIndex = try site.instructionIndex(at: address, function: function)
         checks.append("\(hex(address)) is an instruction boundary (decoded from the start of \(function))")
         // A `.cold` part (gcc's split-off unlikely code) is jumped to from inside its parent, in the
         // parent's frame: a stub or a jump there returns through the parent's saved registers.
@@ -131,7 +119,7 @@ struct PatchPlanner {
         switch action {
         case .jump(let targetText):
             let resolvedTarget = try index.resolve(try Location.parse(targetText))
-            try requireExecutable(resolvedTarget.address, asTarget: true)
+            try resolver.requireExecutable(resolvedTarget.address, asTarget: true)
             if let check = try checkJumpTarget(resolvedTarget) { checks.append(check) }
             target = resolvedTarget
             if let rel = X86_64.jumpRel32(from: address, to: resolvedTarget.address) {
@@ -178,32 +166,21 @@ struct PatchPlanner {
 
         // The bytes in memory must be the file's (or, without the file, what we decoded).
         let found = try readMemory(address, newBytes.count)
-        let expected = fileCode.map { Array($0[Int(address - start)..<Int(end - start)]) } ?? found
-        if let record = journal.patches.first(where: { $0.state != .reverted && $0.range.overlaps(address..<end) }) {
+        let expected = site.fileBytes(at: address, count: newBytes.count) ?? found
+        if let record = CodeSite.appliedPatch(in: journal, overlapping: address..<end) {
             throw GraftError.alreadyPatched(address: record.addressValue, id: record.id, function: record.function, pid: instance.pid)
         }
         if found != expected {
             throw GraftError.unexpectedBytes(address: address, expected: expected, found: found, hint: unexpectedBytesHint(found, at: address))
         }
-        checks.append(fileCode != nil ? "the bytes in memory equal the file's" : "the file could not be read; memory bytes taken as the original")
+        checks.append(site.fileCode != nil ? "the bytes in memory equal the file's" : "the file could not be read; memory bytes taken as the original")
 
         return PatchPlan(
             instance: instance, address: address, location: resolved, function: function,
             functionStart: start, functionSize: symbol.size, modulePath: module.path,
-            buildID: elf?.buildID, action: action, target: target, originalBytes: found, newBytes: newBytes,
+            buildID: site.elf?.buildID, action: action, target: target, originalBytes: found, newBytes: newBytes,
             originalInstructions: overwritten, newInstructions: disassembler.decode(encoding == "jmp [rip+0]" ? Array(newBytes.prefix(6)) : newBytes, at: address, maxCount: 2),
             encoding: encoding, keptEndbr64: keptEndbr64, returnAddressesInside: returnsInside, checks: checks)
-    }
-
-    /// The index of the instruction starting at `address` in `function`'s decode (from `start`), or
-    /// the refusal: not an instruction boundary (naming its neighbours), or past what decodes.
-    static func instructionIndex(at address: UInt64, in instructions: [Instruction], function: String, start: UInt64) throws -> Int {
-        if let index = instructions.firstIndex(where: { $0.address == address }) { return index }
-        let decodedEnd = instructions.last?.end ?? start
-        guard address < decodedEnd else { throw GraftError.undecodableInstruction(address: decodedEnd, function: function) }
-        let previous = instructions.last(where: { $0.address < address })?.address ?? start
-        let next = instructions.first(where: { $0.address > address })?.address ?? decodedEnd
-        throw GraftError.notInstructionBoundary(address: address, function: function, previous: previous, next: next)
     }
 
     /// The first instruction that moves rsp on the way to `instructions[index]` from the function's
@@ -239,7 +216,7 @@ struct PatchPlanner {
         let size = Int(max(symbol.size, target.address - start + 16))
         let code = try (try? module.elf())?.bytes(atVirtualAddress: module.linkAddress(start), count: size) ?? readMemory(start, size)
         let instructions = disassembler.decode(code, at: start)
-        let index = try PatchPlanner.instructionIndex(at: target.address, in: instructions, function: function, start: start)
+        let index = try CodeSite.instructionIndex(at: target.address, in: instructions, function: function, start: start)
         if let changer = PatchPlanner.stackChanger(before: index, in: instructions) {
             if !allowMidFunction {
                 throw GraftError.targetMidFunction(target: target.description, reason: "'\(changer.text)' at \(hex(changer.address)) in \(function) moves the stack pointer before that point")
@@ -279,80 +256,5 @@ struct PatchPlanner {
             return "a debugger breakpoint (int3) seems to be set here; remove it first"
         }
         return "another tool changed this code since it was loaded; graft patches only pristine code"
-    }
-
-    private func requireExecutable(_ address: UInt64, asTarget: Bool) throws {
-        guard let mapping = index.mapping(containing: address) else {
-            throw GraftError.addressNotMapped(address: address)
-        }
-        let description = "\(mapping.permissions) \(mapping.path.isEmpty ? "anonymous" : mapping.path)"
-        if asTarget {
-            guard mapping.executable else { throw GraftError.targetNotExecutable(address: address, mapping: description) }
-        } else {
-            guard mapping.executable, mapping.isFileBacked else {
-                throw GraftError.addressNotExecutable(address: address, mapping: description)
-            }
-        }
-    }
-}
-
-/// The checks and writes made while every thread is stopped.
-enum StoppedCode {
-    /// Makes sure no thread's pc is strictly inside `range`: a thread there is single-stepped out
-    /// (ORBIT's approach), unless it sits in a system call or on a `syscall` instruction, which a step
-    /// could block on. A pc at the first byte is fine: the new instruction starts there.
-    static func moveThreadsOut(of range: Range<UInt64>, tracee: Tracee) throws -> [Int32] {
-        var stepped: [Int32] = []
-        func inside(_ address: UInt64) -> Bool { address > range.lowerBound && address < range.upperBound }
-        try tracee.forEachThreadID { tid in
-            // rip alone first (PTRACE_PEEKUSER): nearly every thread is far from the bytes.
-            let stoppedAt = try tracee.programCounter(of: tid)
-            guard inside(stoppedAt) || inside(stoppedAt &- 2) else { return }
-            let registers = try tracee.registers(of: tid)
-            var pc = registers.rip
-            // A thread stopped inside a restartable system call resumes at rip - 2.
-            let inSyscall = Int64(bitPattern: registers.origRax) >= 0
-            guard inside(pc) || (inSyscall && inside(pc &- 2)) else { return }
-            if inSyscall { throw GraftError.threadInsidePatch(tid: tid, pc: pc) }
-            var steps = 0
-            while pc > range.lowerBound && pc < range.upperBound {
-                let next = try tracee.readMemory(at: pc, count: 2)
-                if next == [0x0f, 0x05] || steps >= 32 { throw GraftError.threadInsidePatch(tid: tid, pc: pc) }
-                pc = try tracee.singleStep(tid)
-                steps += 1
-            }
-            stepped.append(tid)
-        }
-        return stepped.sorted()
-    }
-
-    /// Refuses when a thread's stack holds one of `returnAddresses` (scanning from rsp to the end of
-    /// its stack mapping, at most 1 MiB: conservative, a stale copy also refuses).
-    static func checkReturnAddresses(_ returnAddresses: [UInt64], tracee: Tracee) throws {
-        guard !returnAddresses.isEmpty else { return }
-        let mappings = try ProcMaps.read(pid: tracee.pid)
-        for tid in tracee.threadIDs {
-            let rsp = try tracee.registers(of: tid).rsp & ~7
-            guard let stack = mappings.first(where: { $0.contains(rsp) }) else { continue }
-            let length = Int(min(stack.end - rsp, 1 << 20))
-            let words = try tracee.readMemory(at: rsp, count: length)
-            var offset = 0
-            while offset + 8 <= words.count {
-                var value: UInt64 = 0
-                for i in 0..<8 { value |= UInt64(words[offset + i]) << (8 * UInt64(i)) }
-                if returnAddresses.contains(value) {
-                    throw GraftError.returnAddressInsidePatch(tid: tid, returnAddress: value)
-                }
-                offset += 8
-            }
-        }
-    }
-
-    /// Writes `new` over `old` at `address`: verifies `old` is there, writes, reads back — one pass
-    /// of PEEKTEXT/POKETEXT (`Tracee.replaceText`), nothing else inside the stop window.
-    static func replace(at address: UInt64, old: [UInt8], new: [UInt8], tracee: Tracee) throws {
-        if let found = try tracee.replaceText(at: address, expected: old, new: new) {
-            throw GraftError.unexpectedBytes(address: address, expected: old, found: found, hint: "the code changed while graft was working; nothing was written")
-        }
     }
 }

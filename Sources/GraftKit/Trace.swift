@@ -151,8 +151,10 @@ public final class TraceSession: @unchecked Sendable {
             } else if defaultsToMain, (try? SymbolIndex(pid: tracee.pid).resolve(Location.parse("main"))) != nil {
                 specs.append(HookSpec(location: "main"))
             }
-            let engine = HookEngine(tracee: tracee, specs: specs, limits: HookLimits(duration: options.duration),
-                                    journal: journal, stopState: stopState)
+            let engine = try HookEngine.detachingOnFailure(tracee) {
+                try HookEngine(tracee: tracee, specs: specs, limits: HookLimits(duration: options.duration),
+                               journal: journal, stopState: stopState)
+            }
             let stepper = Stepper(options: options, traceHook: specs.isEmpty ? nil : 0)
             engine.stepper = stepper
             func traceSummary(_ summary: HookSummary) -> TraceSummary {

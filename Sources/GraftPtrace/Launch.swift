@@ -9,7 +9,7 @@ extension Tracee {
     ///
     /// The child stops itself (SIGSTOP) between fork and execve, graft seizes it there, then lets it
     /// exec; at the exec stop an int3 goes at AT_ENTRY (from /proc/PID/auxv), removed when hit.
-    public static func launch(_ arguments: [String], options: TraceOptions, tracer: TracerThread) throws -> Tracee {
+    public static func launch(_ arguments: [String], options: PtraceOptions, tracer: TracerThread) throws -> Tracee {
         guard let name = arguments.first, !name.isEmpty else { throw GraftError.usage("no command to start") }
         let path = try resolveExecutable(name)
         return try tracer.run {

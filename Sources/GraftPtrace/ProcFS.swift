@@ -4,24 +4,8 @@ import Glibc
 
 /// Small readers of /proc: what the kernel says about a process before and while graft traces it.
 public enum ProcFS {
-    /// The whole content of a (small, virtual) file, or nil when it cannot be read.
-    public static func readFile(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var data: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                return nil
-            }
-            if n == 0 { break }
-            data.append(contentsOf: buffer[0..<n])
-        }
-        return String(decoding: data, as: UTF8.self)
-    }
+    /// The whole content of a (small, virtual) file, or nil when it cannot be read (`FileIO.readText`).
+    public static func readFile(_ path: String) -> String? { FileIO.readText(path: path) }
 
     /// `/proc/PID/status` as key → value.
     public static func status(_ pid: Int32) -> [String: String]? {

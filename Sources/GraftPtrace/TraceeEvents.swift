@@ -2,15 +2,16 @@ import CGraftShim
 import GraftCore
 import Glibc
 
-/// Options a session adds to every traced thread with PTRACE_SETOPTIONS. Threads the kernel attaches
+/// PTRACE_O_* options a session adds to every traced thread with PTRACE_SETOPTIONS (not GraftKit's
+/// `TraceOptions`, the options of a `graft trace` session). Threads the kernel attaches
 /// later (clone, fork, vfork children) inherit the tracer's options.
-public struct TraceOptions: OptionSet, Sendable {
+public struct PtraceOptions: OptionSet, Sendable {
     public let rawValue: UInt64
     public init(rawValue: UInt64) { self.rawValue = rawValue }
-    public static let clone = TraceOptions(rawValue: UInt64(GRAFT_PTRACE_O_TRACECLONE))
-    public static let fork = TraceOptions(rawValue: UInt64(GRAFT_PTRACE_O_TRACEFORK))
-    public static let vfork = TraceOptions(rawValue: UInt64(GRAFT_PTRACE_O_TRACEVFORK))
-    public static let exec = TraceOptions(rawValue: UInt64(GRAFT_PTRACE_O_TRACEEXEC))
+    public static let clone = PtraceOptions(rawValue: UInt64(GRAFT_PTRACE_O_TRACECLONE))
+    public static let fork = PtraceOptions(rawValue: UInt64(GRAFT_PTRACE_O_TRACEFORK))
+    public static let vfork = PtraceOptions(rawValue: UInt64(GRAFT_PTRACE_O_TRACEVFORK))
+    public static let exec = PtraceOptions(rawValue: UInt64(GRAFT_PTRACE_O_TRACEEXEC))
 }
 
 /// One thing `waitForEvent` saw. The thread named stays stopped (except for `threadExited`) until
@@ -44,7 +45,7 @@ public enum TraceEvent: Sendable, Equatable {
 
 extension Tracee {
     /// PTRACE_SETOPTIONS on every traced thread.
-    public func setOptions(_ options: TraceOptions) throws {
+    public func setOptions(_ options: PtraceOptions) throws {
         try tracer.run {
             for tid in threads.keys.sorted() {
                 if graft_ptrace(GRAFT_PTRACE_SETOPTIONS, tid, 0, options.rawValue) != 0, errno != ESRCH {
@@ -197,7 +198,7 @@ extension Tracee {
         try tracer.run {
             var value: UInt64 = 0
             if graft_peektext(tid, address, &value) != 0 {
-                throw errno == ESRCH ? GraftError.threadVanished(tid: tid) : GraftError.addressNotMapped(address: address)
+                throw GraftError.ptraceWord(at: address, tid: tid)
             }
             return value
         }
@@ -207,7 +208,7 @@ extension Tracee {
     public func writeWord(_ value: UInt64, at address: UInt64, via tid: Int32) throws {
         try tracer.run {
             if graft_ptrace(GRAFT_PTRACE_POKETEXT, tid, address, value) != 0 {
-                throw errno == ESRCH ? GraftError.threadVanished(tid: tid) : GraftError.addressNotMapped(address: address)
+                throw GraftError.ptraceWord(at: address, tid: tid)
             }
         }
     }

@@ -1,4 +1,5 @@
 import CGraftShim
+import GraftCore
 import Glibc
 
 /// The one thread that talks to the kernel for a tracee.
@@ -9,8 +10,8 @@ import Glibc
 /// plain pthread with a job queue (Delve's `execPtraceFunc`). `run` is reentrant: code already on the
 /// tracer thread runs inline, so a whole operation can be batched into one hop (~10 µs each).
 public final class TracerThread: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var condition = pthread_cond_t()
+    /// Guards `jobs` and `stopping`; its condition wakes the loop.
+    private let lock = ConditionLock()
     private var jobs: [Job] = []
     private var stopping = false
     private var thread: pthread_t?
@@ -18,8 +19,6 @@ public final class TracerThread: @unchecked Sendable {
     public private(set) var kernelThreadID: Int32 = 0
 
     public init(name: String = "graft-tracer") {
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&condition, nil)
         let box = Unmanaged.passRetained(self)
         var handle = pthread_t()
         let rc = pthread_create(&handle, nil, { raw in
@@ -35,11 +34,6 @@ public final class TracerThread: @unchecked Sendable {
             // Wait until the thread has recorded its tid so `isCurrent` is reliable at once.
             _ = try? run { 0 }
         }
-    }
-
-    deinit {
-        pthread_mutex_destroy(&mutex)
-        pthread_cond_destroy(&condition)
     }
 
     /// True when the caller is running on this tracer thread.
@@ -62,10 +56,10 @@ public final class TracerThread: @unchecked Sendable {
                 // The queued closure captures `escapable`; the loop releases it *before* signalling
                 // completion, so nothing holds it once this block ends (withoutActuallyEscaping checks).
                 let job = Job(work: { resultPointer.pointee = Result { try escapable() } }, completion: completion)
-                pthread_mutex_lock(&mutex)
+                lock.lock()
                 jobs.append(job)
-                pthread_cond_signal(&condition)
-                pthread_mutex_unlock(&mutex)
+                lock.signal()
+                lock.unlock()
             }
             completion.wait()
         }
@@ -74,10 +68,10 @@ public final class TracerThread: @unchecked Sendable {
 
     /// Lets the thread finish its queue and exit. Further `run` calls throw.
     public func shutdown() {
-        pthread_mutex_lock(&mutex)
+        lock.lock()
         stopping = true
-        pthread_cond_signal(&condition)
-        pthread_mutex_unlock(&mutex)
+        lock.signal()
+        lock.unlock()
         if let handle = thread, !isCurrent {
             pthread_join(handle, nil)
         }
@@ -98,16 +92,16 @@ public final class TracerThread: @unchecked Sendable {
         _ = graft_install_wake_handler()
         graft_unblock_wake_signal()
         while true {
-            pthread_mutex_lock(&mutex)
+            lock.lock()
             while jobs.isEmpty && !stopping {
-                pthread_cond_wait(&condition, &mutex)
+                lock.wait()
             }
             if jobs.isEmpty && stopping {
-                pthread_mutex_unlock(&mutex)
+                lock.unlock()
                 return
             }
             var job: Job? = jobs.removeFirst()
-            pthread_mutex_unlock(&mutex)
+            lock.unlock()
             let completion = job!.completion
             job!.work()
             job = nil
@@ -123,31 +117,20 @@ private struct Job {
 
 /// A one-shot signal from the tracer thread to the waiting caller.
 private final class Completion: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var condition = pthread_cond_t()
+    private let lock = ConditionLock()
     private var done = false
 
-    init() {
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&condition, nil)
-    }
-
-    deinit {
-        pthread_mutex_destroy(&mutex)
-        pthread_cond_destroy(&condition)
-    }
-
     func signal() {
-        pthread_mutex_lock(&mutex)
+        lock.lock()
         done = true
-        pthread_cond_signal(&condition)
-        pthread_mutex_unlock(&mutex)
+        lock.signal()
+        lock.unlock()
     }
 
     func wait() {
-        pthread_mutex_lock(&mutex)
-        while !done { pthread_cond_wait(&condition, &mutex) }
-        pthread_mutex_unlock(&mutex)
+        lock.lock()
+        while !done { lock.wait() }
+        lock.unlock()
     }
 }
 

@@ -98,16 +98,10 @@ struct TestFailure: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// A pthread mutex with a closure API (Foundation-free).
-final class NSLockLike: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    init() { pthread_mutex_init(&mutex, nil) }
-    deinit { pthread_mutex_destroy(&mutex) }
-    func withLock<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return try body()
-    }
+/// A mutex with a closure API (Foundation-free).
+final class NSLockLike: Sendable {
+    private let lock = ConditionLock()
+    func withLock<T>(_ body: () throws -> T) rethrows -> T { try lock.withLock(body) }
 }
 
 /// Every hooked function's bytes in memory equal its file bytes (no int3 left).

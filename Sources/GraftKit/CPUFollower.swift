@@ -1,0 +1,82 @@
+import CGraftShim
+import Glibc
+
+/// Keeps the tracer thread on the CPU where the hooked thread last ran.
+///
+/// A ptrace stop wakes the tracer, and PTRACE_CONT wakes the tracee: when the two sit on different
+/// CPUs each hit pays two cross-CPU wake-ups (an IPI to an idle vCPU costs ~25–30 µs on these VMs,
+/// design.md §4), when they share one both wake-ups are local and cheap. graft only moves its own
+/// thread (sched_setaffinity on the tracer): the target's scheduling is untouched. The hooked thread's
+/// CPU is read from /proc/PID/task/TID/stat (field 39) at most every 2 ms (GRAFT_CPU_FOLLOW_MS; 20 ms followed a migration 13% slower in the 1-thread unpinned hook benchmark). GRAFT_NO_CPU_FOLLOW=1
+/// turns it off (benchmarks compare both).
+struct CPUFollower {
+    private var lastCheck: UInt64 = 0
+    private var lastIdleCheck: UInt64 = 0
+    private var pinned: Int32 = -1
+    private let enabled = getenv("GRAFT_NO_CPU_FOLLOW") == nil
+    private var idle = false
+    private var observations: UInt = 0
+    private var lastThread: Int32 = 0
+    /// More than one thread hit since the last SCHED_IDLE decision.
+    private var severalThreads = false
+    /// The followed thread may run on more than one CPU (rechecked every 100 ms).
+    private var movable = true
+
+    mutating func observe(process pid: Int32, thread tid: Int32) {
+        guard enabled else { return }
+        if tid != lastThread {
+            if lastThread != 0 {
+                severalThreads = true
+                // At once, not at the next decision: a starved tracer may not see one for seconds.
+                if idle, graft_set_idle_policy(0) == 0 { idle = false }
+            }
+            lastThread = tid
+        }
+        // The clock itself is looked at every 8th hit: at tens of thousands of hits a second that
+        // is still far more often than the 2 ms period.
+        observations &+= 1
+        guard observations & 7 == 0 else { return }
+        let now = graft_monotonic_ns()
+        guard now &- lastCheck > period else { return }
+        lastCheck = now
+        // SCHED_IDLE makes the tracer's CPU count as idle when the hooked thread wakes up, so the
+        // scheduler puts it back on this CPU instead of waking the other (idle, halted) vCPU; the
+        // tracer is preempted at once and runs again when the thread stops. Only while the machine
+        // has spare CPUs: under load a SCHED_IDLE tracer would starve and stall the target.
+        // /proc/loadavg's running count flickers from one read to the next: decide at most every
+        // 100 ms (at the 2 ms lookup period the policy flipped ~80 times a second).
+        if now &- lastIdleCheck > 100_000_000 {
+            lastIdleCheck = now
+            // Only a thread the scheduler may place on several CPUs can be drawn to this one; for a
+            // thread pinned to one CPU (taskset) SCHED_IDLE would only let every other task on that
+            // CPU preempt graft — and attract them there, since it counts as idle.
+            movable = graft_affinity_count(tid) > 1
+            // Only while ONE thread hits: with several, most of them sit in their ptrace stop
+            // waiting for graft, so /proc/loadavg looks idle, yet once resumed they run — and an
+            // idle-class tracer among running threads gets almost no CPU (seconds-long stalls were
+            // seen with 8 hot threads on 2 CPUs).
+            let spare = movable && !severalThreads && hasSpareCPU()
+            severalThreads = false
+            if spare != idle, graft_set_idle_policy(spare ? 1 : 0) == 0 { idle = spare }
+        }
+        guard movable, let cpu = Self.lastCPU(pid, tid), cpu != pinned else { return }
+        if graft_pin_current_thread(cpu) == 0 { pinned = cpu }
+    }
+
+    static let cpuCount = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    /// How often the followed thread's CPU is looked up (a /proc read, a few µs). Read once per
+    /// engine: a static would cost a swift_once check on every hit.
+    private let period: UInt64 = UInt64(getenv("GRAFT_CPU_FOLLOW_MS").flatMap { Int(String(cString: $0)) } ?? 2) * 1_000_000
+    private let cpus = CPUFollower.cpuCount
+
+    /// /proc/loadavg's runnable count (the 4th field, "running/total") at most the CPU count.
+    func hasSpareCPU() -> Bool {
+        let running = graft_runnable_tasks()
+        return running >= 0 && Int(running) <= cpus
+    }
+
+    static func lastCPU(_ pid: Int32, _ tid: Int32) -> Int32? {
+        let cpu = graft_thread_last_cpu(pid, tid)
+        return cpu >= 0 ? cpu : nil
+    }
+}

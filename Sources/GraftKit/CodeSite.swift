@@ -1,0 +1,115 @@
+import GraftCore
+import GraftELF
+import GraftMachine
+
+/// A LOCATION resolved to a function in an executable file mapping: the start of both a patch's plan
+/// and a hook's (`PatchPlanner.plan`, `HookEngine.plan`).
+struct LocatedFunction {
+    let resolved: ResolvedLocation
+    let module: LoadedModule
+    let symbol: ELFSymbol
+    /// The function's first byte in memory.
+    let start: UInt64
+    /// `module!function`.
+    var function: String { "\(module.name)!\(symbol.name)" }
+}
+
+/// A located function with its code decoded from the ELF file, and the instruction graft will change.
+struct CodeSite {
+    let located: LocatedFunction
+    /// Where the new bytes (or the int3) go: the LOCATION, or the instruction after a kept `endbr64`.
+    let address: UInt64
+    /// The LOCATION was the function's entry and its `endbr64` stays in place (an indirect branch
+    /// must land on it): `address` is the instruction after it.
+    let keptEndbr64: Bool
+    /// The function's bytes from the file; nil when the file could not be read.
+    let fileCode: [UInt8]?
+    /// What was decoded: `fileCode`, else memory.
+    let code: [UInt8]
+    let instructions: [Instruction]
+    let elf: ELFFile?
+
+    var start: UInt64 { located.start }
+    var decodedEnd: UInt64 { instructions.last?.end ?? located.start }
+
+    /// The file's bytes at `address..<address + count`, nil without the file.
+    func fileBytes(at address: UInt64, count: Int) -> [UInt8]? {
+        fileCode.map { Array($0[Int(address - start)..<Int(address - start) + count]) }
+    }
+
+    /// The index of the instruction starting at `address` in the decode (from the function's start),
+    /// or the refusal: not an instruction boundary (naming its neighbours), or past what decodes.
+    /// `function` names the function in the error.
+    func instructionIndex(at address: UInt64, function: String) throws -> Int {
+        try CodeSite.instructionIndex(at: address, in: instructions, function: function, start: start)
+    }
+
+    static func instructionIndex(at address: UInt64, in instructions: [Instruction], function: String, start: UInt64) throws -> Int {
+        if let index = instructions.firstIndex(where: { $0.address == address }) { return index }
+        let decodedEnd = instructions.last?.end ?? start
+        guard address < decodedEnd else { throw GraftError.undecodableInstruction(address: decodedEnd, function: function) }
+        let previous = instructions.last(where: { $0.address < address })?.address ?? start
+        let next = instructions.first(where: { $0.address > address })?.address ?? decodedEnd
+        throw GraftError.notInstructionBoundary(address: address, function: function, previous: previous, next: next)
+    }
+
+    /// The live graft patch of the journal whose bytes overlap `range`, if any.
+    static func appliedPatch(in journal: JournalContents, overlapping range: Range<UInt64>) -> PatchRecord? {
+        journal.patches.first { $0.state != .reverted && $0.range.overlaps(range) }
+    }
+}
+
+/// The one code-site resolver: resolve the LOCATION → an executable file mapping → a function symbol
+/// (not an IFUNC) → decode it from the file (memory may hold someone's breakpoint; the file is
+/// pristine) → keep `endbr64`. The instruction boundary, the journal and the memory comparison are
+/// `CodeSite`'s; each caller orders them and words its refusals.
+struct CodeSiteResolver {
+    let index: SymbolIndex
+    let disassembler: Disassembler
+    /// Memory of the running target (`/proc/PID/mem`, or the attached tracee).
+    let readMemory: (UInt64, Int) throws -> [UInt8]
+
+    /// `use` completes "cannot … an IFUNC": "patching", "hooking".
+    func locate(_ text: String, use: String) throws -> LocatedFunction {
+        let resolved = try index.resolve(try Location.parse(text))
+        try requireExecutable(resolved.address, asTarget: false)
+        guard let module = resolved.module, let symbol = resolved.symbol, let start = resolved.symbolAddress else {
+            throw GraftError.noSymbolAt(address: resolved.address)
+        }
+        let located = LocatedFunction(resolved: resolved, module: module, symbol: symbol, start: start)
+        if symbol.kind == .ifunc { throw GraftError.ifuncSymbol(function: located.function, use: use) }
+        return located
+    }
+
+    /// Decodes `count` bytes of the function from its start (from the file when it can be read) and
+    /// moves past an `endbr64` at the entry.
+    func decode(_ located: LocatedFunction, count: Int) throws -> CodeSite {
+        let start = located.start
+        let elf = try? located.module.elf()
+        let fileCode = elf?.bytes(atVirtualAddress: located.module.linkAddress(start), count: count)
+        let code = try fileCode ?? readMemory(start, count)
+        var address = located.resolved.address
+        var keptEndbr64 = false
+        if address == start, code.starts(with: X86_64.endbr64) {
+            address += UInt64(X86_64.endbr64.count)
+            keptEndbr64 = true
+        }
+        return CodeSite(located: located, address: address, keptEndbr64: keptEndbr64, fileCode: fileCode, code: code,
+                        instructions: disassembler.decode(code, at: start), elf: elf)
+    }
+
+    /// An address to patch or hook must be in an executable file mapping; a jump target only executable.
+    func requireExecutable(_ address: UInt64, asTarget: Bool) throws {
+        guard let mapping = index.mapping(containing: address) else {
+            throw GraftError.addressNotMapped(address: address)
+        }
+        let description = "\(mapping.permissions) \(mapping.path.isEmpty ? "anonymous" : mapping.path)"
+        if asTarget {
+            guard mapping.executable else { throw GraftError.targetNotExecutable(address: address, mapping: description) }
+        } else {
+            guard mapping.executable, mapping.isFileBacked else {
+                throw GraftError.addressNotExecutable(address: address, mapping: description)
+            }
+        }
+    }
+}

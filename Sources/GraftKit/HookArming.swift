@@ -1,0 +1,122 @@
+import CGraftShim
+import GraftCore
+import GraftELF
+import GraftMachine
+import GraftPtrace
+import Glibc
+
+/// Arming: every hook resolved and checked, then the int3s written; return sites placed on demand.
+extension HookEngine {
+    // MARK: - Arming
+
+    /// Resolves and checks every hook, then writes the int3s. Nothing is written unless every hook
+    /// passes its checks.
+    func arm() throws {
+        var plans: [(hook: Int, breakpoint: Breakpoint, function: String)] = []
+        let contents = try journal.load(ProcessInstance.current(tracee.pid))
+        for (hook, spec) in specs.enumerated() {
+            let (breakpoint, function) = try plan(spec, hook: hook, journal: contents)
+            if let other = plans.first(where: { $0.breakpoint.address == breakpoint.address }) {
+                throw GraftError.usage("\(spec.location) and \(specs[other.hook].location) are the same address (\(hex(breakpoint.address))); hook it once")
+            }
+            plans.append((hook, breakpoint, function))
+        }
+        for (hook, breakpoint, function) in plans {
+            switch breakpoint.displaced {
+            case .outOfLine:
+                do {
+                    breakpoint.slot = try scratch.place(breakpoint.instruction, via: nil)
+                } catch let error as GraftError {
+                    if let death = tracee.processDeath() { throw death }
+                    if case .hookRefused = error { throw error }
+                    throw GraftError.hookRefused(function: function, address: breakpoint.address,
+                                                 reason: "'\(breakpoint.instruction.text)' can only run out of line, from a scratch page graft maps in the process: \(error)")
+                }
+            case .push where stepper == nil:
+                // A push could be emulated (rsp -= 8 and a POKEDATA of the register), but run from
+                // a copy it costs nothing beyond the pc: per hit one PTRACE_POKEDATA and a whole
+                // SETREGS fewer (~2.4 µs of ~16 µs). Emulated when no scratch page can be had (a
+                // seccomp filter that would not allow the mmap: Tracee.remoteSyscall asks it first),
+                // and while tracing (the stepped thread must not count the copy's jump back).
+                breakpoint.slot = try? scratch.place(breakpoint.instruction, via: nil)
+            default:
+                break
+            }
+            breakpoints.insert(breakpoint)
+            stats.append(HookStatistics(location: specs[hook].location, function: function))
+            armed.append(ArmedHook(index: hook, location: specs[hook].location, function: function, address: breakpoint.address,
+                                   instruction: breakpoint.instruction.text,
+                                   strategy: breakpoint.slot != nil ? "out of line" : breakpoint.displaced.strategy))
+        }
+        try breakpoints.writeAll(to: tracee)
+    }
+
+    /// The checks of one hook: a function in an executable file mapping, an instruction boundary
+    /// decoded from the function start, memory equal to the file, no graft patch there, and a first
+    /// instruction graft can displace.
+    func plan(_ spec: HookSpec, hook: Int, journal contents: JournalContents) throws -> (Breakpoint, String) {
+        let resolver = CodeSiteResolver(index: index, disassembler: disassembler) { try self.tracee.readMemory(at: $0, count: $1) }
+        let located = try resolver.locate(spec.location, use: "hooking")
+        let resolved = located.resolved, start = located.start
+        let function = resolved.description
+        // Code from the file (memory may hold a breakpoint), up to the hooked instruction + 15.
+        let site = try resolver.decode(located, count: Int(max(located.symbol.size, resolved.address - start + 16)))
+        let address = site.address
+        let instruction = site.instructions[try site.instructionIndex(at: address, function: function)]
+        if let patch = CodeSite.appliedPatch(in: contents, overlapping: address..<address + 1) {
+            throw GraftError.hookRefused(function: function, address: address,
+                                         reason: "graft patch \(patch.id) is applied there; hooks and patches do not overlap (run `graft unpatch -p \(tracee.pid) \(patch.id)` first)")
+        }
+        let memory = try tracee.readMemory(at: address, count: instruction.size)
+        guard memory == instruction.bytes else {
+            let hint = memory.first == X86_64.int3 ? "an int3 is there: another debugger (or another graft hook session) has a breakpoint on it" : "the code in memory differs from the file"
+            throw GraftError.unexpectedBytes(address: address, expected: instruction.bytes, found: memory, hint: hint)
+        }
+        let displaced = X86DisplacedInstruction.classify(instruction)
+        if case .refused(let reason) = displaced {
+            throw GraftError.hookRefused(function: function, address: address, reason: reason)
+        }
+        let breakpoint = Breakpoint(address: address, originalByte: instruction.bytes[0], instruction: instruction,
+                                    displaced: displaced, slot: nil, entryHook: hook)
+        breakpoint.atFunctionEntry = address == start || (address == start + UInt64(X86_64.endbr64.count) && site.code.starts(with: X86_64.endbr64))
+        return (breakpoint, address == resolved.address ? function : "\(function) (after endbr64)")
+    }
+
+    /// Makes sure a return breakpoint sits at `address`; false when graft cannot put one there (the
+    /// return is then not reported, and the user told once).
+    func ensureReturnSite(_ address: UInt64, via tid: Int32, onEvent: (HookEvent) -> Void) throws -> Bool {
+        if let existing = breakpoints[address] {
+            existing.isReturnSite = true
+            return true
+        }
+        if refusedReturnSites.contains(address) { return false }
+        func refuse(_ why: String) -> Bool {
+            refusedReturnSites.insert(address)
+            onEvent(.notice("returns to \(hex(address)) are not reported: \(why)"))
+            return false
+        }
+        guard let mapping = index.mapping(containing: address), mapping.executable else {
+            return refuse("not in an executable mapping")
+        }
+        var code = (try? tracee.readMemory(at: address, count: 16)) ?? []
+        guard !code.isEmpty else { return refuse("unreadable") }
+        // Another breakpoint of ours in these bytes: decode the original byte.
+        breakpoints.putOriginalBytes(in: &code, at: address)
+        guard let instruction = disassembler.decodeOne(code, at: address) else { return refuse("the instruction there does not decode") }
+        if code[0] == X86_64.int3 { return refuse("an int3 that is not graft's is there") }
+        let displaced = X86DisplacedInstruction.classify(instruction)
+        if case .refused(let reason) = displaced { return refuse(reason) }
+        let breakpoint = Breakpoint(address: address, originalByte: code[0], instruction: instruction, displaced: displaced,
+                                    slot: nil, entryHook: nil, isReturnSite: true)
+        if case .outOfLine = displaced {
+            do {
+                breakpoint.slot = try scratch.place(instruction, via: tid)
+            } catch {
+                return refuse("no scratch page for an out-of-line copy (\(error))")
+            }
+        }
+        breakpoints.insert(breakpoint)
+        try tracee.writeMemory(at: address, bytes: [X86_64.int3])
+        return true
+    }
+}
