@@ -83,7 +83,10 @@ final class HookEngine {
             try? tracee.detach()
             throw error
         }
-        countsOnly = !reportsCalls && stepper == nil && specs.allSatisfy { !$0.catchesReturn && !$0.skip }
+        pcOnlyHooks = specs.map { spec in
+            !spec.catchesReturn && !spec.skip && (!reportsCalls || (spec.argumentCount == 0 && !spec.backtrace))
+        }
+        countsOnly = stepper == nil && pcOnlyHooks.contains(true)
         // --duration and the summary's seconds count from the arming, not from graft's start:
         // attaching and reading symbols are not hooking time.
         started = graft_monotonic_ns()
@@ -174,7 +177,7 @@ final class HookEngine {
         if let stepper, let reported = try stepper.intercept(event, host: self, onEvent: onEvent) { return reported }
         switch event {
         case .trap(let tid):
-            if countsOnly, let reported = try countOnlyHit(tid) { return reported }
+            if countsOnly, let reported = try countOnlyHit(tid, onEvent: onEvent) { return reported }
             var registers = try tracee.registers(of: tid)
             let address = registers.rip &- 1
             guard let breakpoint = breakpoints[address], !breakpoint.pcIsAmbiguous || trapIsOurs(tid) else {
@@ -277,11 +280,14 @@ final class HookEngine {
         }
     }
 
-    /// Every hook only counts (no events, no returns, no --skip) and no thread is stepped: a hit
-    /// needs the pc and nothing else — PTRACE_PEEKUSER rip, PTRACE_POKEUSER rip to where the
-    /// thread goes on, PTRACE_CONT (~1.1 µs of ptrace, against ~4.2 µs for GETREGS + POKEDATA +
-    /// SETREGS). Decided once the hooks are armed.
+    /// Some hook needs only the pc at a hit and no thread is stepped: such a hit is PTRACE_PEEKUSER
+    /// rip, PTRACE_POKEUSER rip to where the thread goes on, PTRACE_CONT (~1.1 µs of ptrace,
+    /// against ~4.2 µs for GETREGS + POKEDATA + SETREGS). Decided once the hooks are armed.
     var countsOnly = false
+    /// By hook: a hit needs the pc and nothing else — no return caught, no --skip, and either no
+    /// events (--quiet) or an event without arguments or backtrace (the default text line and
+    /// JSON `hit` of `graft hook -p PID f` carry only the thread, the address and the time).
+    var pcOnlyHooks: [Bool] = []
 
     /// Lets a thread go on after an event stop: the stepped thread by another single step.
     func continueThread(_ tid: Int32, signal: Int32 = 0) throws {

@@ -14,19 +14,23 @@ extension HookEngine {
     }
 
 
-    /// The counting fast path: true when the stop was such a hit and is handled, nil when the full
-    /// path must look (someone else's trap, a return site, an instruction that changes more than
-    /// the pc).
-    func countOnlyHit(_ tid: Int32) throws -> Bool? {
+    /// The pc-only fast path (`pcOnlyHooks`): true when the stop was such a hit, reported (unless
+    /// --quiet) and handled; nil when the full path must look (someone else's trap, a return site,
+    /// a hook that reads more, an instruction that changes more than the pc).
+    func countOnlyHit(_ tid: Int32, onEvent: (HookEvent) -> Void) throws -> Bool? {
         let pc = try tracee.programCounter(of: tid)
-        guard !draining, let breakpoint = breakpoints[pc &- 1], let hook = breakpoint.entryHook, !breakpoint.isReturnSite,
-              let next = breakpoint.resumeAt, !breakpoint.pcIsAmbiguous else { return nil }
+        guard !draining, let breakpoint = breakpoints[pc &- 1], let hook = breakpoint.entryHook, pcOnlyHooks[hook],
+              !breakpoint.isReturnSite, let next = breakpoint.resumeAt, !breakpoint.pcIsAmbiguous else { return nil }
         cpuFollower.observe(process: tracee.pid, thread: tid)
         count(hook)
+        if reportsCalls {
+            onEvent(.hit(HookHit(hook: hook, location: specs[hook].location, tid: tid, address: breakpoint.address,
+                                 arguments: [], backtrace: [], wallTime: wallClock())))
+        }
         try tracee.setProgramCounter(next, of: tid)
         try tracee.resume(tid)
         checkCount()
-        return true
+        return reportsCalls
     }
 
     // MARK: - A hit
