@@ -148,6 +148,45 @@ int graft_runnable_tasks(void) {
     return running;
 }
 
+int graft_cpu_jiffies(uint64_t *idle, uint64_t *total) {
+    char buf[512];
+    if (read_small("/proc/stat", buf, sizeof buf) <= 0) return -1;
+    /* "cpu  user nice system idle iowait irq softirq steal guest guest_nice": the machine's sums.
+     * guest time is counted in user already; idle = idle + iowait. */
+    if (strncmp(buf, "cpu ", 4) != 0) return -1;
+    char *p = buf + 4;
+    uint64_t fields[8] = {0};
+    for (int i = 0; i < 8; i++) {
+        while (*p == ' ') p++;
+        if (*p < '0' || *p > '9') return -1;
+        uint64_t v = 0;
+        for (; *p >= '0' && *p <= '9'; p++) v = v * 10 + (uint64_t)(*p - '0');
+        fields[i] = v;
+    }
+    uint64_t sum = 0;
+    for (int i = 0; i < 8; i++) sum += fields[i];
+    *idle = fields[3] + fields[4];
+    *total = sum;
+    return 0;
+}
+
+int graft_thread_schedstat(pid_t pid, pid_t tid, int64_t *on_cpu, int64_t *run_delay) {
+    char path[64], buf[128];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/schedstat", (int)pid, (int)tid);
+    if (read_small(path, buf, sizeof buf) <= 0) return -1;
+    /* "on-cpu-ns run-delay-ns timeslices" */
+    char *p = buf;
+    int64_t values[2] = {0, 0};
+    for (int i = 0; i < 2; i++) {
+        while (*p == ' ') p++;
+        if (*p < '0' || *p > '9') return -1;
+        for (; *p >= '0' && *p <= '9'; p++) values[i] = values[i] * 10 + (*p - '0');
+    }
+    *on_cpu = values[0];
+    *run_delay = values[1];
+    return 0;
+}
+
 int graft_list_tasks(pid_t pid, pid_t *tids, int capacity) {
     char path[48];
     snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
@@ -206,6 +245,30 @@ int graft_pin_current_thread(int cpu) {
 }
 
 int graft_current_cpu(void) { return sched_getcpu(); }
+_Static_assert(sizeof(graft_cpu_mask) == sizeof(cpu_set_t), "graft_cpu_mask must be a cpu_set_t");
+int graft_get_affinity(pid_t tid, graft_cpu_mask *mask) {
+    return sched_getaffinity(tid, sizeof(cpu_set_t), (cpu_set_t *)mask);
+}
+int graft_set_affinity(pid_t tid, const graft_cpu_mask *mask) {
+    return sched_setaffinity(tid, sizeof(cpu_set_t), (const cpu_set_t *)mask);
+}
+int graft_mask_count(const graft_cpu_mask *mask) { return CPU_COUNT((const cpu_set_t *)mask); }
+int graft_mask_has(const graft_cpu_mask *mask, int cpu) {
+    return cpu >= 0 && cpu < CPU_SETSIZE && CPU_ISSET(cpu, (const cpu_set_t *)mask) ? 1 : 0;
+}
+int graft_pin_thread(pid_t tid, int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return sched_setaffinity(tid, sizeof(set), &set);
+}
+int graft_thread_pinned_to(pid_t tid, int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(tid, sizeof(set), &set) != 0) return -1;
+    return CPU_COUNT(&set) == 1 && CPU_ISSET(cpu, &set) ? 1 : 0;
+}
+
 
 int graft_affinity_count(pid_t tid) {
     cpu_set_t set;
@@ -356,6 +419,8 @@ int graft_set_idle_policy(int enable) {
     struct sched_param param = {0};
     return sched_setscheduler(0, enable ? SCHED_IDLE : SCHED_OTHER, &param);
 }
+
+int graft_current_policy_is_idle(void) { return sched_getscheduler(0) == SCHED_IDLE; }
 
 int graft_unidle_thread(pid_t tid) {
     if (sched_getscheduler(tid) != SCHED_IDLE) return 0;

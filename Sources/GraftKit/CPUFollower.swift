@@ -55,7 +55,9 @@ struct CPUFollower {
             // waiting for graft, so /proc/loadavg looks idle, yet once resumed they run — and an
             // idle-class tracer among running threads gets almost no CPU (seconds-long stalls were
             // seen with 8 hot threads on 2 CPUs).
-            let spare = movable && !severalThreads && hasSpareCPU()
+            // The policy now: the watcher puts a starved idle-class tracer back in SCHED_OTHER.
+            idle = graft_current_policy_is_idle() == 1
+            let spare = movable && !severalThreads && hasSpareCPU() && !wasStarved(now, process: pid, thread: tid)
             severalThreads = false
             if spare != idle, graft_set_idle_policy(spare ? 1 : 0) == 0 { idle = spare }
         }
@@ -69,10 +71,42 @@ struct CPUFollower {
     private let period: UInt64 = UInt64(getenv("GRAFT_CPU_FOLLOW_MS").flatMap { Int(String(cString: $0)) } ?? 2) * 1_000_000
     private let cpus = CPUFollower.cpuCount
 
-    /// /proc/loadavg's runnable count (the 4th field, "running/total") at most the CPU count.
-    func hasSpareCPU() -> Bool {
-        let running = graft_runnable_tasks()
-        return running >= 0 && Int(running) <= cpus
+    private var lastIdleJiffies: UInt64 = 0
+    private var lastTotalJiffies: UInt64 = 0
+    private var lastRunDelay: Int64 = -1
+    private var lastTracedOnCPU: Int64 = -1
+    private var starvedUntil: UInt64 = 0
+
+    /// Since the last decision (~100 ms), the machine's CPUs were idle for at least half a CPU's
+    /// time (/proc/stat). A history, not an instant: /proc/loadavg's running count, used before,
+    /// caught a 10 Hz background poller (a script's `grep` + `sleep 0.1`) in some samples and not
+    /// in others, and the tracer flipped in and out of SCHED_IDLE with it. The first decision has
+    /// no history: it waits for the next.
+    mutating func hasSpareCPU() -> Bool {
+        var idleJiffies: UInt64 = 0, totalJiffies: UInt64 = 0
+        guard graft_cpu_jiffies(&idleJiffies, &totalJiffies) == 0 else { return false }
+        defer { lastIdleJiffies = idleJiffies; lastTotalJiffies = totalJiffies }
+        guard lastTotalJiffies != 0, totalJiffies > lastTotalJiffies else { return false }
+        let idleShare = Double(idleJiffies &- lastIdleJiffies) / Double(totalJiffies &- lastTotalJiffies)
+        return idleShare * Double(cpus) >= 0.5
+    }
+
+    /// Other work ran on the tracer's CPU for more than 2 ms of the last window (~100 ms): the time
+    /// the tracer waited on a run queue, less the time the followed thread ran (co-located, the
+    /// followed thread preempts the idle-class tracer by design, which is no starvation). A CPU
+    /// that runs only an idle-class thread is where the kernel places new work first (a script's
+    /// `grep` while another CPU sits idle); then the tracer stays in SCHED_OTHER for a second
+    /// before trying SCHED_IDLE again.
+    private mutating func wasStarved(_ now: UInt64, process pid: Int32, thread tid: Int32) -> Bool {
+        var delay: Int64 = -1, unusedOnCPU: Int64 = 0, tracedOnCPU: Int64 = -1, unusedDelay: Int64 = 0
+        if graft_thread_schedstat(getpid(), graft_gettid(), &unusedOnCPU, &delay) != 0 { delay = -1 }
+        if graft_thread_schedstat(pid, tid, &tracedOnCPU, &unusedDelay) != 0 { tracedOnCPU = -1 }
+        defer { lastRunDelay = delay; lastTracedOnCPU = tracedOnCPU }
+        if lastRunDelay >= 0, delay >= 0, lastTracedOnCPU >= 0, tracedOnCPU >= 0,
+           (delay &- lastRunDelay) &- (tracedOnCPU &- lastTracedOnCPU) > 2_000_000 {
+            starvedUntil = now &+ 1_000_000_000
+        }
+        return now < starvedUntil
     }
 
     static func lastCPU(_ pid: Int32, _ tid: Int32) -> Int32? {

@@ -213,9 +213,11 @@ final class HookEngine {
         case .earlyStop(let tid):
             session.earlyStops.insert(tid)
         case .newThread(let parent, let child):
+            stepper?.affinity.releaseChild(child)
             if session.earlyStops.remove(child) != nil { try tracee.resume(child) }
             try continueThread(parent)
         case .forked(let parent, let child, let isVfork):
+            stepper?.affinity.releaseChild(child)
             if isVfork {
                 if session.earlyStops.remove(child) != nil { try tracee.resume(child) }
                 // The child shares the memory (and the breakpoints) until it execs or exits: keep

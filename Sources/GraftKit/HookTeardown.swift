@@ -14,6 +14,7 @@ extension HookEngine {
     /// original bytes back in its copy of the memory and let it go untraced.
     func releaseForkChild(_ child: Int32) {
         if session.earlyStops.remove(child) == nil { _ = try? tracee.waitForFirstStop(of: child) }
+        stepper?.affinity.releaseChild(child)
         breakpoints.restoreAll(inForkChild: child, of: tracee)
         tracee.detachThread(child)
     }

@@ -53,6 +53,8 @@ final class Stepper {
     var startedAt: UInt64 = 0
     var finishedAt: UInt64 = 0
     var warnedDepth = false
+    /// The stepped thread and the tracer confined to one CPU while it is stepped (AffinityHold).
+    var affinity = AffinityHold()
     /// A `.traceProgress` went out since the last event: the engine should flush (and so refresh the
     /// status line).
     var progressReported = false
@@ -101,6 +103,7 @@ final class Stepper {
         }
         tid = thread
         lastTid = thread
+        affinity.hold(thread)
         var registers = try tracee.registers(of: thread)
         // Outermost first; a frame's return address is the pc of the frame above it.
         let frames = host.backtrace(of: thread)
@@ -145,6 +148,7 @@ final class Stepper {
         tid = thread
         lastTid = thread
         mode = .stepping
+        affinity.hold(thread)
         try host.tracee.setRegisters(registers, of: thread)  // rip back on the breakpoint
         if startedAt == 0 { startedAt = graft_monotonic_ns() }
         let returnAddress = try host.tracee.readWord(at: registers.rsp, via: thread)
@@ -217,6 +221,7 @@ final class Stepper {
             return false
         case (.newThread(let parent, let child), .stepping) where parent == tid && options.allStop:
             // --all-stop: a thread the stepped thread creates is held like the others.
+            affinity.releaseChild(child)
             if host.session.earlyStops.remove(child) != nil {
                 held.insert(child)
                 host.session.parked.insert(child)
@@ -233,6 +238,7 @@ final class Stepper {
             return false
         case (.threadExited(let who, let status), _) where who == tid:
             onEvent(.notice("thread \(tid) exited while traced"))
+            affinity.release()
             profile.truncate(to: baseDepth)  // its frames are gone: the next traced call starts clean
             self.tid = nil
             inFlight = false
@@ -353,6 +359,7 @@ final class Stepper {
     /// completed (the trap was swallowed or consumed in teardown), clear TF in the pushed word; and
     /// make sure the trap flag is off before it runs untraced.
     func settleLastStep(_ host: some StepperHost) {
+        affinity.release()
         guard let tid, let registers = try? host.tracee.registers(of: tid) else { return }
         if getenv("GRAFT_DEBUG_SETTLE") != nil { writeDebug("settle \(tid): rip \(hex(registers.rip)) eflags \(hex(registers.eflags)) last \(hex(lastPC)) inflight \(inFlight)\n") }
         if lastSite.pushesFlags, registers.rip == lastPC &+ UInt64(lastSite.size) {

@@ -68,6 +68,7 @@ extension Stepper {
             callsTraced += 1
             onEvent(.traceCall(TraceCall(tid: tid, function: currentFunction, began: false, instructions: callInstructions, number: callsTraced)))
             releaseHeld(host)
+            affinity.release()
             mode = .idle
             self.tid = nil
             if callsTraced >= options.calls {

@@ -295,9 +295,30 @@ func repositoryPath(_ relative: String) -> String? {
         try #require(run.waitStarted(timeout: 60), "the trace did not start: \(run.events)")
         victim.writeStdin("go\n")
         #expect(victim.waitForLine(timeout: 1.5, where: { $0.hasPrefix("calls ") }) == nil, "threads ran while --all-stop held the process")
+        // AffinityHold: the stepped thread is confined to graft's CPU; the threads it created
+        // (held now) got the process's own mask back, not the narrow one they inherited.
+        let original = allowedCPUs(victim.pid, victim.pid)
+        if sysconf(Int32(_SC_NPROCESSORS_ONLN)) > 1 {
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(victim.pid)/task")) ?? []
+            #expect(tasks.count == 5, "main and its 4 threads: \(tasks)")
+            for task in tasks where task != String(victim.pid) {
+                #expect(allowedCPUs(victim.pid, Int32(task) ?? 0) == "0-\(sysconf(Int32(_SC_NPROCESSORS_ONLN)) - 1)",
+                        "thread \(task) created while main was stepped kept graft's mask")
+            }
+            #expect(original?.contains("-") == false && original?.contains(",") == false, "the stepped thread is not confined: \(original ?? "?")")
+        }
         let summary = try run.waitEnd()
         #expect(summary.end == .duration && summary.steps > 0)
+        #expect(allowedCPUs(victim.pid, victim.pid) == "0-\(sysconf(Int32(_SC_NPROCESSORS_ONLN)) - 1)", "the stepped thread's mask was not put back")
         #expect(victim.waitForLine(timeout: 10, where: { $0.hasPrefix("calls ") }) == "calls 40 sum \(4 * 40 * 41)")
+    }
+}
+
+/// /proc/PID/task/TID/status's Cpus_allowed_list (`0-1`, `1`).
+private func allowedCPUs(_ pid: Int32, _ tid: Int32) -> String? {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/status", encoding: .utf8) else { return nil }
+    return text.split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") }.map {
+        $0.dropFirst("Cpus_allowed_list:".count).trimmingCharacters(in: .whitespaces)
     }
 }
 

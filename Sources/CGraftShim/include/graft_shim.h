@@ -85,6 +85,12 @@ pid_t graft_waitpid(pid_t pid, int *status, int flags);
 int graft_thread_last_cpu(pid_t pid, pid_t tid);
 /// The runnable-task count of /proc/loadavg (4th field, before the "/"), or -1.
 int graft_runnable_tasks(void);
+/// The machine's idle (idle + iowait) and total jiffies so far, summed over CPUs (/proc/stat's
+/// first line). 0 on success.
+int graft_cpu_jiffies(uint64_t *idle, uint64_t *total);
+/// Thread `tid` of process `pid` so far: ns run on a CPU and ns waited on a run queue
+/// (/proc/PID/task/TID/schedstat). 0 on success.
+int graft_thread_schedstat(pid_t pid, pid_t tid, int64_t *on_cpu, int64_t *run_delay);
 
 /// How many CPUs thread `tid` (0: the caller) may run on, 0 on error.
 int graft_affinity_count(pid_t tid);
@@ -125,6 +131,21 @@ int graft_set_idle_policy(int enable);
 /// Puts thread `tid` back in SCHED_OTHER if it is in SCHED_IDLE (from another thread: a starved
 /// idle-class thread cannot do it itself). 1 when it changed it, 0 when it was not idle, -1 on error.
 int graft_unidle_thread(pid_t tid);
+/// 1 when the calling thread is in SCHED_IDLE.
+int graft_current_policy_is_idle(void);
+/// A CPU affinity mask (a cpu_set_t: 1024 CPUs), opaque to Swift.
+typedef struct { uint64_t bits[16]; } graft_cpu_mask;
+/// Thread `tid`'s affinity mask. 0 on success.
+int graft_get_affinity(pid_t tid, graft_cpu_mask *mask);
+/// Sets thread `tid`'s affinity mask. 0 on success.
+int graft_set_affinity(pid_t tid, const graft_cpu_mask *mask);
+/// How many CPUs `mask` allows; whether it allows `cpu` (1/0).
+int graft_mask_count(const graft_cpu_mask *mask);
+int graft_mask_has(const graft_cpu_mask *mask, int cpu);
+/// Allows thread `tid` only `cpu`. 0 on success.
+int graft_pin_thread(pid_t tid, int cpu);
+/// 1 when thread `tid` is allowed exactly `cpu` and no other, 0 when not, -1 on error.
+int graft_thread_pinned_to(pid_t tid, int cpu);
 /// The CPU the calling thread runs on now.
 int graft_current_cpu(void);
 /// Monotonic clock in nanoseconds.
