@@ -37,7 +37,7 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A jump target inside the bytes the patch overwrites (its own entry included).
     case targetInsidePatch(target: String, start: UInt64, end: UInt64)
     /// An `STT_GNU_IFUNC` symbol as the LOCATION, the --to target or a hook.
-    case ifuncSymbol(function: String, use: String)
+    case ifuncSymbol(function: String, use: String, pid: Int32?)
     case threadInsidePatch(tid: Int32, pc: UInt64)
     case returnAddressInsidePatch(tid: Int32, returnAddress: UInt64)
     case branchIntoPatch(from: UInt64, to: UInt64, function: String)
@@ -114,10 +114,10 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
             return "refusing to jump to \(target): \(reason), so the code there would return through a frame the caller never built and crash the process; jump to a function's entry, or pass --mid-function if the code there expects the stack as the caller leaves it"
         case .targetInsidePatch(let target, let start, let end):
             return "the --to target \(target) is inside the bytes the patch overwrites (\(hex(start))..<\(hex(end))): the jump would land in itself; pick a target outside them"
-        case .ifuncSymbol(let function, let use):
+        case .ifuncSymbol(let function, let use, let pid):
             let module = function.split(separator: "!").first.map(String.init) ?? "MODULE"
             let name = function.split(separator: "!").last.map(String.init) ?? function
-            return "\(function) is an IFUNC (STT_GNU_IFUNC): its code is the resolver the dynamic loader runs once to choose an implementation, not the code callers reach, so \(use) it would not do what you mean; use the implementation it chose, by name where the module's symbol table lists it (`graft symbols -p PID '\(module):*\(name)*'`) or by 0xADDRESS"
+            return "\(function) is an IFUNC (STT_GNU_IFUNC): its code is the resolver the dynamic loader runs once to choose an implementation, not the code callers reach, so \(use) it would not do what you mean; use the implementation it chose, by name where the module's symbol table lists it (`graft symbols -p \(pid.map { String($0) } ?? "PID") '\(module):*\(name)*'`) or by 0xADDRESS"
         case .interrupted(let signal):
             return "interrupted by \(signalName(signal)) before anything was written; the process was not changed"
         case .functionTooShort(let function, let size, let needed):

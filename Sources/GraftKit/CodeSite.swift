@@ -77,7 +77,7 @@ struct CodeSiteResolver {
             throw GraftError.noSymbolAt(address: resolved.address)
         }
         let located = LocatedFunction(resolved: resolved, module: module, symbol: symbol, start: start)
-        if symbol.kind == .ifunc { throw GraftError.ifuncSymbol(function: located.function, use: use) }
+        if symbol.kind == .ifunc { throw GraftError.ifuncSymbol(function: located.function, use: use, pid: index.pid) }
         return located
     }
 

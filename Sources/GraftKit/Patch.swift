@@ -200,7 +200,7 @@ struct PatchPlanner {
     private func checkJumpTarget(_ target: ResolvedLocation) throws -> String? {
         guard let module = target.module, let symbol = target.symbol, let start = target.symbolAddress else { return nil }
         let function = "\(module.name)!\(symbol.name)"
-        if symbol.kind == .ifunc { throw GraftError.ifuncSymbol(function: function, use: "jumping to") }
+        if symbol.kind == .ifunc { throw GraftError.ifuncSymbol(function: function, use: "jumping to", pid: index.pid) }
         if symbol.name.contains(".cold") {
             if !allowMidFunction {
                 throw GraftError.targetMidFunction(target: target.description, reason: "it is in a part of a function the compiler split off (.cold), entered by a jump inside its parent's frame")

@@ -227,7 +227,7 @@ import TestSupport
             _ = try HookSession(pid: victim.pid, specs: [HookSpec(location: "value_a"), HookSpec(location: "no_such_fn")], journal: temporaryJournal()).run(onEvent: { _ in })
         }
         let strlenBefore = try functionBytes(pid: victim.pid, "libc:strlen")
-        expectError({ if case .ifuncSymbol(let function, _) = $0 { return function == "libc.so.6!strlen" }; return false }) {
+        expectError({ if case .ifuncSymbol(let function, _, let pid) = $0 { return function == "libc.so.6!strlen" && pid == victim.pid }; return false }) {
             _ = try HookSession(pid: victim.pid, specs: [HookSpec(location: "value_a"), HookSpec(location: "libc:strlen")], journal: temporaryJournal()).run(onEvent: { _ in })
         }
         #expect(try functionBytes(pid: victim.pid, "value_a").memory == before.memory)
