@@ -13,6 +13,8 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
     case systemCall(name: String, errno: Int32, context: String)
     case remoteSyscallFailed(name: String, errno: Int32)
     case remoteSyscallRefused(name: String, pid: Int32, tid: Int32, reason: String)
+    /// A function called inside the target (`Tracee.remoteCall`) did not return normally.
+    case remoteCallFailed(name: String, pid: Int32, tid: Int32, reason: String)
 
     // Symbols and locations
     case invalidLocation(text: String, reason: String)
@@ -76,6 +78,8 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
             return "\(name) failed for \(context): \(Errno.describe(err))"
         case .remoteSyscallFailed(let name, let err):
             return "\(name) inside the target failed: \(Errno.describe(err))"
+        case .remoteCallFailed(let name, let pid, let tid, let reason):
+            return "the call of \(name) inside process \(pid) (thread \(tid)) failed: \(reason)"
         case .remoteSyscallRefused(let name, let pid, let tid, let reason):
             return "graft will not call \(name) inside process \(pid) (thread \(tid)): \(reason); nothing was called"
         case .invalidLocation(let text, let reason):

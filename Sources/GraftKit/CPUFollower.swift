@@ -69,26 +69,19 @@ struct CPUFollower {
     /// How often the followed thread's CPU is looked up (a /proc read, a few µs). Read once per
     /// engine: a static would cost a swift_once check on every hit.
     private let period: UInt64 = UInt64(getenv("GRAFT_CPU_FOLLOW_MS").flatMap { Int(String(cString: $0)) } ?? 2) * 1_000_000
-    private let cpus = CPUFollower.cpuCount
 
-    private var lastIdleJiffies: UInt64 = 0
-    private var lastTotalJiffies: UInt64 = 0
+    private var idleHistory = IdleHistory()
     private var lastRunDelay: Int64 = -1
     private var lastTracedOnCPU: Int64 = -1
     private var starvedUntil: UInt64 = 0
 
     /// Since the last decision (~100 ms), the machine's CPUs were idle for at least half a CPU's
-    /// time (/proc/stat). A history, not an instant: /proc/loadavg's running count, used before,
-    /// caught a 10 Hz background poller (a script's `grep` + `sleep 0.1`) in some samples and not
-    /// in others, and the tracer flipped in and out of SCHED_IDLE with it. The first decision has
-    /// no history: it waits for the next.
+    /// time (`IdleHistory`). A history, not an instant: /proc/loadavg's running count, used before,
+    /// caught a 10 Hz background poller (a script's `grep` + `sleep 0.1`) — and graft's own watcher
+    /// reading it — in some samples and not in others, and the tracer flipped in and out of
+    /// SCHED_IDLE with it. The first decision has no history: it waits for the next.
     mutating func hasSpareCPU() -> Bool {
-        var idleJiffies: UInt64 = 0, totalJiffies: UInt64 = 0
-        guard graft_cpu_jiffies(&idleJiffies, &totalJiffies) == 0 else { return false }
-        defer { lastIdleJiffies = idleJiffies; lastTotalJiffies = totalJiffies }
-        guard lastTotalJiffies != 0, totalJiffies > lastTotalJiffies else { return false }
-        let idleShare = Double(idleJiffies &- lastIdleJiffies) / Double(totalJiffies &- lastTotalJiffies)
-        return idleShare * Double(cpus) >= 0.5
+        idleHistory.idleCPUs().map { $0 >= 0.5 } ?? false
     }
 
     /// Other work ran on the tracer's CPU for more than 2 ms of the last window (~100 ms): the time
@@ -112,5 +105,21 @@ struct CPUFollower {
     static func lastCPU(_ pid: Int32, _ tid: Int32) -> Int32? {
         let cpu = graft_thread_last_cpu(pid, tid)
         return cpu >= 0 ? cpu : nil
+    }
+}
+
+/// How many CPUs' worth of time the machine spent idle since the last call (/proc/stat's first line:
+/// idle + iowait over all jiffies, times the CPU count); nil on the first call or when unreadable.
+struct IdleHistory {
+    private var lastIdle: UInt64 = 0
+    private var lastTotal: UInt64 = 0
+    private let cpus = Double(CPUFollower.cpuCount)
+
+    mutating func idleCPUs() -> Double? {
+        var idle: UInt64 = 0, total: UInt64 = 0
+        guard graft_cpu_jiffies(&idle, &total) == 0 else { return nil }
+        defer { lastIdle = idle; lastTotal = total }
+        guard lastTotal != 0, total > lastTotal else { return nil }
+        return Double(idle &- lastIdle) / Double(total &- lastTotal) * cpus
     }
 }

@@ -199,7 +199,7 @@ final class Watcher: @unchecked Sendable {
 
     private func loop() {
         var ticks = 0
-        let cpus = Int32(CPUFollower.cpuCount)
+        var idleHistory = IdleHistory()
         while !state.isDone {
             if state.requested == nil {
                 if let reason = check() {
@@ -211,9 +211,13 @@ final class Watcher: @unchecked Sendable {
             // The tracer may be SCHED_IDLE (CPUFollower: only while a CPU is spare). If the machine
             // filled up since, an idle-class tracer gets almost no CPU and cannot see it to change
             // back — a session then took minutes to end under load. The watcher, a normal thread,
-            // puts it back every 100 ms when no CPU is spare, and at once when the session must end.
+            // puts it back when the machine was idle for less than a quarter of a CPU over the last
+            // 100 ms (/proc/stat: /proc/loadavg's running count, used before, counted the watcher
+            // itself and flipped the tracer out of SCHED_IDLE every few samples on an idle machine),
+            // and at once when the session must end.
             ticks &+= 1
-            if state.requested != nil || (ticks % 10 == 0 && graft_runnable_tasks() > cpus), tracer.kernelThreadID != 0 {
+            let busy = ticks % 10 == 0 && (idleHistory.idleCPUs().map { $0 < 0.25 } ?? false)
+            if state.requested != nil || busy, tracer.kernelThreadID != 0 {
                 _ = graft_unidle_thread(tracer.kernelThreadID)
             }
             if state.requested != nil || state.outputPending { tracer.wake() }
