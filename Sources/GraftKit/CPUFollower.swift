@@ -21,12 +21,24 @@ struct CPUFollower {
     private var severalThreads = false
     /// The followed thread may run on more than one CPU (rechecked every 100 ms).
     private var movable = true
+    /// One hooked thread that hits ≥ 2,000 times a second is held on the tracer's CPU, as `graft
+    /// trace` holds a stepped thread (`AffinityHold`): SCHED_IDLE co-location still lets the two part
+    /// now and then (other work lands on a CPU that runs only an idle-class thread first), and such
+    /// a thread spends most of its time in graft's stops anyway. Released below 500 hits a second,
+    /// when another thread hits, and at the session's end (its own mask back); threads and
+    /// processes it creates meanwhile get the original mask at once. GRAFT_NO_AFFINITY_HOLD=1: off.
+    private(set) var hold = AffinityHold()
+    private var observationsAtDecision: UInt = 0
+
+    /// The session ends (or the hold must go): the held thread gets its own mask back.
+    mutating func releaseHold() { hold.release() }
 
     mutating func observe(process pid: Int32, thread tid: Int32) {
         guard enabled else { return }
         if tid != lastThread {
             if lastThread != 0 {
                 severalThreads = true
+                hold.release()
                 // At once, not at the next decision: a starved tracer may not see one for seconds.
                 if idle, graft_set_idle_policy(0) == 0 { idle = false }
             }
@@ -46,7 +58,15 @@ struct CPUFollower {
         // /proc/loadavg's running count flickers from one read to the next: decide at most every
         // 100 ms (at the 2 ms lookup period the policy flipped ~80 times a second).
         if now &- lastIdleCheck > 100_000_000 {
+            let elapsed = now &- lastIdleCheck
             lastIdleCheck = now
+            let rate = Double(observations &- observationsAtDecision) * 1e9 / Double(elapsed)
+            observationsAtDecision = observations
+            if hold.isActive {
+                if severalThreads || rate < 500 || hold.thread != tid { hold.release() }
+            } else if !severalThreads, rate >= 2_000 {
+                hold.hold(tid)  // a thread already confined to one CPU is left as it is
+            }
             // Only a thread the scheduler may place on several CPUs can be drawn to this one; for a
             // thread pinned to one CPU (taskset) SCHED_IDLE would only let every other task on that
             // CPU preempt graft — and attract them there, since it counts as idle.

@@ -214,10 +214,12 @@ final class HookEngine {
             session.earlyStops.insert(tid)
         case .newThread(let parent, let child):
             stepper?.affinity.releaseChild(child)
+            cpuFollower.hold.releaseChild(child)
             if session.earlyStops.remove(child) != nil { try tracee.resume(child) }
             try continueThread(parent)
         case .forked(let parent, let child, let isVfork):
             stepper?.affinity.releaseChild(child)
+            cpuFollower.hold.releaseChild(child)
             if isVfork {
                 if session.earlyStops.remove(child) != nil { try tracee.resume(child) }
                 // The child shares the memory (and the breakpoints) until it execs or exits: keep

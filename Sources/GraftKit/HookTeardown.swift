@@ -15,6 +15,7 @@ extension HookEngine {
     func releaseForkChild(_ child: Int32) {
         if session.earlyStops.remove(child) == nil { _ = try? tracee.waitForFirstStop(of: child) }
         stepper?.affinity.releaseChild(child)
+        cpuFollower.hold.releaseChild(child)
         breakpoints.restoreAll(inForkChild: child, of: tracee)
         tracee.detachThread(child)
     }
@@ -24,6 +25,7 @@ extension HookEngine {
     /// Stops every thread, removes every breakpoint, moves threads out of scratch pages, verifies the
     /// code and detaches. Never throws: every step is attempted. True when the code was verified.
     func teardown(onEvent: (HookEvent) -> Void) -> Bool {
+        cpuFollower.releaseHold()  // a hot hooked thread held on graft's CPU gets its own mask back
         if case .targetExited = session.end {
             try? tracee.detach()
             return true
