@@ -108,7 +108,7 @@ extension Tracee {
                     throw GraftError.remoteCallFailed(name: name, pid: pid, tid: thread,
                                                       reason: "it did not return within \(timeout) s; the call was abandoned and the thread's registers restored")
                 }
-                if event == 0 && stopSignal == SIGSEGV || stopSignal == SIGBUS || stopSignal == SIGILL || stopSignal == SIGFPE {
+                if event == 0 && [SIGSEGV, SIGBUS, SIGILL, SIGFPE].contains(stopSignal) {
                     let pc = (try? programCounter(of: thread)).map(hex) ?? "?"
                     throw GraftError.remoteCallFailed(name: name, pid: pid, tid: thread,
                                                       reason: "it faulted (\(signalName(stopSignal)) at \(pc)); the thread's registers were restored and the signal not delivered")
@@ -117,15 +117,7 @@ extension Tracee {
                 if event == Int32(GRAFT_PTRACE_EVENT_CLONE) {
                     // A thread the function created, traced automatically: kept like the others
                     // (stopped until the operation lets every thread go).
-                    var message: UInt = 0
-                    if graft_geteventmsg(thread, &message) == 0 {
-                        var more: Set<Int32> = [Int32(truncatingIfNeeded: message)]
-                        while let child = more.first {
-                            more.remove(child)
-                            threads[child] = ThreadRecord()
-                            try collectFirstStop(child, newThreads: &more)
-                        }
-                    }
+                    try collectClonedThread(reportedBy: thread)
                 } else if event == 0 {
                     held.append(stopSignal)  // delivered when the thread resumes for real
                 }

@@ -213,6 +213,19 @@ public final class Tracee: @unchecked Sendable {
         isAttached = true
     }
 
+    /// `tid` reported PTRACE_EVENT_CLONE while graft ran it alone (a single step, a remote call): the
+    /// new thread is traced already; record it, and any it created in turn, stopped like the others.
+    func collectClonedThread(reportedBy tid: Int32) throws {
+        var message: UInt = 0
+        guard graft_geteventmsg(tid, &message) == 0 else { return }
+        var more: Set<Int32> = [Int32(truncatingIfNeeded: message)]
+        while let child = more.first {
+            more.remove(child)
+            threads[child] = ThreadRecord()
+            try collectFirstStop(child, newThreads: &more)
+        }
+    }
+
     /// Waits for the first stop of a freshly seized (or auto-attached) thread and records why it stopped.
     func collectFirstStop(_ tid: Int32, newThreads: inout Set<Int32>) throws {
         var status: Int32 = 0

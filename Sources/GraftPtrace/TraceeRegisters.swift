@@ -71,15 +71,7 @@ extension Tracee {
                         return try registers(of: tid).rip
                     }
                     if event == Int32(GRAFT_PTRACE_EVENT_CLONE) {
-                        var message: UInt = 0
-                        if graft_geteventmsg(tid, &message) == 0 {
-                            var more: Set<Int32> = [Int32(truncatingIfNeeded: message)]
-                            while let child = more.first {
-                                more.remove(child)
-                                threads[child] = ThreadRecord()
-                                try collectFirstStop(child, newThreads: &more)
-                            }
-                        }
+                        try collectClonedThread(reportedBy: tid)
                         continue
                     }
                     if event == 0 {

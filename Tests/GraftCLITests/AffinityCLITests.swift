@@ -30,11 +30,3 @@ import TestSupport
         #expect(victim.isAlive)
     }
 }
-
-/// /proc/PID/task/TID/status's Cpus_allowed_list (`0-1`, `1`).
-private func allowedCPUs(_ pid: Int32, _ tid: Int32) -> String? {
-    guard let text = try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/status", encoding: .utf8) else { return nil }
-    return text.split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") }.map {
-        $0.dropFirst("Cpus_allowed_list:".count).trimmingCharacters(in: .whitespaces)
-    }
-}

@@ -80,3 +80,11 @@ private extension Substring {
         String(drop(while: { $0 == " " || $0 == "\t" }).reversed().drop(while: { $0 == " " || $0 == "\t" || $0 == "\n" }).reversed())
     }
 }
+
+/// /proc/PID/task/TID/status's Cpus_allowed_list (`0-1`, `1`): the CPUs a thread may run on.
+public func allowedCPUs(_ pid: Int32, _ tid: Int32) -> String? {
+    guard let text = readTextFile("/proc/\(pid)/task/\(tid)/status") else { return nil }
+    return text.split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") }.map {
+        String($0.dropFirst("Cpus_allowed_list:".count).drop(while: { $0 == " " || $0 == "\t" }))
+    }
+}
