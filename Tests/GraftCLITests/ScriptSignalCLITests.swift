@@ -10,14 +10,20 @@ import TestSupport
 /// and the int3s stayed in the target.
 @Suite struct ScriptSignalCLITests {
     /// Runs `graft ARGS > out &` in `bash -c` (no job control), waits for the `armed` event in
-    /// `out`, sends `signal` with `kill`, and returns what the script printed: graft's SigIgn mask
-    /// as the shell started it, and graft's exit status.
+    /// `out`, sends `signal` with `kill`, and returns what the script printed: the SigIgn mask the
+    /// shell gives its background commands (read from a background `sleep`, whose dispositions stay
+    /// as the shell left them — graft's own change as soon as it installs its handlers), and graft's
+    /// exit status.
     func runInScriptBackground(_ arguments: [String], signal: String, dir: String) throws -> (sigIgn: UInt64, status: Int32?, out: String, err: String) {
         let quoted = arguments.map { "'\($0)'" }.joined(separator: " ")
         let script = """
+            /bin/sleep 30 &
+            S=$!
+            for i in $(seq 500); do [ "$(cat /proc/$S/comm 2>/dev/null)" = sleep ] && break; sleep 0.01; done
+            grep '^SigIgn:' /proc/$S/status
+            kill $S
             '\(try graftBinary())' \(quoted) > '\(dir)/out' 2> '\(dir)/err' &
             G=$!
-            grep '^SigIgn:' /proc/$G/status
             for i in $(seq 600); do grep -q '"event":"armed"' '\(dir)/out' && break; sleep 0.05; done
             kill -\(signal) $G
             wait $G; echo "status=$?"
