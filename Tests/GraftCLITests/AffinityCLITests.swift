@@ -15,7 +15,7 @@ import TestSupport
         try waitUntil("the worker thread to start") { victim.threadIDs.count == 2 }
         let worker = try #require(victim.threadIDs.first { $0 != victim.pid })
         #expect(allowedCPUs(victim.pid, worker) == everyCPU)
-        let session = try Victim.launchCommand(try graftBinary(), arguments: ["hook", "-p", String(victim.pid), "hot", "--quiet", "--duration", "4",
+        let session = try Victim.launchCommand(try graftBinary(), arguments: ["hook", "-p", String(victim.pid), "hot", "--quiet", "--duration", "60",
                                                                             "--state-dir", temporaryDirectory()],
                                                waitForReady: false)
         defer { session.kill() }
@@ -25,7 +25,8 @@ import TestSupport
             return !mask.contains("-") && !mask.contains(",")
         }
         #expect(allowedCPUs(victim.pid, victim.pid) == everyCPU)
-        #expect(session.waitExit(timeout: 30).flatMap(WaitStatus.exitCode) == 0)
+        session.signal(SIGINT)
+        #expect(session.waitExit(timeout: 30).flatMap(WaitStatus.exitCode) == 130)
         #expect(allowedCPUs(victim.pid, worker) == everyCPU, "the hooked thread's own mask was not put back")
         #expect(victim.isAlive)
     }
