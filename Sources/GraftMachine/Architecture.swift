@@ -68,6 +68,12 @@ public enum Architecture: String, Sendable, CaseIterable {
     }
 }
 
+/// The signed 32-bit little-endian value at `bytes[offset..<offset+4]` (a rel32 or disp32 field).
+func readLittleEndianInt32(_ bytes: [UInt8], at offset: Int) -> Int32 {
+    let raw = UInt32(bytes[offset]) | UInt32(bytes[offset + 1]) << 8 | UInt32(bytes[offset + 2]) << 16 | UInt32(bytes[offset + 3]) << 24
+    return Int32(bitPattern: raw)
+}
+
 /// `value` as little-endian bytes, the byte order of every architecture graft supports.
 @inlinable
 func littleEndian<T: FixedWidthInteger>(_ value: T) -> [UInt8] {

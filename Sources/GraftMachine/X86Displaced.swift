@@ -114,7 +114,7 @@ public enum X86DisplacedInstruction: Sendable, Equatable {
             // out of line for jmp (it never comes back to the copy) but refused for call, whose return
             // address would point into graft's scratch page.
             if instruction.isRIPRelative, let offset = instruction.ripDisplacementOffset, offset + 4 <= length {
-                let slot = instruction.end &+ UInt64(bitPattern: Int64(readInt32(b, at: offset)))
+                let slot = instruction.end &+ UInt64(bitPattern: Int64(readLittleEndianInt32(b, at: offset)))
                 return instruction.isJump ? .jumpThroughMemory(slot: slot)
                     : .callThroughMemory(slot: slot, returnAddress: instruction.end)
             }
@@ -140,7 +140,7 @@ public enum X86DisplacedInstruction: Sendable, Equatable {
         var copy = instruction.bytes
         if instruction.isRIPRelative {
             guard let offset = instruction.ripDisplacementOffset else { return nil }
-            let target = instruction.end &+ UInt64(bitPattern: Int64(readInt32(copy, at: offset)))
+            let target = instruction.end &+ UInt64(bitPattern: Int64(readLittleEndianInt32(copy, at: offset)))
             let newEnd = slot &+ UInt64(copy.count)
             let displacement = Int64(bitPattern: target &- newEnd)
             guard displacement >= Int64(Int32.min), displacement <= Int64(Int32.max) else { return nil }
@@ -193,8 +193,4 @@ public enum X86DisplacedInstruction: Sendable, Equatable {
         return (result, flags)
     }
 
-    private static func readInt32(_ bytes: [UInt8], at offset: Int) -> Int32 {
-        let raw = UInt32(bytes[offset]) | UInt32(bytes[offset + 1]) << 8 | UInt32(bytes[offset + 2]) << 16 | UInt32(bytes[offset + 3]) << 24
-        return Int32(bitPattern: raw)
-    }
 }

@@ -89,10 +89,10 @@ public enum X86Relocator {
         var position = address &+ UInt64(X86_64.endbr64.count)
         var map: [AddressPair] = []
         for instruction in moved {
-            let sized = try choose(instruction, at: position, inside: inside)
-            forms.append(sized.form)
+            let form = try choose(instruction, at: position, inside: inside)
+            forms.append(form)
             map.append(AddressPair(original: instruction.address, relocated: position))
-            position &+= UInt64(sized.size)
+            position &+= UInt64(form.size(copying: instruction))
         }
         let relocatedTarget = { (target: UInt64, from: Instruction) throws -> UInt64 in
             guard let pair = map.first(where: { $0.original == target }) else {
@@ -110,7 +110,7 @@ public enum X86Relocator {
                 bytes += instruction.bytes
             case .ripRelative(let offset):
                 var copy = instruction.bytes
-                let target = instruction.end &+ UInt64(bitPattern: Int64(readInt32(copy, at: offset)))
+                let target = instruction.end &+ UInt64(bitPattern: Int64(readLittleEndianInt32(copy, at: offset)))
                 let displacement = Int64(bitPattern: target &- (at &+ UInt64(copy.count)))
                 let raw = UInt32(bitPattern: Int32(displacement))  // reach checked in pass 1
                 for i in 0..<4 { copy[offset + i] = UInt8(truncatingIfNeeded: raw >> (8 * UInt32(i))) }
@@ -150,9 +150,10 @@ public enum X86Relocator {
         case callNear(target: UInt64, isInternal: Bool)
         case callFar(target: UInt64)
 
-        var size: Int {
+        /// Bytes the form takes in the trampoline (a copy: the instruction's own).
+        func size(copying instruction: Instruction) -> Int {
             switch self {
-            case .copy, .ripRelative: return 0  // replaced by the instruction's own size below
+            case .copy, .ripRelative: return instruction.size
             case .jumpNear, .callNear: return 5
             case .conditionalNear: return 6
             case .jumpFar: return X86_64.absoluteJumpLength
@@ -162,7 +163,7 @@ public enum X86Relocator {
         }
     }
 
-    private static func choose(_ instruction: Instruction, at position: UInt64, inside: (UInt64) -> Bool) throws -> SizedForm {
+    private static func choose(_ instruction: Instruction, at position: UInt64, inside: (UInt64) -> Bool) throws -> Form {
         let b = instruction.bytes
         if instruction.isInterrupt {
             throw Refusal(instruction: instruction, reason: "it is a trap (int3: another debugger's breakpoint?)")
@@ -177,10 +178,10 @@ public enum X86Relocator {
                 isInternal || Int32(exactly: Int64(bitPattern: target &- (position &+ UInt64(size)))) != nil
             }
             if instruction.isJump {
-                return SizedForm(reaches(5) ? .jumpNear(target: target, isInternal: isInternal) : .jumpFar(target: target))
+                return reaches(5) ? .jumpNear(target: target, isInternal: isInternal) : .jumpFar(target: target)
             }
             if instruction.isCall {
-                return SizedForm(reaches(5) ? .callNear(target: target, isInternal: isInternal) : .callFar(target: target))
+                return reaches(5) ? .callNear(target: target, isInternal: isInternal) : .callFar(target: target)
             }
             if instruction.isConditionalBranch {
                 var condition: UInt8?
@@ -189,11 +190,9 @@ public enum X86Relocator {
                 guard let condition else {
                     throw Refusal(instruction: instruction, reason: "loop/jrcxz have only an 8-bit displacement and are not rewritten")
                 }
-                if reaches(6) { return SizedForm(.conditionalNear(condition: condition, target: target, isInternal: isInternal)) }
-                if isInternal {
-                    throw Refusal(instruction: instruction, reason: "internal branch out of reach")  // cannot happen: reaches(_) is true
-                }
-                return SizedForm(.conditionalFar(condition: condition, target: target))
+                // A branch among the moved bytes always reaches (`reaches` is true for it).
+                return reaches(6) ? .conditionalNear(condition: condition, target: target, isInternal: isInternal)
+                                  : .conditionalFar(condition: condition, target: target)
             }
         }
         if instruction.isConditionalBranch {
@@ -203,7 +202,7 @@ public enum X86Relocator {
             guard let offset = instruction.ripDisplacementOffset, offset + 4 <= b.count else {
                 throw Refusal(instruction: instruction, reason: "its rip-relative operand has no 32-bit displacement to re-aim")
             }
-            let target = instruction.end &+ UInt64(bitPattern: Int64(readInt32(b, at: offset)))
+            let target = instruction.end &+ UInt64(bitPattern: Int64(readLittleEndianInt32(b, at: offset)))
             if inside(target) {
                 throw Refusal(instruction: instruction, reason: "it addresses the moved bytes themselves (\(hex(target)))")
             }
@@ -211,27 +210,13 @@ public enum X86Relocator {
             guard Int32(exactly: displacement) != nil else {
                 throw Refusal(instruction: instruction, reason: "the memory it addresses (\(hex(target))) is more than ±2 GiB from the trampoline at \(hex(position))")
             }
-            return SizedForm(.ripRelative(displacementOffset: offset), size: b.count)
+            return .ripRelative(displacementOffset: offset)
         }
-        return SizedForm(.copy, size: b.count)
+        return .copy
     }
 
-    private static func readInt32(_ bytes: [UInt8], at offset: Int) -> Int32 {
-        let raw = UInt32(bytes[offset]) | UInt32(bytes[offset + 1]) << 8 | UInt32(bytes[offset + 2]) << 16 | UInt32(bytes[offset + 3]) << 24
-        return Int32(bitPattern: raw)
-    }
 
     private static func le32(_ difference: UInt64) -> [UInt8] {
         littleEndian(UInt32(truncatingIfNeeded: difference))
-    }
-}
-
-/// A form with the size it takes (a copy's size is the instruction's).
-struct SizedForm {
-    let form: X86Relocator.Form
-    let size: Int
-    init(_ form: X86Relocator.Form, size: Int? = nil) {
-        self.form = form
-        self.size = size ?? form.size
     }
 }
