@@ -136,18 +136,6 @@ int graft_thread_last_cpu(pid_t pid, pid_t tid) {
     return cpu;
 }
 
-int graft_runnable_tasks(void) {
-    char buf[256];
-    if (read_small("/proc/loadavg", buf, sizeof buf) <= 0) return -1;
-    /* "0.50 0.40 0.30 2/345 6789": the 4th field's numerator. */
-    char *p = buf;
-    for (int spaces = 0; *p && spaces < 3; p++) if (*p == ' ') spaces++;
-    if (*p < '0' || *p > '9') return -1;
-    int running = 0;
-    for (; *p >= '0' && *p <= '9'; p++) running = running * 10 + (*p - '0');
-    return running;
-}
-
 int graft_cpu_jiffies(uint64_t *idle, uint64_t *total) {
     char buf[512];
     if (read_small("/proc/stat", buf, sizeof buf) <= 0) return -1;
@@ -237,12 +225,7 @@ ssize_t graft_process_vm_read(pid_t pid, void *local, uint64_t remote, size_t le
     return process_vm_readv(pid, &l, 1, &r, 1, 0);
 }
 
-int graft_pin_current_thread(int cpu) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    return sched_setaffinity(0, sizeof(set), &set);
-}
+int graft_pin_current_thread(int cpu) { return graft_pin_thread(0, cpu); }
 
 int graft_current_cpu(void) { return sched_getcpu(); }
 _Static_assert(sizeof(graft_cpu_mask) == sizeof(cpu_set_t), "graft_cpu_mask must be a cpu_set_t");

@@ -83,8 +83,6 @@ pid_t graft_waitpid(pid_t pid, int *status, int flags);
 /// Field 39 (processor: the CPU it last ran on) of /proc/PID/task/TID/stat, or -1. Plain C: the hook
 /// engine's CPU follower reads it every 2 ms on the hit path.
 int graft_thread_last_cpu(pid_t pid, pid_t tid);
-/// The runnable-task count of /proc/loadavg (4th field, before the "/"), or -1.
-int graft_runnable_tasks(void);
 /// The machine's idle (idle + iowait) and total jiffies so far, summed over CPUs (/proc/stat's
 /// first line). 0 on success.
 int graft_cpu_jiffies(uint64_t *idle, uint64_t *total);
