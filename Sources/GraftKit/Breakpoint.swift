@@ -17,7 +17,7 @@ final class Breakpoint {
     var atFunctionEntry = false
     /// Where the thread goes on when nothing but its pc has to change (the out-of-line copy, the
     /// end of a nop, a jump's target); nil when the displaced instruction touches other registers
-    /// or memory. The counting fast path needs no more than this.
+    /// or memory. The pc-only fast path (`pcOnlyHit`) needs no more than this.
     /// The displaced instruction is one byte and emulated, so a thread that ran it legitimately stands
     /// exactly where an int3 leaves one: a SIGTRAP there proves nothing by the pc alone (see
     /// `HookEngine.trapIsOurs`).

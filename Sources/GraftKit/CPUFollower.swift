@@ -55,8 +55,8 @@ struct CPUFollower {
         // scheduler puts it back on this CPU instead of waking the other (idle, halted) vCPU; the
         // tracer is preempted at once and runs again when the thread stops. Only while the machine
         // has spare CPUs: under load a SCHED_IDLE tracer would starve and stall the target.
-        // /proc/loadavg's running count flickers from one read to the next: decide at most every
-        // 100 ms (at the 2 ms lookup period the policy flipped ~80 times a second).
+        // Decided at most every 100 ms, over the last 100 ms (`hasSpareCPU`): at the 2 ms lookup
+        // period, on an instant's reading, the policy flipped ~80 times a second.
         if now &- lastIdleCheck > 100_000_000 {
             let elapsed = now &- lastIdleCheck
             lastIdleCheck = now
@@ -72,7 +72,7 @@ struct CPUFollower {
             // CPU preempt graft — and attract them there, since it counts as idle.
             movable = graft_affinity_count(tid) > 1
             // Only while ONE thread hits: with several, most of them sit in their ptrace stop
-            // waiting for graft, so /proc/loadavg looks idle, yet once resumed they run — and an
+            // waiting for graft, so the machine looks idle, yet once resumed they run — and an
             // idle-class tracer among running threads gets almost no CPU (seconds-long stalls were
             // seen with 8 hot threads on 2 CPUs).
             // The policy now: the watcher puts a starved idle-class tracer back in SCHED_OTHER.

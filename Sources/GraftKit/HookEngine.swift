@@ -86,7 +86,7 @@ final class HookEngine {
         pcOnlyHooks = specs.map { spec in
             !spec.catchesReturn && !spec.skip && (!reportsCalls || (spec.argumentCount == 0 && !spec.backtrace))
         }
-        countsOnly = stepper == nil && pcOnlyHooks.contains(true)
+        pcOnlyPath = stepper == nil && pcOnlyHooks.contains(true)
         // --duration and the summary's seconds count from the arming, not from graft's start:
         // attaching and reading symbols are not hooking time.
         started = graft_monotonic_ns()
@@ -177,7 +177,7 @@ final class HookEngine {
         if let stepper, let reported = try stepper.intercept(event, host: self, onEvent: onEvent) { return reported }
         switch event {
         case .trap(let tid):
-            if countsOnly, let reported = try countOnlyHit(tid, onEvent: onEvent) { return reported }
+            if pcOnlyPath, let reported = try pcOnlyHit(tid, onEvent: onEvent) { return reported }
             var registers = try tracee.registers(of: tid)
             let address = registers.rip &- 1
             guard let breakpoint = breakpoints[address], !breakpoint.pcIsAmbiguous || trapIsOurs(tid) else {
@@ -213,14 +213,12 @@ final class HookEngine {
         case .earlyStop(let tid):
             session.earlyStops.insert(tid)
         case .newThread(let parent, let child):
-            stepper?.affinity.releaseChild(child)
-            cpuFollower.hold.releaseChild(child)
+            giveOriginalAffinity(to: child)
             if session.earlyStops.remove(child) != nil { try tracee.resume(child) }
             try continueThread(parent)
         case .forked(let parent, let child, let isVfork):
-            stepper?.affinity.releaseChild(child)
-            cpuFollower.hold.releaseChild(child)
             if isVfork {
+                giveOriginalAffinity(to: child)  // a fork child gets it in releaseForkChild
                 if session.earlyStops.remove(child) != nil { try tracee.resume(child) }
                 // The child shares the memory (and the breakpoints) until it execs or exits: keep
                 // serving its hits like any thread's.
@@ -287,7 +285,7 @@ final class HookEngine {
     /// Some hook needs only the pc at a hit and no thread is stepped: such a hit is PTRACE_PEEKUSER
     /// rip, PTRACE_POKEUSER rip to where the thread goes on, PTRACE_CONT (~1.1 µs of ptrace,
     /// against ~4.2 µs for GETREGS + POKEDATA + SETREGS). Decided once the hooks are armed.
-    var countsOnly = false
+    var pcOnlyPath = false
     /// By hook: a hit needs the pc and nothing else — no return caught, no --skip, and either no
     /// events (--quiet) or an event without arguments or backtrace (the default text line and
     /// JSON `hit` of `graft hook -p PID f` carry only the thread, the address and the time).

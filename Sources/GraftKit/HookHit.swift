@@ -17,7 +17,7 @@ extension HookEngine {
     /// The pc-only fast path (`pcOnlyHooks`): true when the stop was such a hit, reported (unless
     /// --quiet) and handled; nil when the full path must look (someone else's trap, a return site,
     /// a hook that reads more, an instruction that changes more than the pc).
-    func countOnlyHit(_ tid: Int32, onEvent: (HookEvent) -> Void) throws -> Bool? {
+    func pcOnlyHit(_ tid: Int32, onEvent: (HookEvent) -> Void) throws -> Bool? {
         let pc = try tracee.programCounter(of: tid)
         guard !draining, let breakpoint = breakpoints[pc &- 1], let hook = breakpoint.entryHook, pcOnlyHooks[hook],
               !breakpoint.isReturnSite, let next = breakpoint.resumeAt, !breakpoint.pcIsAmbiguous else { return nil }

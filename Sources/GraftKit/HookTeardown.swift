@@ -14,10 +14,16 @@ extension HookEngine {
     /// original bytes back in its copy of the memory and let it go untraced.
     func releaseForkChild(_ child: Int32) {
         if session.earlyStops.remove(child) == nil { _ = try? tracee.waitForFirstStop(of: child) }
-        stepper?.affinity.releaseChild(child)
-        cpuFollower.hold.releaseChild(child)
+        giveOriginalAffinity(to: child)
         breakpoints.restoreAll(inForkChild: child, of: tracee)
         tracee.detachThread(child)
+    }
+
+    /// A thread or process created while graft held its creator on one CPU (the stepped thread,
+    /// a hot hooked thread: `AffinityHold`) inherited that narrow mask: it gets the original.
+    func giveOriginalAffinity(to child: Int32) {
+        stepper?.affinity.releaseChild(child)
+        cpuFollower.hold.releaseChild(child)
     }
 
     // MARK: - Teardown
