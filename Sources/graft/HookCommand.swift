@@ -200,15 +200,29 @@ final class HookPrinter {
         return made
     }
 
-    private func textLine(_ hit: HookHit) {
+    /// Starts a text line: `HH:MM:SS.uuuuuu [TID` then `rest` (`] LOCATION(`, `] LOCATION returned `).
+    private func openTextLine(_ wallTime: UInt64, tid: Int32, _ rest: [UInt8]) -> LineBuffer {
         status.beginLine()
         let out = status.out
-        let names = bytes(hook: hit.hook, location: hit.location)
-        wallClock.append(hit.wallTime, to: out)
+        wallClock.append(wallTime, to: out)
         out.append(UInt8(ascii: " "))
         out.append(UInt8(ascii: "["))
-        out.appendDecimal(Int64(hit.tid))
-        out.append(names.textHit)
+        out.appendDecimal(Int64(tid))
+        out.append(rest)
+        return out
+    }
+
+    /// Starts a JSON line: `prefix` (`{"event":…,"hook":…,"tid":`) then the thread id.
+    private func openJSONLine(_ prefix: [UInt8], tid: Int32) -> LineBuffer {
+        status.beginLine()
+        let out = status.out
+        out.append(prefix)
+        out.appendDecimal(Int64(tid))
+        return out
+    }
+
+    private func textLine(_ hit: HookHit) {
+        let out = openTextLine(hit.wallTime, tid: hit.tid, bytes(hook: hit.hook, location: hit.location).textHit)
         if argumentCount == 0 {
             out.append(ellipsis)
         } else {
@@ -223,11 +237,7 @@ final class HookPrinter {
     }
 
     private func jsonLine(_ hit: HookHit) {
-        status.beginLine()
-        let out = status.out
-        let names = bytes(hook: hit.hook, location: hit.location)
-        out.append(names.jsonHit)
-        out.appendDecimal(Int64(hit.tid))
+        let out = openJSONLine(bytes(hook: hit.hook, location: hit.location).jsonHit, tid: hit.tid)
         out.append(addressKey)
         out.appendHex(hit.address)
         out.append(timeKey)
@@ -250,14 +260,7 @@ final class HookPrinter {
     }
 
     private func textLine(_ value: HookReturn) {
-        status.beginLine()
-        let out = status.out
-        let names = bytes(hook: value.hook, location: value.location)
-        wallClock.append(value.wallTime, to: out)
-        out.append(UInt8(ascii: " "))
-        out.append(UInt8(ascii: "["))
-        out.appendDecimal(Int64(value.tid))
-        out.append(names.textReturn)
+        let out = openTextLine(value.wallTime, tid: value.tid, bytes(hook: value.hook, location: value.location).textReturn)
         out.appendHex(value.value)
         if value.returnedValue != value.value {
             out.append(madeToReturn)
@@ -270,11 +273,7 @@ final class HookPrinter {
     }
 
     private func jsonLine(_ value: HookReturn) {
-        status.beginLine()
-        let out = status.out
-        let names = bytes(hook: value.hook, location: value.location)
-        out.append(names.jsonReturn)
-        out.appendDecimal(Int64(value.tid))
+        let out = openJSONLine(bytes(hook: value.hook, location: value.location).jsonReturn, tid: value.tid)
         out.append(valueKey)
         out.appendHex(value.value)
         out.append(durationKey)
