@@ -25,7 +25,9 @@ extension Tracee {
     /// `threadForRemoteCall`) and returns its rax.
     public func remoteCall(_ function: UInt64, _ arguments: [UInt64], name: String, on tid: Int32? = nil,
                            timeout: Double = 5) throws -> UInt64 {
-        precondition(arguments.count <= 6, "remoteCall takes at most 6 integer arguments")
+        guard arguments.count <= 6 else {
+            throw GraftError.usage("a remote call of \(name) takes at most 6 integer arguments (rdi, rsi, rdx, rcx, r8, r9); \(arguments.count) given")
+        }
         return try tracer.run {
             let thread = try tid ?? threadForRemoteCall()
             if let reason = threads[thread].flatMap(Tracee.whyNoRemoteCall) {
