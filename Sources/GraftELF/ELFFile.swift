@@ -140,6 +140,19 @@ public final class ELFFile: @unchecked Sendable {
         return (index[bare] ?? []).filter { $0.version.map { $0[...] } == version && (!wantsDefault || $0.isDefaultVersion) }
     }
 
+    /// Defined symbols named `name` of any type (data objects, functions, untyped), from `.dynsym`
+    /// and `.symtab`, the `.dynsym` copy first; not cached (a lookup walks the tables). For data
+    /// symbols such as `graft_original_<name>` and, when graft maps a library itself, the names its
+    /// relocations refer to.
+    public func definedSymbols(named name: String) -> [ELFSymbol] {
+        let reader = Reader(base: base, length: length, path: path)
+        var found: [ELFSymbol] = []
+        for table in tables.sorted(by: { $0.isDynamic && !$1.isDynamic }) {
+            reader.definedSymbols(named: name, in: table, into: &found)
+        }
+        return found
+    }
+
     /// The innermost function symbol whose `[value, value + size)` contains `vaddr` (link time);
     /// among aliases of one address the preferred name (`getpid` over `__getpid`). Size-0 symbols
     /// cover nothing. Binary search plus a walk back bounded by a running maximum of symbol ends.
@@ -486,6 +499,26 @@ struct Reader {
             cursor += next
         }
         return names
+    }
+
+    /// Appends the defined symbols of `table` named `name` (any type; SHN_UNDEF skipped).
+    func definedSymbols(named name: String, in table: ELFFile.SymbolTable, into result: inout [ELFSymbol]) {
+        for i in 0..<table.count {
+            let o = table.offset + i * 24
+            guard u16(o + 6) != 0,
+                  let symbolName = string(tableOffset: table.stringsOffset, tableSize: table.stringsSize, index: Int(u32(o))),
+                  symbolName == name else { continue }
+            let info = u8(o + 4)
+            let kind: SymbolKind
+            switch info & 0xf {
+            case 1: kind = .object
+            case 2: kind = .function
+            case 10: kind = .ifunc
+            default: kind = .other
+            }
+            result.append(ELFSymbol(name: name, value: u64(o + 8), size: u64(o + 16), kind: kind,
+                                    isGlobal: info >> 4 != 0, fromDynsym: table.isDynamic))
+        }
     }
 
     /// Appends the defined FUNC/IFUNC symbols of `table` with a nonzero value.
