@@ -22,6 +22,23 @@ public enum FileIO {
         return out
     }
 
+    /// Writes `bytes` to the existing file at `path` (opened write-only, not created or truncated:
+    /// /proc/PID/fd/N of a memfd), with write(2) until done.
+    public static func writeAll(_ bytes: [UInt8], to path: String) throws(GraftError) {
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        if fd < 0 { throw GraftError.systemCall(name: "open", errno: errno, context: path) }
+        defer { close(fd) }
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw GraftError.systemCall(name: "write", errno: errno, context: path)
+            }
+            offset += n
+        }
+    }
+
     /// The whole content of a (small, virtual) file as UTF-8 text, or nil when it cannot be read.
     public static func readText(path: String) -> String? {
         guard let bytes = try? readAll(path: path) else { return nil }

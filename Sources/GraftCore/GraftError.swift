@@ -16,6 +16,14 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A function called inside the target (`Tracee.remoteCall`) did not return normally.
     case remoteCallFailed(name: String, pid: Int32, tid: Int32, reason: String)
 
+    // Libraries and trampolines
+    /// A library graft will not load or use, before anything is written.
+    case libraryRefused(path: String, reason: String)
+    /// The target's loader refused the library: its own message; nothing else changed.
+    case libraryLoadFailed(path: String, pid: Int32, message: String)
+    /// An instruction of the overwritten bytes cannot move into a trampoline.
+    case cannotRelocate(function: String, reason: String)
+
     // Symbols and locations
     case invalidLocation(text: String, reason: String)
     case moduleNotFound(name: String, available: [String])
@@ -80,6 +88,12 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
             return "\(name) inside the target failed: \(Errno.describe(err))"
         case .remoteCallFailed(let name, let pid, let tid, let reason):
             return "the call of \(name) inside process \(pid) (thread \(tid)) failed: \(reason)"
+        case .libraryRefused(let path, let reason):
+            return "graft will not load \(path): \(reason); nothing was written"
+        case .libraryLoadFailed(let path, let pid, let message):
+            return "process \(pid) could not load \(path): \(message); nothing else was changed"
+        case .cannotRelocate(let function, let reason):
+            return "cannot patch \(function) with a way back to the original: \(reason); nothing was written"
         case .remoteSyscallRefused(let name, let pid, let tid, let reason):
             return "graft will not call \(name) inside process \(pid) (thread \(tid)): \(reason); nothing was called"
         case .invalidLocation(let text, let reason):

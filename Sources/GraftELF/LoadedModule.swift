@@ -29,8 +29,12 @@ public final class LoadedModule: @unchecked Sendable, CustomStringConvertible {
         self.pid = pid
     }
 
-    /// The file name: `libc.so.6`.
-    public var name: String { basename(of: path) }
+    /// The file name: `libc.so.6`. A memfd's (`/memfd:libfix.so`, how graft hands a library to a
+    /// process in another mount namespace) is the name it was created with: `libfix.so`.
+    public var name: String {
+        let file = basename(of: path)
+        return file.hasPrefix("memfd:") && file.count > 6 ? String(file.dropFirst(6)) : file
+    }
 
     /// Lowest mapped address of the file.
     public var start: UInt64 { mappings.first?.start ?? 0 }

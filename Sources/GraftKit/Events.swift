@@ -84,7 +84,37 @@ extension PatchRecord {
             ("applied_at", .string(appliedAt)),
         ]
         if let revertedAt { fields.append(("reverted_at", .string(revertedAt))) }
+        if let library { fields.append(("library", .string(library))) }
+        if let trampoline { fields.append(("trampoline", .string(trampoline))) }
+        if let trampolineState { fields.append(("trampoline_state", .string(trampolineState))) }
+        if let originalPointer { fields.append(("original_pointer", .string(originalPointer))) }
+        if let originalPointerSymbol { fields.append(("original_pointer_symbol", .string(originalPointerSymbol))) }
         return fields
+    }
+}
+
+extension LibraryRecord {
+    /// `{"path":…,"build_id":…,"base":…,"end":…,"name":…,"mapped_as":…,"loader":…,"handle":…,"state":…}`
+    public var json: JSON {
+        var fields: [(String, JSON)] = [("path", .string(path))]
+        fields.append(("build_id", buildID.map { .string($0) } ?? .null))
+        fields += [("base", .string(base)), ("end", .string(end)), ("name", .string(name)), ("mapped_as", .string(mappedAs)),
+                   ("loader", .string(loader))]
+        if let handle { fields.append(("handle", .string(handle))) }
+        fields += [("state", .string(state.rawValue)), ("loaded_at", .string(loadedAt))]
+        if let unloadedAt { fields.append(("unloaded_at", .string(unloadedAt))) }
+        return .object(fields)
+    }
+}
+
+extension InjectOutcome {
+    public func json(pid: Int32) -> JSON {
+        var fields: [(String, JSON)] = [("event", "inject"), ("pid", .int(Int64(pid))), ("library", record.json),
+                                        ("already_loaded", .bool(alreadyLoaded)), ("via_memfd", .bool(viaMemfd)),
+                                        ("loaded_by", .string(loadedBy))]
+        if let loaderThread { fields.append(("loader_thread", .int(Int64(loaderThread)))) }
+        fields += [("stop_window_ns", .uint(stopWindowNanoseconds)), ("elapsed_ns", .uint(elapsedNanoseconds))]
+        return .object(fields)
     }
 }
 
@@ -105,6 +135,16 @@ extension UnpatchResult {
         if let message { fields.append(("message", .string(message))) }
         fields.append(("stepped_threads", .array(steppedThreads.map { .int(Int64($0)) })))
         if outcome == .reverted { fields.append(("stop_window_ns", .uint(stopWindowNanoseconds))) }
+        if let trampolineNote { fields.append(("trampoline_note", .string(trampolineNote))) }
+        return .object(fields)
+    }
+}
+
+extension UnloadResult {
+    public func json(pid: Int32) -> JSON {
+        var fields: [(String, JSON)] = [("event", "unload"), ("pid", .int(Int64(pid))), ("library", record.json),
+                                        ("outcome", .string(outcome.rawValue))]
+        if let message { fields.append(("message", .string(message))) }
         return .object(fields)
     }
 }

@@ -23,27 +23,6 @@ public struct PatchStatus: Sendable {
     public let memoryBytes: [UInt8]
 }
 
-/// What `unpatch` did to one patch.
-public struct UnpatchResult: Sendable {
-    public enum Outcome: String, Sendable {
-        case reverted
-        /// Already reverted: nothing to do.
-        case alreadyReverted = "already-reverted"
-        /// Memory no longer holds graft's bytes: left untouched.
-        case changed
-        case failed
-        /// Dropped from the journal by `forget`; memory untouched.
-        case forgotten
-    }
-    public let record: PatchRecord
-    public let outcome: Outcome
-    public let message: String?
-    public let steppedThreads: [Int32]
-    /// How long the process was stopped for this unpatch (0 when nothing needed a write: graft then
-    /// does not stop it at all). The same window for every patch reverted by one call.
-    public var stopWindowNanoseconds: UInt64 = 0
-}
-
 /// graft's operations on a live process, as a Swift program calls them. The CLI is a thin layer on top.
 public struct Graft: Sendable {
     public var journal: Journal
@@ -93,11 +72,38 @@ public struct Graft: Sendable {
     /// With `dryRun` it stops after the checks and writes nothing. `midFunction` accepts a LOCATION
     /// inside the function after code that moved the stack pointer (refused otherwise: the stub's
     /// or the target's `ret` would not find the caller's return address).
-    public func patch(pid: Int32, location: String, action: PatchAction, dryRun: Bool = false, midFunction: Bool = false) throws -> PatchOutcome {
+    ///
+    /// `library` (with a `.jump`): the library is loaded first unless this process instance has it
+    /// from graft already (`inject`), and a `--to` name without a module means its symbol. A jump
+    /// to a function whose library defines `graft_original_<function>` gets a trampoline.
+    public func patch(pid: Int32, location: String, action: PatchAction, dryRun: Bool = false, midFunction: Bool = false,
+                      library: String? = nil) throws -> PatchOutcome {
         let instance = try ProcessInstance.current(pid)
         return try journal.withLock(instance, cancel: cancellation) {
             var contents = try journal.load(instance)
-            let plan = try preparePatch(instance: instance, contents: contents, location: location, action: action, midFunction: midFunction)
+            var action = action
+            var libraryPath: String?
+            if let library {
+                guard case .jump(let to) = action else { throw GraftError.usage("--library goes with --to NAME (a function of the library)") }
+                let record: LibraryRecord
+                if dryRun {
+                    try ProcFS.preflightTarget(pid)
+                    let file = try LibraryFile.open(library, pid: pid)
+                    guard let loaded = Graft.loadedLibrary(file, in: contents, pid: pid) else {
+                        throw GraftError.usage("\(file.path) is not loaded in process \(pid) yet, and a dry run loads nothing: `graft inject -p \(pid) \(library)` first (it only loads), then the dry run shows the patch")
+                    }
+                    record = loaded
+                } else {
+                    if let signal = cancellation?() { throw GraftError.interrupted(signal: signal) }
+                    let outcome = try loadLibrary(instance: instance, contents: &contents, path: library)
+                    if !outcome.alreadyLoaded { try journal.save(contents, for: instance) }
+                    record = outcome.record
+                }
+                libraryPath = record.path
+                if !to.contains(":") && !to.hasPrefix("0x") { action = .jump(to: "\(record.name):\(to)") }
+            }
+            var plan = try preparePatch(instance: instance, contents: contents, location: location, action: action, midFunction: midFunction)
+            plan.library = libraryPath
             if dryRun {
                 return PatchOutcome(plan: plan, record: nil, dryRun: true, steppedThreads: [], threadCount: 0, stopWindowNanoseconds: 0)
             }
@@ -110,18 +116,36 @@ public struct Graft: Sendable {
                 target: plan.target?.description, targetAddress: plan.target.map { hex($0.address) },
                 returnValue: { if case .returnValue(let v) = plan.action { return v } else { return nil } }(),
                 originalBytes: hexString(plan.originalBytes), newBytes: hexString(plan.newBytes),
-                state: .applying, appliedAt: isoTimestamp(), revertedAt: nil)
+                state: .applying, appliedAt: isoTimestamp(), revertedAt: nil, library: libraryPath)
+            if let trampoline = plan.trampoline {
+                record.originalPointer = hex(trampoline.pointerAddress)
+                record.originalPointerSymbol = trampoline.pointerSymbol
+                record.originalEntry = hex(trampoline.originalEntry)
+            }
             contents.nextID += 1
             contents.patches.append(record)
             try journal.save(contents, for: instance)
 
-            let result: (stepped: [Int32], threads: Int, window: UInt64)
+            let result: (done: (stepped: [Int32], placed: PlacedTrampoline?), threads: Int, window: UInt64)
             do {
                 result = try withStoppedProcess(pid) { tracee in
-                    let stepped = try StoppedCode.moveThreadsOut(of: plan.range, tracee: tracee)
+                    guard let trampolinePlan = plan.trampoline else {
+                        let stepped = try StoppedCode.moveThreadsOut(of: plan.range, tracee: tracee)
+                        try StoppedCode.checkReturnAddresses(plan.returnAddressesInside, tracee: tracee)
+                        try StoppedCode.replace(at: plan.address, old: plan.originalBytes, new: plan.newBytes, tracee: tracee)
+                        return ((stepped, nil), tracee.threadIDs.count)
+                    }
                     try StoppedCode.checkReturnAddresses(plan.returnAddressesInside, tracee: tracee)
-                    try StoppedCode.replace(at: plan.address, old: plan.originalBytes, new: plan.newBytes, tracee: tracee)
-                    return (stepped, tracee.threadIDs.count)
+                    let placed = try TrampolineSite.place(trampolinePlan, function: plan.function, tracee: tracee)
+                    var moved: [(tid: Int32, from: UInt64)] = []
+                    do {
+                        moved = try TrampolineSite.moveThreads(into: placed.trampoline, range: plan.range, tracee: tracee)
+                        try StoppedCode.replace(at: plan.address, old: plan.originalBytes, new: plan.newBytes, tracee: tracee)
+                    } catch {
+                        TrampolineSite.remove(placed, pointer: trampolinePlan.pointerAddress, moved: moved, tracee: tracee)
+                        throw error
+                    }
+                    return ((moved.map(\.tid), placed), tracee.threadIDs.count)
                 }
             } catch {
                 contents.patches.removeLast()
@@ -130,6 +154,11 @@ public struct Graft: Sendable {
                 throw error
             }
             record.state = .applied
+            if let placed = result.done.placed {
+                record.trampoline = hex(placed.trampoline.address)
+                record.trampolinePage = hex(placed.page)
+                record.trampolineState = "mapped"
+            }
             contents.patches[contents.patches.count - 1] = record
             do {
                 try journal.save(contents, for: instance)
@@ -138,8 +167,11 @@ public struct Graft: Sendable {
                 // which list and unpatch judge by memory): say the patch is in, and how to undo it.
                 throw GraftError.journal(path: path, reason: "patch \(record.id) was applied, but recording that failed (\(reason)); the journal still has it as being applied: `graft list -p \(pid)` shows it, `graft unpatch -p \(pid) \(record.id)` reverts it")
             }
-            return PatchOutcome(plan: plan, record: record, dryRun: false, steppedThreads: result.stepped,
-                                threadCount: result.threads, stopWindowNanoseconds: result.window)
+            var outcome = PatchOutcome(plan: plan, record: record, dryRun: false, steppedThreads: result.done.placed == nil ? result.done.stepped : [],
+                                       threadCount: result.threads, stopWindowNanoseconds: result.window)
+            outcome.trampoline = result.done.placed?.trampoline
+            outcome.movedThreads = result.done.placed == nil ? [] : result.done.stepped
+            return outcome
         }
     }
 
@@ -170,108 +202,6 @@ public struct Graft: Sendable {
         if memory == new { return .applied }
         if !memory.isEmpty && memory.elementsEqual(original.prefix(memory.count)) { return .notPresent }
         return .changed
-    }
-
-    // MARK: - Unpatch
-
-    /// Reverts patches by id (all applied ones when `ids` is nil): original bytes are written back only
-    /// where memory still holds graft's bytes.
-    public func unpatch(pid: Int32, ids: [Int]?) throws -> [UnpatchResult] {
-        try ProcFS.preflightTarget(pid)
-        let instance = try ProcessInstance.current(pid)
-        return try journal.withLock(instance, cancel: cancellation) {
-            var contents = try journal.load(instance)
-            let selected: [Int]
-            if let ids {
-                for id in ids where !contents.patches.contains(where: { $0.id == id }) {
-                    throw GraftError.patchNotFound(id: id, pid: pid)
-                }
-                selected = ids
-            } else {
-                selected = contents.patches.filter { $0.state != .reverted }.map(\.id)
-            }
-            guard !selected.isEmpty else { return [] }
-            var results: [UnpatchResult] = []
-            let now = isoTimestamp()  // outside the stop window
-            // Inside the stop window only ptrace work: what happened to each patch is noted, and the
-            // journal records (arrays of strings: copies, allocations) are updated after the process
-            // runs again.
-            enum Done { case already, changed([UInt8]), reverted([Int32]), failed(String) }
-            let positions = selected.map { id in contents.patches.firstIndex(where: { $0.id == id })! }
-            // The records keep their bytes as hex strings: decode them before stopping anything, and
-            // read memory now (/proc/PID/mem, the process running): a patch whose bytes are not
-            // graft's is reported without stopping the process at all.
-            let targets = positions.map { position in
-                let record = contents.patches[position]
-                return (address: record.addressValue, new: record.new, original: record.original, range: record.range,
-                        recorded: record.state)
-            }
-            var done: [Done] = []
-            var toRevert: [Int] = []
-            for (index, target) in targets.enumerated() {
-                let memory: [UInt8]
-                do {
-                    memory = try ProcessMemory.read(pid: pid, at: target.address, count: target.new.count)
-                } catch let error as GraftError {
-                    if case .addressNotMapped = error { done.append(.failed(error.description)); continue }
-                    throw error
-                }
-                switch Graft.state(new: target.new, original: target.original, recorded: target.recorded, memory: memory) {
-                case .applied: done.append(.already); toRevert.append(index)  // decided in the stop window below
-                case .reverted, .notPresent: done.append(.already)
-                case .changed: done.append(.changed(memory))
-                }
-            }
-            var window: UInt64 = 0
-            if !toRevert.isEmpty {
-                (_, _, window) = try withStoppedProcess(pid) { tracee -> (Int, Int) in
-                    for index in toRevert {
-                        let target = targets[index]
-                        do {
-                            let stepped = try StoppedCode.moveThreadsOut(of: target.range, tracee: tracee)
-                            // Compare and write in one pass: memory may have changed since the read above.
-                            if let found = try tracee.replaceText(at: target.address, expected: target.new, new: target.original) {
-                                let state = Graft.state(new: target.new, original: target.original, recorded: target.recorded, memory: found)
-                                done[index] = state == .changed ? .changed(found) : .already
-                            } else {
-                                done[index] = .reverted(stepped)
-                            }
-                        } catch let error as GraftError {
-                            if let death = tracee.processDeath() { throw death }
-                            done[index] = .failed(error.description)
-                        }
-                    }
-                    return (0, 0)
-                }
-            }
-            for (position, outcome) in zip(positions, done) {
-                var record = contents.patches[position]
-                switch outcome {
-                case .already:
-                    var message = "memory already holds the original bytes"
-                    if record.state == .reverted {
-                        message = "\(record.revertedAt.map { "since \($0)" } ?? "earlier"); memory left as it is"
-                    } else {
-                        record.state = .reverted
-                        record.revertedAt = now
-                        contents.patches[position] = record
-                    }
-                    results.append(UnpatchResult(record: record, outcome: .alreadyReverted, message: message, steppedThreads: []))
-                case .changed(let memory):
-                    results.append(UnpatchResult(record: record, outcome: .changed, message: "memory at \(record.address) holds \(hexBytes(memory)), not graft's \(hexBytes(record.new)): someone else changed it; left untouched", steppedThreads: []))
-                case .reverted(let stepped):
-                    record.state = .reverted
-                    record.revertedAt = now
-                    contents.patches[position] = record
-                    results.append(UnpatchResult(record: record, outcome: .reverted, message: nil, steppedThreads: stepped,
-                                                 stopWindowNanoseconds: window))
-                case .failed(let message):
-                    results.append(UnpatchResult(record: record, outcome: .failed, message: message, steppedThreads: []))
-                }
-            }
-            try journal.save(contents, for: instance)
-            return results
-        }
     }
 
     // MARK: - Forget

@@ -43,6 +43,19 @@ public struct PatchRecord: Codable, Sendable, Equatable {
     public var state: State
     public var appliedAt: String        // ISO 8601 UTC
     public var revertedAt: String?
+    /// A jump into a library graft loaded: its path (the file graft was given).
+    public var library: String?
+    /// The trampoline that runs the overwritten instructions and jumps back (hex), when the target
+    /// library defines `graft_original_<symbol>`; its page (hex, 4 KiB, graft's own mapping); and
+    /// what became of it: `mapped`, `kept` (a thread was still using it at revert), `freed`.
+    public var trampoline: String?
+    public var trampolinePage: String?
+    public var trampolineState: String?
+    /// The `graft_original_<symbol>` pointer graft set to the trampoline (hex address, and name).
+    public var originalPointer: String?
+    public var originalPointerSymbol: String?
+    /// What the pointer holds after a revert: the original function, whole again (hex).
+    public var originalEntry: String?
 
     public var addressValue: UInt64 { UInt64(address.dropFirst(2), radix: 16) ?? 0 }
     public var original: [UInt8] { bytes(fromHex: originalBytes) ?? [] }
@@ -57,6 +70,34 @@ public struct JournalContents: Codable, Sendable {
     public var executable: String
     public var nextID: Int
     public var patches: [PatchRecord]
+    /// Libraries graft loaded into this process (absent in journals older than `graft inject`).
+    public var libraries: [LibraryRecord]?
+}
+
+/// A library graft loaded, as recorded in the journal.
+public struct LibraryRecord: Codable, Sendable, Equatable {
+    public enum State: String, Codable, Sendable { case loaded, unloaded }
+    /// The file graft was given (absolute).
+    public var path: String
+    public var buildID: String?
+    /// Its path in /proc/PID/maps (`/memfd:libfix.so` when handed over through a memfd).
+    public var mappedAs: String
+    /// The module name LOCATIONs use (`libfix.so`: `libfix:fixed_price`).
+    public var name: String
+    /// Lowest and one-past-highest mapped address (hex).
+    public var base: String
+    public var end: String
+    /// `dlopen`: the target's loader loaded it (`handle` is dlopen's handle); `graft`: graft mapped
+    /// it itself (a target with no dynamic loader).
+    public var loader: String
+    public var handle: String?
+    public var state: State
+    public var loadedAt: String
+    public var unloadedAt: String?
+
+    public var baseValue: UInt64 { UInt64(base.dropFirst(2), radix: 16) ?? 0 }
+    public var endValue: UInt64 { UInt64(end.dropFirst(2), radix: 16) ?? 0 }
+    public var range: Range<UInt64> { baseValue..<max(baseValue, endValue) }
 }
 
 /// Where graft records the patches it applied, outside the target: one JSON file per process instance
@@ -187,6 +228,16 @@ public struct Journal: Sendable {
             }
             if new.count != original.count {
                 return "\(name): \(original.count) original bytes but \(new.count) new ones"
+            }
+            for (key, value) in [("trampolinePage", record.trampolinePage), ("originalPointer", record.originalPointer)] {
+                if let value, !(value.hasPrefix("0x") && UInt64(value.dropFirst(2), radix: 16) != nil) {
+                    return "\(name): \(key) \"\(value)\" is not a 0x hex address"
+                }
+            }
+        }
+        for library in contents.libraries ?? [] {
+            for value in [library.base, library.end] where !(value.hasPrefix("0x") && UInt64(value.dropFirst(2), radix: 16) != nil) {
+                return "library \(library.path): \"\(value)\" is not a 0x hex address"
             }
         }
         return nil

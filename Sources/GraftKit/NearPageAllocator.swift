@@ -18,10 +18,19 @@ struct NearPageAllocator {
     /// A new anonymous page near `address` with `protection` (default r-x), mapped by thread `tid`
     /// (nil: any thread that can make a remote call).
     func mapPage(near address: UInt64, protection: Int32 = 0x1 | 0x4, via tid: Int32?) throws -> UInt64 {
-        let flags: Int32 = 0x02 | 0x20 | 0x100000  // MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE
         let module = index.module(containing: address)
         let low = module?.mappings.first?.start ?? (address & ~0xfff)
         let high = module?.mappings.last?.end ?? ((address + 0x1000) & ~0xfff)
+        return try Self.mapPage(near: low..<high, protection: protection, tracee: tracee, via: tid,
+                                purpose: "graft's out-of-line copies", address: address)
+    }
+
+    /// A new anonymous page within reach of all of `range` (a module): candidates 1 MiB apart below
+    /// it, then above it, up to 64 MiB away. `purpose` names the page in the refusal.
+    static func mapPage(near range: Range<UInt64>, protection: Int32, tracee: Tracee, via tid: Int32?, purpose: String,
+                        address: UInt64? = nil) throws -> UInt64 {
+        let flags: Int32 = 0x02 | 0x20 | 0x100000  // MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE
+        let low = range.lowerBound & ~0xfff, high = (range.upperBound + 0xfff) & ~0xfff
         var candidates: [UInt64] = []
         for step in 1...64 {
             let distance = UInt64(step) * 0x10_0000  // 1 MiB steps
@@ -40,7 +49,8 @@ struct NearPageAllocator {
             // A kernel without MAP_FIXED_NOREPLACE (before 4.17) took the address as a hint.
             try? tracee.remoteMunmap(address: mapped, length: Self.pageSize)
         }
-        throw GraftError.hookRefused(function: hex(address), address: address, reason: "no free page within ±64 MiB for graft's out-of-line copies")
+        let at = address ?? range.lowerBound
+        throw GraftError.hookRefused(function: hex(at), address: at, reason: "no free page within ±64 MiB for \(purpose)")
     }
 
     func unmapPage(_ base: UInt64) throws {

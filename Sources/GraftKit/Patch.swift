@@ -40,6 +40,11 @@ public struct PatchPlan: Sendable {
     public let returnAddressesInside: [UInt64]
     /// The checks that passed, in order, for `--dry-run` and the JSON output.
     public let checks: [String]
+    /// A jump whose target's library defines `graft_original_<target>`: the trampoline that lets
+    /// it call the original.
+    public let trampoline: TrampolinePlan?
+    /// The library `--library` named (its path), when the target is in it.
+    public var library: String? = nil
 
     public var range: Range<UInt64> { address..<(address + UInt64(newBytes.count)) }
 }
@@ -54,6 +59,10 @@ public struct PatchOutcome: Sendable {
     public let threadCount: Int
     /// How long the target was stopped (first PTRACE_SEIZE to last PTRACE_DETACH), 0 for a dry run.
     public let stopWindowNanoseconds: UInt64
+    /// The trampoline graft placed (a jump whose target defines `graft_original_<name>`).
+    public var trampoline: X86Relocator.Trampoline? = nil
+    /// Threads moved from the overwritten bytes to the matching instruction of the trampoline.
+    public var movedThreads: [Int32] = []
 }
 
 /// Computes a `PatchPlan`: every check that can be made from the ELF file and a read of memory.
@@ -154,6 +163,14 @@ struct PatchPlanner {
         checks.append("no branch in \(function) lands inside \(hex(address))..<\(hex(end))")
 
         let overwritten = Array(instructions[boundaryIndex...].prefix(while: { $0.address < end }))
+        var trampoline: TrampolinePlan?
+        if let target {
+            trampoline = try planTrampoline(target: target, overwritten: Array(instructions[boundaryIndex...]), length: newBytes.count,
+                                            function: function, address: address, entry: keptEndbr64 ? start : address, module: module)
+            if let trampoline {
+                checks.append("\(trampoline.pointerSymbol) is a writable pointer; the overwritten instructions relocate into a trampoline (\(trampoline.preview.movedLength) bytes moved) that jumps back to \(hex(trampoline.preview.resumeAddress))")
+            }
+        }
         let returnsInside = overwritten.filter { $0.isCall && $0.end > address && $0.end < end }.map(\.end)
         // A jump into its own bytes (or into the tail of an instruction they cut) hangs or crashes.
         if let target {
@@ -180,7 +197,7 @@ struct PatchPlanner {
             functionStart: start, functionSize: symbol.size, modulePath: module.path,
             buildID: site.elf?.buildID, action: action, target: target, originalBytes: found, newBytes: newBytes,
             originalInstructions: overwritten, newInstructions: disassembler.decode(encoding == "jmp [rip+0]" ? Array(newBytes.prefix(6)) : newBytes, at: address, maxCount: 2),
-            encoding: encoding, keptEndbr64: keptEndbr64, returnAddressesInside: returnsInside, checks: checks)
+            encoding: encoding, keptEndbr64: keptEndbr64, returnAddressesInside: returnsInside, checks: checks, trampoline: trampoline)
     }
 
     /// The first instruction that moves rsp on the way to `instructions[index]` from the function's

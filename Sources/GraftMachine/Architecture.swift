@@ -76,7 +76,7 @@ func readLittleEndianInt32(_ bytes: [UInt8], at offset: Int) -> Int32 {
 
 /// `value` as little-endian bytes, the byte order of every architecture graft supports.
 @inlinable
-func littleEndian<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
+public func littleEndian<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
     let le = value.littleEndian
     return withUnsafeBytes(of: le) { Array($0) }
 }

@@ -177,7 +177,7 @@ extension Tracee {
     /// What `tid`'s seccomp state would do with system call `number` made at `instructionPointer`
     /// (the address after the syscall instruction) with `arguments`. Throws when the filters cannot
     /// be read, so that the caller does not guess.
-    func seccompVerdict(of tid: Int32, number: Int, name: String, instructionPointer: UInt64, arguments: [UInt64]) throws -> SeccompVerdict {
+    public func seccompVerdict(of tid: Int32, number: Int, name: String, instructionPointer: UInt64, arguments: [UInt64]) throws -> SeccompVerdict {
         func cannot(_ why: String) -> GraftError {
             .remoteSyscallRefused(name: name, pid: pid, tid: tid, reason: why)
         }

@@ -304,7 +304,7 @@ public final class Tracee: @unchecked Sendable {
 
     // MARK: - Helpers
 
-    func anyThread() throws -> Int32 {
+    public func anyThread() throws -> Int32 {
         if threads[pid] != nil { return pid }
         guard let tid = threads.keys.min() else { throw exitError() }
         return tid

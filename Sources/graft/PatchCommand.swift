@@ -12,6 +12,12 @@ struct PatchCommand: ParsableCommand {
         Examples:
           graft patch -p 4242 value_a --to value_b
           graft patch -p 4242 libc:getpid --return 42 --dry-run
+          graft patch -p 4242 price --library ./libfix.so --to fixed_price
+        With --library, the library is loaded first (once per process; see `graft inject`) and --to \
+        names its function. When the library defines graft_original_<function> (include/graft.h: \
+        GRAFT_ORIGINAL), graft relocates the instructions the jump overwrites into a trampoline and \
+        points graft_original_<function> at it before the jump goes live: the replacement can call \
+        the original.
         """)
 
     @OptionGroup var process: ProcessOptions
@@ -27,6 +33,9 @@ struct PatchCommand: ParsableCommand {
     var returnArgument: Integer64?
     var returnValue: Int64? { returnArgument?.value }
 
+    @Option(name: .customLong("library"), help: ArgumentHelp("Load this shared library first (unless graft already did) and jump to its function --to NAME.", valueName: "LIB"))
+    var library: String?
+
     @Flag(name: .customLong("mid-function"),
           help: "Accept a LOCATION or a --to target inside a function after code that moved the stack pointer, or in a .cold part (refused otherwise: a ret there would return to the wrong address).")
     var midFunction = false
@@ -38,12 +47,16 @@ struct PatchCommand: ParsableCommand {
         if (target == nil) == (returnValue == nil) {
             throw ValidationError("give exactly one of --to LOCATION or --return INT")
         }
+        if library != nil && target == nil {
+            throw ValidationError("--library needs --to NAME: the function of the library to jump to")
+        }
     }
 
     func run() throws {
         let action: PatchAction = target.map { .jump(to: $0) } ?? .returnValue(returnValue!)
         let outcome = try withTerminationDeferred {
-            try process.cancellableGraft.patch(pid: process.pid, location: location, action: action, dryRun: dryRun, midFunction: midFunction)
+            try process.cancellableGraft.patch(pid: process.pid, location: location, action: action, dryRun: dryRun, midFunction: midFunction,
+                                                 library: library)
         }
         if process.json {
             Output.json(outcome.json)
@@ -70,6 +83,14 @@ struct PatchCommand: ParsableCommand {
         for instruction in plan.newInstructions { Output.line("  \(hex(instruction.address))  \(instruction.text)") }
         if plan.encoding == "jmp [rip+0]" {
             Output.line("  \(hex(plan.address + 6))  .quad \(hex(plan.target?.address ?? 0))")
+        }
+        if let trampoline = plan.trampoline {
+            let placed = outcome.trampoline
+            let address = placed?.address ?? trampoline.preview.address
+            Output.line("\(outcome.dryRun ? "trampoline (at its final place its branches are re-aimed)" : "trampoline at \(hex(address))"): the moved instructions, then a jump back to \(hex(trampoline.preview.resumeAddress)); \(trampoline.pointerSymbol) = \(outcome.dryRun ? "its address" : hex(address))")
+            if !outcome.movedThreads.isEmpty {
+                Output.line("moved into the trampoline (they were inside the overwritten bytes): thread \(outcome.movedThreads.map(String.init).joined(separator: ", "))")
+            }
         }
         if !outcome.dryRun {
             let ms = Double(outcome.stopWindowNanoseconds) / 1e6

@@ -6,7 +6,11 @@ struct UnpatchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "unpatch",
         abstract: "Revert patches exactly: the original bytes go back only where memory still holds graft's.",
-        discussion: "Examples: graft unpatch -p 4242 1 3   |   graft unpatch -p 4242 --all   |   graft unpatch -p 4242 --forget 2")
+        discussion: """
+        Examples: graft unpatch -p 4242 1 3   |   graft unpatch -p 4242 --all   |   graft unpatch -p 4242 --forget 2
+        A patch's trampoline is freed unless a thread still uses it (then a later unpatch frees it). \
+        --all then unloads the libraries graft loaded (graft inject, --library) that nothing uses any more.
+        """)
 
     @OptionGroup var process: ProcessOptions
 
@@ -16,7 +20,7 @@ struct UnpatchCommand: ParsableCommand {
     var idArguments: [String] = []
     var ids: [Int] { idArguments.compactMap { Int($0) } }
 
-    @Flag(name: .long, help: "Revert every applied patch.")
+    @Flag(name: .long, help: "Revert every applied patch, then unload the libraries graft loaded.")
     var all = false
 
     @Flag(name: .long, help: "Drop the ids from the journal without touching memory (a patch someone else changed, or one undone by hand); refused for a patch still applied.")
@@ -40,17 +44,21 @@ struct UnpatchCommand: ParsableCommand {
             forget ? try process.cancellableGraft.forget(pid: process.pid, ids: ids)
                 : try process.cancellableGraft.unpatch(pid: process.pid, ids: all ? nil : ids)
         }
+        let unloads = all && !forget ? try withTerminationDeferred { try process.cancellableGraft.unloadLibraries(pid: process.pid) } : []
         let failed = results.filter { $0.outcome == .changed || $0.outcome == .failed }
         if process.json {
             for result in results { Output.json(result.json(pid: process.pid)) }
+            for unload in unloads { Output.json(unload.json(pid: process.pid)) }
         } else if results.isEmpty {
             Output.line("no applied patches for process \(process.pid)")
-        } else {
+        }
+        if !process.json {
             for result in results {
                 let record = result.record
                 switch result.outcome {
                 case .reverted:
                     Output.line("patch \(record.id): reverted \(record.function) at \(record.address) (original bytes \(hexBytes(record.original)) restored)")
+                    if let note = result.trampolineNote { Output.line("  trampoline at \(record.trampoline ?? "?"): \(note)") }
                 case .alreadyReverted:
                     Output.line("patch \(record.id): already reverted (\(result.message ?? ""))")
                 case .forgotten:
@@ -60,6 +68,16 @@ struct UnpatchCommand: ParsableCommand {
                     if failed.count > 1 {
                         Output.line("patch \(record.id): not reverted: \(result.message ?? result.outcome.rawValue)")
                     }
+                }
+            }
+        }
+        if !process.json {
+            for unload in unloads {
+                let what = "library \(unload.record.path) (\(unload.record.base))"
+                switch unload.outcome {
+                case .unloaded: Output.line("\(what): unloaded")
+                case .gone: Output.line("\(what): \(unload.message ?? "already gone")")
+                case .kept, .failed: Output.line("\(what): not unloaded: \(unload.message ?? unload.outcome.rawValue)")
                 }
             }
         }

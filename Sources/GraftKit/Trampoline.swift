@@ -1,0 +1,154 @@
+import GraftCore
+import GraftELF
+import GraftMachine
+import GraftPtrace
+
+/// How a jump patch lets its replacement call the original: the instructions the jump overwrites
+/// run from a trampoline near the function (`X86Relocator`), which jumps back after them, and the
+/// replacement's library learns the trampoline's address through its data symbol
+/// `graft_original_<replacement>` (include/graft.h declares it). Planned with the patch (every
+/// refusal before anything is written), placed in the stop window.
+public struct TrampolinePlan: Sendable {
+    /// The instructions from the patch point on (the relocator takes what the jump needs).
+    public let instructions: [Instruction]
+    /// Bytes the jump overwrites.
+    public let length: Int
+    /// The `graft_original_<name>` pointer: its address, and `module!name`.
+    public let pointerAddress: UInt64
+    public let pointerSymbol: String
+    /// Where the pointer goes back to after a revert: the original function, intact again (its
+    /// entry, `endbr64` included).
+    public let originalEntry: UInt64
+    /// The trampoline as it would be at the patch point itself (for `--dry-run` and the refusals:
+    /// the real one differs only in its branch displacements).
+    public let preview: X86Relocator.Trampoline
+    /// The trampoline's page goes within this range's reach (the function's module).
+    public let near: Range<UInt64>
+}
+
+extension PatchPlanner {
+    /// The trampoline for a jump to `target`, when `target`'s module defines
+    /// `graft_original_<target symbol>`; nil otherwise. Refuses a pointer that is not a writable
+    /// 8-byte object, and an instruction that cannot move (named, with why).
+    func planTrampoline(target: ResolvedLocation, overwritten instructions: [Instruction], length: Int,
+                        function: String, address: UInt64, entry: UInt64, module: LoadedModule) throws -> TrampolinePlan? {
+        guard let targetModule = target.module, let symbol = target.symbol, let elf = try? targetModule.elf() else { return nil }
+        let name = "graft_original_\(symbol.name)"
+        guard let pointer = elf.definedSymbols(named: name).first else { return nil }
+        let pointerSymbol = "\(targetModule.name)!\(name)"
+        let pointerAddress = targetModule.runtimeAddress(pointer)
+        if pointer.kind != .object || pointer.size != 8 {
+            let what = pointer.kind == .function ? "a function" : pointer.kind == .object ? "an object of \(pointer.size) bytes" : "not a data object"
+            throw GraftError.cannotRelocate(function: function, reason: "\(pointerSymbol) is \(what), not a pointer (declare it with GRAFT_ORIGINAL from include/graft.h)")
+        }
+        guard let mapping = index.mapping(containing: pointerAddress), mapping.writable, pointerAddress & 7 == 0 else {
+            let where_ = index.mapping(containing: pointerAddress).map { "a \($0.permissions) mapping" } ?? "no mapping"
+            throw GraftError.cannotRelocate(function: function, reason: "\(pointerSymbol) at \(hex(pointerAddress)) is not a writable pointer (it is in \(where_); a const pointer becomes read-only after relocation: declare it with GRAFT_ORIGINAL from include/graft.h)")
+        }
+        let preview: X86Relocator.Trampoline
+        do {
+            preview = try X86Relocator.relocate(instructions, length: length, to: address)
+        } catch let refusal as X86Relocator.Refusal {
+            throw GraftError.cannotRelocate(function: function, reason: refusal.description)
+        }
+        return TrampolinePlan(instructions: instructions, length: length, pointerAddress: pointerAddress, pointerSymbol: pointerSymbol,
+                              originalEntry: entry, preview: preview, near: module.start..<module.end)
+    }
+}
+
+/// A trampoline placed in the target.
+struct PlacedTrampoline {
+    let trampoline: X86Relocator.Trampoline
+    let page: UInt64
+    /// The pointer's value before graft wrote it (put back if the patch fails).
+    let previousPointer: UInt64
+}
+
+enum TrampolineSite {
+    static let pageSize: UInt64 = 4096
+
+    /// Maps a page near the function, writes the trampoline there and points `graft_original_<name>`
+    /// at it. In the stop window, before the jump is written.
+    static func place(_ plan: TrampolinePlan, function: String, tracee: Tracee) throws -> PlacedTrampoline {
+        let page = try NearPageAllocator.mapPage(near: plan.near, protection: 0x1 | 0x4, tracee: tracee, via: nil,
+                                                 purpose: "the trampoline of \(function)")
+        do {
+            let trampoline: X86Relocator.Trampoline
+            do {
+                trampoline = try X86Relocator.relocate(plan.instructions, length: plan.length, to: page)
+            } catch let refusal as X86Relocator.Refusal {
+                throw GraftError.cannotRelocate(function: function, reason: refusal.description)
+            }
+            try tracee.writeMemory(at: page, bytes: trampoline.bytes)
+            let thread = try tracee.anyThread()
+            let previous = try tracee.readWord(at: plan.pointerAddress, via: thread)
+            try tracee.writeWord(trampoline.address, at: plan.pointerAddress, via: thread)
+            return PlacedTrampoline(trampoline: trampoline, page: page, previousPointer: previous)
+        } catch {
+            if tracee.processDeath() == nil { try? tracee.remoteMunmap(address: page, length: pageSize) }
+            throw error
+        }
+    }
+
+    /// Undoes `place` (and `moveThreads`) after a failed patch.
+    static func remove(_ placed: PlacedTrampoline, pointer: UInt64, moved: [(tid: Int32, from: UInt64)], tracee: Tracee) {
+        guard tracee.processDeath() == nil, let thread = try? tracee.anyThread() else { return }
+        for (tid, from) in moved {
+            guard var registers = try? tracee.registers(of: tid) else { continue }
+            registers.rip = from
+            try? tracee.setRegisters(registers, of: tid)
+        }
+        try? tracee.writeWord(placed.previousPointer, at: pointer, via: thread)
+        try? tracee.remoteMunmap(address: placed.page, length: pageSize)
+    }
+
+    /// Moves every thread stopped at an instruction of the overwritten range (after its first byte)
+    /// to the matching instruction of the trampoline: it goes on with the same state. A thread inside
+    /// a system call whose restart would rewind into the range is refused (`threadInsidePatch`).
+    /// Returns the moved threads and where each was.
+    static func moveThreads(into trampoline: X86Relocator.Trampoline, range: Range<UInt64>, tracee: Tracee) throws -> [(tid: Int32, from: UInt64)] {
+        // Every thread is checked before any is moved: a refusal leaves them all where they were.
+        var moves: [(tid: Int32, registers: Registers, from: UInt64)] = []
+        func inside(_ address: UInt64) -> Bool { address > range.lowerBound && address < range.upperBound }
+        try tracee.forEachThreadID { tid in
+            let pc = try tracee.programCounter(of: tid)
+            guard inside(pc) || inside(pc &- 2) else { return }
+            var registers = try tracee.registers(of: tid)
+            let inSyscall = Int64(bitPattern: registers.origRax) >= 0
+            if inSyscall && (inside(registers.rip) || inside(registers.rip &- 2)) { throw GraftError.threadInsidePatch(tid: tid, pc: registers.rip) }
+            guard inside(registers.rip) else { return }
+            guard let relocated = trampoline.relocated(registers.rip) else { throw GraftError.threadInsidePatch(tid: tid, pc: registers.rip) }
+            let from = registers.rip
+            registers.rip = relocated
+            moves.append((tid, registers, from))
+        }
+        var moved: [(tid: Int32, from: UInt64)] = []
+        for move in moves {
+            try tracee.setRegisters(move.registers, of: move.tid)
+            moved.append((move.tid, move.from))
+        }
+        return moved.sorted { $0.tid < $1.tid }
+    }
+
+    /// Why `range` (a trampoline's page, a library) is still in use: a thread's pc in it, or a word
+    /// of a thread's stack (from rsp up, ≤ 1 MiB: conservative) pointing into it; nil when unused.
+    static func user(of range: Range<UInt64>, tracee: Tracee) throws -> String? {
+        let mappings = try ProcMaps.read(pid: tracee.pid)
+        for tid in tracee.threadIDs {
+            let registers = try tracee.registers(of: tid)
+            if range.contains(registers.rip) { return "thread \(tid) is running in it (pc \(hex(registers.rip)))" }
+            let rsp = registers.rsp & ~7
+            guard let stack = mappings.first(where: { $0.contains(rsp) }) else { continue }
+            let words = try tracee.readMemory(at: rsp, count: Int(min(stack.end - rsp, 1 << 20)))
+            var offset = 0
+            while offset + 8 <= words.count {
+                let value = (0..<8).reduce(UInt64(0)) { $0 | UInt64(words[offset + $1]) << (8 * UInt64($1)) }
+                if range.contains(value) {
+                    return "thread \(tid)'s stack holds \(hex(value)) at \(hex(rsp + UInt64(offset))), a return address into it"
+                }
+                offset += 8
+            }
+        }
+        return nil
+    }
+}
