@@ -1,5 +1,6 @@
 # The loader thread's start routine (GraftKit/LoaderThread.swift, `LoaderThread.stub`): start(block)
-# calls block.fn(block.arg0, block.arg1) after pthread_detach(pthread_self()), stores the result,
+# stores its thread id (gettid), detaches itself (pthread_detach(pthread_self())), calls
+# block.fn(block.arg0, block.arg1), stores the result,
 # copies dlerror()'s message into the block and sets the done flag. LoaderStubTests assembles this
 # file and compares the bytes with the Swift array. Offsets: see LoaderThread.Block.
     .intel_syntax noprefix
@@ -8,6 +9,9 @@
 start:
     push rbx
     mov rbx, rdi
+    mov eax, 186
+    syscall
+    mov [rbx+80], eax
     mov rax, [rbx+32]
     test rax, rax
     jz 1f

@@ -20,7 +20,12 @@ static void *worker(void *arg) {
     int quantity = (int)(long)arg;
     volatile long sink = 0;
     for (;;) {
-        sink += price(quantity);
+        int got = price(quantity);
+        if (got != quantity * unit_price) { /* a trampoline that got it wrong: say so and stop */
+            printf("WRONG: worker price(%d) = %d, expected %d\n", quantity, got, quantity * unit_price);
+            exit(3);
+        }
+        sink += got;
         atomic_fetch_add_explicit(&calls, 1, memory_order_relaxed);
     }
     return NULL;

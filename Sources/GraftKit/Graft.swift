@@ -28,7 +28,10 @@ public struct Graft: Sendable {
     public var journal: Journal
     /// Tests only (`@testable`): runs on the tracer thread once every thread is stopped, before the
     /// operation's first read or write, e.g. to kill the target in the middle of the stop window.
-    var insideStopWindow: (@Sendable (Int32) -> Void)? = nil
+    var insideStopWindow: (@Sendable (Tracee) -> Void)? = nil
+    /// Tests only: runs once the thread a loader call borrows is stopped (the others run), before
+    /// graft looks at it, e.g. to step it into `malloc`.
+    var insideHijackWindow: (@Sendable (Tracee, Int32) -> Void)? = nil
     /// Asked before anything is written (while waiting for the journal lock, and just before the
     /// target is stopped): a signal number there gives the operation up with `.interrupted`,
     /// nothing written. Once the target is stopped the operation is finished first. The CLI
@@ -57,7 +60,7 @@ public struct Graft: Sendable {
     }
 
     private func preparePatch(instance: ProcessInstance, contents: JournalContents, location: String, action: PatchAction,
-                              midFunction: Bool) throws -> PatchPlan {
+                              midFunction: Bool, trampolinePage: UInt64? = nil) throws -> PatchPlan {
         try ProcFS.preflightTarget(instance.pid)
         let index = try SymbolIndex(pid: instance.pid)
         var planner = PatchPlanner(
@@ -65,6 +68,7 @@ public struct Graft: Sendable {
             readMemory: { try ProcessMemory.read(pid: instance.pid, at: $0, count: $1) })
         planner.allowMidFunction = midFunction
         planner.journalDirectory = journal.directory
+        planner.trampolinePage = trampolinePage
         return try planner.plan(location: location, action: action)
     }
 
@@ -107,6 +111,26 @@ public struct Graft: Sendable {
             if dryRun {
                 return PatchOutcome(plan: plan, record: nil, dryRun: true, steppedThreads: [], threadCount: 0, stopWindowNanoseconds: 0)
             }
+            // A trampoline: its page near the function first (one borrowed thread, the rest run), then
+            // the plan again with the page's address, so that every byte is known before the intent
+            // record and the stop window.
+            var trampolinePage: UInt64?
+            if let trampoline = plan.trampoline {
+                if let signal = cancellation?() { throw GraftError.interrupted(signal: signal) }
+                let index = try SymbolIndex(pid: pid)
+                let (page, _) = try withHijackedThread(pid, index: index) { tracee, thread in
+                    try TrampolineSite.mapPage(near: trampoline.near, function: plan.function, tracee: tracee, thread: thread)
+                }
+                trampolinePage = page
+                do {
+                    plan = try preparePatch(instance: instance, contents: contents, location: location, action: action, midFunction: midFunction,
+                                            trampolinePage: page)
+                    plan.library = libraryPath
+                } catch {
+                    unmapTrampolinePage(page, pid: pid)
+                    throw error
+                }
+            }
             if let signal = cancellation?() { throw GraftError.interrupted(signal: signal) }
             // Record the intent first: if graft dies mid-way, `list` still knows where to look.
             var record = PatchRecord(
@@ -135,14 +159,18 @@ public struct Graft: Sendable {
                         try StoppedCode.replace(at: plan.address, old: plan.originalBytes, new: plan.newBytes, tracee: tracee)
                         return ((stepped, nil), tracee.threadIDs.count)
                     }
-                    try StoppedCode.checkReturnAddresses(plan.returnAddressesInside, tracee: tracee)
-                    let placed = try TrampolineSite.place(trampolinePlan, function: plan.function, tracee: tracee)
+                    var placed: PlacedTrampoline?
                     var moved: [(tid: Int32, from: UInt64)] = []
                     do {
-                        moved = try TrampolineSite.moveThreads(into: placed.trampoline, range: plan.range, tracee: tracee)
+                        try StoppedCode.checkReturnAddresses(plan.returnAddressesInside, tracee: tracee)
+                        placed = try TrampolineSite.place(trampolinePlan, tracee: tracee)
+                        moved = try TrampolineSite.moveThreads(into: trampolinePlan.preview, range: plan.range, tracee: tracee)
                         try StoppedCode.replace(at: plan.address, old: plan.originalBytes, new: plan.newBytes, tracee: tracee)
                     } catch {
-                        TrampolineSite.remove(placed, pointer: trampolinePlan.pointerAddress, moved: moved, tracee: tracee)
+                        if let placed { TrampolineSite.remove(placed, pointer: trampolinePlan.pointerAddress, moved: moved, tracee: tracee) }
+                        if let page = trampolinePlan.page, tracee.processDeath() == nil {
+                            try? tracee.remoteMunmap(address: page, length: TrampolineSite.pageSize)
+                        }
                         throw error
                     }
                     return ((moved.map(\.tid), placed), tracee.threadIDs.count)
@@ -238,6 +266,15 @@ public struct Graft: Sendable {
         }
     }
 
+    /// Unmaps a trampoline page after a refused patch (one borrowed thread); failures are ignored:
+    /// an unused anonymous page is all that can be left.
+    func unmapTrampolinePage(_ page: UInt64, pid: Int32) {
+        guard let index = try? SymbolIndex(pid: pid) else { return }
+        _ = try? withHijackedThread(pid, index: index) { tracee, thread in
+            _ = try tracee.remoteSyscall(11, [page, TrampolineSite.pageSize], name: "munmap", on: thread)
+        }
+    }
+
     // MARK: - Stopping
 
     /// Attaches (every thread stopped), runs `body` on the tracer thread, detaches. The whole stop
@@ -257,7 +294,7 @@ public struct Graft: Sendable {
             let tracee = try Tracee.attach(pid: pid, tracer: tracer)
             let value: (T, Int)
             do {
-                insideStopWindow?(pid)
+                insideStopWindow?(tracee)
                 value = try body(tracee)
             } catch {
                 let death = tracee.processDeath()

@@ -78,7 +78,7 @@ struct LibraryFile {
 let loaderSystemCalls: [(Int, String)] = [
     (9, "mmap"), (10, "mprotect"), (11, "munmap"), (0, "read"), (17, "pread64"), (3, "close"), (257, "openat"),
     (262, "newfstatat"), (5, "fstat"), (14, "rt_sigprocmask"), (435, "clone3"), (56, "clone"), (202, "futex"),
-    (273, "set_robust_list"), (334, "rseq"), (28, "madvise"), (60, "exit"), (319, "memfd_create"),
+    (273, "set_robust_list"), (334, "rseq"), (28, "madvise"), (60, "exit"), (186, "gettid"), (319, "memfd_create"),
 ]
 
 extension Graft {
@@ -117,39 +117,34 @@ extension Graft {
         }
         let index = try SymbolIndex(pid: pid)
         guard let functions = LoaderFunctions.find(in: index) else {
+            if ProcFS.status(pid) == nil { throw GraftError.noSuchProcess(pid: pid) }
             return try mapSelfContained(file, instance: instance, contents: &contents, index: index, started: started)
         }
         let viaMemfd = !file.sameFileInTarget(pid: pid)
         var window: UInt64 = 0
         var memfd: UInt64?
 
-        // Window 1: the pages, the memfd, pthread_create. The load runs once the process does.
-        let (call, _, firstWindow) = try withStoppedProcess(pid) { tracee -> (LoaderThread.Started, Int) in
-            let thread = try tracee.threadForRemoteCall()
+        // One thread borrowed (the others run): the pages, the memfd, pthread_create. The load runs
+        // on the new thread.
+        let (call, firstWindow) = try withHijackedThread(pid, index: index) { tracee, thread -> LoaderThread.Started in
             try Graft.checkSeccomp(tracee: tracee, thread: thread, file: file, memfd: viaMemfd)
-            let started = try LoaderThread.start(functions.open, name: functions.openName, argument0: 0, argument1: functions.openMode,
-                                                 functions: functions, tracee: tracee) { strings in
+            return try LoaderThread.start(functions.open, name: functions.openName, argument0: 0, argument1: functions.openMode,
+                                          functions: functions, tracee: tracee, thread: thread) { strings in
                 guard viaMemfd else { return Array(file.path.utf8) + [0] }
                 let fd = try Graft.handOver(file, tracee: tracee, thread: thread, scratch: strings)
                 memfd = fd
                 return Array("/proc/self/fd/\(fd)".utf8) + [0]
             }
-            return (started, 0)
         }
         window += firstWindow
-        let finished: LoaderThread.Finished
-        do {
-            finished = try LoaderThread.wait(call, pid: pid, timeout: 10)
-        } catch {
-            throw error  // the thread still runs in its pages: they stay
-        }
-        // Window 2: free the pages once the thread has gone, close the memfd (the mapping keeps it).
-        let ended = LoaderThread.waitForThreadEnd(call, pid: pid)
+        // If it does not finish in time, the thread still runs in its pages: they stay.
+        let finished = try LoaderThread.wait(call, pid: pid, timeout: 10)
+        // Then: free the pages once the thread has gone, close the memfd (the mapping keeps it).
+        let ended = LoaderThread.waitForThreadEnd(finished, pid: pid)
         if ended || memfd != nil {
-            let (_, _, secondWindow) = try withStoppedProcess(pid) { tracee -> (Int, Int) in
-                if let memfd { _ = try? tracee.remoteSyscall(3, [memfd], name: "close") }
-                if ended { try LoaderThread.free(call, tracee: tracee) }
-                return (0, 0)
+            let (_, secondWindow) = try withHijackedThread(pid, index: index) { tracee, thread in
+                if let memfd { _ = try? tracee.remoteSyscall(3, [memfd], name: "close", on: thread) }
+                if ended { try LoaderThread.free(call, tracee: tracee, thread: thread) }
             }
             window += secondWindow
         }
@@ -172,7 +167,7 @@ extension Graft {
                                    state: .loaded, loadedAt: isoTimestamp(), unloadedAt: nil)
         contents.libraries = (contents.libraries ?? []) + [record]
         return InjectOutcome(record: record, alreadyLoaded: false, viaMemfd: viaMemfd, loadedBy: functions.openName,
-                             loaderThread: call.tid, stopWindowNanoseconds: window, elapsedNanoseconds: graft_monotonic_ns() - started)
+                             loaderThread: finished.tid, stopWindowNanoseconds: window, elapsedNanoseconds: graft_monotonic_ns() - started)
     }
 
     /// Refuses, by name, a system call of the loader thread the thread's seccomp filter would kill,

@@ -75,17 +75,19 @@ extension Graft {
         guard let functions = LoaderFunctions.find(in: index), let handle = UInt64(record.handle?.dropFirst(2) ?? "", radix: 16) else {
             return (.failed, "the process's dynamic loader (dlclose) cannot be found")
         }
-        let (launch, _, _) = try withStoppedProcess(pid) { tracee -> ((started: LoaderThread.Started?, user: String?), Int) in
-            if let reason = try TrampolineSite.user(of: record.range, tracee: tracee) { return ((nil, reason), 0) }
-            return ((try LoaderThread.start(functions.close, name: functions.closeName, argument0: handle, argument1: 0,
-                                            functions: functions, tracee: tracee), nil), 0)
+        // Every thread stopped for the check; then one borrowed thread starts the dlclose thread.
+        let (user, _, _) = try withStoppedProcess(pid) { tracee -> (String?, Int) in
+            (try TrampolineSite.user(of: record.range, tracee: tracee), 0)
         }
-        guard let started = launch.started else { return (.kept, "\(launch.user ?? "in use"); left loaded") }
+        if let user { return (.kept, "\(user); left loaded") }
+        let (started, _) = try withHijackedThread(pid, index: index) { tracee, thread in
+            try LoaderThread.start(functions.close, name: functions.closeName, argument0: handle, argument1: 0,
+                                   functions: functions, tracee: tracee, thread: thread)
+        }
         let finished = try LoaderThread.wait(started, pid: pid, timeout: 10)
-        if LoaderThread.waitForThreadEnd(started, pid: pid) {
-            _ = try? withStoppedProcess(pid) { tracee -> (Int, Int) in
-                try LoaderThread.free(started, tracee: tracee)
-                return (0, 0)
+        if LoaderThread.waitForThreadEnd(finished, pid: pid) {
+            _ = try? withHijackedThread(pid, index: index) { tracee, thread in
+                try LoaderThread.free(started, tracee: tracee, thread: thread)
             }
         }
         if finished.result != 0 {

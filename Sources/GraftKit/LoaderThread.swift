@@ -38,7 +38,7 @@ struct LoaderFunctions: Sendable {
         }
         func address(_ name: String, in candidates: [LoadedModule]) -> (UInt64, LoadedModule)? {
             for module in candidates {
-                guard let elf = try? module.elf(), let symbol = elf.symbols(named: name).first(where: { $0.kind == .function }) else { continue }
+                guard let elf = try? module.elf(), let symbol = elf.definedSymbols(named: name).first(where: { $0.kind == .function && $0.isGlobal }) else { continue }
                 return (module.runtimeAddress(symbol), module)
             }
             return nil
@@ -92,21 +92,22 @@ struct LoaderFunctions: Sendable {
 enum LoaderThread {
     /// The start routine, assembled from TestTargets/loader_stub.S (LoaderStubTests checks the bytes).
     static let stub: [UInt8] = [
-        0x53, 0x48, 0x89, 0xfb, 0x48, 0x8b, 0x43, 0x20, 0x48, 0x85, 0xc0, 0x74,
-        0x09, 0xff, 0x53, 0x28, 0x48, 0x89, 0xc7, 0xff, 0x53, 0x20, 0x48, 0x8b,
-        0x7b, 0x08, 0x48, 0x8b, 0x73, 0x10, 0xff, 0x13, 0x48, 0x89, 0x43, 0x30,
-        0x48, 0x8b, 0x43, 0x18, 0x48, 0x85, 0xc0, 0x74, 0x2f, 0xff, 0xd0, 0x48,
-        0x89, 0x43, 0x38, 0x48, 0x85, 0xc0, 0x74, 0x24, 0x48, 0x89, 0xc6, 0x48,
-        0x8d, 0xbb, 0x80, 0x00, 0x00, 0x00, 0xb9, 0xff, 0x03, 0x00, 0x00, 0x8a,
-        0x06, 0x88, 0x07, 0x84, 0xc0, 0x74, 0x0d, 0x48, 0xff, 0xc6, 0x48, 0xff,
-        0xc7, 0xff, 0xc9, 0x75, 0xee, 0xc6, 0x07, 0x00, 0xc7, 0x43, 0x40, 0x01,
-        0x00, 0x00, 0x00, 0x31, 0xc0, 0x5b, 0xc3,
+        0x53, 0x48, 0x89, 0xfb, 0xb8, 0xba, 0x00, 0x00, 0x00, 0x0f, 0x05, 0x89,
+        0x43, 0x50, 0x48, 0x8b, 0x43, 0x20, 0x48, 0x85, 0xc0, 0x74, 0x09, 0xff,
+        0x53, 0x28, 0x48, 0x89, 0xc7, 0xff, 0x53, 0x20, 0x48, 0x8b, 0x7b, 0x08,
+        0x48, 0x8b, 0x73, 0x10, 0xff, 0x13, 0x48, 0x89, 0x43, 0x30, 0x48, 0x8b,
+        0x43, 0x18, 0x48, 0x85, 0xc0, 0x74, 0x2f, 0xff, 0xd0, 0x48, 0x89, 0x43,
+        0x38, 0x48, 0x85, 0xc0, 0x74, 0x24, 0x48, 0x89, 0xc6, 0x48, 0x8d, 0xbb,
+        0x80, 0x00, 0x00, 0x00, 0xb9, 0xff, 0x03, 0x00, 0x00, 0x8a, 0x06, 0x88,
+        0x07, 0x84, 0xc0, 0x74, 0x0d, 0x48, 0xff, 0xc6, 0x48, 0xff, 0xc7, 0xff,
+        0xc9, 0x75, 0xee, 0xc6, 0x07, 0x00, 0xc7, 0x43, 0x40, 0x01, 0x00, 0x00,
+        0x00, 0x31, 0xc0, 0x5b, 0xc3,
     ]
 
     /// Offsets in the data page (see loader_stub.S).
     enum Block {
         static let function = 0, argument0 = 8, argument1 = 16, dlerror = 24, detach = 32, pthreadSelf = 40
-        static let result = 48, errorPointer = 56, done = 64, threadSlot = 72, message = 128, messageSize = 1024
+        static let result = 48, errorPointer = 56, done = 64, threadSlot = 72, tid = 80, message = 128, messageSize = 1024
         /// Strings graft passes (the library's path): from here to the end of the page.
         static let strings = 2048
     }
@@ -116,14 +117,14 @@ enum LoaderThread {
     struct Started: Sendable {
         let code: UInt64
         var data: UInt64 { code + LoaderThread.pageSize }
-        /// The loader thread (nil when the call ran on a stopped thread and is already finished).
-        let tid: Int32?
         let name: String
         /// Set when the call ran synchronously (no pthread_create).
         var finished: (result: UInt64, message: String?)?
     }
 
     struct Finished: Sendable {
+        /// The loader thread (it wrote its id first thing); nil when the call ran on a stopped thread.
+        var tid: Int32?
         let result: UInt64
         /// `dlerror()`'s message, when there was one.
         let message: String?
@@ -136,8 +137,8 @@ enum LoaderThread {
     /// the block's string area (it may use it as scratch first) and returns the bytes to put there
     /// (NUL included); with `argument0` 0 the call's first argument is that string.
     static func start(_ function: UInt64, name: String, argument0: UInt64, argument1: UInt64,
-                      functions: LoaderFunctions, tracee: Tracee, string: ((UInt64) throws -> [UInt8])? = nil) throws -> Started {
-        let thread = try tracee.threadForRemoteCall()
+                      functions: LoaderFunctions, tracee: Tracee, thread: Int32,
+                      string: ((UInt64) throws -> [UInt8])? = nil) throws -> Started {
         let code = try tracee.remoteSyscall(9, [0, 2 * pageSize, UInt64(PROT_READ | PROT_WRITE), UInt64(MAP_PRIVATE | MAP_ANONYMOUS), UInt64.max, 0],
                                             name: "mmap", on: thread)
         do {
@@ -163,16 +164,14 @@ enum LoaderThread {
                 // No pthread_create: call on this stopped thread (bounded; documented risk).
                 _ = try tracee.remoteCall(code, [data], name: name, on: thread, timeout: 10)
                 let finished = try read(pid: tracee.pid, data: data)
-                return Started(code: code, tid: nil, name: name, finished: (finished.result, finished.message))
+                return Started(code: code, name: name, finished: (finished.result, finished.message))
             }
-            let before = Set(tracee.threadIDs)
             let status = try tracee.remoteCall(create, [data + UInt64(Block.threadSlot), 0, code, data], name: "pthread_create", on: thread)
             if status != 0 {
                 throw GraftError.remoteCallFailed(name: "pthread_create", pid: tracee.pid, tid: thread,
                                                   reason: "it returned \(Errno.describe(Int32(truncatingIfNeeded: status))), so no loader thread could start")
             }
-            let created = Set(tracee.threadIDs).subtracting(before).min()
-            return Started(code: code, tid: created, name: name)
+            return Started(code: code, name: name)
         } catch {
             if tracee.processDeath() == nil {
                 _ = try? tracee.remoteSyscall(11, [code, 2 * pageSize], name: "munmap", on: thread)
@@ -183,15 +182,17 @@ enum LoaderThread {
 
     /// Waits, with the process running, for the thread's done flag (at most `timeout` seconds).
     static func wait(_ started: Started, pid: Int32, timeout: Double) throws -> Finished {
-        if let finished = started.finished { return Finished(result: finished.result, message: finished.message) }
+        if let finished = started.finished { return Finished(tid: nil, result: finished.result, message: finished.message) }
         let deadline = graft_monotonic_ns() &+ UInt64(timeout * 1e9)
         var pause: UInt32 = 50
         while true {
             let flag = try ProcessMemory.read(pid: pid, at: started.data + UInt64(Block.done), count: 4)
             if flag.first == 1 { return try read(pid: pid, data: started.data) }
             if graft_monotonic_ns() >= deadline {
-                let who = started.tid.map { "thread \($0)" } ?? "the loader thread"
-                throw GraftError.remoteCallFailed(name: started.name, pid: pid, tid: started.tid ?? pid,
+                let tid = try? ProcessMemory.read(pid: pid, at: started.data + UInt64(Block.tid), count: 4)
+                let loader = tid.map { Int32(bitPattern: UInt32($0[0]) | UInt32($0[1]) << 8 | UInt32($0[2]) << 16 | UInt32($0[3]) << 24) } ?? 0
+                let who = loader > 0 ? "thread \(loader)" : "the loader thread"
+                throw GraftError.remoteCallFailed(name: started.name, pid: pid, tid: loader > 0 ? loader : pid,
                                                   reason: "\(who) has not finished it after \(timeout) s (a library constructor that blocks, or a lock held for ever?); graft left it running and recorded nothing — `graft list -p \(pid)` after it finishes shows what is mapped")
             }
             usleep(pause)
@@ -201,8 +202,8 @@ enum LoaderThread {
 
     /// Waits (≤ 2 s) for the loader thread to end: its last instructions run from the code page.
     /// True when it has ended (or never existed).
-    static func waitForThreadEnd(_ started: Started, pid: Int32) -> Bool {
-        guard let tid = started.tid else { return true }
+    static func waitForThreadEnd(_ finished: Finished, pid: Int32) -> Bool {
+        guard let tid = finished.tid else { return true }
         let deadline = graft_monotonic_ns() &+ 2_000_000_000
         var pause: UInt32 = 50
         while access("/proc/\(pid)/task/\(tid)", F_OK) == 0 {
@@ -214,8 +215,8 @@ enum LoaderThread {
     }
 
     /// Frees the pages (in a stop window).
-    static func free(_ started: Started, tracee: Tracee) throws {
-        try tracee.remoteMunmap(address: started.code, length: 2 * pageSize)
+    static func free(_ started: Started, tracee: Tracee, thread: Int32) throws {
+        _ = try tracee.remoteSyscall(11, [started.code, 2 * pageSize], name: "munmap", on: thread)
     }
 
     private static func read(pid: Int32, data: UInt64) throws -> Finished {
@@ -226,6 +227,7 @@ enum LoaderThread {
             let bytes = block[Block.message..<(Block.message + Block.messageSize)].prefix { $0 != 0 }
             message = String(decoding: bytes, as: UTF8.self)
         }
-        return Finished(result: word(Block.result), message: message)
+        let tid = Int32(truncatingIfNeeded: word(Block.tid) & 0xffff_ffff)
+        return Finished(tid: tid > 0 ? tid : nil, result: word(Block.result), message: message)
     }
 }

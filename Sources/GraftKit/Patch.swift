@@ -75,6 +75,9 @@ struct PatchPlanner {
 
     /// Accept a LOCATION inside the function after the stack pointer moved (`--mid-function`).
     var allowMidFunction = false
+    /// The page graft mapped near the function for a trampoline (and island), once it exists:
+    /// the plan's bytes are then final. nil: planned as if at the patch point.
+    var trampolinePage: UInt64?
     /// Named in the hint when memory holds what looks like another journal's patch.
     var journalDirectory = ""
 
@@ -134,6 +137,12 @@ struct PatchPlanner {
             if let rel = X86_64.jumpRel32(from: address, to: resolvedTarget.address) {
                 newBytes = rel
                 encoding = "jmp rel32"
+            } else if PatchPlanner.originalPointer(of: resolvedTarget) != nil {
+                // A far library with a trampoline: `jmp rel32` to an island on the trampoline's page
+                // (near the function), which holds `jmp [rip+0]` + the target. 5 bytes, not 14.
+                let island = trampolinePage ?? address  // before the page exists: the length is what counts
+                newBytes = X86_64.jumpRel32(from: address, to: island) ?? X86_64.jumpAbsolute(to: resolvedTarget.address)
+                encoding = newBytes.count == 5 ? "jmp rel32 to an island (jmp [rip+0])" : "jmp [rip+0]"
             } else {
                 newBytes = X86_64.jumpAbsolute(to: resolvedTarget.address)
                 encoding = "jmp [rip+0]"
@@ -166,7 +175,8 @@ struct PatchPlanner {
         var trampoline: TrampolinePlan?
         if let target {
             trampoline = try planTrampoline(target: target, overwritten: Array(instructions[boundaryIndex...]), length: newBytes.count,
-                                            function: function, address: address, entry: keptEndbr64 ? start : address, module: module)
+                                            function: function, address: address, entry: keptEndbr64 ? start : address, module: module,
+                                            page: trampolinePage, island: encoding.hasPrefix("jmp rel32 to an island"))
             if let trampoline {
                 checks.append("\(trampoline.pointerSymbol) is a writable pointer; the overwritten instructions relocate into a trampoline (\(trampoline.preview.movedLength) bytes moved) that jumps back to \(hex(trampoline.preview.resumeAddress))")
             }
@@ -196,7 +206,7 @@ struct PatchPlanner {
             instance: instance, address: address, location: resolved, function: function,
             functionStart: start, functionSize: symbol.size, modulePath: module.path,
             buildID: site.elf?.buildID, action: action, target: target, originalBytes: found, newBytes: newBytes,
-            originalInstructions: overwritten, newInstructions: disassembler.decode(encoding == "jmp [rip+0]" ? Array(newBytes.prefix(6)) : newBytes, at: address, maxCount: 2),
+            originalInstructions: overwritten, newInstructions: disassembler.decode(encoding == "jmp [rip+0]" ? Array(newBytes.prefix(6)) : newBytes, at: address, maxCount: encoding.hasPrefix("jmp rel32") ? 1 : 2),
             encoding: encoding, keptEndbr64: keptEndbr64, returnAddressesInside: returnsInside, checks: checks, trampoline: trampoline)
     }
 

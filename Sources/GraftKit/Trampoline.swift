@@ -19,9 +19,16 @@ public struct TrampolinePlan: Sendable {
     /// Where the pointer goes back to after a revert: the original function, intact again (its
     /// entry, `endbr64` included).
     public let originalEntry: UInt64
-    /// The trampoline as it would be at the patch point itself (for `--dry-run` and the refusals:
-    /// the real one differs only in its branch displacements).
+    /// The trampoline: on its page when the page exists (`page`), else as it would be at the
+    /// patch point itself (for `--dry-run` and the refusals: the real one differs only in its
+    /// branch displacements).
     public let preview: X86Relocator.Trampoline
+    /// The page graft mapped for it (nil until it exists) and what goes there: an island
+    /// (`jmp [rip+0]` + the target, when the jump reaches the target through it), then the
+    /// trampoline at `page + 16`.
+    public let page: UInt64?
+    public let island: UInt64?
+    public let pageBytes: [UInt8]
     /// The trampoline's page goes within this range's reach (the function's module).
     public let near: Range<UInt64>
 }
@@ -30,11 +37,18 @@ extension PatchPlanner {
     /// The trampoline for a jump to `target`, when `target`'s module defines
     /// `graft_original_<target symbol>`; nil otherwise. Refuses a pointer that is not a writable
     /// 8-byte object, and an instruction that cannot move (named, with why).
-    func planTrampoline(target: ResolvedLocation, overwritten instructions: [Instruction], length: Int,
-                        function: String, address: UInt64, entry: UInt64, module: LoadedModule) throws -> TrampolinePlan? {
+    /// `graft_original_<target symbol>` in the target's module, if it defines one.
+    static func originalPointer(of target: ResolvedLocation) -> ELFSymbol? {
         guard let targetModule = target.module, let symbol = target.symbol, let elf = try? targetModule.elf() else { return nil }
+        return elf.definedSymbols(named: "graft_original_\(symbol.name)").first
+    }
+
+    func planTrampoline(target: ResolvedLocation, overwritten instructions: [Instruction], length: Int,
+                        function: String, address: UInt64, entry: UInt64, module: LoadedModule,
+                        page: UInt64?, island: Bool) throws -> TrampolinePlan? {
+        guard let targetModule = target.module, let symbol = target.symbol else { return nil }
         let name = "graft_original_\(symbol.name)"
-        guard let pointer = elf.definedSymbols(named: name).first else { return nil }
+        guard let pointer = PatchPlanner.originalPointer(of: target) else { return nil }
         let pointerSymbol = "\(targetModule.name)!\(name)"
         let pointerAddress = targetModule.runtimeAddress(pointer)
         if pointer.kind != .object || pointer.size != 8 {
@@ -47,12 +61,18 @@ extension PatchPlanner {
         }
         let preview: X86Relocator.Trampoline
         do {
-            preview = try X86Relocator.relocate(instructions, length: length, to: address)
+            preview = try X86Relocator.relocate(instructions, length: length, to: page.map { $0 + TrampolineSite.trampolineOffset } ?? address)
         } catch let refusal as X86Relocator.Refusal {
             throw GraftError.cannotRelocate(function: function, reason: refusal.description)
         }
+        var bytes: [UInt8] = []
+        if let page {
+            if island { bytes = X86_64.jumpAbsolute(to: target.address) }
+            bytes += [UInt8](repeating: 0xcc, count: Int(TrampolineSite.trampolineOffset) - bytes.count) + preview.bytes
+        }
         return TrampolinePlan(instructions: instructions, length: length, pointerAddress: pointerAddress, pointerSymbol: pointerSymbol,
-                              originalEntry: entry, preview: preview, near: module.start..<module.end)
+                              originalEntry: entry, preview: preview, page: page,
+                              island: page != nil && island ? page : nil, pageBytes: bytes, near: module.start..<module.end)
     }
 }
 
@@ -65,32 +85,29 @@ struct PlacedTrampoline {
 }
 
 enum TrampolineSite {
-    static let pageSize: UInt64 = 4096
 
-    /// Maps a page near the function, writes the trampoline there and points `graft_original_<name>`
-    /// at it. In the stop window, before the jump is written.
-    static func place(_ plan: TrampolinePlan, function: String, tracee: Tracee) throws -> PlacedTrampoline {
-        let page = try NearPageAllocator.mapPage(near: plan.near, protection: 0x1 | 0x4, tracee: tracee, via: nil,
-                                                 purpose: "the trampoline of \(function)")
-        do {
-            let trampoline: X86Relocator.Trampoline
-            do {
-                trampoline = try X86Relocator.relocate(plan.instructions, length: plan.length, to: page)
-            } catch let refusal as X86Relocator.Refusal {
-                throw GraftError.cannotRelocate(function: function, reason: refusal.description)
-            }
-            try tracee.writeMemory(at: page, bytes: trampoline.bytes)
-            let thread = try tracee.anyThread()
-            let previous = try tracee.readWord(at: plan.pointerAddress, via: thread)
-            try tracee.writeWord(trampoline.address, at: plan.pointerAddress, via: thread)
-            return PlacedTrampoline(trampoline: trampoline, page: page, previousPointer: previous)
-        } catch {
-            if tracee.processDeath() == nil { try? tracee.remoteMunmap(address: page, length: pageSize) }
-            throw error
-        }
+    static let pageSize: UInt64 = 4096
+    /// Where the trampoline starts on its page (the island, 14 bytes, comes first).
+    static let trampolineOffset: UInt64 = 16
+
+    /// Maps the page for a trampoline near `near` (the function's module) with one borrowed thread.
+    static func mapPage(near: Range<UInt64>, function: String, tracee: Tracee, thread: Int32) throws -> UInt64 {
+        try NearPageAllocator.mapPage(near: near, protection: 0x1 | 0x4, tracee: tracee, via: thread,
+                                      purpose: "the trampoline of \(function)")
     }
 
-    /// Undoes `place` (and `moveThreads`) after a failed patch.
+    /// Writes the page's island and trampoline and points `graft_original_<name>` at the
+    /// trampoline. In the stop window, before the jump is written.
+    static func place(_ plan: TrampolinePlan, tracee: Tracee) throws -> PlacedTrampoline {
+        guard let page = plan.page else { throw GraftError.usage("internal: a trampoline planned without its page") }
+        try tracee.writeMemory(at: page, bytes: plan.pageBytes)
+        let thread = try tracee.anyThread()
+        let previous = try tracee.readWord(at: plan.pointerAddress, via: thread)
+        try tracee.writeWord(plan.preview.address, at: plan.pointerAddress, via: thread)
+        return PlacedTrampoline(trampoline: plan.preview, page: page, previousPointer: previous)
+    }
+
+    /// Undoes `place` (and `moveThreads`) after a failed patch; the page stays for the caller.
     static func remove(_ placed: PlacedTrampoline, pointer: UInt64, moved: [(tid: Int32, from: UInt64)], tracee: Tracee) {
         guard tracee.processDeath() == nil, let thread = try? tracee.anyThread() else { return }
         for (tid, from) in moved {
@@ -99,7 +116,6 @@ enum TrampolineSite {
             try? tracee.setRegisters(registers, of: tid)
         }
         try? tracee.writeWord(placed.previousPointer, at: pointer, via: thread)
-        try? tracee.remoteMunmap(address: placed.page, length: pageSize)
     }
 
     /// Moves every thread stopped at an instruction of the overwritten range (after its first byte)

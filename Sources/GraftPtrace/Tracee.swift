@@ -106,6 +106,44 @@ public final class Tracee: @unchecked Sendable {
         return tracee
     }
 
+    /// Seizes and stops one thread of `pid`, `thread`, and no other: the rest of the process runs
+    /// on (frida-core's injector does the same). For remote calls that must not wait on a lock a
+    /// stopped thread holds: the new threads such a call creates are not traced (no
+    /// PTRACE_O_TRACECLONE) and run at once.
+    public static func attach(pid: Int32, onlyThread thread: Int32, tracer: TracerThread? = nil) throws -> Tracee {
+        try ProcFS.preflight(pid)
+        let tracee = Tracee(pid: pid, tracer: tracer ?? TracerThread(), ownsTracer: tracer == nil)
+        try tracee.tracer.run {
+            tracee.memFD = open("/proc/\(pid)/mem", O_RDWR | O_CLOEXEC)
+            if tracee.memFD < 0 {
+                if errno == ENOENT { throw GraftError.noSuchProcess(pid: pid) }
+                throw ProcFS.diagnosePermission(pid, refused: "opening /proc/\(pid)/mem")
+            }
+            _ = Tracee.warmedUp
+            tracee.stopRequestedAt = graft_monotonic_ns()
+            if graft_ptrace(GRAFT_PTRACE_SEIZE, thread, 0, 0) != 0 {
+                if errno == ESRCH { throw GraftError.threadVanished(tid: thread) }
+                if errno == EPERM { throw ProcFS.diagnosePermission(pid) }
+                throw GraftError.systemCall(name: "PTRACE_SEIZE", errno: errno, context: "thread \(thread) of process \(pid)")
+            }
+            tracee.threads[thread] = ThreadRecord()
+            do {
+                if graft_ptrace(GRAFT_PTRACE_INTERRUPT, thread, 0, 0) != 0, errno != ESRCH {
+                    throw GraftError.systemCall(name: "PTRACE_INTERRUPT", errno: errno, context: "thread \(thread)")
+                }
+                var none: Set<Int32> = []
+                try tracee.collectFirstStop(thread, newThreads: &none)
+                guard tracee.threads[thread] != nil else { throw GraftError.threadVanished(tid: thread) }
+            } catch {
+                tracee.detachAllQuietly()
+                throw error
+            }
+            tracee.allStoppedAt = graft_monotonic_ns()
+            tracee.isAttached = true
+        }
+        return tracee
+    }
+
     /// Thread ids currently traced and stopped.
     public var threadIDs: [Int32] { threads.keys.sorted() }
     /// Calls `body` with every thread id, in no particular order, building no array (for the stop

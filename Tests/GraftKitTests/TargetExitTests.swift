@@ -10,7 +10,8 @@ import TestSupport
     /// A Graft whose stop window kills the target before the first read or write.
     func killingGraft() -> Graft {
         var graft = Graft(journal: temporaryJournal())
-        graft.insideStopWindow = { pid in
+        graft.insideStopWindow = { tracee in
+            let pid = tracee.pid
             kill(pid, SIGKILL)
             // Dead before graft's first read or write: every thread a zombie (graft's tracer
             // thread, which reaps them, is here) or gone.
