@@ -112,6 +112,9 @@ public final class ELFFile: @unchecked Sendable {
 
     deinit { munmap(UnsafeMutableRawPointer(mutating: base), length) }
 
+    /// Bounds-checked reads of the mapped file, for the parsers in other files (`ELFDynamic.swift`).
+    var reader: Reader { Reader(base: base, length: length, path: path) }
+
     /// `STT_FUNC` and `STT_GNU_IFUNC` symbols with a nonzero value defined in this file, from `.symtab`
     /// and `.dynsym`, deduplicated by (name, value) (the `.dynsym` copy, which carries the version, is
     /// kept) and sorted by value. Parsed on first use.
