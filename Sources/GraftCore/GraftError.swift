@@ -54,6 +54,9 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
     // Hooks.
     case hookRefused(function: String, address: UInt64, reason: String)
 
+    /// A library graft would map into a process itself (no dynamic loader) that it cannot load.
+    case libraryRefused(path: String, reason: String)
+
     /// A signal came before the first write: the operation was given up, nothing changed.
     case interrupted(signal: Int32)
 
@@ -144,6 +147,8 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
             return "journal \(path): \(reason)"
         case .hookRefused(let function, let address, let reason):
             return "cannot hook \(function) at \(hex(address)): \(reason)"
+        case .libraryRefused(let path, let reason):
+            return "cannot map \(path) into the process without a dynamic loader: \(reason); nothing was mapped"
         case .usage(let text):
             return text
         }

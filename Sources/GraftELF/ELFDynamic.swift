@@ -27,6 +27,8 @@ public struct ELFRelocation: Sendable, Equatable, CustomStringConvertible {
         public let name: String
         /// Defined in this file (`st_shndx` != `SHN_UNDEF`); then `value` is its link-time address.
         public let isDefined: Bool
+        /// `SHN_ABS`: `value` is an absolute number, not an address that moves with the load bias.
+        public let isAbsolute: Bool
         public let value: UInt64
         public let kind: SymbolKind
         /// `STB_WEAK`: an undefined weak reference that nothing defines resolves to 0.
@@ -268,7 +270,8 @@ private struct DynamicParser {
         case 10: kind = .ifunc
         default: kind = .other
         }
-        return ELFRelocation.Symbol(name: name, isDefined: reader.u16(o + 6) != 0, value: reader.u64(o + 8),
+        let section = reader.u16(o + 6)
+        return ELFRelocation.Symbol(name: name, isDefined: section != 0, isAbsolute: section == 0xfff1, value: reader.u64(o + 8),
                                     kind: kind, isWeak: info >> 4 == 2)
     }
 }
