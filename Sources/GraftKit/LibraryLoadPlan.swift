@@ -16,8 +16,8 @@ struct LibraryLoadPlan {
         func word(base: UInt64) -> UInt64 { addsBase ? base &+ value : value }
     }
 
-    /// The bytes written for one `PT_LOAD`: its file bytes, extended with zeros as far as a
-    /// relocation inside its `.bss` part needs (the rest of the reservation is zero already).
+    /// The bytes written for one `PT_LOAD`: its file bytes (the rest of the reservation, `.bss`,
+    /// is zero already).
     struct Region {
         var vaddr: UInt64
         var bytes: [UInt8]
@@ -149,17 +149,12 @@ struct LibraryLoadPlan {
         self.targetSymbols = targetSymbols
         missingWeakSymbols = missingWeak.sorted()
 
-        // The bytes of each segment, long enough for its relocations.
+        // The file bytes of each segment.
         var regions: [Region] = []
-        for segment in segments {
-            var needed = segment.filesz
-            for fixup in fixups where Self.holds(segment, fixup.offset, 8) {
-                needed = max(needed, fixup.offset - segment.vaddr + 8)
-            }
-            guard var bytes = segment.filesz == 0 ? [] : elf.bytes(atVirtualAddress: segment.vaddr, count: Int(segment.filesz)) else {
+        for segment in segments where segment.filesz > 0 {
+            guard let bytes = elf.bytes(atVirtualAddress: segment.vaddr, count: Int(segment.filesz)) else {
                 throw GraftError.elfFormat(path: path, reason: "the PT_LOAD at \(hex(segment.vaddr)) (\(segment.filesz) bytes from file offset \(hex(segment.offset))) lies beyond the end of the file")
             }
-            bytes += [UInt8](repeating: 0, count: Int(needed - segment.filesz))
             regions.append(Region(vaddr: segment.vaddr, bytes: bytes))
         }
         self.regions = regions
@@ -194,17 +189,23 @@ struct LibraryLoadPlan {
         self.initializers = initializers
     }
 
-    /// Each region with the relocations applied for load bias `base`, at its runtime address.
+    /// What to write for load bias `base`, in order, at runtime addresses: each region with the
+    /// relocations inside it applied, then each relocated word that is not wholly inside a region
+    /// (in `.bss`, or across the end of a segment's file bytes) on its own.
     func relocatedRegions(base: UInt64) -> [(address: UInt64, bytes: [UInt8])] {
-        regions.map { region in
-            var bytes = region.bytes
-            let end = region.vaddr &+ UInt64(bytes.count)
-            for fixup in fixups where fixup.offset >= region.vaddr && fixup.offset < end && end - fixup.offset >= 8 {
-                let word = fixup.word(base: base), at = Int(fixup.offset - region.vaddr)
-                for i in 0..<8 { bytes[at + i] = UInt8(truncatingIfNeeded: word >> UInt64(i * 8)) }
+        var result: [(address: UInt64, bytes: [UInt8])] = regions.map { (base &+ $0.vaddr, $0.bytes) }
+        var words: [(address: UInt64, bytes: [UInt8])] = []
+        for fixup in fixups {
+            let word = fixup.word(base: base)
+            let index = regions.firstIndex { fixup.offset >= $0.vaddr && UInt64($0.bytes.count) >= 8 && fixup.offset - $0.vaddr <= UInt64($0.bytes.count) - 8 }
+            if let index {
+                let at = Int(fixup.offset - regions[index].vaddr)
+                for i in 0..<8 { result[index].bytes[at + i] = UInt8(truncatingIfNeeded: word >> UInt64(i * 8)) }
+            } else {
+                words.append((base &+ fixup.offset, (0..<8).map { UInt8(truncatingIfNeeded: word >> UInt64($0 * 8)) }))
             }
-            return (base &+ region.vaddr, bytes)
         }
+        return result + words
     }
 
     /// The pages of the span and their protections, as ld.so leaves them: each page gets the flags

@@ -117,6 +117,80 @@ import TestSupport
         #expect(refusal(size)?.contains("(for value)") == true)
     }
 
+    /// Damaged copies of libnostd.so (each byte of the headers, program headers, .dynsym, .rela and
+    /// .dynamic set to 0xff, and each of their words to extreme values) give errors or plans, never
+    /// a trap: every value from the file is bounds- and overflow-checked.
+    @Test func damagedFilesNeverTrap() throws {
+        let original = readTextBytes(try Victims.path("libnostd.so"))
+        let info = try ELFFile(path: try Victims.path("libnostd.so")).dynamicInfo()
+        let elf = try ELFFile(path: try Victims.path("libnostd.so"))
+        // File ranges: ELF and program headers, then .dynsym … .rela.plt, then .dynamic.
+        let relocationsEnd = try #require(info.pltRelocationTable.flatMap { elf.fileOffset(forVirtualAddress: $0.vaddr) }) + 48
+        let dynamic = try #require(dynamicOffset(elf))
+        let ranges = [0..<(64 + 9 * 56), 0x240..<Int(relocationsEnd), Int(dynamic)..<Int(dynamic + 0x140)]
+        var damaged: [[UInt8]] = []
+        for range in ranges {
+            for i in range where i < original.count {
+                var copy = original
+                copy[i] = 0xff
+                damaged.append(copy)
+            }
+            for i in stride(from: range.lowerBound & ~7, to: range.upperBound, by: 8) where i + 8 <= original.count {
+                for word: UInt64 in [0, 0xffff_ffff_ffff_fff0, 0x7fff_ffff_ffff_fff8, 0x8000_0000_0000_0000, 0x1_0000_0000] {
+                    var copy = original
+                    for b in 0..<8 { copy[i + b] = UInt8(truncatingIfNeeded: word >> UInt64(b * 8)) }
+                    damaged.append(copy)
+                }
+            }
+        }
+        var plans = 0, errors = 0
+        // One file in tmpfs, rewritten for each copy (a rewrite in /tmp's disk file system costs ~3 ms here).
+        var template = Array("/dev/shm/graft-test-damaged-XXXXXX".utf8CString)
+        var memory = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        if memory < 0 {
+            template = Array("/tmp/graft-test-damaged-XXXXXX".utf8CString)
+            memory = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        }
+        try #require(memory >= 0)
+        let path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        defer { close(memory); unlink(path) }
+        for bytes in damaged {
+            _ = ftruncate(memory, 0)
+            _ = bytes.withUnsafeBytes { pwrite(memory, $0.baseAddress, $0.count, 0) }
+            do {
+                let file = try ELFFile(path: path)
+                _ = try? file.dynamicInfo()
+                let plan = try LibraryLoadPlan(file, resolve: { _ in 0x40_1000 })
+                _ = plan.relocatedRegions(base: 0x7f00_0000_0000)
+                plans += 1
+            } catch {
+                errors += 1
+            }
+        }
+        #expect(plans + errors == damaged.count && errors > 100 && damaged.count > 2000, "\(plans) plans, \(errors) errors")
+    }
+
+    func dynamicOffset(_ elf: ELFFile) -> UInt64? {
+        readTextBytes(elf.path).withUnsafeBytes { raw -> UInt64? in
+            let phoff = raw.loadUnaligned(fromByteOffset: 32, as: UInt64.self), count = Int(raw.loadUnaligned(fromByteOffset: 56, as: UInt16.self))
+            for i in 0..<count where raw.loadUnaligned(fromByteOffset: Int(phoff) + i * 56, as: UInt32.self) == 2 {
+                return raw.loadUnaligned(fromByteOffset: Int(phoff) + i * 56 + 8, as: UInt64.self)
+            }
+            return nil
+        }
+    }
+
+    func readTextBytes(_ path: String) -> [UInt8] {
+        let fd = open(path, O_RDONLY)
+        defer { close(fd) }
+        var bytes: [UInt8] = [], buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = read(fd, &buffer, buffer.count)
+            if n <= 0 { return bytes }
+            bytes += buffer[0..<n]
+        }
+    }
+
     /// ld.so's protections for shapes a linker produces: a page two segments share gets both
     /// segments' permissions; RELRO's partial last page stays writable; gaps are PROT_NONE.
     @Test func protectionsFollowLdSo() {

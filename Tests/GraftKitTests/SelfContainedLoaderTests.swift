@@ -143,4 +143,29 @@ import TestSupport
         }
         #expect(try ProcMaps.read(pid: victim.pid) == before)
     }
+
+    /// A constructor that faults: the error names the initializer and the fault, the reservation is
+    /// unmapped again (maps as before) and the program goes on.
+    @Test func aFaultingInitializerLeavesNothingMapped() throws {
+        let dir = try Sources.directory()
+        defer { _ = try? runCommand("rm", ["-rf", dir]) }
+        let path = try Sources.build(dir, "libboom.so", "boom.c", """
+            int boom_ready;
+            __attribute__((constructor)) static void boom(void) { *(volatile int *)8 = 1; boom_ready = 1; }
+            """)
+        let victim = try Victim.launch("static_loop", arguments: ["10"])
+        defer { victim.kill() }
+        #expect(victim.waitForLine("price=130"))
+        let resolve = SelfContainedLoader.targetResolver(index: try SymbolIndex(pid: victim.pid))
+        let tracee = try Tracee.attach(pid: victim.pid)
+        let before = try ProcMaps.read(pid: victim.pid)
+        expectError({ "\($0)".contains("libboom.so's initializer 1 at 0x") && "\($0)".contains("it faulted (SIGSEGV at 0x") }) {
+            _ = try SelfContainedLoader.map(try ELFFile(path: path), into: tracee, resolve: resolve, runInitializers: true)
+        }
+        #expect(try ProcMaps.read(pid: victim.pid) == before)
+        try tracee.detach()
+        _ = victim.drain()
+        expectLine(victim, { $0 == "price=130" })
+        #expect(victim.isAlive)
+    }
 }
