@@ -142,7 +142,7 @@ struct LibraryLoadPlan {
                 missingWeak.insert(symbol.name)   // as ld.so does: an undefined weak reference is 0
                 fixups.append(Fixup(offset: relocation.offset, addsBase: false, value: addend))
             } else {
-                throw refuse("it needs the symbol \(symbol.name) (\(relocation.typeName) at \(hex(relocation.offset))), which neither the library nor the target defines as a function or object; define it in the library, or declare it __attribute__((weak)) if it may be absent")
+                throw refuse("it needs the symbol \(symbol.name) (\(relocation.typeName) at \(hex(relocation.offset))), which neither the library nor the target defines as a function or object (IFUNCs, such as a static glibc's memcpy, are not resolved); define it in the library, or declare it __attribute__((weak)) if it may be absent")
             }
         }
         self.fixups = fixups
