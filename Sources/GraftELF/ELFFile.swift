@@ -112,6 +112,9 @@ public final class ELFFile: @unchecked Sendable {
 
     deinit { munmap(UnsafeMutableRawPointer(mutating: base), length) }
 
+    /// Bounds-checked reads of the mapped file, for the parsers in other files (`ELFDynamic.swift`).
+    var reader: Reader { Reader(base: base, length: length, path: path) }
+
     /// `STT_FUNC` and `STT_GNU_IFUNC` symbols with a nonzero value defined in this file, from `.symtab`
     /// and `.dynsym`, deduplicated by (name, value) (the `.dynsym` copy, which carries the version, is
     /// kept) and sorted by value. Parsed on first use.
@@ -210,7 +213,7 @@ public final class ELFFile: @unchecked Sendable {
         guard let segment = loadSegments.first(where: { vaddr >= $0.vaddr && vaddr - $0.vaddr < $0.filesz }) else {
             return nil
         }
-        return segment.offset + (vaddr - segment.vaddr)
+        return segment.offset &+ (vaddr - segment.vaddr)   // wraps on a damaged p_offset; callers bounds-check
     }
 
     /// The load bias of this file when the page at file offset `fileOffset` is mapped at `start`:
@@ -221,7 +224,7 @@ public final class ELFFile: @unchecked Sendable {
         // Mappings start at page boundaries, so a segment whose p_offset is not page aligned (the RW
         // segment usually) is mapped from the page below p_offset.
         guard let segment = loadSegments.first(where: {
-            fileOffset >= ($0.offset & ~(page - 1)) && fileOffset < $0.offset + Swift.max($0.filesz, 1)
+            fileOffset >= ($0.offset & ~(page - 1)) && fileOffset < $0.offset &+ Swift.max($0.filesz, 1)
         }) else { return nil }
         return start &- (segment.vaddr &- segment.offset &+ fileOffset)
     }
@@ -464,9 +467,9 @@ struct Reader {
                 let o = Int(section.offset + entry)
                 for i in 0...min(Int(size) - 6, 8) where u8(o + i) == 0xff && u8(o + i + 1) == 0x25 {
                     let displacement = Int64(Int32(bitPattern: u32(o + i + 2)))
-                    let slot = UInt64(bitPattern: Int64(bitPattern: section.addr + entry) + Int64(i) + 6 + displacement)
+                    let slot = UInt64(bitPattern: Int64(bitPattern: section.addr &+ entry) &+ Int64(i) &+ 6 &+ displacement)
                     if let symbol = slots[slot] {
-                        stubs.append(ELFSymbol(name: symbol + "@plt", value: section.addr + entry, size: size, kind: .function,
+                        stubs.append(ELFSymbol(name: symbol + "@plt", value: section.addr &+ entry, size: size, kind: .function,
                                                isGlobal: false, fromDynsym: true, version: nil, isDefaultVersion: true))
                     }
                     break
