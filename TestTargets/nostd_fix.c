@@ -38,3 +38,12 @@ EXPORT int nostd_price(int qty) {
 }
 
 __attribute__((constructor)) static void nostd_init(void) { nostd_loaded = 0x600d; }
+
+/* Replacements that call the original through their trampoline (include/graft.h):
+ * static_loop's price → nostd_fixed_price: price(3) + 1 (131); go_loop's main.a → nostd_go_a:
+ * a() + 40 (41). Go calls the replacement with its register ABI: no arguments, the result in rax. */
+#include <graft.h>
+GRAFT_ORIGINAL(int, nostd_fixed_price, (int qty));
+EXPORT int nostd_fixed_price(int qty) { return graft_original_nostd_fixed_price(qty) + 1; }
+GRAFT_ORIGINAL(long, nostd_go_a, (void));
+EXPORT long nostd_go_a(void) { return graft_original_nostd_go_a() + 40; }

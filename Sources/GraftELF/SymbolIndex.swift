@@ -40,12 +40,14 @@ public final class SymbolIndex: @unchecked Sendable {
     public let root: String
     public let pid: Int32?
 
-    /// Reads `/proc/PID/maps`; opens files through `/proc/PID/root`.
-    public convenience init(pid: Int32) throws {
+    /// Reads `/proc/PID/maps`; opens files through `/proc/PID/root`. `adding`: modules maps cannot
+    /// name (a library graft mapped itself into anonymous memory), each a file path as graft sees it
+    /// and the mappings it would have had, file offsets included.
+    public convenience init(pid: Int32, adding extra: [LoadedModule] = []) throws {
         let mappings = try ProcMaps.read(pid: pid)
         var exe = FileIO.readLink("/proc/\(pid)/exe")
         if let link = exe, link.hasSuffix(" (deleted)") { exe = String(link.dropLast(" (deleted)".count)) }
-        self.init(mappings: mappings, root: "/proc/\(pid)/root", pid: pid, executable: exe)
+        self.init(mappings: mappings, root: "/proc/\(pid)/root", pid: pid, executable: exe, extra: extra)
     }
 
     /// An index over `mappings` whose files are opened under `root` (`/` for this machine's files).
@@ -53,7 +55,7 @@ public final class SymbolIndex: @unchecked Sendable {
         self.init(mappings: mappings, root: root, pid: nil, executable: nil)
     }
 
-    init(mappings: [Mapping], root: String, pid: Int32?, executable: String?) {
+    init(mappings: [Mapping], root: String, pid: Int32?, executable: String?, extra: [LoadedModule] = []) {
         self.mappings = mappings
         self.root = root
         self.pid = pid
@@ -66,7 +68,7 @@ public final class SymbolIndex: @unchecked Sendable {
         if let executable, let index = modules.firstIndex(where: { $0.path == executable }), index != 0 {
             modules.insert(modules.remove(at: index), at: 0)
         }
-        self.modules = modules
+        self.modules = modules + extra
     }
 
     /// The loaded images of each mapped file, in map order. ld.so maps a file as a run of mappings

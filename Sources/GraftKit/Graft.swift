@@ -38,6 +38,9 @@ public struct Graft: Sendable {
     /// answers with the termination signal it holds back (Ctrl-C).
     public var cancellation: (@Sendable () -> Int32?)? = nil
 
+    /// A library graft maps itself (no dynamic loader) gets its initializers run (not in Go).
+    public var injectInitializers = true
+
     public init(journal: Journal = Journal()) {
         self.journal = journal
     }
@@ -62,7 +65,7 @@ public struct Graft: Sendable {
     private func preparePatch(instance: ProcessInstance, contents: JournalContents, location: String, action: PatchAction,
                               midFunction: Bool, trampolinePage: UInt64? = nil) throws -> PatchPlan {
         try ProcFS.preflightTarget(instance.pid)
-        let index = try SymbolIndex(pid: instance.pid)
+        let index = try symbolIndex(pid: instance.pid, contents: contents)
         var planner = PatchPlanner(
             instance: instance, index: index, journal: contents, disassembler: try Disassembler(.x86_64),
             readMemory: { try ProcessMemory.read(pid: instance.pid, at: $0, count: $1) })

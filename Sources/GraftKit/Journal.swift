@@ -91,6 +91,8 @@ public struct LibraryRecord: Codable, Sendable, Equatable {
     /// it itself (a target with no dynamic loader).
     public var loader: String
     public var handle: String?
+    /// A library graft mapped itself: its load bias (hex; runtime = link-time address + bias).
+    public var loadBias: String?
     public var state: State
     public var loadedAt: String
     public var unloadedAt: String?

@@ -199,9 +199,46 @@ extension Graft {
         return fd
     }
 
-    /// A target with no dynamic loader (static C, Go): graft maps a self-contained library itself.
+    /// A target with no dynamic loader (static C, Go): graft maps a self-contained library itself
+    /// (`SelfContainedLoader`), every thread stopped. Its initializers run (remote calls), except in
+    /// a Go program, whose threads belong to Go's scheduler, or with `runInitializers` false.
     func mapSelfContained(_ file: LibraryFile, instance: ProcessInstance, contents: inout JournalContents, index: SymbolIndex,
                           started: UInt64) throws -> InjectOutcome {
-        throw GraftError.libraryRefused(path: file.path, reason: "process \(instance.pid) has no dynamic loader (a static or Go program), and graft cannot map a library into it itself yet")
+        let pid = instance.pid
+        let resolve = SelfContainedLoader.targetResolver(index: index)
+        try SelfContainedLoader.check(file.elf, resolve: resolve)
+        let isGo = index.modules.first.flatMap { try? $0.elf() }.map { !$0.definedSymbols(named: "runtime.main").isEmpty } ?? false
+        let runInitializers = !isGo && injectInitializers
+        if let signal = cancellation?() { throw GraftError.interrupted(signal: signal) }
+        let (mapped, _, window) = try withStoppedProcess(pid) { tracee -> (MappedLibrary, Int) in
+            (try SelfContainedLoader.map(file.elf, into: tracee, resolve: resolve, runInitializers: runInitializers), 0)
+        }
+        let record = LibraryRecord(path: file.path, buildID: file.elf.buildID, mappedAs: "", name: file.fileName,
+                                   base: hex(mapped.start), end: hex(mapped.end), loader: "graft", handle: nil,
+                                   loadBias: hex(mapped.base), state: .loaded, loadedAt: isoTimestamp(), unloadedAt: nil)
+        contents.libraries = (contents.libraries ?? []) + [record]
+        return InjectOutcome(record: record, alreadyLoaded: false, viaMemfd: false,
+                             loadedBy: runInitializers ? "graft (mapped, initializers run)" : isGo ? "graft (mapped; initializers not run in a Go program)" : "graft (mapped, initializers not run)",
+                             loaderThread: nil, stopWindowNanoseconds: window, elapsedNanoseconds: graft_monotonic_ns() - started)
+    }
+
+    /// The process's symbol index with the libraries graft mapped itself (anonymous memory maps
+    /// cannot name) added as modules, where memory still holds their first bytes.
+    func symbolIndex(pid: Int32, contents: JournalContents) throws -> SymbolIndex {
+        var extra: [LoadedModule] = []
+        for record in contents.libraries ?? [] where record.state == .loaded && record.loader == "graft" {
+            guard let bias = record.loadBias.flatMap({ UInt64($0.dropFirst(2), radix: 16) }),
+                  let elf = try? ELFFile(path: record.path), elf.buildID == record.buildID,
+                  let first = elf.loadSegments.min(by: { $0.vaddr < $1.vaddr }),
+                  let fileBytes = elf.bytes(atVirtualAddress: first.vaddr, count: 64),
+                  (try? ProcessMemory.read(pid: pid, at: bias &+ first.vaddr, count: 64)) == fileBytes else { continue }
+            let mappings = elf.loadSegments.map { segment in
+                Mapping(start: (bias &+ segment.vaddr) & ~0xfff, end: (bias &+ segment.vaddr &+ segment.memsz &+ 0xfff) & ~0xfff,
+                        readable: segment.readable, writable: segment.writable, executable: segment.executable, isPrivate: true,
+                        offset: segment.offset & ~0xfff, device: "00:00", inode: 1, path: record.path)
+            }
+            extra.append(LoadedModule(path: record.path, mappings: mappings, root: "/", pid: nil))
+        }
+        return try SymbolIndex(pid: pid, adding: extra)
     }
 }
