@@ -148,3 +148,10 @@ extension UnloadResult {
         return .object(fields)
     }
 }
+
+extension LibraryStatus {
+    public func json(pid: Int32) -> JSON {
+        .object([("event", "library-status"), ("pid", .int(Int64(pid))), ("library", record.json), ("state", .string(state)),
+                 ("used_by", .array(usedBy.map { .int(Int64($0)) }))])
+    }
+}

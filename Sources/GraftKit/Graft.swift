@@ -23,6 +23,15 @@ public struct PatchStatus: Sendable {
     public let memoryBytes: [UInt8]
 }
 
+/// A library graft loaded, checked against memory (`Graft.libraries`).
+public struct LibraryStatus: Sendable {
+    public let record: LibraryRecord
+    /// `loaded`, `unloaded`, `gone` (memory no longer holds it), `loaded (file changed since)`.
+    public let state: String
+    /// Applied patches that jump into it.
+    public let usedBy: [Int]
+}
+
 /// graft's operations on a live process, as a Swift program calls them. The CLI is a thin layer on top.
 public struct Graft: Sendable {
     public var journal: Journal
@@ -213,9 +222,36 @@ public struct Graft: Sendable {
         try ProcFS.preflightTarget(pid, journalOnly: true)
         let instance = try ProcessInstance.current(pid)
         return try journal.withLock(instance, cancel: cancellation) {
-            try journal.load(instance).patches.map { record in
+            var contents = try journal.load(instance)
+            // Trampolines kept at a revert (a thread was in them): free those no thread uses now.
+            if contents.patches.contains(where: { $0.trampolineState == "kept" }), (try? ProcFS.preflightTarget(pid)) != nil,
+               (try? releaseTrampolines(pid: pid, contents: &contents).isEmpty) == false {
+                try journal.save(contents, for: instance)
+            }
+            return contents.patches.map { record in
                 let memory = (try? ProcessMemory.read(pid: pid, at: record.addressValue, count: record.new.count)) ?? []
                 return PatchStatus(record: record, state: Graft.state(of: record, memory: memory), memoryBytes: memory)
+            }
+        }
+    }
+
+    /// The libraries graft loaded into this process instance, checked against memory: `loaded`
+    /// (the file's first bytes are at its base), `gone` (the journal says loaded, memory says
+    /// otherwise), `unloaded`; with the patches that jump into them.
+    public func libraries(pid: Int32) throws -> [LibraryStatus] {
+        try ProcFS.preflightTarget(pid, journalOnly: true)
+        let instance = try ProcessInstance.current(pid)
+        return try journal.withLock(instance, cancel: cancellation) {
+            let contents = try journal.load(instance)
+            return (contents.libraries ?? []).map { record in
+                var state = record.state.rawValue
+                if record.state == .loaded {
+                    let memory = try? ProcessMemory.read(pid: pid, at: record.baseValue, count: 16)
+                    let file = (try? FileIO.readAll(path: record.path))?.prefix(16)
+                    state = memory != nil && memory?[...] == file ? "loaded" : memory?.starts(with: [0x7f, 0x45, 0x4c, 0x46]) == true ? "loaded (file changed since)" : "gone"
+                }
+                let users = record.state == .loaded ? contents.patches.filter { $0.state != .reverted && $0.library == record.path }.map(\.id) : []
+                return LibraryStatus(record: record, state: state, usedBy: users)
             }
         }
     }
