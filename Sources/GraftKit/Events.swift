@@ -113,6 +113,7 @@ extension InjectOutcome {
                                         ("already_loaded", .bool(alreadyLoaded)), ("via_memfd", .bool(viaMemfd)),
                                         ("loaded_by", .string(loadedBy))]
         if let loaderThread { fields.append(("loader_thread", .int(Int64(loaderThread)))) }
+        fields.append(("hijack_steps", .int(Int64(hijackSteps))))
         fields += [("stop_window_ns", .uint(stopWindowNanoseconds)), ("elapsed_ns", .uint(elapsedNanoseconds))]
         return .object(fields)
     }

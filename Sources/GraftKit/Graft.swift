@@ -130,7 +130,7 @@ public struct Graft: Sendable {
             if let trampoline = plan.trampoline {
                 if let signal = cancellation?() { throw GraftError.interrupted(signal: signal) }
                 let index = try SymbolIndex(pid: pid)
-                let (page, _) = try withHijackedThread(pid, index: index) { tracee, thread in
+                let (page, _, _) = try withHijackedThread(pid, index: index) { tracee, thread in
                     try TrampolineSite.mapPage(near: trampoline.near, function: plan.function, tracee: tracee, thread: thread)
                 }
                 trampolinePage = page

@@ -63,8 +63,9 @@ enum HijackThread {
 
 extension Graft {
     /// Stops only the thread the loader call borrows (`HijackThread`), runs `body` with it, lets
-    /// it go. Returns body's value and how long that thread was stopped.
-    func withHijackedThread<T>(_ pid: Int32, index: SymbolIndex, _ body: (Tracee, Int32) throws -> T) throws -> (T, UInt64) {
+    /// it go. Returns body's value, how long that thread was stopped, and how many instructions it
+    /// was stepped to leave the C library first.
+    func withHijackedThread<T>(_ pid: Int32, index: SymbolIndex, _ body: (Tracee, Int32) throws -> T) throws -> (T, UInt64, Int) {
         let tracer = TracerThread()
         defer { tracer.shutdown() }
         let sleeping = HijackThread.sleepingThread(pid: pid)
@@ -73,9 +74,10 @@ extension Graft {
             if let signal = cancellation?() { throw GraftError.interrupted(signal: signal) }
             let tracee = try Tracee.attach(pid: pid, onlyThread: thread, tracer: tracer)
             let value: T
+            var steps = 0
             do {
                 insideHijackWindow?(tracee, thread)
-                _ = try HijackThread.stepOut(thread, of: HijackThread.libraryCode(index), tracee: tracee)
+                steps = try HijackThread.stepOut(thread, of: HijackThread.libraryCode(index), tracee: tracee)
                 value = try body(tracee, thread)
             } catch {
                 let death = tracee.processDeath()
@@ -83,7 +85,7 @@ extension Graft {
                 throw death ?? error
             }
             try tracee.detach()
-            return (value, tracee.stopWindowNanoseconds)
+            return (value, tracee.stopWindowNanoseconds, steps)
         }
     }
 }

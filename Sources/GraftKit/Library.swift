@@ -15,6 +15,9 @@ public struct InjectOutcome: Sendable {
     public let loadedBy: String
     /// The target's thread that ran the loader (nil: graft mapped it, or it was already loaded).
     public let loaderThread: Int32?
+    /// Instructions the borrowed thread was single-stepped to leave the C library before it called
+    /// pthread_create (0 when it was asleep in a system call or in the program's own code).
+    public var hijackSteps: Int = 0
     /// The stop windows (the load itself runs with the process running).
     public let stopWindowNanoseconds: UInt64
     /// Wall time of the load, first attach to last detach.
@@ -126,7 +129,7 @@ extension Graft {
 
         // One thread borrowed (the others run): the pages, the memfd, pthread_create. The load runs
         // on the new thread.
-        let (call, firstWindow) = try withHijackedThread(pid, index: index) { tracee, thread -> LoaderThread.Started in
+        let (call, firstWindow, steps) = try withHijackedThread(pid, index: index) { tracee, thread -> LoaderThread.Started in
             try Graft.checkSeccomp(tracee: tracee, thread: thread, file: file, memfd: viaMemfd)
             return try LoaderThread.start(functions.open, name: functions.openName, argument0: 0, argument1: functions.openMode,
                                           functions: functions, tracee: tracee, thread: thread) { strings in
@@ -142,7 +145,7 @@ extension Graft {
         // Then: free the pages once the thread has gone, close the memfd (the mapping keeps it).
         let ended = LoaderThread.waitForThreadEnd(finished, pid: pid)
         if ended || memfd != nil {
-            let (_, secondWindow) = try withHijackedThread(pid, index: index) { tracee, thread in
+            let (_, secondWindow, _) = try withHijackedThread(pid, index: index) { tracee, thread in
                 if let memfd { _ = try? tracee.remoteSyscall(3, [memfd], name: "close", on: thread) }
                 if ended { try LoaderThread.free(call, tracee: tracee, thread: thread) }
             }
@@ -167,7 +170,7 @@ extension Graft {
                                    state: .loaded, loadedAt: isoTimestamp(), unloadedAt: nil)
         contents.libraries = (contents.libraries ?? []) + [record]
         return InjectOutcome(record: record, alreadyLoaded: false, viaMemfd: viaMemfd, loadedBy: functions.openName,
-                             loaderThread: finished.tid, stopWindowNanoseconds: window, elapsedNanoseconds: graft_monotonic_ns() - started)
+                             loaderThread: finished.tid, hijackSteps: steps, stopWindowNanoseconds: window, elapsedNanoseconds: graft_monotonic_ns() - started)
     }
 
     /// Refuses, by name, a system call of the loader thread the thread's seccomp filter would kill,

@@ -80,7 +80,7 @@ extension Graft {
             (try TrampolineSite.user(of: record.range, tracee: tracee), 0)
         }
         if let user { return (.kept, "\(user); left loaded") }
-        let (started, _) = try withHijackedThread(pid, index: index) { tracee, thread in
+        let (started, _, _) = try withHijackedThread(pid, index: index) { tracee, thread in
             try LoaderThread.start(functions.close, name: functions.closeName, argument0: handle, argument1: 0,
                                    functions: functions, tracee: tracee, thread: thread)
         }
