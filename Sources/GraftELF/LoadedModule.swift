@@ -90,7 +90,7 @@ public final class LoadedModule: @unchecked Sendable, CustomStringConvertible {
             // mapped file is trustworthy. /proc/PID/map_files needs CAP_SYS_ADMIN (root).
             if let pid, let mapping = mappings.first {
                 let handle = "/proc/\(pid)/map_files/\(String(mapping.start, radix: 16))-\(String(mapping.end, radix: 16))"
-                do { return try ELFFile(path: handle) } catch {
+                do { return try ELFFileCache.open(handle) } catch {
                     throw GraftError.elfFormat(path: path, reason: "the file was deleted or replaced after it was mapped, and \(handle) cannot be read (\(error))")
                 }
             }
@@ -98,14 +98,14 @@ public final class LoadedModule: @unchecked Sendable, CustomStringConvertible {
         }
         let full = root == "/" || root.isEmpty ? path : (root.hasSuffix("/") ? String(root.dropLast()) : root) + path
         do {
-            return try ELFFile(path: full)
+            return try ELFFileCache.open(full)
         } catch let error as GraftError {
             // /proc/PID/root needs ptrace-read access to the process; without it, use the path as
             // seen from here, but only if it is the very file that is mapped (same inode).
             if full != path, case .systemCall(_, let code, _) = error, code == EACCES || code == EPERM {
                 var info = stat()
                 if stat(path, &info) == 0, let inode = mappings.first?.inode, UInt64(info.st_ino) == inode,
-                   let file = try? ELFFile(path: path) {
+                   let file = try? ELFFileCache.open(path) {
                     return file
                 }
             }

@@ -23,6 +23,21 @@ public struct PatchStatus: Sendable {
     public let memoryBytes: [UInt8]
 }
 
+/// The lazily started tracer thread a `Graft` value (and its copies) runs its stop windows on.
+final class OperationTracer: @unchecked Sendable {
+    private let lock = ConditionLock()
+    private var made: TracerThread?
+    var thread: TracerThread {
+        lock.lock()
+        defer { lock.unlock() }
+        if let made { return made }
+        let thread = TracerThread(name: "graft-window")
+        made = thread
+        return thread
+    }
+    deinit { made?.shutdown() }
+}
+
 /// A library graft loaded, checked against memory (`Graft.libraries`).
 public struct LibraryStatus: Sendable {
     public let record: LibraryRecord
@@ -49,6 +64,10 @@ public struct Graft: Sendable {
 
     /// A library graft maps itself (no dynamic loader) gets its initializers run (not in Go).
     public var injectInitializers = true
+    /// The tracer thread of the stop windows, made on first use and kept while this Graft (or a
+    /// copy) lives: starting a thread costs 2-10 ms when the target's busy threads hold the CPUs,
+    /// and an inject is four windows.
+    let operationTracer = OperationTracer()
 
     public init(journal: Journal = Journal()) {
         self.journal = journal
@@ -319,8 +338,7 @@ public struct Graft: Sendable {
     /// Attaches (every thread stopped), runs `body` on the tracer thread, detaches. The whole stop
     /// window is one hop to the tracer thread. Returns body's values and the stop window.
     func withStoppedProcess<T>(_ pid: Int32, _ body: (Tracee) throws -> (T, Int)) throws -> (T, Int, UInt64) {
-        let tracer = TracerThread()
-        defer { tracer.shutdown() }
+        let tracer = operationTracer.thread
         return try tracer.run {
             // The stop window runs at SCHED_FIFO 1 where graft may (root, CAP_SYS_NICE): woken by
             // each waitpid, a normal tracer waits behind the target's own busy threads for the

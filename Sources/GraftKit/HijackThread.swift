@@ -24,6 +24,10 @@ enum HijackThread {
     static func sleepingThread(pid: Int32) -> Int32? {
         let threads = ProcFS.threads(pid)
         for tid in [pid] + threads.filter({ $0 != pid }).sorted() {
+            // Only a sleeping thread (S in its stat): reading `syscall` of a running one waits until
+            // the kernel has taken it off its CPU (wait_task_inactive), a scheduler tick or more.
+            guard let stat = ProcFS.readFile("/proc/\(pid)/task/\(tid)/stat"), let close = stat.lastIndex(of: ")"),
+                  stat[stat.index(after: close)...].dropFirst().first == "S" else { continue }
             guard let text = ProcFS.readFile("/proc/\(pid)/task/\(tid)/syscall"),
                   let first = text.split(separator: " ").first, let number = Int(first) else { continue }
             if sleepingCalls.contains(number) { return tid }
@@ -66,11 +70,15 @@ extension Graft {
     /// it go. Returns body's value, how long that thread was stopped, and how many instructions it
     /// was stepped to leave the C library first.
     func withHijackedThread<T>(_ pid: Int32, index: SymbolIndex, _ body: (Tracee, Int32) throws -> T) throws -> (T, UInt64, Int) {
-        let tracer = TracerThread()
-        defer { tracer.shutdown() }
+        let tracer = operationTracer.thread
         let sleeping = HijackThread.sleepingThread(pid: pid)
         let thread = sleeping ?? pid
         return try tracer.run {
+            // Real-time tracer thread where allowed, as in `withStoppedProcess`: each remote call or
+            // step wakes graft after the target's thread ran; behind the target's busy threads a
+            // normal tracer waits for the next tick.
+            let realtime = getenv("GRAFT_NO_RT") == nil && graft_set_realtime_policy(1) == 0
+            defer { if realtime { _ = graft_set_realtime_policy(0) } }
             if let signal = cancellation?() { throw GraftError.interrupted(signal: signal) }
             let tracee = try Tracee.attach(pid: pid, onlyThread: thread, tracer: tracer)
             let value: T

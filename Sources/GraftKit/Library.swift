@@ -76,13 +76,21 @@ struct LibraryFile {
     }
 }
 
-/// The system calls a loader thread makes (pthread_create, dlopen, the thread's exit): a seccomp
-/// filter that kills or traps any of them is read first and refused by name.
-let loaderSystemCalls: [(Int, String)] = [
-    (9, "mmap"), (10, "mprotect"), (11, "munmap"), (0, "read"), (17, "pread64"), (3, "close"), (257, "openat"),
-    (262, "newfstatat"), (5, "fstat"), (14, "rt_sigprocmask"), (435, "clone3"), (56, "clone"), (202, "futex"),
-    (273, "set_robust_list"), (334, "rseq"), (28, "madvise"), (60, "exit"), (186, "gettid"), (319, "memfd_create"),
-]
+/// The system calls a loader thread makes (pthread_create, dlopen, the thread's exit), with the
+/// arguments that matter to a filter (mmap and mprotect: with and without PROT_EXEC, of a file and
+/// anonymous): a seccomp filter that kills or traps any of them is read first and refused by name.
+let loaderSystemCalls: [(number: Int, name: String, arguments: [[UInt64]])] = {
+    let zero: [[UInt64]] = [[0, 0, 0, 0, 0, 0]]
+    let mmaps: [[UInt64]] = [1, 3, 5].flatMap { protection in
+        [[0, 0x1000, protection, 0x802, 3, 0], [0, 0x1000, protection, 0x22, UInt64.max, 0], [0, 0x1000, protection, 0x812, 3, 0]]
+    }
+    let mprotects: [[UInt64]] = [0, 1, 3, 5].map { [0x1000, 0x1000, $0, 0, 0, 0] }
+    return [(9, "mmap", mmaps), (10, "mprotect", mprotects)] + [
+        (11, "munmap"), (0, "read"), (17, "pread64"), (3, "close"), (257, "openat"), (262, "newfstatat"), (5, "fstat"),
+        (14, "rt_sigprocmask"), (435, "clone3"), (56, "clone"), (202, "futex"), (273, "set_robust_list"), (334, "rseq"),
+        (28, "madvise"), (60, "exit"), (186, "gettid"), (319, "memfd_create"),
+    ].map { ($0.0, $0.1, zero) }
+}()
 
 extension Graft {
     // MARK: - Inject
@@ -178,11 +186,13 @@ extension Graft {
     static func checkSeccomp(tracee: Tracee, thread: Int32, file: LibraryFile, memfd: Bool) throws {
         guard let status = ProcFS.readFile("/proc/\(tracee.pid)/task/\(thread)/status"),
               status.contains("\nSeccomp:\t2") || status.contains("\nSeccomp:\t1") else { return }
-        for (number, name) in loaderSystemCalls where memfd || number != 319 {
-            switch try tracee.seccompVerdict(of: thread, number: number, name: name, instructionPointer: 0, arguments: [0, 0, 0, 0, 0, 0]) {
-            case .allow, .log, .errno, .trace: continue
-            case let verdict:
-                throw GraftError.libraryRefused(path: file.path, reason: "loading it makes the system call \(name), and the seccomp filter of process \(tracee.pid) would \(verdict)")
+        for call in loaderSystemCalls where memfd || call.number != 319 {
+            for arguments in call.arguments {
+                switch try tracee.seccompVerdict(of: thread, number: call.number, name: call.name, instructionPointer: 0, arguments: arguments) {
+                case .allow, .log, .errno, .trace: continue
+                case let verdict:
+                    throw GraftError.libraryRefused(path: file.path, reason: "loading it makes the system call \(call.name), and the seccomp filter of process \(tracee.pid) would \(verdict)")
+                }
             }
         }
     }

@@ -33,6 +33,11 @@ extension Graft {
             let loaded = (contents.libraries ?? []).indices.filter { contents.libraries![$0].state == .loaded }
             guard !loaded.isEmpty else { return [] }
             var results: [UnloadResult] = []
+            // A trampoline kept at a revert may hold a thread on its way into a library (its island
+            // jumps there): free what can be freed first; a library with one still kept stays.
+            if contents.patches.contains(where: { $0.trampolineState == "kept" }) {
+                _ = try releaseTrampolines(pid: pid, contents: &contents)
+            }
             let maps = try ProcMaps.read(pid: pid)
             for position in loaded {
                 var record = contents.libraries![position]
@@ -46,6 +51,10 @@ extension Graft {
                 }
                 if let patch = contents.patches.first(where: { $0.state != .reverted && ($0.library == record.path || $0.targetAddress.flatMap { UInt64($0.dropFirst(2), radix: 16) }.map(record.range.contains) == true) }) {
                     results.append(UnloadResult(record: record, outcome: .kept, message: "patch \(patch.id) jumps into it; `graft unpatch -p \(pid) \(patch.id)` first"))
+                    continue
+                }
+                if let patch = contents.patches.first(where: { $0.library == record.path && $0.trampolineState == "kept" }) {
+                    results.append(UnloadResult(record: record, outcome: .kept, message: "patch \(patch.id)'s trampoline (\(patch.trampoline ?? "?")), which leads into it, is still in use; try again"))
                     continue
                 }
                 let result = try unload(record, pid: pid)

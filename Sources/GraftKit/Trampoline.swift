@@ -146,13 +146,21 @@ enum TrampolineSite {
         return moved.sorted { $0.tid < $1.tid }
     }
 
-    /// Why `range` (a trampoline's page, a library) is still in use: a thread's pc in it, or a word
-    /// of a thread's stack (from rsp up, ≤ 1 MiB: conservative) pointing into it; nil when unused.
+    /// Why `range` (a trampoline's page, a library) is still in use: a thread's pc in it, a register
+    /// or a word of a thread's stack (from rsp up, ≤ 1 MiB: conservative) pointing into it; nil
+    /// when unused.
     static func user(of range: Range<UInt64>, tracee: Tracee) throws -> String? {
         let mappings = try ProcMaps.read(pid: tracee.pid)
         for tid in tracee.threadIDs {
             let registers = try tracee.registers(of: tid)
             if range.contains(registers.rip) { return "thread \(tid) is running in it (pc \(hex(registers.rip)))" }
+            // A register holding an address in it: e.g. a replacement that loaded its
+            // graft_original_ pointer and has not called it yet.
+            for value in [registers.rax, registers.rbx, registers.rcx, registers.rdx, registers.rsi, registers.rdi, registers.rbp,
+                          registers.r8, registers.r9, registers.r10, registers.r11, registers.r12, registers.r13, registers.r14,
+                          registers.r15] where range.contains(value) {
+                return "thread \(tid) holds \(hex(value)) in a register, an address in it"
+            }
             let rsp = registers.rsp & ~7
             guard let stack = mappings.first(where: { $0.contains(rsp) }) else { continue }
             let words = try tracee.readMemory(at: rsp, count: Int(min(stack.end - rsp, 1 << 20)))
