@@ -79,7 +79,7 @@ public struct Graft: Sendable {
     /// optionally restricted to one module: `MODULE:GLOB` (`libc:get*`, `c_loop:`).
     public func symbols(pid: Int32, matching pattern: String?) throws -> [ResolvedLocation] {
         try ProcFS.preflightTarget(pid, allowSelf: true)
-        return try SymbolIndex(pid: pid).functions(matching: pattern)
+        return try Graft.symbolIndex(pid: pid, journal: journal).functions(matching: pattern)
     }
 
     // MARK: - Patch
@@ -119,6 +119,13 @@ public struct Graft: Sendable {
             var action = action
             var libraryPath: String?
             var libraryRecord: LibraryRecord?
+            // The load's pages, freed in the next borrowed-thread window (the trampoline's), or here.
+            var pendingCleanup: LoaderCleanup?
+            defer {
+                if let cleanup = pendingCleanup, let index = try? SymbolIndex(pid: pid) {
+                    _ = try? withHijackedThread(pid, index: index) { tracee, thread in cleanup.run(tracee: tracee, thread: thread) }
+                }
+            }
             if let library {
                 guard case .jump(let to) = action else { throw GraftError.usage("--library goes with --to NAME (a function of the library)") }
                 let record: LibraryRecord
@@ -131,7 +138,8 @@ public struct Graft: Sendable {
                     record = loaded
                 } else {
                     if let signal = cancellation?() { throw GraftError.interrupted(signal: signal) }
-                    let outcome = try loadLibrary(instance: instance, contents: &contents, path: library)
+                    let outcome = try loadLibrary(instance: instance, contents: &contents, path: library, cleanupLater: true)
+                    pendingCleanup = outcome.pendingCleanup
                     if !outcome.alreadyLoaded { try journal.save(contents, for: instance) }
                     record = outcome.record
                 }
@@ -152,8 +160,11 @@ public struct Graft: Sendable {
             if let trampoline = plan.trampoline {
                 if let signal = cancellation?() { throw GraftError.interrupted(signal: signal) }
                 let index = try SymbolIndex(pid: pid)
+                let cleanup = pendingCleanup
+                pendingCleanup = nil
                 let (page, _, _) = try withHijackedThread(pid, index: index) { tracee, thread in
-                    try TrampolineSite.mapPage(near: trampoline.near, function: plan.function, tracee: tracee, thread: thread)
+                    cleanup?.run(tracee: tracee, thread: thread)
+                    return try TrampolineSite.mapPage(near: trampoline.near, function: plan.function, tracee: tracee, thread: thread)
                 }
                 trampolinePage = page
                 do {

@@ -54,7 +54,7 @@ final class HookEngine {
         self.journal = journal
         self.stopState = stopState
         // Built while every thread is stopped, before arming: the maps cannot change under us.
-        self.index = (try? SymbolIndex(pid: tracee.pid)) ?? SymbolIndex(mappings: [])
+        self.index = (try? Graft.symbolIndex(pid: tracee.pid, journal: journal)) ?? SymbolIndex(mappings: [])
         self.disassembler = try Disassembler(.x86_64)
         self.scratch = ScratchPages(allocator: NearPageAllocator(tracee: tracee, index: index))
     }

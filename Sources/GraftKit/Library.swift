@@ -18,10 +18,30 @@ public struct InjectOutcome: Sendable {
     /// Instructions the borrowed thread was single-stepped to leave the C library before it called
     /// pthread_create (0 when it was asleep in a system call or in the program's own code).
     public var hijackSteps: Int = 0
+    /// The loader's pages and memfd still to free (`loadLibrary(cleanupLater:)`): the caller runs it
+    /// in its next borrowed-thread window.
+    var pendingCleanup: LoaderCleanup?
     /// The stop windows (the load itself runs with the process running).
     public let stopWindowNanoseconds: UInt64
     /// Wall time of the load, first attach to last detach.
     public let elapsedNanoseconds: UInt64
+}
+
+/// What a load leaves to free once its loader thread has gone: the two pages, and the memfd (the
+/// library's mapping keeps the file).
+struct LoaderCleanup: Sendable {
+    let call: LoaderThread.Started
+    let finished: LoaderThread.Finished
+    let memfd: UInt64?
+
+    /// Closes the memfd and frees the pages (unless the thread is still there after 2 s: then the
+    /// 8 KiB stay). Failures are ignored: at worst an unused page is left.
+    func run(tracee: Tracee, thread: Int32) {
+        if let memfd { _ = try? tracee.remoteSyscall(3, [memfd], name: "close", on: thread) }
+        if LoaderThread.waitForThreadEnd(finished, pid: tracee.pid) {
+            try? LoaderThread.free(call, tracee: tracee, thread: thread)
+        }
+    }
 }
 
 /// The library file graft was given, checked before anything is written.
@@ -121,7 +141,7 @@ extension Graft {
     }
 
     /// Loads `path` (or finds it loaded) and appends its record to `contents` (not saved).
-    func loadLibrary(instance: ProcessInstance, contents: inout JournalContents, path: String) throws -> InjectOutcome {
+    func loadLibrary(instance: ProcessInstance, contents: inout JournalContents, path: String, cleanupLater: Bool = false) throws -> InjectOutcome {
         let pid = instance.pid
         let started = graft_monotonic_ns()
         let file = try LibraryFile.open(path, pid: pid)
@@ -153,13 +173,15 @@ extension Graft {
         window += firstWindow
         // If it does not finish in time, the thread still runs in its pages: they stay.
         let finished = try LoaderThread.wait(call, pid: pid, timeout: 10)
-        // Then: free the pages once the thread has gone, close the memfd (the mapping keeps it).
-        let ended = LoaderThread.waitForThreadEnd(finished, pid: pid)
-        if ended || memfd != nil {
-            let (_, secondWindow, _) = try withHijackedThread(pid, index: index) { tracee, thread in
-                if let memfd { _ = try? tracee.remoteSyscall(3, [memfd], name: "close", on: thread) }
-                if ended { try LoaderThread.free(call, tracee: tracee, thread: thread) }
-            }
+        // Then: free the pages once the thread has gone, close the memfd (the mapping keeps it) —
+        // now, or (`cleanupLater`, a patch that borrows a thread next anyway) in that next window.
+        let cleanup = LoaderCleanup(call: call, finished: finished, memfd: memfd)
+        var pending: LoaderCleanup?
+        if cleanupLater && finished.result != 0 {
+            pending = cleanup
+        } else if let (_, secondWindow, _) = try? withHijackedThread(pid, index: index, { tracee, thread in
+            cleanup.run(tracee: tracee, thread: thread)
+        }) {
             window += secondWindow
         }
         guard finished.result != 0 else {
@@ -180,8 +202,10 @@ extension Graft {
                                    base: hex(module.start), end: hex(max(module.end, segmentsEnd)), loader: "dlopen", handle: hex(finished.result),
                                    state: .loaded, loadedAt: isoTimestamp(), unloadedAt: nil)
         contents.libraries = (contents.libraries ?? []) + [record]
-        return InjectOutcome(record: record, alreadyLoaded: false, viaMemfd: viaMemfd, loadedBy: functions.openName,
-                             loaderThread: finished.tid, hijackSteps: steps, stopWindowNanoseconds: window, elapsedNanoseconds: graft_monotonic_ns() - started)
+        var outcome = InjectOutcome(record: record, alreadyLoaded: false, viaMemfd: viaMemfd, loadedBy: functions.openName,
+                                    loaderThread: finished.tid, hijackSteps: steps, stopWindowNanoseconds: window, elapsedNanoseconds: graft_monotonic_ns() - started)
+        outcome.pendingCleanup = pending
+        return outcome
     }
 
     /// Refuses, by name, a system call of the loader thread the thread's seccomp filter would kill,
@@ -241,10 +265,22 @@ extension Graft {
     /// The process's symbol index with the libraries graft mapped itself (anonymous memory maps
     /// cannot name) added as modules, where memory still holds their first bytes.
     func symbolIndex(pid: Int32, contents: JournalContents) throws -> SymbolIndex {
+        try SymbolIndex(pid: pid, adding: Graft.graftMappedModules(pid: pid, contents: contents))
+    }
+
+    /// The same from the journal as it is (read without its lock: for reading symbols only).
+    static func symbolIndex(pid: Int32, journal: Journal) throws -> SymbolIndex {
+        let contents = (try? ProcessInstance.current(pid)).flatMap { try? journal.load($0) }
+        return try SymbolIndex(pid: pid, adding: contents.map { graftMappedModules(pid: pid, contents: $0) } ?? [])
+    }
+
+    /// The libraries graft mapped itself, as modules: the file's segments where the journal's load
+    /// bias puts them, each checked against memory (its first 64 bytes).
+    static func graftMappedModules(pid: Int32, contents: JournalContents) -> [LoadedModule] {
         var extra: [LoadedModule] = []
         for record in contents.libraries ?? [] where record.state == .loaded && record.loader == "graft" {
             guard let bias = record.loadBias.flatMap({ UInt64($0.dropFirst(2), radix: 16) }),
-                  let elf = try? ELFFile(path: record.path), elf.buildID == record.buildID,
+                  let elf = try? ELFFileCache.open(record.path), elf.buildID == record.buildID,
                   let first = elf.loadSegments.min(by: { $0.vaddr < $1.vaddr }),
                   let fileBytes = elf.bytes(atVirtualAddress: first.vaddr, count: 64),
                   (try? ProcessMemory.read(pid: pid, at: bias &+ first.vaddr, count: 64)) == fileBytes else { continue }
@@ -255,6 +291,6 @@ extension Graft {
             }
             extra.append(LoadedModule(path: record.path, mappings: mappings, root: "/", pid: nil))
         }
-        return try SymbolIndex(pid: pid, adding: extra)
+        return extra
     }
 }

@@ -92,8 +92,9 @@ struct LoaderFunctions: Sendable {
 /// holds. The new thread detaches itself, stores the result and `dlerror()`'s message in a block
 /// graft reads through /proc/PID/mem, sets a done flag and returns (its thread ends).
 ///
-/// Memory: two anonymous pages mapped by remote mmap: the start routine (`stub`, r-x) and the
-/// block (rw-). Freed once the thread has gone (its last instructions are in the code page).
+/// Memory: two anonymous pages mapped by one remote mmap (rwx where allowed, else rw- and the
+/// code page then r-x): the start routine (`stub`) and the block. Freed once the thread has gone
+/// (its last instructions are in the code page).
 enum LoaderThread {
     /// The start routine, assembled from TestTargets/loader_stub.S (LoaderStubTests checks the bytes).
     static let stub: [UInt8] = [
@@ -144,8 +145,20 @@ enum LoaderThread {
     static func start(_ function: UInt64, name: String, argument0: UInt64, argument1: UInt64,
                       functions: LoaderFunctions, tracee: Tracee, thread: Int32,
                       string: ((UInt64) throws -> [UInt8])? = nil) throws -> Started {
-        let code = try tracee.remoteSyscall(9, [0, 2 * pageSize, UInt64(PROT_READ | PROT_WRITE), UInt64(MAP_PRIVATE | MAP_ANONYMOUS), UInt64.max, 0],
+        // One read-write-execute mapping where the process may have one (one remote system call:
+        // each costs the borrowed thread a trip through the scheduler, milliseconds behind busy
+        // threads), else read-write and then the code page read-execute.
+        let flags = UInt64(MAP_PRIVATE | MAP_ANONYMOUS)
+        var code: UInt64
+        var writableCode = true
+        do {
+            code = try tracee.remoteSyscall(9, [0, 2 * pageSize, UInt64(PROT_READ | PROT_WRITE | PROT_EXEC), flags, UInt64.max, 0],
                                             name: "mmap", on: thread)
+        } catch GraftError.remoteSyscallFailed, GraftError.remoteSyscallRefused {
+            writableCode = false
+            code = try tracee.remoteSyscall(9, [0, 2 * pageSize, UInt64(PROT_READ | PROT_WRITE), flags, UInt64.max, 0],
+                                            name: "mmap", on: thread)
+        }
         do {
             let data = code + pageSize
             let string = try string?(data + UInt64(Block.strings))
@@ -164,7 +177,9 @@ enum LoaderThread {
             if let string { block.replaceSubrange(Block.strings..<Block.strings + string.count, with: string) }
             try tracee.writeMemory(at: code, bytes: stub)
             try tracee.writeMemory(at: data, bytes: block)
-            _ = try tracee.remoteSyscall(10, [code, pageSize, UInt64(PROT_READ | PROT_EXEC)], name: "mprotect", on: thread)
+            if !writableCode {
+                _ = try tracee.remoteSyscall(10, [code, pageSize, UInt64(PROT_READ | PROT_EXEC)], name: "mprotect", on: thread)
+            }
             guard detached, let create = functions.pthreadCreate else {
                 // No pthread_create: call on this stopped thread (bounded; documented risk).
                 _ = try tracee.remoteCall(code, [data], name: name, on: thread, timeout: 10)

@@ -282,9 +282,10 @@ import TestSupport
         #expect(try graft.libraries(pid: victim.pid).map(\.state) == ["loaded"])
     }
 
-    /// A static C program and a Go program have no dynamic loader: graft maps the -nostdlib
+    /// A static C program (glibc and musl) and a Go program have no dynamic loader: graft maps the -nostdlib
     /// library itself, and the replacement calls the original through its trampoline.
     @Test(arguments: [("static_loop", "price", "nostd_fixed_price", "price=130", "price=131"),
+                      ("static_loop_musl", "price", "nostd_fixed_price", "price=130", "price=131"),
                       ("go_loop", "main.a", "nostd_go_a", "a=1", "a=41")])
     func targetWithoutALoaderGetsNewCodeThatCallsTheOriginal(victimName: String, function: String, replacement: String,
                                                              before: String, after: String) throws {
