@@ -17,6 +17,8 @@
 #                   patches in one command); unpatch as above
 #      graft-plain  the same one command with bench/libfix_plain.so: a fixed_price() that does not call the
 #                   original (no trampoline), the library gdb gets
+#      graft-nice   the two commands of `graft` under `nice -n -20` (a diagnostic: how much of graft's wall
+#                   time is its own process waiting for a CPU behind the victim's spinning workers)
 #      gdb          `gdb -q -nx -batch -p PID -x bench/inject_gdb.py`: `call (void*)dlopen(LIB, 2)`, `&fixed_price`,
 #                   a 14-byte `jmp [rip+0]` written over price() (threads inside it stepped out first).
 #                   gdb builds no trampoline, so it loads libfix_plain.so (libfix.so would call NULL)
@@ -50,7 +52,7 @@
 # Environment:
 #   BENCH_RUNS=10          runs per tool and mode (wall); medians with min–max
 #   BENCH_MODES="unpinned pinned"
-#   BENCH_TOOLS="graft graft-1cmd graft-plain gdb frida"
+#   BENCH_TOOLS="graft graft-1cmd graft-plain graft-nice gdb frida"
 #   BENCH_SECTIONS="wall window percall"
 #   BENCH_THREADS=8        price_service worker threads
 #   BENCH_CYCLES=20        patchlat cycles per mode (half of them patch)
@@ -66,7 +68,7 @@ BENCH_NAME=inject
 source "$ROOT/bench/lib.sh"
 RUNS=${BENCH_RUNS:-10}
 MODES=${BENCH_MODES:-"unpinned pinned"}
-TOOLS=${BENCH_TOOLS:-"graft graft-1cmd graft-plain gdb frida"}
+TOOLS=${BENCH_TOOLS:-"graft graft-1cmd graft-plain graft-nice gdb frida"}
 SECTIONS=${BENCH_SECTIONS:-"wall window percall"}
 THREADS=${BENCH_THREADS:-8}
 CYCLES=${BENCH_CYCLES:-20}
@@ -81,7 +83,7 @@ START_S=$SECONDS
 section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
 for tool in $TOOLS; do
-    case $tool in graft|graft-1cmd|graft-plain|gdb|frida) ;; *) die "unknown tool in BENCH_TOOLS: $tool (graft graft-1cmd graft-plain gdb frida)" ;; esac
+    case $tool in graft|graft-1cmd|graft-plain|graft-nice|gdb|frida) ;; *) die "unknown tool in BENCH_TOOLS: $tool (graft graft-1cmd graft-plain graft-nice gdb frida)" ;; esac
 done
 for mode in $MODES; do
     case $mode in unpinned|pinned) ;; *) die "unknown mode in BENCH_MODES: $mode (unpinned pinned)" ;; esac
@@ -159,21 +161,22 @@ fail_line() { head -c 300 "$1" | tr '\n' ' '; }
 
 # --- 1. wall (and graft's stop windows) -------------------------------------------------------------
 graft_run() { # MODE TOOL: the graft rows of one run; returns 1 if something failed
-    local mode=$1 tool=$2 t n lib=$LIBFIX ok=1 inject_ms=0 patch_ms
+    local mode=$1 tool=$2 t n lib=$LIBFIX ok=1 inject_ms=0 patch_ms pre=()
     [[ $tool == graft-plain ]] && lib=$PLAIN
+    [[ $tool == graft-nice ]] && pre=(nice -n -20)
     n=$(lines "$VOUT")
-    if [[ $tool == graft ]]; then
+    if [[ $tool == graft || $tool == graft-nice ]]; then
         t=$(now_us)
-        if ! "${TPIN[@]}" "$GRAFT" inject -p "$VICTIM_PID" "$lib" --json > "$WORK/inject.json" 2> "$WORK/err"; then
+        if ! "${TPIN[@]}" "${pre[@]}" "$GRAFT" inject -p "$VICTIM_PID" "$lib" --json > "$WORK/inject.json" 2> "$WORK/err"; then
             log "$mode $tool: inject failed: $(fail_line "$WORK/err")"; return 1
         fi
         inject_ms=$(ms_since "$t")
-        record wall "$mode" graft inject_ms "$inject_ms"
-        record window "$mode" graft inject_window_ns "$(json_num stop_window_ns "$WORK/inject.json")"
-        record window "$mode" graft inject_elapsed_ns "$(json_num elapsed_ns "$WORK/inject.json")"
+        record wall "$mode" "$tool" inject_ms "$inject_ms"
+        record window "$mode" "$tool" inject_window_ns "$(json_num stop_window_ns "$WORK/inject.json")"
+        record window "$mode" "$tool" inject_elapsed_ns "$(json_num elapsed_ns "$WORK/inject.json")"
     fi
     t=$(now_us)
-    if ! "${TPIN[@]}" "$GRAFT" patch -p "$VICTIM_PID" price --library "$lib" --to fixed_price --json > "$WORK/patch.json" 2> "$WORK/err"; then
+    if ! "${TPIN[@]}" "${pre[@]}" "$GRAFT" patch -p "$VICTIM_PID" price --library "$lib" --to fixed_price --json > "$WORK/patch.json" 2> "$WORK/err"; then
         log "$mode $tool: patch failed: $(fail_line "$WORK/err")"; return 1
     fi
     patch_ms=$(ms_since "$t")
@@ -363,7 +366,7 @@ ratio_of() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0
     echo "Machine: nproc=$(nproc), kernel $(uname -r), CPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)." \
         "graft $("$GRAFT" --version 2> /dev/null || echo '?') ($GRAFT);" \
         "$(gdb --version 2> /dev/null | head -1 || echo 'no gdb'); frida $(python3 -c 'import frida; print(frida.__version__)' 2> /dev/null || echo '–')."
-    echo "Victim: \`price_service $THREADS\` (8 worker threads busy calling price() on $(nproc) vCPUs, a main thread printing a tick every 20 ms), a fresh one per run and tool."
+    echo "Victim: \`price_service $THREADS\` ($THREADS worker thread(s) busy calling price() on $(nproc) vCPUs, a main thread printing a tick every 20 ms), a fresh one per run and tool."
     echo "$RUNS runs per tool and mode, median (min–max); the tools' order rotates from run to run. Load average before/after: $LOAD_BEFORE / $LOAD_AFTER;"
     echo "busiest processes at the start: $BUSY_BEFORE. Took ${TOOK} s. Raw: \`$(basename "$RAW")\`."
     echo "Reproduce: \`bench/inject.sh\` (env BENCH_RUNS, BENCH_MODES, BENCH_TOOLS, BENCH_SECTIONS, BENCH_PHASE, ANCHORS, GRAFT; see its header)."
@@ -386,6 +389,7 @@ ratio_of() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0
             row graft patch_ms "graft patch (of the above; library already loaded)" '`graft patch … --library libfix.so --to fixed_price`'
             row graft-1cmd total_ms "**graft patch --library** (one command)" '`graft patch -p PID price --library libfix.so --to fixed_price`' ratio
             row graft-plain total_ms "graft patch --library, no trampoline" 'the same with libfix_plain.so' ratio
+            row graft-nice total_ms "graft inject + patch under \`nice -n -20\` (diagnostic)" 'the two commands above, each under `nice -n -20`' ratio
             row graft unpatch_ms "graft unpatch --all (after inject + patch; not in the sums)" '`graft unpatch -p PID --all` (revert, free the trampoline, unload)'
             row gdb total_ms "**gdb**" '`gdb -q -nx -batch -p PID -x bench/inject_gdb.py` (dlopen libfix_plain.so + 14-byte jmp)' ratio
             row frida total_ms "**frida**, whole python invocation" '`python3 bench/inject_frida.py PID libfix.so price fixed_price`' ratio
@@ -393,6 +397,12 @@ ratio_of() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0
             row frida attach_to_done_ms "frida: attach → replace done" '`frida.attach()` → Module.load, Interceptor.replace, `done` received' ratio
             row frida attach_ms "frida: \`frida.attach()\` alone" '' ratio
             row frida import_ms "frida: \`import frida\` alone" ''
+        done
+        echo
+        for mode in $MODES; do
+            echo "$mode: $(awk -F'\t' -v m="$mode" '$1 == "wall" && $2 == m && $4 == "unload_retries" { n++; if ($5 > 0) k++ }
+                END { printf "the first `unpatch --all` left the library loaded (a worker was inside it: \"left loaded\") in %d of %d graft runs; a later one unloaded it", k, n }' "$RAW");" \
+                "gdb stepped a thread out of the 14 bytes in $(awk -F'\t' -v m="$mode" '$1 == "wall" && $2 == m && $3 == "gdb" && $4 == "stepped_out" && $5 > 0 { k++ } END { print k + 0 }' "$RAW") runs."
         done
         echo
         echo "Goals (issue: graft under 30 ms, and ≥ 10× faster than gdb and frida):"
