@@ -144,6 +144,12 @@ wait_line() { # FILE PATTERN FROM_LINE SECONDS: a line matching PATTERN after li
     return 1
 }
 lines() { wc -l < "$1"; }
+death() { # DEATH = how the victim ended (call once it is gone, not in a subshell): "killed by SIGSEGV", "exit 3"
+    local rc=0
+    wait "$VICTIM_PID" 2> /dev/null || rc=$?
+    VICTIM_PID=""
+    if ((rc > 128)); then DEATH="killed by SIG$(kill -l $((rc - 128)))"; else DEATH="exit $rc"; fi
+}
 victim_ok() { # FILE: alive, and no worker saw a wrong price
     kill -0 "$VICTIM_PID" 2> /dev/null && ! grep -q WRONG "$1"
 }
@@ -248,7 +254,13 @@ wall_section() {
                     gdb) gdb_run "$mode" || ok=0 ;;
                     frida) frida_run "$mode" || ok=0 ;;
                 esac
-                victim_ok "$VOUT" || { log "$mode $tool: the victim died or computed a wrong price: $(tail -1 "$VOUT")"; ok=0; }
+                if ! kill -0 "$VICTIM_PID" 2> /dev/null; then
+                    death
+                    log "$mode $tool: the victim died ($DEATH): $(tail -1 "$VOUT")"; ok=0
+                    record wall "$mode" "$tool" death "$DEATH"
+                elif ! victim_ok "$VOUT"; then
+                    log "$mode $tool: the victim computed a wrong price: $(grep -m1 WRONG "$VOUT")"; ok=0
+                fi
                 record wall "$mode" "$tool" ok "$ok"
                 stop_victim
             done
@@ -280,7 +292,7 @@ window_section() {
                 log "$mode patchlat-$how failed: $(fail_line "$WORK/err")"
             fi
             if victim_ok "$VOUT"; then record window "$mode" "patchlat-$how" ok 1; else
-                log "$mode patchlat-$how: the victim died or computed a wrong price"; record window "$mode" "patchlat-$how" ok 0; fi
+                log "$mode patchlat-$how: the victim died or computed a wrong price: $(tail -1 "$VOUT")"; record window "$mode" "patchlat-$how" ok 0; fi
             stop_victim
         done
         log "window $mode done"
@@ -290,6 +302,7 @@ window_section() {
 # --- 3. percall ---------------------------------------------------------------------------------------
 percall_phase() { # MODE NAME ENTRY: PHASE seconds of readings, the first one dropped, each checked for ENTRY
     local n0 n1
+    echo "$2" >> "$WORK/phases"
     n0=$(lines "$VOUT")
     sleep "$PHASE"
     n1=$(lines "$VOUT")
@@ -315,13 +328,18 @@ percall_section() {
         done
         percall_phase "$mode" untouched 55
         if want frida && [[ -z "${SKIP[frida]:-}" ]]; then
+            echo "frida (attaching, Module.load, Interceptor.replace)" >> "$WORK/phases"
             if python3 "$ROOT/bench/inject_frida.py" "$VICTIM_PID" "$WORK/libpass.so" work pass_work > "$WORK/frida.out" 2> "$WORK/err"; then
                 percall_phase "$mode" frida any
             else
                 log "percall $mode: frida failed: $(fail_line "$WORK/err")"
             fi
         fi
-        kill -0 "$VICTIM_PID" 2> /dev/null && record percall "$mode" victim ok 1 || { log "percall $mode: the victim died"; record percall "$mode" victim ok 0; }
+        if kill -0 "$VICTIM_PID" 2> /dev/null; then record percall "$mode" victim ok 1; else
+            death
+            log "percall $mode: the victim died ($DEATH) after $(grep -c '^ns_per_call' "$VOUT") readings"
+            record percall "$mode" victim ok 0
+            record percall "$mode" victim death "$DEATH, after the $(tail -1 "$WORK/phases") phase"; fi
         stop_victim
         log "percall $mode done"
     done
@@ -402,7 +420,8 @@ ratio_of() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0
         for mode in $MODES; do
             echo "$mode: $(awk -F'\t' -v m="$mode" '$1 == "wall" && $2 == m && $4 == "unload_retries" { n++; if ($5 > 0) k++ }
                 END { printf "the first `unpatch --all` left the library loaded (a worker was inside it: \"left loaded\") in %d of %d graft runs; a later one unloaded it", k, n }' "$RAW");" \
-                "gdb stepped a thread out of the 14 bytes in $(awk -F'\t' -v m="$mode" '$1 == "wall" && $2 == m && $3 == "gdb" && $4 == "stepped_out" && $5 > 0 { k++ } END { print k + 0 }' "$RAW") runs."
+                "gdb stepped a thread out of the 14 bytes in $(awk -F'\t' -v m="$mode" '$1 == "wall" && $2 == m && $3 == "gdb" && $4 == "stepped_out" && $5 > 0 { k++ } END { print k + 0 }' "$RAW") runs." \
+                "Victims that died: $(awk -F'\t' -v m="$mode" '$1 == "wall" && $2 == m && $4 == "death" { printf "%s%s (%s)", (n++ ? ", " : ""), $3, $5 } END { if (!n) print "none" }' "$RAW")."
         done
         echo
         echo "Goals (issue: graft under 30 ms, and ≥ 10× faster than gdb and frida):"
@@ -469,7 +488,7 @@ ratio_of() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0
         wrong=$(awk -F'\t' '$1 == "percall" && $4 == "wrong_entry"' "$RAW" | wc -l)
         dead=$(awk -F'\t' '$1 == "percall" && $4 == "ok" && $5 == 0' "$RAW" | wc -l)
         echo
-        echo "Readings whose entry byte did not match their phase (dropped): $wrong. Victims that died: $dead."
+        echo "Readings whose entry byte did not match their phase (dropped): $wrong. Victims that died: $dead$(awk -F'\t' '$1 == "percall" && $4 == "death" { printf "%s %s (%s)", (n++ ? "," : ":"), $2, $5 }' "$RAW")."
     fi
 } > "$OUT"
 cat "$OUT"
