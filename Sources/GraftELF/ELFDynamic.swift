@@ -263,13 +263,7 @@ private struct DynamicParser {
             throw reader.fail("\(relocation) names symbol \(index), whose name is not in DT_STRTAB")
         }
         let info = reader.u8(o + 4)
-        let kind: SymbolKind
-        switch info & 0xf {
-        case 1: kind = .object
-        case 2: kind = .function
-        case 10: kind = .ifunc
-        default: kind = .other
-        }
+        let kind = SymbolKind(symbolInfo: info)
         let section = reader.u16(o + 6)
         return ELFRelocation.Symbol(name: name, isDefined: section != 0, isAbsolute: section == 0xfff1, value: reader.u64(o + 8),
                                     kind: kind, isWeak: info >> 4 == 2)

@@ -512,13 +512,7 @@ struct Reader {
                   let symbolName = string(tableOffset: table.stringsOffset, tableSize: table.stringsSize, index: Int(u32(o))),
                   symbolName == name else { continue }
             let info = u8(o + 4)
-            let kind: SymbolKind
-            switch info & 0xf {
-            case 1: kind = .object
-            case 2: kind = .function
-            case 10: kind = .ifunc
-            default: kind = .other
-            }
+            let kind = SymbolKind(symbolInfo: info)
             result.append(ELFSymbol(name: name, value: u64(o + 8), size: u64(o + 16), kind: kind,
                                     isGlobal: info >> 4 != 0, fromDynsym: table.isDynamic))
         }

@@ -9,6 +9,16 @@ public enum SymbolKind: Sendable {
     /// `STT_OBJECT`: data.
     case object
     case other
+
+    /// The kind of an `st_info` byte (its low four bits, `STT_*`).
+    public init(symbolInfo info: UInt8) {
+        switch info & 0xf {
+        case 1: self = .object
+        case 2: self = .function
+        case 10: self = .ifunc
+        default: self = .other
+        }
+    }
 }
 
 /// One entry of `.symtab` or `.dynsym` (`Elf64_Sym`).

@@ -55,6 +55,21 @@ extension PatchOutcome {
             ("new_instructions", .array(plan.newInstructions.map(\.json))),
             ("checks", .array(plan.checks.map { .string($0) })),
         ]
+        if let library = plan.libraryRecord {
+            fields.append(("library", .object([("path", .string(library.path)), ("build_id", library.buildID.map { .string($0) } ?? .null),
+                                               ("base", .string(library.base))])))
+        }
+        if let planned = plan.trampoline {
+            let placed = trampoline ?? planned.preview
+            var object: [(String, JSON)] = [("address", .string(hex(placed.address)))]
+            if let page = planned.page { object.append(("page", .string(hex(page)))) }
+            if let island = planned.island { object.append(("island", .string(hex(island)))) }
+            object += [("resume_address", .string(hex(placed.resumeAddress))), ("moved_bytes", .int(Int64(placed.movedLength))),
+                       ("bytes", .string(hexString(placed.bytes))), ("pointer", .string(hex(planned.pointerAddress))),
+                       ("pointer_symbol", .string(planned.pointerSymbol))]
+            if !dryRun { object.append(("moved_threads", .array(movedThreads.map { .int(Int64($0)) }))) }
+            fields.append(("trampoline", .object(object)))
+        }
         if !dryRun {
             fields += [
                 ("threads", .int(Int64(threadCount))),
@@ -84,11 +99,18 @@ extension PatchRecord {
             ("applied_at", .string(appliedAt)),
         ]
         if let revertedAt { fields.append(("reverted_at", .string(revertedAt))) }
-        if let library { fields.append(("library", .string(library))) }
-        if let trampoline { fields.append(("trampoline", .string(trampoline))) }
-        if let trampolineState { fields.append(("trampoline_state", .string(trampolineState))) }
-        if let originalPointer { fields.append(("original_pointer", .string(originalPointer))) }
-        if let originalPointerSymbol { fields.append(("original_pointer_symbol", .string(originalPointerSymbol))) }
+        if let library {
+            fields.append(("library", .object([("path", .string(library)), ("build_id", libraryBuildID.map { .string($0) } ?? .null),
+                                               ("base", libraryBase.map { .string($0) } ?? .null)])))
+        }
+        if let trampoline {
+            var object: [(String, JSON)] = [("address", .string(trampoline))]
+            if let trampolinePage { object.append(("page", .string(trampolinePage))) }
+            if let trampolineState { object.append(("state", .string(trampolineState))) }
+            if let originalPointer { object.append(("pointer", .string(originalPointer))) }
+            if let originalPointerSymbol { object.append(("pointer_symbol", .string(originalPointerSymbol))) }
+            fields.append(("trampoline", .object(object)))
+        }
         return fields
     }
 }

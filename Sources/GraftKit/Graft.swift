@@ -118,6 +118,7 @@ public struct Graft: Sendable {
             var contents = try journal.load(instance)
             var action = action
             var libraryPath: String?
+            var libraryRecord: LibraryRecord?
             if let library {
                 guard case .jump(let to) = action else { throw GraftError.usage("--library goes with --to NAME (a function of the library)") }
                 let record: LibraryRecord
@@ -135,10 +136,12 @@ public struct Graft: Sendable {
                     record = outcome.record
                 }
                 libraryPath = record.path
+                libraryRecord = record
                 if !to.contains(":") && !to.hasPrefix("0x") { action = .jump(to: "\(record.name):\(to)") }
             }
             var plan = try preparePatch(instance: instance, contents: contents, location: location, action: action, midFunction: midFunction)
             plan.library = libraryPath
+            plan.libraryRecord = libraryRecord
             if dryRun {
                 return PatchOutcome(plan: plan, record: nil, dryRun: true, steppedThreads: [], threadCount: 0, stopWindowNanoseconds: 0)
             }
@@ -157,6 +160,7 @@ public struct Graft: Sendable {
                     plan = try preparePatch(instance: instance, contents: contents, location: location, action: action, midFunction: midFunction,
                                             trampolinePage: page)
                     plan.library = libraryPath
+                    plan.libraryRecord = libraryRecord
                 } catch {
                     unmapTrampolinePage(page, pid: pid)
                     throw error
@@ -171,7 +175,8 @@ public struct Graft: Sendable {
                 target: plan.target?.description, targetAddress: plan.target.map { hex($0.address) },
                 returnValue: { if case .returnValue(let v) = plan.action { return v } else { return nil } }(),
                 originalBytes: hexString(plan.originalBytes), newBytes: hexString(plan.newBytes),
-                state: .applying, appliedAt: isoTimestamp(), revertedAt: nil, library: libraryPath)
+                state: .applying, appliedAt: isoTimestamp(), revertedAt: nil, library: libraryPath,
+                libraryBuildID: libraryRecord?.buildID, libraryBase: libraryRecord?.base)
             if let trampoline = plan.trampoline {
                 record.originalPointer = hex(trampoline.pointerAddress)
                 record.originalPointerSymbol = trampoline.pointerSymbol

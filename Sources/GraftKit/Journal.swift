@@ -43,8 +43,10 @@ public struct PatchRecord: Codable, Sendable, Equatable {
     public var state: State
     public var appliedAt: String        // ISO 8601 UTC
     public var revertedAt: String?
-    /// A jump into a library graft loaded: its path (the file graft was given).
+    /// A jump into a library graft loaded: its path (the file graft was given), build-id and base.
     public var library: String?
+    public var libraryBuildID: String?
+    public var libraryBase: String?
     /// The trampoline that runs the overwritten instructions and jumps back (hex), when the target
     /// library defines `graft_original_<symbol>`; its page (hex, 4 KiB, graft's own mapping); and
     /// what became of it: `mapped`, `kept` (a thread was still using it at revert), `freed`.

@@ -47,6 +47,9 @@ struct LibraryFile {
         guard elf.isPositionIndependent else {
             throw GraftError.libraryRefused(path: path, reason: "it is not a shared object (ELF type is not ET_DYN); build it with -shared -fPIC")
         }
+        if let dynamic = try? elf.dynamicInfo(), let interpreter = dynamic.interpreter, dynamic.soname == nil {
+            throw GraftError.libraryRefused(path: path, reason: "it is a program (a position-independent executable asking for \(interpreter)), not a library; build it with -shared -fPIC")
+        }
         guard elf.machine == 62 else {
             throw GraftError.libraryRefused(path: path, reason: "it is built for \(machineName(elf.machine)), and process \(pid) runs x86_64 code")
         }

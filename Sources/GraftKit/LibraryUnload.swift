@@ -104,6 +104,9 @@ extension Graft {
         }
         let still = try ProcMaps.read(pid: pid).contains { $0.start == record.baseValue && ($0.path == record.mappedAs || $0.path.hasSuffix(record.mappedAs)) }
         if still {
+            if functions.flavor == .musl {
+                return (.kept, "musl never unloads a library (its dlclose does nothing): it stays mapped, unused")
+            }
             return (.kept, "\(functions.closeName) returned 0, but it stays mapped: something else holds a reference to it (the program's own dlopen of it, RTLD_NODELETE, or a library that depends on it)")
         }
         return (.unloaded, nil)

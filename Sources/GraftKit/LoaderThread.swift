@@ -43,7 +43,12 @@ struct LoaderFunctions: Sendable {
             }
             return nil
         }
-        let musl = modules(["ld-musl-", "libc.musl-"])
+        // musl's one libc is also its loader: /lib/ld-musl-x86_64.so.1, which Debian links to
+        // /usr/lib/x86_64-linux-musl/libc.so (maps shows the target of the link).
+        let musl = index.modules.filter { module in
+            module.hasExecutableMapping && (module.name.hasPrefix("ld-musl-") || module.name.hasPrefix("libc.musl-")
+                                            || (module.name.hasPrefix("libc.so") && module.path.contains("musl")))
+        }
         if let open = address("dlopen", in: musl) {
             return LoaderFunctions(flavor: .musl, open: open.0, openName: "dlopen", openMode: 2,
                                    close: address("dlclose", in: musl)?.0 ?? 0, closeName: "dlclose",
@@ -51,7 +56,7 @@ struct LoaderFunctions: Sendable {
                                    pthreadDetach: address("pthread_detach", in: musl)?.0, pthreadSelf: address("pthread_self", in: musl)?.0,
                                    module: open.1.name)
         }
-        let libc = modules(["libc.so", "libc-2."])
+        let libc = modules(["libc.so", "libc-2."]).filter { !$0.path.contains("musl") }
         let threads = libc + modules(["libpthread.so", "libpthread-"])
         let pthreads = (address("pthread_create", in: threads)?.0, address("pthread_detach", in: threads)?.0, address("pthread_self", in: threads)?.0)
         if let open = address("dlopen", in: libc), let close = address("dlclose", in: libc) {

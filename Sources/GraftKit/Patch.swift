@@ -43,8 +43,9 @@ public struct PatchPlan: Sendable {
     /// A jump whose target's library defines `graft_original_<target>`: the trampoline that lets
     /// it call the original.
     public let trampoline: TrampolinePlan?
-    /// The library `--library` named (its path), when the target is in it.
+    /// The library `--library` named (its path), when the target is in it, and its record.
     public var library: String? = nil
+    public var libraryRecord: LibraryRecord? = nil
 
     public var range: Range<UInt64> { address..<(address + UInt64(newBytes.count)) }
 }

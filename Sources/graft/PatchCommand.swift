@@ -44,11 +44,11 @@ struct PatchCommand: ParsableCommand {
     var dryRun = false
 
     func validate() throws {
-        if (target == nil) == (returnValue == nil) {
-            throw ValidationError("give exactly one of --to LOCATION or --return INT")
-        }
         if library != nil && target == nil {
             throw ValidationError("--library needs --to NAME: the function of the library to jump to")
+        }
+        if (target == nil) == (returnValue == nil) {
+            throw ValidationError("give exactly one of --to LOCATION or --return INT")
         }
     }
 

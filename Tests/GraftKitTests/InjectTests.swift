@@ -307,6 +307,31 @@ import TestSupport
         #expect(victim.isAlive)
     }
 
+    /// musl: dlopen, dlerror and pthread_create are in its one libc (also its loader); the fix runs
+    /// and calls the original; musl's dlclose unloads nothing, and graft says so.
+    @Test func muslProgramGetsTheLibraryAndTheReplacementCallsTheOriginal() throws {
+        let victim = try Victim.launch("price_service_musl", arguments: ["4"])
+        defer { victim.kill() }
+        let graft = Graft(journal: temporaryJournal())
+        expectLine(victim, { $0.hasSuffix("price(150)=-1500") })
+        let library = try Victims.path("libfix_musl.so")
+        let outcome = try graft.patch(pid: victim.pid, location: "price", action: .jump(to: "fixed_price"), library: library)
+        #expect(outcome.trampoline != nil)
+        expectLine(victim, { $0 == "libfix: loaded" })
+        expectLine(victim, { $0.hasSuffix("price(7)=70 price(150)=1500") })
+        _ = try graft.unpatch(pid: victim.pid, ids: nil)
+        victim.drain()
+        expectLine(victim, { $0.hasSuffix("price(150)=-1500") })
+        var unloads = try graft.unloadLibraries(pid: victim.pid)
+        for _ in 0..<50 where unloads.first?.message?.contains("musl") != true {
+            usleep(2_000)
+            unloads = try graft.unloadLibraries(pid: victim.pid)
+        }
+        #expect(unloads.map(\.outcome) == [.kept])
+        #expect(unloads.first?.message?.contains("musl never unloads a library") == true, "\(unloads.first?.message ?? "")")
+        #expect(!victim.transcript.contains { $0.hasPrefix("WRONG") })
+    }
+
     /// The target runs in another mount namespace where the library's folder is an empty tmpfs:
     /// graft hands the very file over through a memfd; its symbols are LOCATIONs as usual.
     @Test func targetInAnotherMountNamespaceGetsTheFileThroughAMemfd() throws {

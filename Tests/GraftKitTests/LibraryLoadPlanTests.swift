@@ -21,7 +21,7 @@ import TestSupport
         let plan = try LibraryLoadPlan(elf, resolve: { $0 == "price_base" ? 0x4a_60d0 : nil })
         #expect(plan.first == 0 && plan.length % 4096 == 0)
         #expect(plan.targetSymbols == ["price_base": 0x4a_60d0] && plan.missingWeakSymbols.isEmpty)
-        #expect(plan.fixups.count == 10)
+        #expect(plan.fixups.count == 12)
         #expect(plan.initializers == [try value(elf, "nostd_init")])
 
         let base: UInt64 = 0x7f12_3456_0000

@@ -184,6 +184,7 @@ import TestSupport
         let victim = try Victim.launch("c_loop", arguments: ["60000"])
         defer { victim.kill() }
         let graft = Graft(journal: temporaryJournal())
+        expectLine(victim, { $0 == "a=1" }, "the one call of value_a before the 60 s sleep is over")
         let start = try functionBytes(pid: victim.pid, "value_a").address
         // Put an int3 where a debugger would, as another tool.
         let tracee = try Tracee.attach(pid: victim.pid)

@@ -5,6 +5,7 @@
  * a trampoline running price()'s first instructions), logs what it corrects, and returns the fix. */
 #include <graft.h>
 #include <stdio.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 GRAFT_ORIGINAL(int, fixed_price, (int quantity));
@@ -18,6 +19,16 @@ int fixed_price(int quantity) {
         total = -total;
     }
     return total;
+}
+
+/* The issue's second example: graft patch -p PID libc:getpid --library ./libfix.so --to my_getpid.
+ * Counts the calls and returns what the real getpid() returns. */
+GRAFT_ORIGINAL(pid_t, my_getpid, (void));
+unsigned long libfix_getpid_calls;
+
+pid_t my_getpid(void) {
+    __atomic_add_fetch(&libfix_getpid_calls, 1, __ATOMIC_RELAXED);
+    return graft_original_my_getpid();
 }
 
 __attribute__((constructor)) static void loaded(void) {
