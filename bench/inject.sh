@@ -2,7 +2,7 @@
 # graft benchmarks, loading new code: `bench/inject.sh` (root; needs .build/release/graft: `make release`).
 # Builds its programs with cc into a temporary directory, runs everything, prints a Markdown report and
 # writes it to bench/results/inject-<date>.md, every measurement to bench/results/inject-<date>.raw.
-# About 5 minutes with the defaults.
+# About 3 minutes with the defaults.
 #
 # 1. wall: the wall time of the command(s) that make a running price_service (TestTargets/price_service.c,
 #    8 busy worker threads calling price()) call a library's replacement fixed_price(). Each run starts a

@@ -2,7 +2,7 @@
 """inject_frida: frida's way of making a running process call a library's replacement, for
 bench/inject.sh.
 
-    inject_frida.py PID LIB FUNC TO [--fast] [--hold SECONDS]
+    inject_frida.py PID LIB FUNC TO [--hold SECONDS]
 
 Attaches to PID (frida injects its agent: a thread of its own in the target), and in one script:
 `Module.load(LIB)` (the target's dlopen), `graft_original_<TO>` = the original (see below),
@@ -11,13 +11,12 @@ script is then eternalized (frida leaves the replacement in place when it detach
 gdb do) and the session detached.
 
 FUNC is looked up by name in the main executable's symbols (frida reads .symtab), TO and
-graft_original_<TO> in LIB's exports. How the replacement reaches the original:
-  default   Interceptor.replace, graft_original_<TO> = FUNC itself, written before the replace:
-            a call of FUNC from inside its replacement on the same thread goes to the original
-            (frida's interceptor keeps a per-thread invocation stack and lets it through)
-  --fast    Interceptor.replaceFast inside a transaction: it returns a pointer that runs the
-            original; graft_original_<TO> = that pointer, written before endTransaction() makes
-            the jump live (no per-call invocation-stack bookkeeping)
+graft_original_<TO> in LIB's exports. The replacement reaches the original the way frida documents
+for Interceptor.replace: graft_original_<TO> = FUNC itself, written before the replace; a call of
+FUNC from inside its replacement on the same thread goes to the original (frida's interceptor keeps
+a per-thread invocation stack and lets it through). (Interceptor.replaceFast returns a pointer to
+the original, but only once its jump is live, and frida 17's JavaScript API has no transaction to
+write graft_original_<TO> before that: a thread calling FUNC in between would call NULL.)
 --hold SECONDS keeps the session attached that long after `done` (for the per-call readings of
 bench/inject.sh; the script is eternalized either way).
 
@@ -42,15 +41,8 @@ const lib = Module.load(%(lib)s);
 const func = Process.mainModule.getSymbolByName(%(func)s);
 const to = lib.getExportByName(%(to)s);
 const original = lib.getExportByName('graft_original_' + %(to)s);
-if (%(fast)s) {
-    Interceptor.beginTransaction();
-    const trampoline = Interceptor.replaceFast(func, to);
-    original.writePointer(trampoline);
-    Interceptor.endTransaction();
-} else {
-    original.writePointer(func);
-    Interceptor.replace(func, to);
-}
+original.writePointer(func);
+Interceptor.replace(func, to);
 Interceptor.flush();
 send({ done: true, func: func.toString(), to: to.toString() });
 """
@@ -58,15 +50,13 @@ send({ done: true, func: func.toString(), to: to.toString() });
 
 def main() -> int:
     args = sys.argv[1:]
-    fast = "--fast" in args
     hold = 0.0
     if "--hold" in args:
         i = args.index("--hold")
         hold = float(args[i + 1])
         del args[i : i + 2]
-    args = [a for a in args if a != "--fast"]
     if len(args) != 4:
-        print("usage: inject_frida.py PID LIB FUNC TO [--fast] [--hold SECONDS]", file=sys.stderr)
+        print("usage: inject_frida.py PID LIB FUNC TO [--hold SECONDS]", file=sys.stderr)
         return 2
     pid, lib, func, to = int(args[0]), args[1], args[2], args[3]
     done = threading.Event()
@@ -83,7 +73,7 @@ def main() -> int:
     session = frida.attach(pid)
     t_attached = time.monotonic()
     script = session.create_script(
-        SCRIPT % {"lib": json.dumps(lib), "func": json.dumps(func), "to": json.dumps(to), "fast": "true" if fast else "false"}
+        SCRIPT % {"lib": json.dumps(lib), "func": json.dumps(func), "to": json.dumps(to)}
     )
     script.on("message", on_message)
     script.load()
@@ -102,7 +92,7 @@ def main() -> int:
     t_end = time.monotonic()
     ms = lambda a, b: round((b - a) * 1e3, 3)  # noqa: E731
     print(json.dumps({
-        "tool": "frida", "fast": fast, "import_ms": ms(T0, T_IMPORTED), "attach_ms": ms(t_attach, t_attached),
+        "tool": "frida", "import_ms": ms(T0, T_IMPORTED), "attach_ms": ms(t_attach, t_attached),
         "script_ms": ms(t_attached, t_done), "attach_to_done_ms": ms(t_attach, t_done),
         "detach_ms": ms(t_done, t_end) if hold == 0 else None, "in_python_ms": ms(T0, t_end), "frida": frida.__version__,
     }), flush=True)
