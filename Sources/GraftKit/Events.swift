@@ -76,6 +76,7 @@ extension PatchOutcome {
                 ("stepped_threads", .array(steppedThreads.map { .int(Int64($0)) })),
                 ("stop_window_ns", .uint(stopWindowNanoseconds)),
             ]
+            if borrowedThreadNanoseconds > 0 { fields.append(("borrowed_thread_ns", .uint(borrowedThreadNanoseconds))) }
         }
         return .object(fields)
     }

@@ -91,7 +91,7 @@ public struct Graft: Sendable {
     }
 
     private func preparePatch(instance: ProcessInstance, contents: JournalContents, location: String, action: PatchAction,
-                              midFunction: Bool, trampolinePage: UInt64? = nil) throws -> PatchPlan {
+                              midFunction: Bool) throws -> PatchPlan {
         try ProcFS.preflightTarget(instance.pid)
         let index = try symbolIndex(pid: instance.pid, contents: contents)
         var planner = PatchPlanner(
@@ -99,7 +99,6 @@ public struct Graft: Sendable {
             readMemory: { try ProcessMemory.read(pid: instance.pid, at: $0, count: $1) })
         planner.allowMidFunction = midFunction
         planner.journalDirectory = journal.directory
-        planner.trampolinePage = trampolinePage
         return try planner.plan(location: location, action: action)
     }
 
@@ -121,6 +120,8 @@ public struct Graft: Sendable {
             var libraryRecord: LibraryRecord?
             // The load's pages, freed in the next borrowed-thread window (the trampoline's), or here.
             var pendingCleanup: LoaderCleanup?
+            // One thread's stops for the load and the trampoline's page (the others ran on).
+            var borrowed: UInt64 = 0
             defer {
                 if let cleanup = pendingCleanup, let index = try? SymbolIndex(pid: pid) {
                     _ = try? withHijackedThread(pid, index: index) { tracee, thread in cleanup.run(tracee: tracee, thread: thread) }
@@ -140,6 +141,7 @@ public struct Graft: Sendable {
                     if let signal = cancellation?() { throw GraftError.interrupted(signal: signal) }
                     let outcome = try loadLibrary(instance: instance, contents: &contents, path: library, cleanupLater: true)
                     pendingCleanup = outcome.pendingCleanup
+                    borrowed += outcome.alreadyLoaded ? 0 : outcome.stopWindowNanoseconds
                     if !outcome.alreadyLoaded { try journal.save(contents, for: instance) }
                     record = outcome.record
                 }
@@ -162,16 +164,14 @@ public struct Graft: Sendable {
                 let index = try SymbolIndex(pid: pid)
                 let cleanup = pendingCleanup
                 pendingCleanup = nil
-                let (page, _, _) = try withHijackedThread(pid, index: index) { tracee, thread in
+                let (page, pageWindow, _) = try withHijackedThread(pid, index: index) { tracee, thread in
                     cleanup?.run(tracee: tracee, thread: thread)
                     return try TrampolineSite.mapPage(near: trampoline.near, function: plan.function, tracee: tracee, thread: thread)
                 }
                 trampolinePage = page
+                borrowed += pageWindow
                 do {
-                    plan = try preparePatch(instance: instance, contents: contents, location: location, action: action, midFunction: midFunction,
-                                            trampolinePage: page)
-                    plan.library = libraryPath
-                    plan.libraryRecord = libraryRecord
+                    plan = try plan.onTrampolinePage(page, disassembler: try Disassembler(.x86_64))
                 } catch {
                     unmapTrampolinePage(page, pid: pid)
                     throw error
@@ -246,6 +246,7 @@ public struct Graft: Sendable {
                                        threadCount: result.threads, stopWindowNanoseconds: result.window)
             outcome.trampoline = result.done.placed?.trampoline
             outcome.movedThreads = result.done.placed == nil ? [] : result.done.stepped
+            outcome.borrowedThreadNanoseconds = borrowed
             return outcome
         }
     }

@@ -1,6 +1,7 @@
 import GraftCore
 import GraftELF
 import GraftPtrace
+import Glibc
 
 /// What `unloadLibraries` did to one library graft loaded.
 public struct UnloadResult: Sendable {
@@ -85,8 +86,15 @@ extension Graft {
             return (.failed, "the process's dynamic loader (dlclose) cannot be found")
         }
         // Every thread stopped for the check; then one borrowed thread starts the dlclose thread.
-        let (user, _, _) = try withStoppedProcess(pid) { tracee -> (String?, Int) in
-            (try TrampolineSite.user(of: record.range, tracee: tracee), 0)
+        // A thread caught inside it (preempted in the replacement) usually leaves within
+        // milliseconds: look again a few times, the process running in between, before giving up.
+        var user: String?
+        for attempt in 0..<8 {
+            if attempt > 0 { usleep(UInt32(2_000 * attempt)) }
+            (user, _, _) = try withStoppedProcess(pid) { tracee -> (String?, Int) in
+                (try TrampolineSite.user(of: record.range, tracee: tracee), 0)
+            }
+            if user == nil { break }
         }
         if let user { return (.kept, "\(user); left loaded") }
         let (started, _, _) = try withHijackedThread(pid, index: index) { tracee, thread in

@@ -28,10 +28,10 @@ public struct PatchPlan: Sendable {
     /// Jump target (for `.jump`).
     public let target: ResolvedLocation?
     public let originalBytes: [UInt8]
-    public let newBytes: [UInt8]
+    public internal(set) var newBytes: [UInt8]
     /// The instructions the new bytes overwrite, whole (the last may extend past the new bytes).
     public let originalInstructions: [Instruction]
-    public let newInstructions: [Instruction]
+    public internal(set) var newInstructions: [Instruction]
     /// `jmp rel32`, `jmp [rip+0]`, or `return stub`.
     public let encoding: String
     public let keptEndbr64: Bool
@@ -42,12 +42,30 @@ public struct PatchPlan: Sendable {
     public let checks: [String]
     /// A jump whose target's library defines `graft_original_<target>`: the trampoline that lets
     /// it call the original.
-    public let trampoline: TrampolinePlan?
+    public internal(set) var trampoline: TrampolinePlan?
     /// The library `--library` named (its path), when the target is in it, and its record.
     public var library: String? = nil
     public var libraryRecord: LibraryRecord? = nil
 
     public var range: Range<UInt64> { address..<(address + UInt64(newBytes.count)) }
+
+    /// The same plan with its trampoline's page mapped at `page`: the jump's bytes (to the island on
+    /// the page, or straight to the target when it is in reach) and the trampoline relocated there.
+    /// Pure: every check was made by the planner; only displacements change.
+    func onTrampolinePage(_ page: UInt64, disassembler: Disassembler) throws -> PatchPlan {
+        guard let planned = trampoline, let target else { return self }
+        var plan = self
+        let island = encoding.hasPrefix("jmp rel32 to an island")
+        if island {
+            guard let jump = X86_64.jumpRel32(from: address, to: page), jump.count == newBytes.count else {
+                throw GraftError.hookRefused(function: function, address: address, reason: "the trampoline's page at \(hex(page)) is out of reach of a 5-byte jump")
+            }
+            plan.newBytes = jump
+            plan.newInstructions = disassembler.decode(jump, at: address, maxCount: 1)
+        }
+        plan.trampoline = try planned.placed(on: page, target: target.address, island: island, function: function)
+        return plan
+    }
 }
 
 /// The outcome of `Graft.patch`.
@@ -64,6 +82,9 @@ public struct PatchOutcome: Sendable {
     public var trampoline: X86Relocator.Trampoline? = nil
     /// Threads moved from the overwritten bytes to the matching instruction of the trampoline.
     public var movedThreads: [Int32] = []
+    /// How long one thread was borrowed (stopped alone, the others running) to load the library
+    /// and map the trampoline's page, before the stop window; 0 for a patch without either.
+    public var borrowedThreadNanoseconds: UInt64 = 0
 }
 
 /// Computes a `PatchPlan`: every check that can be made from the ELF file and a read of memory.
@@ -76,9 +97,6 @@ struct PatchPlanner {
 
     /// Accept a LOCATION inside the function after the stack pointer moved (`--mid-function`).
     var allowMidFunction = false
-    /// The page graft mapped near the function for a trampoline (and island), once it exists:
-    /// the plan's bytes are then final. nil: planned as if at the patch point.
-    var trampolinePage: UInt64?
     /// Named in the hint when memory holds what looks like another journal's patch.
     var journalDirectory = ""
 
@@ -141,8 +159,8 @@ struct PatchPlanner {
             } else if PatchPlanner.originalPointer(of: resolvedTarget) != nil {
                 // A far library with a trampoline: `jmp rel32` to an island on the trampoline's page
                 // (near the function), which holds `jmp [rip+0]` + the target. 5 bytes, not 14.
-                let island = trampolinePage ?? address  // before the page exists: the length is what counts
-                newBytes = X86_64.jumpRel32(from: address, to: island) ?? X86_64.jumpAbsolute(to: resolvedTarget.address)
+                // The page does not exist yet: a jump of the same length (`onTrampolinePage` aims it).
+                newBytes = X86_64.jumpRel32(from: address, to: address) ?? X86_64.jumpAbsolute(to: resolvedTarget.address)
                 encoding = newBytes.count == 5 ? "jmp rel32 to an island (jmp [rip+0])" : "jmp [rip+0]"
             } else {
                 newBytes = X86_64.jumpAbsolute(to: resolvedTarget.address)
@@ -176,8 +194,7 @@ struct PatchPlanner {
         var trampoline: TrampolinePlan?
         if let target {
             trampoline = try planTrampoline(target: target, overwritten: Array(instructions[boundaryIndex...]), length: newBytes.count,
-                                            function: function, address: address, entry: keptEndbr64 ? start : address, module: module,
-                                            page: trampolinePage, island: encoding.hasPrefix("jmp rel32 to an island"))
+                                            function: function, address: address, entry: keptEndbr64 ? start : address, module: module)
             if let trampoline {
                 checks.append("\(trampoline.pointerSymbol) is a writable pointer; the overwritten instructions relocate into a trampoline (\(trampoline.preview.movedLength) bytes moved) that jumps back to \(hex(trampoline.preview.resumeAddress))")
             }

@@ -33,6 +33,24 @@ public struct TrampolinePlan: Sendable {
     public let near: Range<UInt64>
 }
 
+extension TrampolinePlan {
+    /// This trampoline relocated to `page + trampolineOffset`, with the page's bytes (an island to
+    /// `target` first when `island`).
+    func placed(on page: UInt64, target: UInt64, island: Bool, function: String) throws -> TrampolinePlan {
+        let relocated: X86Relocator.Trampoline
+        do {
+            relocated = try X86Relocator.relocate(instructions, length: length, to: page + TrampolineSite.trampolineOffset)
+        } catch let refusal as X86Relocator.Refusal {
+            throw GraftError.cannotRelocate(function: function, reason: refusal.description)
+        }
+        var bytes = island ? X86_64.jumpAbsolute(to: target) : []
+        bytes += [UInt8](repeating: 0xcc, count: Int(TrampolineSite.trampolineOffset) - bytes.count) + relocated.bytes
+        return TrampolinePlan(instructions: instructions, length: length, pointerAddress: pointerAddress, pointerSymbol: pointerSymbol,
+                              originalEntry: originalEntry, preview: relocated, page: page, island: island ? page : nil,
+                              pageBytes: bytes, near: near)
+    }
+}
+
 extension PatchPlanner {
     /// The trampoline for a jump to `target`, when `target`'s module defines
     /// `graft_original_<target symbol>`; nil otherwise. Refuses a pointer that is not a writable
@@ -44,8 +62,7 @@ extension PatchPlanner {
     }
 
     func planTrampoline(target: ResolvedLocation, overwritten instructions: [Instruction], length: Int,
-                        function: String, address: UInt64, entry: UInt64, module: LoadedModule,
-                        page: UInt64?, island: Bool) throws -> TrampolinePlan? {
+                        function: String, address: UInt64, entry: UInt64, module: LoadedModule) throws -> TrampolinePlan? {
         guard let targetModule = target.module, let symbol = target.symbol else { return nil }
         let name = "graft_original_\(symbol.name)"
         guard let pointer = PatchPlanner.originalPointer(of: target) else { return nil }
@@ -59,20 +76,16 @@ extension PatchPlanner {
             let where_ = index.mapping(containing: pointerAddress).map { "a \($0.permissions) mapping" } ?? "no mapping"
             throw GraftError.cannotRelocate(function: function, reason: "\(pointerSymbol) at \(hex(pointerAddress)) is not a writable pointer (it is in \(where_); a const pointer becomes read-only after relocation: declare it with GRAFT_ORIGINAL from include/graft.h)")
         }
+        // Relocated at the patch point itself for now: every refusal by name before anything is
+        // written; `TrampolinePlan.placed(on:)` aims it once its page exists.
         let preview: X86Relocator.Trampoline
         do {
-            preview = try X86Relocator.relocate(instructions, length: length, to: page.map { $0 + TrampolineSite.trampolineOffset } ?? address)
+            preview = try X86Relocator.relocate(instructions, length: length, to: address)
         } catch let refusal as X86Relocator.Refusal {
             throw GraftError.cannotRelocate(function: function, reason: refusal.description)
         }
-        var bytes: [UInt8] = []
-        if let page {
-            if island { bytes = X86_64.jumpAbsolute(to: target.address) }
-            bytes += [UInt8](repeating: 0xcc, count: Int(TrampolineSite.trampolineOffset) - bytes.count) + preview.bytes
-        }
         return TrampolinePlan(instructions: instructions, length: length, pointerAddress: pointerAddress, pointerSymbol: pointerSymbol,
-                              originalEntry: entry, preview: preview, page: page,
-                              island: page != nil && island ? page : nil, pageBytes: bytes, near: module.start..<module.end)
+                              originalEntry: entry, preview: preview, page: nil, island: nil, pageBytes: [], near: module.start..<module.end)
     }
 }
 

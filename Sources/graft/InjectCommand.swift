@@ -37,7 +37,9 @@ struct InjectCommand: ParsableCommand {
             let how = outcome.loaderThread.map { "\(outcome.loadedBy) on a new thread (\($0))" } ?? outcome.loadedBy
             Output.line("loaded \(record.path) into process \(process.pid) at \(record.base)-\(record.end) by \(how)\(outcome.viaMemfd ? ", handed over as \(record.mappedAs)" : "")")
             let ms = Double(outcome.stopWindowNanoseconds) / 1e6, total = Double(outcome.elapsedNanoseconds) / 1e6
-            Output.line("build-id \(record.buildID ?? "none"); process stopped for \(formatMilliseconds(ms)) in all; took \(formatMilliseconds(total))")
+            let stopped = record.loader == "graft" ? "process stopped for \(formatMilliseconds(ms))"
+                : "one thread stopped for \(formatMilliseconds(ms)) (the others ran on)"
+            Output.line("build-id \(record.buildID ?? "none"); \(stopped); took \(formatMilliseconds(total))")
         }
         Output.line("its functions are LOCATIONs: \(module):NAME (graft symbols -p \(process.pid) '\(module):*')")
     }

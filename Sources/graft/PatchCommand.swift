@@ -99,6 +99,9 @@ struct PatchCommand: ParsableCommand {
                 tail += "; stepped out of the patched bytes: thread \(outcome.steppedThreads.map(String.init).joined(separator: ", "))"
             }
             Output.line(tail)
+            if outcome.borrowedThreadNanoseconds > 0 {
+                Output.line("before that, one thread was borrowed for \(formatMilliseconds(Double(outcome.borrowedThreadNanoseconds) / 1e6)) to load the library and map the trampoline's page (the others ran on)")
+            }
             if let record = outcome.record { Output.line("undo with: graft unpatch -p \(process.pid) \(record.id)") }
         }
     }
