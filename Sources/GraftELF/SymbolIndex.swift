@@ -83,7 +83,10 @@ public final class SymbolIndex: @unchecked Sendable {
         for mapping in mappings where mapping.isFileBacked {
             let key = Key(path: mapping.path, device: mapping.device, inode: mapping.inode, deleted: mapping.isDeleted)
             if let index = open[key], let last = runs[index].mappings.last,
-               mapping.offset != 0, mapping.offset > last.offset, mapping.start >= last.end {
+               mapping.offset != 0, mapping.start >= last.end,
+               // Increasing offsets; or the same offset right after (ld.so's RELRO split of one
+               // page: `r--p 2000`, then `r--p 2000` read-only after relocation, then `rw-p 3000`).
+               mapping.offset > last.offset || (mapping.offset == last.offset && mapping.start == last.end) {
                 runs[index].mappings.append(mapping)
             } else {
                 open[key] = runs.count
@@ -278,8 +281,8 @@ public final class SymbolIndex: @unchecked Sendable {
 
 /// "Did you mean" candidates: same name in another case, then small edit distances (with
 /// transpositions: `getpdi` -> `getpid`), then names containing the query or contained in it.
-enum Suggestions {
-    static func best(for query: String, among names: [String], limit: Int = 5) -> [String] {
+public enum Suggestions {
+    public static func best(for query: String, among names: [String], limit: Int = 5) -> [String] {
         let q = Array(query.lowercased().utf8)
         guard !q.isEmpty else { return [] }
         let maxDistance = max(1, min(3, q.count / 3))

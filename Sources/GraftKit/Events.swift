@@ -179,3 +179,28 @@ extension LibraryStatus {
                  ("used_by", .array(usedBy.map { .int(Int64($0)) }))])
     }
 }
+
+extension GOTPatchOutcome {
+    /// A `patch` event with `kind` `got`.
+    public var json: JSON {
+        var fields: [(String, JSON)] = [("event", "patch"), ("dry_run", .bool(dryRun)), ("pid", .int(Int64(plan.instance.pid)))]
+        if let record { fields.append(("id", .int(Int64(record.id)))) }
+        fields += [
+            ("address", .string(hex(plan.slot))), ("function", .string("\(plan.module)!\(plan.symbol)@got")), ("module", .string(plan.modulePath)),
+            ("kind", "got"), ("symbol", .string(plan.symbol)), ("relocation", .string(plan.relocation)), ("bound", .bool(plan.bound)),
+            ("original", .string(plan.original.description)), ("original_address", .string(hex(plan.original.address))),
+            ("target", .string(plan.target.description)), ("target_address", .string(hex(plan.target.address))),
+            ("original_bytes", .string(hexString(plan.originalBytes))), ("new_bytes", .string(hexString(plan.newBytes))),
+            ("checks", .array(plan.checks.map { .string($0) })),
+        ]
+        if let library = plan.library {
+            fields.append(("library", .object([("path", .string(library.path)), ("build_id", library.buildID.map { .string($0) } ?? .null),
+                                               ("base", .string(library.base))])))
+        }
+        if let pointer = plan.originalPointer, let symbol = plan.originalPointerSymbol {
+            fields += [("original_pointer", .string(hex(pointer))), ("original_pointer_symbol", .string(symbol))]
+        }
+        if !dryRun { fields.append(("stop_window_ns", .uint(stopWindowNanoseconds))) }
+        return .object(fields)
+    }
+}

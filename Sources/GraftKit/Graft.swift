@@ -122,32 +122,15 @@ public struct Graft: Sendable {
             var pendingCleanup: LoaderCleanup?
             // One thread's stops for the load and the trampoline's page (the others ran on).
             var borrowed: UInt64 = 0
-            defer {
-                if let cleanup = pendingCleanup, let index = try? SymbolIndex(pid: pid) {
-                    _ = try? withHijackedThread(pid, index: index) { tracee, thread in cleanup.run(tracee: tracee, thread: thread) }
-                }
-            }
+            defer { runCleanup(pendingCleanup, pid: pid) }
             if let library {
                 guard case .jump(let to) = action else { throw GraftError.usage("--library goes with --to NAME (a function of the library)") }
-                let record: LibraryRecord
-                if dryRun {
-                    try ProcFS.preflightTarget(pid)
-                    let file = try LibraryFile.open(library, pid: pid)
-                    guard let loaded = Graft.loadedLibrary(file, in: contents, pid: pid) else {
-                        throw GraftError.usage("\(file.path) is not loaded in process \(pid) yet, and a dry run loads nothing: `graft inject -p \(pid) \(library)` first (it only loads), then the dry run shows the patch")
-                    }
-                    record = loaded
-                } else {
-                    if let signal = cancellation?() { throw GraftError.interrupted(signal: signal) }
-                    let outcome = try loadLibrary(instance: instance, contents: &contents, path: library, cleanupLater: true)
-                    pendingCleanup = outcome.pendingCleanup
-                    borrowed += outcome.alreadyLoaded ? 0 : outcome.stopWindowNanoseconds
-                    if !outcome.alreadyLoaded { try journal.save(contents, for: instance) }
-                    record = outcome.record
-                }
-                libraryPath = record.path
-                libraryRecord = record
-                if !to.contains(":") && !to.hasPrefix("0x") { action = .jump(to: "\(record.name):\(to)") }
+                let loaded = try libraryForPatch(library, instance: instance, contents: &contents, dryRun: dryRun)
+                pendingCleanup = loaded.cleanup
+                borrowed += loaded.borrowed
+                libraryPath = loaded.record.path
+                libraryRecord = loaded.record
+                action = .jump(to: Graft.name(to, in: loaded.record))
             }
             var plan = try preparePatch(instance: instance, contents: contents, location: location, action: action, midFunction: midFunction)
             plan.library = libraryPath
@@ -339,6 +322,37 @@ public struct Graft: Sendable {
             try journal.save(contents, for: instance)
             return results
         }
+    }
+
+    /// The library a `--library` names, loaded unless graft already did (a dry run loads nothing:
+    /// then it must be loaded already); the journal saved when it was loaded now. The loader's
+    /// pages are left for the caller's next borrowed-thread window (`cleanup`).
+    func libraryForPatch(_ library: String, instance: ProcessInstance, contents: inout JournalContents,
+                         dryRun: Bool) throws -> (record: LibraryRecord, cleanup: LoaderCleanup?, borrowed: UInt64) {
+        let pid = instance.pid
+        if dryRun {
+            try ProcFS.preflightTarget(pid)
+            let file = try LibraryFile.open(library, pid: pid)
+            guard let loaded = Graft.loadedLibrary(file, in: contents, pid: pid) else {
+                throw GraftError.usage("\(file.path) is not loaded in process \(pid) yet, and a dry run loads nothing: `graft inject -p \(pid) \(library)` first (it only loads), then the dry run shows the patch")
+            }
+            return (loaded, nil, 0)
+        }
+        if let signal = cancellation?() { throw GraftError.interrupted(signal: signal) }
+        let outcome = try loadLibrary(instance: instance, contents: &contents, path: library, cleanupLater: true)
+        if !outcome.alreadyLoaded { try journal.save(contents, for: instance) }
+        return (outcome.record, outcome.pendingCleanup, outcome.alreadyLoaded ? 0 : outcome.stopWindowNanoseconds)
+    }
+
+    /// `--to NAME` with `--library`: the library's function, unless NAME has a module or is an address.
+    static func name(_ to: String, in library: LibraryRecord) -> String {
+        to.contains(":") || to.hasPrefix("0x") ? to : "\(library.name):\(to)"
+    }
+
+    /// Runs a load's leftover cleanup in a borrowed-thread window of its own (failures ignored).
+    func runCleanup(_ cleanup: LoaderCleanup?, pid: Int32) {
+        guard let cleanup, let index = try? SymbolIndex(pid: pid) else { return }
+        _ = try? withHijackedThread(pid, index: index) { tracee, thread in cleanup.run(tracee: tracee, thread: thread) }
     }
 
     /// Unmaps a trampoline page after a refused patch (one borrowed thread); failures are ignored:

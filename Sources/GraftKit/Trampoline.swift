@@ -61,12 +61,11 @@ extension PatchPlanner {
         return elf.definedSymbols(named: "graft_original_\(symbol.name)").first
     }
 
-    func planTrampoline(target: ResolvedLocation, overwritten instructions: [Instruction], length: Int,
-                        function: String, address: UInt64, entry: UInt64, module: LoadedModule) throws -> TrampolinePlan? {
-        guard let targetModule = target.module, let symbol = target.symbol else { return nil }
-        let name = "graft_original_\(symbol.name)"
-        guard let pointer = PatchPlanner.originalPointer(of: target) else { return nil }
-        let pointerSymbol = "\(targetModule.name)!\(name)"
+    /// `graft_original_<target>`'s address and `module!name` when the target's module defines it,
+    /// refused unless it is a writable, aligned 8-byte object; nil when there is none.
+    func checkedOriginalPointer(of target: ResolvedLocation, function: String) throws -> (UInt64, String)? {
+        guard let targetModule = target.module, let symbol = target.symbol, let pointer = PatchPlanner.originalPointer(of: target) else { return nil }
+        let pointerSymbol = "\(targetModule.name)!graft_original_\(symbol.name)"
         let pointerAddress = targetModule.runtimeAddress(pointer)
         if pointer.kind != .object || pointer.size != 8 {
             let what = pointer.kind == .function ? "a function" : pointer.kind == .object ? "an object of \(pointer.size) bytes" : "not a data object"
@@ -76,6 +75,12 @@ extension PatchPlanner {
             let where_ = index.mapping(containing: pointerAddress).map { "a \($0.permissions) mapping" } ?? "no mapping"
             throw GraftError.cannotRelocate(function: function, reason: "\(pointerSymbol) at \(hex(pointerAddress)) is not a writable pointer (it is in \(where_); a const pointer becomes read-only after relocation: declare it with GRAFT_ORIGINAL from include/graft.h)")
         }
+        return (pointerAddress, pointerSymbol)
+    }
+
+    func planTrampoline(target: ResolvedLocation, overwritten instructions: [Instruction], length: Int,
+                        function: String, address: UInt64, entry: UInt64, module: LoadedModule) throws -> TrampolinePlan? {
+        guard let (pointerAddress, pointerSymbol) = try checkedOriginalPointer(of: target, function: function) else { return nil }
         // Relocated at the patch point itself for now: every refusal by name before anything is
         // written; `TrampolinePlan.placed(on:)` aims it once its page exists.
         let preview: X86Relocator.Trampoline

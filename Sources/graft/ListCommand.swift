@@ -33,7 +33,12 @@ struct ListCommand: ParsableCommand {
         }
         let rows = statuses.map { status -> [String] in
             let record = status.record
-            var what = record.kind == "jump" ? "jump to \(record.target ?? "?")" : "return \(record.returnValue ?? 0)"
+            var what: String
+            switch record.kind {
+            case "jump": what = "jump to \(record.target ?? "?")"
+            case "got": what = "GOT slot to \(record.target ?? "?")"
+            default: what = "return \(record.returnValue ?? 0)"
+            }
             if let trampoline = record.trampoline {
                 what += " (trampoline \(trampoline)\(record.trampolineState.map { $0 == "mapped" ? "" : ", \($0)" } ?? ""))"
             }

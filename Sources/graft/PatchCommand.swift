@@ -13,17 +13,23 @@ struct PatchCommand: ParsableCommand {
           graft patch -p 4242 value_a --to value_b
           graft patch -p 4242 libc:getpid --return 42 --dry-run
           graft patch -p 4242 price --library ./libfix.so --to fixed_price
+          graft patch -p 4242 --got nginx:write --library ./libfix.so --to logged_write
         With --library, the library is loaded first (once per process; see `graft inject`) and --to \
         names its function. When the library defines graft_original_<function> (include/graft.h: \
         GRAFT_ORIGINAL), graft relocates the instructions the jump overwrites into a trampoline and \
         points graft_original_<function> at it before the jump goes live: the replacement can call \
         the original.
+        --got MODULE:SYMBOL redirects only MODULE's calls to SYMBOL: its GOT slot (one aligned word) \
+        gets the --to address; graft_original_<function> gets what the slot led to.
         """)
 
     @OptionGroup var process: ProcessOptions
 
-    @Argument(help: "The function to patch (LOCATION).")
-    var location: String
+    @Argument(help: "The function to patch (LOCATION); not with --got.")
+    var location: String?
+
+    @Option(name: .customLong("got"), help: ArgumentHelp("Redirect only this module's calls to SYMBOL: its GOT slot gets the --to address.", valueName: "MODULE:SYMBOL"))
+    var got: String?
 
     @Option(name: .customLong("to"), help: "Jump to this LOCATION.")
     var target: String?
@@ -50,12 +56,22 @@ struct PatchCommand: ParsableCommand {
         if (target == nil) == (returnValue == nil) {
             throw ValidationError("give exactly one of --to LOCATION or --return INT")
         }
+        if (location == nil) == (got == nil) {
+            throw ValidationError(got == nil ? "give the LOCATION to patch, or --got MODULE:SYMBOL" : "--got replaces the LOCATION: give one of them")
+        }
+        if got != nil && target == nil {
+            throw ValidationError("--got needs --to LOCATION: where the module's calls should go")
+        }
     }
 
     func run() throws {
+        if let got, let target {
+            try runGOT(slot: got, to: target)
+            return
+        }
         let action: PatchAction = target.map { .jump(to: $0) } ?? .returnValue(returnValue!)
         let outcome = try withTerminationDeferred {
-            try process.cancellableGraft.patch(pid: process.pid, location: location, action: action, dryRun: dryRun, midFunction: midFunction,
+            try process.cancellableGraft.patch(pid: process.pid, location: location ?? "", action: action, dryRun: dryRun, midFunction: midFunction,
                                                  library: library)
         }
         if process.json {
@@ -103,6 +119,34 @@ struct PatchCommand: ParsableCommand {
                 Output.line("before that, one thread was borrowed for \(formatMilliseconds(Double(outcome.borrowedThreadNanoseconds) / 1e6)) to load the library and map the trampoline's page (the others ran on)")
             }
             if let record = outcome.record { Output.line("undo with: graft unpatch -p \(process.pid) \(record.id)") }
+        }
+    }
+}
+
+extension PatchCommand {
+    func runGOT(slot: String, to: String) throws {
+        let outcomes = try withTerminationDeferred {
+            try process.cancellableGraft.patchGOT(pid: process.pid, slot: slot, to: to, library: library, dryRun: dryRun)
+        }
+        for outcome in outcomes {
+            if process.json {
+                Output.json(outcome.json)
+                continue
+            }
+            let plan = outcome.plan
+            let what = "\(plan.module)'s calls to \(plan.symbol) go to \(plan.target) (GOT slot \(hex(plan.slot)), \(plan.relocation))"
+            if outcome.dryRun {
+                Output.line("dry run: would redirect \(what); nothing written")
+                Output.line("checks passed:")
+                for check in plan.checks { Output.line("  ok  \(check)") }
+            } else {
+                Output.line("patch \(outcome.record?.id ?? 0): \(what)")
+            }
+            Output.line("slot: \(hex(plan.currentValue)) (\(plan.bound ? plan.original.description : "not bound yet: \(plan.module)'s PLT")) -> \(hex(plan.target.address))")
+            if let symbol = plan.originalPointerSymbol { Output.line("\(symbol) = \(hex(plan.original.address)) (\(plan.original))") }
+            if !outcome.dryRun, let record = outcome.record {
+                Output.line("process stopped for \(formatMilliseconds(Double(outcome.stopWindowNanoseconds) / 1e6)); undo with: graft unpatch -p \(process.pid) \(record.id)")
+            }
         }
     }
 }
