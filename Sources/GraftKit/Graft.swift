@@ -139,9 +139,8 @@ public struct Graft: Sendable {
                 return PatchOutcome(plan: plan, record: nil, dryRun: true, steppedThreads: [], threadCount: 0, stopWindowNanoseconds: 0)
             }
             // A trampoline: its page near the function first (one borrowed thread, the rest run), then
-            // the plan again with the page's address, so that every byte is known before the intent
-            // record and the stop window.
-            var trampolinePage: UInt64?
+            // the jump and the trampoline aimed at the page (`onTrampolinePage`), so that every byte
+            // is known before the intent record and the stop window.
             if let trampoline = plan.trampoline {
                 if let signal = cancellation?() { throw GraftError.interrupted(signal: signal) }
                 let index = try SymbolIndex(pid: pid)
@@ -151,7 +150,6 @@ public struct Graft: Sendable {
                     cleanup?.run(tracee: tracee, thread: thread)
                     return try TrampolineSite.mapPage(near: trampoline.near, function: plan.function, tracee: tracee, thread: thread)
                 }
-                trampolinePage = page
                 borrowed += pageWindow
                 do {
                     plan = try plan.onTrampolinePage(page, disassembler: try Disassembler(.x86_64))
