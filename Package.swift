@@ -17,7 +17,7 @@ let package = Package(
     ],
     targets: [
         // C: only what Swift cannot import (variadic ptrace, wait macros, gettid, process_vm_*).
-        .target(name: "CGraftShim"),
+        .target(name: "CGraftShim", linkerSettings: [.linkedLibrary("stdc++")]),  // __cxa_demangle
         .systemLibrary(name: "CLibunwind", pkgConfig: "libunwind-ptrace",
                        providers: [.apt(["libunwind-dev"])]),
         .systemLibrary(name: "CCapstone", pkgConfig: "capstone",
@@ -27,7 +27,7 @@ let package = Package(
         // Architectures as data + pure encoders/decoders: bytes in, bytes out.
         .target(name: "GraftMachine", dependencies: ["GraftCore", "CCapstone"]),
         // ELF files, /proc/PID/maps, symbol index, the location grammar. Never touches a process.
-        .target(name: "GraftELF", dependencies: ["GraftCore"]),
+        .target(name: "GraftELF", dependencies: ["GraftCore", "CGraftShim"]),
         // Process control. The ONLY module that calls ptrace/waitpid.
         .target(name: "GraftPtrace", dependencies: ["GraftCore", "CGraftShim"]),
         // The engine: patches + journal, hook sessions, the step tracer, the unwinder. It calls

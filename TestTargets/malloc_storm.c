@@ -22,10 +22,10 @@ static void *storm(void *arg) {
 int main(int argc, char **argv) {
     victim_begin((unsigned)victim_arg(argc, argv, 2, VICTIM_DEFAULT_LIFETIME));
     long threads = victim_arg(argc, argv, 1, 8);
+    victim_ready();  /* first: worker 1's `allocs` lines come after it */
     for (long i = 1; i <= threads; i++) {
         pthread_t t;
         pthread_create(&t, NULL, storm, (void *)i);
     }
-    victim_ready();
     storm((void *)0);
 }

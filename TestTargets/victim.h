@@ -3,7 +3,9 @@
  * victim whose test crashed exits by itself (SIGALRM's default action terminates the process). */
 #ifndef GRAFT_VICTIM_H
 #define GRAFT_VICTIM_H
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <sched.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
@@ -420,3 +421,12 @@ int graft_task_count(int task_fd) {
     return (int)(st.st_nlink - 2);
 }
 
+
+extern char *__cxa_demangle(const char *mangled, char *buffer, size_t *length, int *status);
+
+char *graft_demangle(const char *name) {
+    int status = 0;
+    char *out = __cxa_demangle(name, NULL, NULL, &status);
+    if (status != 0) { free(out); return NULL; }
+    return out;
+}

@@ -148,10 +148,15 @@ public final class ELFFile: @unchecked Sendable {
     /// symbols such as `graft_original_<name>` and, when graft maps a library itself, the names its
     /// relocations refer to.
     public func definedSymbols(named name: String) -> [ELFSymbol] {
+        definedSymbols { $0 == name }
+    }
+
+    /// Defined symbols whose name `matches` (any type; `.dynsym` first): `_ZTV…` vtables, say.
+    public func definedSymbols(where matches: (String) -> Bool) -> [ELFSymbol] {
         let reader = Reader(base: base, length: length, path: path)
         var found: [ELFSymbol] = []
         for table in tables.sorted(by: { $0.isDynamic && !$1.isDynamic }) {
-            reader.definedSymbols(named: name, in: table, into: &found)
+            reader.definedSymbols(where: matches, in: table, into: &found)
         }
         return found
     }
@@ -504,16 +509,16 @@ struct Reader {
         return names
     }
 
-    /// Appends the defined symbols of `table` named `name` (any type; SHN_UNDEF skipped).
-    func definedSymbols(named name: String, in table: ELFFile.SymbolTable, into result: inout [ELFSymbol]) {
+    /// Appends the defined symbols of `table` whose name matches (any type; SHN_UNDEF skipped).
+    func definedSymbols(where matches: (String) -> Bool, in table: ELFFile.SymbolTable, into result: inout [ELFSymbol]) {
         for i in 0..<table.count {
             let o = table.offset + i * 24
             guard u16(o + 6) != 0,
                   let symbolName = string(tableOffset: table.stringsOffset, tableSize: table.stringsSize, index: Int(u32(o))),
-                  symbolName == name else { continue }
+                  matches(symbolName) else { continue }
             let info = u8(o + 4)
             let kind = SymbolKind(symbolInfo: info)
-            result.append(ELFSymbol(name: name, value: u64(o + 8), size: u64(o + 16), kind: kind,
+            result.append(ELFSymbol(name: symbolName, value: u64(o + 8), size: u64(o + 16), kind: kind,
                                     isGlobal: info >> 4 != 0, fromDynsym: table.isDynamic))
         }
     }

@@ -204,3 +204,24 @@ extension GOTPatchOutcome {
         return .object(fields)
     }
 }
+
+extension VTablePatchOutcome {
+    /// A `patch` event with `kind` `vtable`.
+    public var json: JSON {
+        var fields: [(String, JSON)] = [("event", "patch"), ("dry_run", .bool(dryRun)), ("pid", .int(Int64(plan.instance.pid)))]
+        if let record { fields.append(("id", .int(Int64(record.id)))) }
+        fields += [
+            ("address", .string(hex(plan.slot))), ("function", .string("\(plan.className)::vtable[\(plan.slotIndex)] (\(plan.method))")),
+            ("module", .string(plan.modulePath)), ("kind", "vtable"), ("class", .string(plan.className)), ("vtable", .string(plan.vtableSymbol)),
+            ("slot", .int(Int64(plan.slotIndex))), ("method", .string(plan.method)), ("original_address", .string(hex(plan.currentValue))),
+            ("target", .string(plan.target.description)), ("target_address", .string(hex(plan.target.address))),
+            ("original_bytes", .string(hexString(plan.originalBytes))), ("new_bytes", .string(hexString(plan.newBytes))),
+            ("not_changed", .array(plan.notChanged.map { .string($0) })), ("checks", .array(plan.checks.map { .string($0) })),
+        ]
+        if let pointer = plan.originalPointer, let symbol = plan.originalPointerSymbol {
+            fields += [("original_pointer", .string(hex(pointer))), ("original_pointer_symbol", .string(symbol))]
+        }
+        if !dryRun { fields.append(("stop_window_ns", .uint(stopWindowNanoseconds))) }
+        return .object(fields)
+    }
+}

@@ -156,10 +156,7 @@ extension Graft {
         return nil
     }
 
-    /// Records the intent, writes (every thread stopped: graft writes with ptrace; the write itself
-    /// is one aligned 8-byte store), records the result.
     private func applyGOT(_ plan: GOTPatchPlan, contents: inout JournalContents) throws -> GOTPatchOutcome {
-        let pid = plan.instance.pid
         var record = PatchRecord(
             id: contents.nextID, address: hex(plan.slot), function: "\(plan.module)!\(plan.symbol)@got", module: plan.modulePath,
             buildID: plan.buildID, kind: "got", target: plan.target.description, targetAddress: hex(plan.target.address), returnValue: nil,
@@ -168,35 +165,52 @@ extension Graft {
         record.originalPointer = plan.originalPointer.map(hex)
         record.originalPointerSymbol = plan.originalPointerSymbol
         record.originalEntry = hex(plan.original.address)
+        let (applied, window) = try applyWordPatch(record, instance: plan.instance, contents: &contents, slot: plan.slot,
+                                                   old: plan.originalBytes, new: plan.newBytes,
+                                                   pointer: plan.originalPointer, pointerValue: plan.original.address) { tracee in
+            guard !plan.bound else { return }
+            // A thread inside the dynamic loader may be binding this very slot: its write would
+            // land after graft's.
+            for tid in tracee.threadIDs {
+                let pc = try tracee.programCounter(of: tid)
+                if plan.loaderCode.contains(where: { $0.contains(pc) }) { throw GraftError.threadInsidePatch(tid: tid, pc: pc) }
+            }
+        }
+        record = applied
+        return GOTPatchOutcome(plan: plan, record: record, dryRun: false, stopWindowNanoseconds: window)
+    }
+}
+
+extension Graft {
+    /// A patch of one aligned word (a GOT or vtable slot): the intent recorded, then with every thread
+    /// stopped (graft writes with ptrace; the write itself is one aligned 8-byte store, which a
+    /// reader sees whole) `check`, the replacement's `graft_original_` pointer set to
+    /// `pointerValue`, the word compared and written; then recorded as applied. Returns the record
+    /// and the stop window.
+    func applyWordPatch(_ intent: PatchRecord, instance: ProcessInstance, contents: inout JournalContents, slot: UInt64,
+                        old: [UInt8], new: [UInt8], pointer: UInt64?, pointerValue: UInt64,
+                        check: (Tracee) throws -> Void = { _ in }) throws -> (PatchRecord, UInt64) {
+        var record = intent
         contents.nextID += 1
         contents.patches.append(record)
-        try journal.save(contents, for: plan.instance)
+        try journal.save(contents, for: instance)
         let window: UInt64
         do {
-            (_, _, window) = try withStoppedProcess(pid) { tracee -> (Int, Int) in
-                if !plan.bound {
-                    // A thread inside the dynamic loader may be binding this very slot: its write
-                    // would land after graft's.
-                    for tid in tracee.threadIDs {
-                        let pc = try tracee.programCounter(of: tid)
-                        if plan.loaderCode.contains(where: { $0.contains(pc) }) { throw GraftError.threadInsidePatch(tid: tid, pc: pc) }
-                    }
-                }
-                if let pointer = plan.originalPointer {
-                    try tracee.writeWord(plan.original.address, at: pointer, via: try tracee.anyThread())
-                }
-                try StoppedCode.replace(at: plan.slot, old: plan.originalBytes, new: plan.newBytes, tracee: tracee)
+            (_, _, window) = try withStoppedProcess(instance.pid) { tracee -> (Int, Int) in
+                try check(tracee)
+                if let pointer { try tracee.writeWord(pointerValue, at: pointer, via: try tracee.anyThread()) }
+                try StoppedCode.replace(at: slot, old: old, new: new, tracee: tracee)
                 return (0, 0)
             }
         } catch {
             contents.patches.removeLast()
             contents.nextID -= 1
-            try? journal.save(contents, for: plan.instance)
+            try? journal.save(contents, for: instance)
             throw error
         }
         record.state = .applied
         contents.patches[contents.patches.count - 1] = record
-        try journal.save(contents, for: plan.instance)
-        return GOTPatchOutcome(plan: plan, record: record, dryRun: false, stopWindowNanoseconds: window)
+        try journal.save(contents, for: instance)
+        return (record, window)
     }
 }

@@ -37,6 +37,7 @@ struct ListCommand: ParsableCommand {
             switch record.kind {
             case "jump": what = "jump to \(record.target ?? "?")"
             case "got": what = "GOT slot to \(record.target ?? "?")"
+            case "vtable": what = "vtable slot to \(record.target ?? "?")"
             default: what = "return \(record.returnValue ?? 0)"
             }
             if let trampoline = record.trampoline {

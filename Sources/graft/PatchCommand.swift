@@ -28,6 +28,15 @@ struct PatchCommand: ParsableCommand {
     @Argument(help: "The function to patch (LOCATION); not with --got.")
     var location: String?
 
+    @Option(name: .customLong("vtable"), help: ArgumentHelp("Redirect a virtual method of this C++ class (its vtable slot): with --method or --slot.", valueName: "CLASS"))
+    var vtable: String?
+
+    @Option(name: .customLong("method"), help: ArgumentHelp("With --vtable: the method, as in the source (area, 'area() const').", valueName: "SIGNATURE"))
+    var method: String?
+
+    @Option(name: .customLong("slot"), help: ArgumentHelp("With --vtable: the slot's index among the class's virtual functions.", valueName: "N"))
+    var slot: Int?
+
     @Option(name: .customLong("got"), help: ArgumentHelp("Redirect only this module's calls to SYMBOL: its GOT slot gets the --to address.", valueName: "MODULE:SYMBOL"))
     var got: String?
 
@@ -56,8 +65,15 @@ struct PatchCommand: ParsableCommand {
         if (target == nil) == (returnValue == nil) {
             throw ValidationError("give exactly one of --to LOCATION or --return INT")
         }
-        if (location == nil) == (got == nil) {
-            throw ValidationError(got == nil ? "give the LOCATION to patch, or --got MODULE:SYMBOL" : "--got replaces the LOCATION: give one of them")
+        let forms = [location != nil, got != nil, vtable != nil].filter { $0 }.count
+        if forms != 1 {
+            throw ValidationError(forms == 0 ? "give the LOCATION to patch, --got MODULE:SYMBOL or --vtable CLASS" : "give one of a LOCATION, --got and --vtable")
+        }
+        if vtable != nil && (method == nil) == (slot == nil) {
+            throw ValidationError("--vtable needs one of --method SIGNATURE or --slot N")
+        }
+        if vtable != nil && target == nil {
+            throw ValidationError("--vtable needs --to LOCATION: the new function")
         }
         if got != nil && target == nil {
             throw ValidationError("--got needs --to LOCATION: where the module's calls should go")
@@ -67,6 +83,10 @@ struct PatchCommand: ParsableCommand {
     func run() throws {
         if let got, let target {
             try runGOT(slot: got, to: target)
+            return
+        }
+        if let vtable, let target {
+            try runVTable(className: vtable, to: target)
             return
         }
         let action: PatchAction = target.map { .jump(to: $0) } ?? .returnValue(returnValue!)
@@ -124,6 +144,32 @@ struct PatchCommand: ParsableCommand {
 }
 
 extension PatchCommand {
+    func runVTable(className: String, to: String) throws {
+        let outcome = try withTerminationDeferred {
+            try process.cancellableGraft.patchVTable(pid: process.pid, className: className, method: method, index: slot, to: to,
+                                                     library: library, dryRun: dryRun)
+        }
+        if process.json {
+            Output.json(outcome.json)
+            return
+        }
+        let plan = outcome.plan
+        let what = "\(className)'s virtual \(plan.method) (vtable slot \(plan.slotIndex) at \(hex(plan.slot))) now calls \(plan.target)"
+        if outcome.dryRun {
+            Output.line("dry run: \(what); nothing written")
+            Output.line("checks passed:")
+            for check in plan.checks { Output.line("  ok  \(check)") }
+        } else {
+            Output.line("patch \(outcome.record?.id ?? 0): \(what)")
+        }
+        Output.line("slot: \(hex(plan.currentValue)) -> \(hex(plan.target.address))")
+        if let symbol = plan.originalPointerSymbol { Output.line("\(symbol) = \(hex(plan.currentValue)) (\(plan.method))") }
+        if !plan.notChanged.isEmpty { Output.line("not changed (their own vtables): \(plan.notChanged.joined(separator: "; "))") }
+        if !outcome.dryRun, let record = outcome.record {
+            Output.line("process stopped for \(formatMilliseconds(Double(outcome.stopWindowNanoseconds) / 1e6)); undo with: graft unpatch -p \(process.pid) \(record.id)")
+        }
+    }
+
     func runGOT(slot: String, to: String) throws {
         let outcomes = try withTerminationDeferred {
             try process.cancellableGraft.patchGOT(pid: process.pid, slot: slot, to: to, library: library, dryRun: dryRun)

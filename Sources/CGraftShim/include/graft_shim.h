@@ -182,3 +182,8 @@ static inline int graft_wevent(int status) { return (status >> 16) & 0xff; }
 int graft_task_count(int task_fd);
 
 #endif
+
+/* The C++ toolchain's demangler (libstdc++'s __cxa_demangle, which the Swift runtime links): the
+ * demangled form of an Itanium name (C++, and Rust's legacy mangling), malloc'd, or NULL when
+ * `name` is not one. The caller frees it. */
+char *graft_demangle(const char *name);

@@ -1,0 +1,224 @@
+import GraftCore
+import GraftELF
+import GraftPtrace
+
+/// A C++ virtual method redirected through its class's vtable (Itanium ABI): one pointer of
+/// `_ZTV<class>` rewritten, so every object of that class — and only of that class: a subclass has
+/// its own vtable — calls the new function through a virtual call. One aligned word.
+public struct VTablePatchPlan: Sendable {
+    public let instance: ProcessInstance
+    /// `shapes::Circle`, its vtable symbol and module.
+    public let className: String
+    public let vtableSymbol: String
+    public let module: String
+    public let modulePath: String
+    public let buildID: String?
+    /// The slot: its index among the primary vtable's virtual functions, and its address.
+    public let slotIndex: Int
+    public let slot: UInt64
+    /// What the slot holds now (the method), as a name (demangled) and an address.
+    public let method: String
+    public let currentValue: UInt64
+    public let target: ResolvedLocation
+    public let originalPointer: UInt64?
+    public let originalPointerSymbol: String?
+    public let library: LibraryRecord?
+    /// Other vtables holding the same function (subclasses that inherit it, secondary vtables'
+    /// thunks): left unchanged, named for the user.
+    public let notChanged: [String]
+    public let checks: [String]
+
+    public var originalBytes: [UInt8] { littleEndianBytes(currentValue) }
+    public var newBytes: [UInt8] { littleEndianBytes(target.address) }
+}
+
+public struct VTablePatchOutcome: Sendable {
+    public let plan: VTablePatchPlan
+    public let record: PatchRecord?
+    public let dryRun: Bool
+    public var stopWindowNanoseconds: UInt64 = 0
+}
+
+/// One vtable group of a `_ZTV` object: offset-to-top, the typeinfo pointer, then the virtual
+/// functions. A class with several bases has a primary group and secondary ones.
+struct VTableGroup {
+    let offsetToTop: Int64
+    /// Address of the first virtual-function slot, and the slots' values.
+    let firstSlot: UInt64
+    let slots: [UInt64]
+}
+
+extension Graft {
+    // MARK: - vtable
+
+    /// Redirects slot `method` (a demangled name: `area() const`, `shapes::Circle::area() const`,
+    /// or just `area`) or `index` of `className`'s primary vtable to `to`.
+    public func patchVTable(pid: Int32, className: String, method: String?, index slotIndex: Int?, to: String,
+                            library: String? = nil, dryRun: Bool = false) throws -> VTablePatchOutcome {
+        guard (method == nil) != (slotIndex == nil) else { throw GraftError.usage("give one of --method SIGNATURE or --slot N with --vtable") }
+        guard let mangled = Demangler.mangleClassName(className) else {
+            throw GraftError.usage("'\(className)' is not a class name graft can look up (identifiers separated by ::, no template arguments)")
+        }
+        try ProcFS.preflightTarget(pid)
+        let instance = try ProcessInstance.current(pid)
+        return try journal.withLock(instance, cancel: cancellation) {
+            var contents = try journal.load(instance)
+            var target = to
+            var libraryRecord: LibraryRecord?
+            var cleanup: LoaderCleanup?
+            defer { runCleanup(cleanup, pid: pid) }
+            if let library {
+                let loaded = try libraryForPatch(library, instance: instance, contents: &contents, dryRun: dryRun)
+                cleanup = loaded.cleanup
+                libraryRecord = loaded.record
+                target = Graft.name(to, in: loaded.record)
+            }
+            let plan = try planVTable(instance: instance, contents: contents, className: className, vtableSymbol: "_ZTV" + mangled,
+                                      method: method, slotIndex: slotIndex, to: target, library: libraryRecord)
+            if dryRun { return VTablePatchOutcome(plan: plan, record: nil, dryRun: true) }
+            if let signal = cancellation?() { throw GraftError.interrupted(signal: signal) }
+            return try applyVTable(plan, contents: &contents)
+        }
+    }
+
+    func planVTable(instance: ProcessInstance, contents: JournalContents, className: String, vtableSymbol: String,
+                    method: String?, slotIndex: Int?, to: String, library: LibraryRecord?) throws -> VTablePatchPlan {
+        let pid = instance.pid
+        let index = try symbolIndex(pid: pid, contents: contents)
+        // The vtable: the first module defining it (the executable first), as the loader binds it.
+        var found: (LoadedModule, ELFSymbol)?
+        for module in index.modules where module.hasExecutableMapping {
+            if let symbol = (try? module.elf())?.definedSymbols(named: vtableSymbol).first(where: { $0.kind == .object && $0.size >= 24 }) {
+                found = (module, symbol)
+                break
+            }
+        }
+        guard let (module, symbol) = found else {
+            throw GraftError.usage("no vtable for \(className) (\(vtableSymbol)) in process \(pid): a class with no virtual method, a name that differs (namespaces: shapes::Circle), or a stripped module")
+        }
+        let address = module.runtimeAddress(symbol)
+        let words = try readWords(pid: pid, at: address, count: Int(symbol.size / 8))
+        let groups = Graft.vtableGroups(words, at: address)
+        guard let primary = groups.first, !primary.slots.isEmpty else {
+            throw GraftError.usage("\(className)'s vtable (\(vtableSymbol)) has no virtual function slots")
+        }
+        let names = primary.slots.map { value in Graft.methodName(at: value, in: index) }
+        let chosen: Int
+        if let slotIndex {
+            guard primary.slots.indices.contains(slotIndex) else {
+                throw GraftError.usage("\(className)'s vtable has \(primary.slots.count) slots (0…\(primary.slots.count - 1)); no slot \(slotIndex)")
+            }
+            chosen = slotIndex
+        } else {
+            let wanted = method!
+            let matches = names.indices.filter { Graft.method(names[$0], matches: wanted, className: className) }
+            if matches.isEmpty {
+                let list = names.enumerated().map { "\($0.offset): \($0.element)" }.joined(separator: ", ")
+                throw GraftError.usage("\(className) has no virtual method '\(wanted)'; its slots: \(list)")
+            }
+            if Set(matches.map { primary.slots[$0] }).count > 1 {
+                throw GraftError.usage("'\(wanted)' matches several slots of \(className): \(matches.map { "\($0): \(names[$0])" }.joined(separator: ", ")); give the whole signature or --slot N")
+            }
+            chosen = matches[0]  // a destructor's two slots (complete, deleting) differ in value
+        }
+        let value = primary.slots[chosen]
+        let slot = primary.firstSlot + UInt64(chosen) * 8
+        let target = try index.resolve(try Location.parse(to))
+        let resolver = CodeSiteResolver(index: index, disassembler: try Disassembler(.x86_64),
+                                        readMemory: { try ProcessMemory.read(pid: pid, at: $0, count: $1) })
+        try resolver.requireExecutable(target.address, asTarget: true)
+        if let record = CodeSite.appliedPatch(in: contents, overlapping: slot..<(slot + 8)) {
+            throw GraftError.alreadyPatched(address: slot, id: record.id, function: record.function, pid: pid)
+        }
+        if value == target.address { throw GraftError.usage("\(className)'s slot \(chosen) already holds \(target)") }
+        let planner = PatchPlanner(instance: instance, index: index, journal: contents, disassembler: try Disassembler(.x86_64),
+                                   readMemory: { try ProcessMemory.read(pid: pid, at: $0, count: $1) })
+        let label = "\(className)::vtable[\(chosen)]"
+        let pointer = try planner.checkedOriginalPointer(of: target, function: label)
+        var checks = ["\(vtableSymbol) (vtable for \(className)) is in \(module.name) at \(hex(address)), \(groups.count) group\(groups.count == 1 ? "" : "s") (\(groups.count > 1 ? "primary and secondary: multiple inheritance" : "single inheritance"))",
+                      "slot \(chosen) at \(hex(slot)) holds \(names[chosen]) (\(hex(value)))"]
+        if let pointer { checks.append("\(pointer.1) is a writable pointer: it gets \(hex(value)), the method") }
+        // Who else calls that function through a vtable: not changed by this patch.
+        var notChanged: [String] = []
+        for (groupIndex, group) in groups.enumerated().dropFirst() where group.slots.contains(where: { Graft.methodName(at: $0, in: index).hasSuffix("thunk to \(names[chosen])") }) {
+            notChanged.append("\(className)'s secondary vtable \(groupIndex) (offset \(group.offsetToTop)), through a thunk")
+        }
+        for other in index.modules where other.hasExecutableMapping {
+            guard let elf = try? other.elf() else { continue }
+            for vtable in elf.definedSymbols(where: { $0.hasPrefix("_ZTV") && $0 != vtableSymbol }) where vtable.kind == .object && vtable.size >= 24 {
+                guard let slots = try? readWords(pid: pid, at: other.runtimeAddress(vtable), count: Int(vtable.size / 8)),
+                      slots.dropFirst(2).contains(value) else { continue }
+                let name = Demangler.demangle(vtable.name) ?? vtable.name
+                notChanged.append(name.hasPrefix("vtable for ") ? String(name.dropFirst("vtable for ".count)) : name)
+            }
+        }
+        if !notChanged.isEmpty { checks.append("not changed (their own vtables hold the same method): \(notChanged.joined(separator: "; "))") }
+        return VTablePatchPlan(instance: instance, className: className, vtableSymbol: vtableSymbol, module: module.name, modulePath: module.path,
+                               buildID: try? module.elf().buildID, slotIndex: chosen, slot: slot, method: names[chosen], currentValue: value,
+                               target: target, originalPointer: pointer?.0, originalPointerSymbol: pointer?.1, library: library,
+                               notChanged: notChanged, checks: checks)
+    }
+
+    /// The groups of a `_ZTV` object's words: each starts with offset-to-top and the typeinfo
+    /// pointer (the same typeinfo in every group of one class); the slots run to the next group.
+    static func vtableGroups(_ words: [UInt64], at address: UInt64) -> [VTableGroup] {
+        guard words.count >= 3 else { return [] }
+        let typeinfo = words[1]
+        var starts = [0]
+        var i = 3
+        while i < words.count {
+            // A later group: a (small negative) offset-to-top followed by the same typeinfo.
+            if words[i] == typeinfo, Int64(bitPattern: words[i - 1]) < 0, Int64(bitPattern: words[i - 1]) > -(1 << 20) {
+                starts.append(i - 1)
+                i += 2
+                continue
+            }
+            i += 1
+        }
+        return starts.enumerated().map { n, start in
+            let end = n + 1 < starts.count ? starts[n + 1] : words.count
+            return VTableGroup(offsetToTop: Int64(bitPattern: words[start]), firstSlot: address + UInt64(start + 2) * 8,
+                               slots: Array(words[(start + 2)..<max(start + 2, end)]))
+        }
+    }
+
+    /// A slot's function, demangled (`shapes::Circle::area() const`), or its address.
+    static func methodName(at value: UInt64, in index: SymbolIndex) -> String {
+        guard value != 0, let resolved = index.symbolize(value), let symbol = resolved.symbol else { return value == 0 ? "(null)" : hex(value) }
+        let name = Demangler.demangle(symbol.name) ?? symbol.name
+        return resolved.offset == 0 ? name : "\(name)+\(hex(resolved.offset))"
+    }
+
+    /// `area`, `area() const`, `Circle::area() const` or the whole `shapes::Circle::area() const`.
+    static func method(_ name: String, matches wanted: String, className: String) -> Bool {
+        if name == wanted { return true }
+        if name.hasSuffix("::" + wanted) { return true }
+        if !wanted.contains("(") {
+            guard let open = name.firstIndex(of: "(") else { return false }
+            let bare = name[..<open]
+            return bare == wanted || bare.hasSuffix("::" + wanted)
+        }
+        return false
+    }
+
+    func readWords(pid: Int32, at address: UInt64, count: Int) throws -> [UInt64] {
+        let bytes = try ProcessMemory.read(pid: pid, at: address, count: count * 8)
+        return (0..<count).map { w in (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[w * 8 + $1]) << (8 * UInt64($1)) } }
+    }
+
+    private func applyVTable(_ plan: VTablePatchPlan, contents: inout JournalContents) throws -> VTablePatchOutcome {
+        var record = PatchRecord(
+            id: contents.nextID, address: hex(plan.slot), function: "\(plan.className)::vtable[\(plan.slotIndex)] (\(plan.method))",
+            module: plan.modulePath, buildID: plan.buildID, kind: "vtable", target: plan.target.description, targetAddress: hex(plan.target.address),
+            returnValue: nil, originalBytes: hexString(plan.originalBytes), newBytes: hexString(plan.newBytes), state: .applying,
+            appliedAt: isoTimestamp(), revertedAt: nil, library: plan.library?.path, libraryBuildID: plan.library?.buildID, libraryBase: plan.library?.base)
+        record.originalPointer = plan.originalPointer.map(hex)
+        record.originalPointerSymbol = plan.originalPointerSymbol
+        record.originalEntry = hex(plan.currentValue)
+        let (applied, window) = try applyWordPatch(record, instance: plan.instance, contents: &contents, slot: plan.slot,
+                                                   old: plan.originalBytes, new: plan.newBytes,
+                                                   pointer: plan.originalPointer, pointerValue: plan.currentValue)
+        record = applied
+        return VTablePatchOutcome(plan: plan, record: record, dryRun: false, stopWindowNanoseconds: window)
+    }
+}

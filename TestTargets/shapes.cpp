@@ -1,0 +1,52 @@
+// shapes: a C++ program with classes, for graft's vtable patches (--vtable). Every 10 ms it prints
+// `shapes A B C D` — the areas (as integers) of a shapes::Circle (radius 2: 12), a shapes::Square
+// (side 3: 9), a shapes::Ring (a Circle subclass that does not override area(): 12) and a
+// shapes::LabeledCircle (Circle and Labeled: multiple inheritance, two vtables; 12), each called
+// through a `Shape *`, then the label of the LabeledCircle through a `Labeled *`.
+// argv: [1] lifetime s (120).
+#include "victim.h"
+
+namespace shapes {
+struct Shape {
+    virtual ~Shape() {}
+    virtual double area() const = 0;
+    virtual const char *name() const { return "shape"; }
+};
+struct Circle : Shape {
+    double radius;
+    explicit Circle(double r) : radius(r) {}
+    double area() const override { return 3.0 * radius * radius; }
+    const char *name() const override { return "circle"; }
+};
+struct Square : Shape {
+    double side;
+    explicit Square(double s) : side(s) {}
+    double area() const override { return side * side; }
+};
+struct Ring : Circle {
+    explicit Ring(double r) : Circle(r) {}
+    const char *name() const override { return "ring"; }
+};
+struct Labeled {
+    virtual ~Labeled() {}
+    virtual const char *label() const { return "plain"; }
+};
+struct LabeledCircle : Circle, Labeled {
+    explicit LabeledCircle(double r) : Circle(r) {}
+    const char *label() const override { return "labeled"; }
+};
+}  // namespace shapes
+
+__attribute__((noinline)) static long areaOf(const shapes::Shape *shape) { return (long)shape->area(); }
+__attribute__((noinline)) static const char *labelOf(const shapes::Labeled *labeled) { return labeled->label(); }
+
+int main(int argc, char **argv) {
+    victim_begin((unsigned)victim_arg(argc, argv, 1, VICTIM_DEFAULT_LIFETIME));
+    shapes::Shape *all[4] = {new shapes::Circle(2), new shapes::Square(3), new shapes::Ring(2), new shapes::LabeledCircle(2)};
+    shapes::Labeled *labeled = static_cast<shapes::LabeledCircle *>(all[3]);
+    victim_ready();
+    for (;;) {
+        printf("shapes %ld %ld %ld %ld %s\n", areaOf(all[0]), areaOf(all[1]), areaOf(all[2]), areaOf(all[3]), labelOf(labeled));
+        victim_sleep_ms(10);
+    }
+}
