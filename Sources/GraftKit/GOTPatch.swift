@@ -57,20 +57,7 @@ extension Graft {
             throw GraftError.usage("--got takes MODULE:SYMBOL, the module whose calls to SYMBOL are redirected (e.g. nginx:write), not '\(text)'")
         }
         let moduleName = String(text[..<colon]), symbol = String(text[text.index(after: colon)...])
-        try ProcFS.preflightTarget(pid)
-        let instance = try ProcessInstance.current(pid)
-        return try journal.withLock(instance, cancel: cancellation) {
-            var contents = try journal.load(instance)
-            var target = to
-            var libraryRecord: LibraryRecord?
-            var cleanup: LoaderCleanup?
-            defer { runCleanup(cleanup, pid: pid) }
-            if let library {
-                let loaded = try libraryForPatch(library, instance: instance, contents: &contents, dryRun: dryRun)
-                cleanup = loaded.cleanup
-                libraryRecord = loaded.record
-                target = Graft.name(to, in: loaded.record)
-            }
+        return try withLibraryTarget(pid: pid, to: to, library: library, dryRun: dryRun) { instance, contents, target, libraryRecord in
             let plans = try planGOT(instance: instance, contents: contents, moduleName: moduleName, symbol: symbol, to: target, library: libraryRecord)
             if dryRun { return plans.map { GOTPatchOutcome(plan: $0, record: nil, dryRun: true) } }
             var outcomes: [GOTPatchOutcome] = []
@@ -203,14 +190,43 @@ extension Graft {
                 return (0, 0)
             }
         } catch {
-            contents.patches.removeLast()
-            contents.nextID -= 1
-            try? journal.save(contents, for: instance)
+            dropIntent(&contents, instance: instance)
             throw error
         }
         record.state = .applied
         contents.patches[contents.patches.count - 1] = record
         try journal.save(contents, for: instance)
         return (record, window)
+    }
+
+    /// Takes back the intent record of a patch that was not applied (the journal saved; a failure
+    /// to save leaves the record `applying`, which `list` and `unpatch` judge by memory).
+    func dropIntent(_ contents: inout JournalContents, instance: ProcessInstance) {
+        contents.patches.removeLast()
+        contents.nextID -= 1
+        try? journal.save(contents, for: instance)
+    }
+
+    /// Under the journal lock: `--library` loaded first (unless graft did already; a dry run loads
+    /// nothing) and `to` read as its function, then `body` with the target text and the library's
+    /// record; the loader's leftover pages freed afterwards.
+    func withLibraryTarget<T>(pid: Int32, to: String, library: String?, dryRun: Bool,
+                              _ body: (ProcessInstance, inout JournalContents, String, LibraryRecord?) throws -> T) throws -> T {
+        try ProcFS.preflightTarget(pid)
+        let instance = try ProcessInstance.current(pid)
+        return try journal.withLock(instance, cancel: cancellation) {
+            var contents = try journal.load(instance)
+            var target = to
+            var libraryRecord: LibraryRecord?
+            var cleanup: LoaderCleanup?
+            defer { runCleanup(cleanup, pid: pid) }
+            if let library {
+                let loaded = try libraryForPatch(library, instance: instance, contents: &contents, dryRun: dryRun)
+                cleanup = loaded.cleanup
+                libraryRecord = loaded.record
+                target = Graft.name(to, in: loaded.record)
+            }
+            return try body(instance, &contents, target, libraryRecord)
+        }
     }
 }

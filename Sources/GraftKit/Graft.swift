@@ -204,9 +204,7 @@ public struct Graft: Sendable {
                     return ((moved.map(\.tid), placed), tracee.threadIDs.count)
                 }
             } catch {
-                contents.patches.removeLast()
-                contents.nextID -= 1
-                try? journal.save(contents, for: instance)
+                dropIntent(&contents, instance: instance)
                 throw error
             }
             record.state = .applied

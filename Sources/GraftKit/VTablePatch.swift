@@ -59,20 +59,7 @@ extension Graft {
         guard let mangled = Demangler.mangleClassName(className) else {
             throw GraftError.usage("'\(className)' is not a class name graft can look up (identifiers separated by ::, no template arguments)")
         }
-        try ProcFS.preflightTarget(pid)
-        let instance = try ProcessInstance.current(pid)
-        return try journal.withLock(instance, cancel: cancellation) {
-            var contents = try journal.load(instance)
-            var target = to
-            var libraryRecord: LibraryRecord?
-            var cleanup: LoaderCleanup?
-            defer { runCleanup(cleanup, pid: pid) }
-            if let library {
-                let loaded = try libraryForPatch(library, instance: instance, contents: &contents, dryRun: dryRun)
-                cleanup = loaded.cleanup
-                libraryRecord = loaded.record
-                target = Graft.name(to, in: loaded.record)
-            }
+        return try withLibraryTarget(pid: pid, to: to, library: library, dryRun: dryRun) { instance, contents, target, libraryRecord in
             let plan = try planVTable(instance: instance, contents: contents, className: className, vtableSymbol: "_ZTV" + mangled,
                                       method: method, slotIndex: slotIndex, to: target, library: libraryRecord)
             if dryRun { return VTablePatchOutcome(plan: plan, record: nil, dryRun: true) }

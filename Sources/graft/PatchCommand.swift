@@ -154,19 +154,26 @@ extension PatchCommand {
             return
         }
         let plan = outcome.plan
-        let what = "\(className)'s virtual \(plan.method) (vtable slot \(plan.slotIndex) at \(hex(plan.slot))) now calls \(plan.target)"
-        if outcome.dryRun {
-            Output.line("dry run: \(what); nothing written")
+        printWordPatch(what: "\(className)'s virtual \(plan.method) (vtable slot \(plan.slotIndex) at \(hex(plan.slot))) now calls \(plan.target)",
+                       dryRun: outcome.dryRun, checks: plan.checks, record: outcome.record, window: outcome.stopWindowNanoseconds,
+                       lines: ["slot: \(hex(plan.currentValue)) -> \(hex(plan.target.address))"]
+                           + (plan.originalPointerSymbol.map { ["\($0) = \(hex(plan.currentValue)) (\(plan.method))"] } ?? [])
+                           + (plan.notChanged.isEmpty ? [] : ["not changed (their own vtables): \(plan.notChanged.joined(separator: "; "))"]))
+    }
+
+    /// The text of a one-word patch (--vtable, --got): what, the checks on a dry run, the detail
+    /// lines, the stop and how to undo it.
+    func printWordPatch(what: String, dryRun: Bool, checks: [String], record: PatchRecord?, window: UInt64, lines: [String]) {
+        if dryRun {
+            Output.line("dry run, nothing written; the patch would be: \(what)")
             Output.line("checks passed:")
-            for check in plan.checks { Output.line("  ok  \(check)") }
+            for check in checks { Output.line("  ok  \(check)") }
         } else {
-            Output.line("patch \(outcome.record?.id ?? 0): \(what)")
+            Output.line("patch \(record?.id ?? 0): \(what)")
         }
-        Output.line("slot: \(hex(plan.currentValue)) -> \(hex(plan.target.address))")
-        if let symbol = plan.originalPointerSymbol { Output.line("\(symbol) = \(hex(plan.currentValue)) (\(plan.method))") }
-        if !plan.notChanged.isEmpty { Output.line("not changed (their own vtables): \(plan.notChanged.joined(separator: "; "))") }
-        if !outcome.dryRun, let record = outcome.record {
-            Output.line("process stopped for \(formatMilliseconds(Double(outcome.stopWindowNanoseconds) / 1e6)); undo with: graft unpatch -p \(process.pid) \(record.id)")
+        for line in lines { Output.line(line) }
+        if !dryRun, let record {
+            Output.line("process stopped for \(formatMilliseconds(Double(window) / 1e6)); undo with: graft unpatch -p \(process.pid) \(record.id)")
         }
     }
 
@@ -180,19 +187,10 @@ extension PatchCommand {
                 continue
             }
             let plan = outcome.plan
-            let what = "\(plan.module)'s calls to \(plan.symbol) go to \(plan.target) (GOT slot \(hex(plan.slot)), \(plan.relocation))"
-            if outcome.dryRun {
-                Output.line("dry run: would redirect \(what); nothing written")
-                Output.line("checks passed:")
-                for check in plan.checks { Output.line("  ok  \(check)") }
-            } else {
-                Output.line("patch \(outcome.record?.id ?? 0): \(what)")
-            }
-            Output.line("slot: \(hex(plan.currentValue)) (\(plan.bound ? plan.original.description : "not bound yet: \(plan.module)'s PLT")) -> \(hex(plan.target.address))")
-            if let symbol = plan.originalPointerSymbol { Output.line("\(symbol) = \(hex(plan.original.address)) (\(plan.original))") }
-            if !outcome.dryRun, let record = outcome.record {
-                Output.line("process stopped for \(formatMilliseconds(Double(outcome.stopWindowNanoseconds) / 1e6)); undo with: graft unpatch -p \(process.pid) \(record.id)")
-            }
+            printWordPatch(what: "\(plan.module)'s calls to \(plan.symbol) go to \(plan.target) (GOT slot \(hex(plan.slot)), \(plan.relocation))",
+                           dryRun: outcome.dryRun, checks: plan.checks, record: outcome.record, window: outcome.stopWindowNanoseconds,
+                           lines: ["slot: \(hex(plan.currentValue)) (\(plan.bound ? plan.original.description : "not bound yet: \(plan.module)'s PLT")) -> \(hex(plan.target.address))"]
+                               + (plan.originalPointerSymbol.map { ["\($0) = \(hex(plan.original.address)) (\(plan.original))"] } ?? []))
         }
     }
 }
