@@ -35,6 +35,9 @@ struct LabeledCircle : Circle, Labeled {
     explicit LabeledCircle(double r) : Circle(r) {}
     const char *label() const override { return "labeled"; }
 };
+// Overloads: a LOCATION `shapes::twice` is ambiguous, `shapes::twice(long)` is not.
+__attribute__((noinline, used)) long twice(long x) { return 2 * x; }
+__attribute__((noinline, used)) double twice(double x) { return 2 * x; }
 }  // namespace shapes
 
 __attribute__((noinline)) static long areaOf(const shapes::Shape *shape) { return (long)shape->area(); }
@@ -47,6 +50,8 @@ int main(int argc, char **argv) {
     victim_ready();
     for (;;) {
         printf("shapes %ld %ld %ld %ld %s\n", areaOf(all[0]), areaOf(all[1]), areaOf(all[2]), areaOf(all[3]), labelOf(labeled));
+        volatile long sink = shapes::twice(3L) + (long)shapes::twice(1.5);
+        (void)sink;
         victim_sleep_ms(10);
     }
 }

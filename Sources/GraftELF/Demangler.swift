@@ -29,3 +29,37 @@ public enum Demangler {
         return parts.count == 1 ? encoded : "N\(encoded)E"
     }
 }
+
+/// How graft prints a function's name: demangled (C++, Rust legacy) unless `--mangled` asked for the
+/// linkage names. Demangled names are cached: backtraces and traces print the same ones again.
+public enum SymbolNames {
+    private static let state = Locked((mangled: false, cache: [String: String]()))
+
+    /// `--mangled`: print linkage names.
+    public static var mangled: Bool {
+        get { state.withLock { $0.mangled } }
+        set { state.withLock { $0.mangled = newValue } }
+    }
+
+    /// `name` as graft prints it.
+    public static func display(_ name: String) -> String {
+        mangled ? name : demangled(name)
+    }
+
+    /// `name` demangled whatever `--mangled` says (for matching patterns and source names).
+    public static func demangled(_ name: String) -> String {
+        guard name.hasPrefix("_Z") else { return name }
+        if let known = state.withLock({ $0.cache[name] }) { return known }
+        let demangled = Demangler.demangle(name) ?? name
+        state.withLock { state in
+            if state.cache.count > 100_000 { state.cache.removeAll() }
+            state.cache[name] = demangled
+        }
+        return demangled
+    }
+}
+
+extension ELFSymbol {
+    /// The name as graft prints it: demangled unless `--mangled` (`SymbolNames`).
+    public var displayName: String { SymbolNames.display(name) }
+}

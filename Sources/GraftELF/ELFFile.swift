@@ -65,6 +65,7 @@ public final class ELFFile: @unchecked Sendable {
         var functions: [ELFSymbol]?
         var maxEnd: [UInt64] = []   // running max of `end` over functions[0...i], for containment search
         var byName: [String: [ELFSymbol]]?
+        var demangled: [String: [ELFSymbol]]?
     }
 
     public init(path: String) throws {
@@ -141,6 +142,17 @@ public final class ELFFile: @unchecked Sendable {
         let wantsDefault = version.hasPrefix("@")
         if wantsDefault { version = version.dropFirst() }
         return (index[bare] ?? []).filter { $0.version.map { $0[...] } == version && (!wantsDefault || $0.isDefaultVersion) }
+    }
+
+    /// The mangled (`_Z`) function symbols by their demangled names (built on first use).
+    public var demangledFunctions: [String: [ELFSymbol]] {
+        if let known = cache.withLock({ $0.demangled }) { return known }
+        var table: [String: [ELFSymbol]] = [:]
+        for symbol in functionSymbols where symbol.name.hasPrefix("_Z") {
+            if let full = Demangler.demangle(symbol.name) { table[full, default: []].append(symbol) }
+        }
+        cache.withLock { $0.demangled = table }
+        return table
     }
 
     /// Defined symbols named `name` of any type (data objects, functions, untyped), from `.dynsym`

@@ -143,7 +143,8 @@ public struct Location: Sendable, Equatable, CustomStringConvertible {
     }
 
     private static func checkName(_ name: Substring, _ invalid: (String) -> GraftError) throws(GraftError) {
-        if name.contains(where: { $0 == " " || $0 == "\t" }) {
+        // A C++ signature has spaces (`area() const`, `f(int, char)`); nothing else may.
+        if name.contains(where: { $0 == " " || $0 == "\t" }), !name.contains("(") {
             throw invalid("function names cannot contain spaces")
         }
         if name.hasPrefix("0x") || name.hasPrefix("0X"), name.dropFirst(2).allSatisfy(\.isASCIIHexDigit) {

@@ -25,7 +25,7 @@ public struct ResolvedLocation: Sendable, CustomStringConvertible {
     public var description: String {
         guard let module else { return hex(address) }
         guard let symbol else { return "\(hex(address)) (\(module.name))" }
-        return "\(module.name)!\(symbol.name)" + (offset == 0 ? "" : "+\(hex(offset))")
+        return "\(module.name)!\(symbol.displayName)" + (offset == 0 ? "" : "+\(hex(offset))")
     }
 }
 
@@ -181,6 +181,9 @@ public final class SymbolIndex: @unchecked Sendable {
             }
             let elf = try module.elf()
             let symbols = elf.symbols(named: name)
+            if symbols.isEmpty, let found = try resolveSourceName(name, in: [module], offset: offset, location: location) {
+                return found
+            }
             guard !symbols.isEmpty else {
                 throw GraftError.symbolNotFound(name: name, module: module.name,
                                                 suggestions: Suggestions.best(for: name, among: elf.functionSymbols.map(\.name)))
@@ -199,6 +202,9 @@ public final class SymbolIndex: @unchecked Sendable {
             let symbols = elf.symbols(named: name)
             if !symbols.isEmpty { hits.append((module, try choose(symbols, in: module, name: name))) }
         }
+        if hits.isEmpty, let found = try resolveSourceName(name, in: modules, offset: offset, location: location) {
+            return found
+        }
         guard let first = hits.first else {
             var names: [String] = []
             for module in modules where module.hasExecutableMapping {
@@ -214,6 +220,28 @@ public final class SymbolIndex: @unchecked Sendable {
             throw GraftError.ambiguousSymbol(name: name, candidates: distinct.map {
                 "\(unique ? $0.module.name : $0.module.path):\(name)"
             })
+        }
+        return try located(first.symbol, in: first.module, offset: offset, location: location)
+    }
+
+    /// A C++/Rust function by its source name (`shapes::Circle::area() const`, or without the
+    /// parameter list when that is unique: `shapes::Circle::area`), among `candidates`' mangled
+    /// (`_Z`) function symbols; nil when the name cannot be one or nothing matches. Overloads are
+    /// `ambiguousSymbol` with each candidate's full name.
+    private func resolveSourceName(_ name: String, in candidates: [LoadedModule], offset: UInt64, location: Location) throws -> ResolvedLocation? {
+        guard name.contains("::") || name.contains("(") else { return nil }
+        var hits: [(module: LoadedModule, symbol: ELFSymbol, full: String)] = []
+        for module in candidates where module.hasExecutableMapping {
+            guard let elf = try? module.elf() else { continue }
+            for (full, symbols) in elf.demangledFunctions where full == name || (!name.contains("(") && full.hasPrefix(name + "(")) {
+                for symbol in symbols { hits.append((module, symbol, full)) }
+            }
+        }
+        var seen: Set<UInt64> = []
+        let distinct = hits.filter { seen.insert($0.module.runtimeAddress($0.symbol)).inserted }
+        guard let first = distinct.first else { return nil }
+        if distinct.count > 1 {
+            throw GraftError.ambiguousSymbol(name: name, candidates: distinct.map { "\($0.module.name):\($0.symbol.name) (\($0.full))" })
         }
         return try located(first.symbol, in: first.module, offset: offset, location: location)
     }
@@ -269,7 +297,7 @@ public final class SymbolIndex: @unchecked Sendable {
         var result: [ResolvedLocation] = []
         for module in modules where module.hasExecutableMapping && (only == nil || module === only) {
             guard let elf = try? module.elf() else { continue }
-            for symbol in elf.functionSymbols where glob.map({ fnmatch($0, symbol.name, 0) == 0 }) ?? true {
+            for symbol in elf.functionSymbols where glob.map({ fnmatch($0, symbol.name, 0) == 0 || (symbol.name.hasPrefix("_Z") && fnmatch($0, SymbolNames.demangled(symbol.name), 0) == 0) }) ?? true {
                 let start = module.runtimeAddress(symbol)
                 result.append(ResolvedLocation(address: start, module: module, symbol: symbol, symbolAddress: start))
             }

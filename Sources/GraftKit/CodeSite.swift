@@ -11,7 +11,7 @@ struct LocatedFunction {
     /// The function's first byte in memory.
     let start: UInt64
     /// `module!function`.
-    var function: String { "\(module.name)!\(symbol.name)" }
+    var function: String { "\(module.name)!\(symbol.displayName)" }
 }
 
 /// A located function with its code decoded from the ELF file, and the instruction graft will change.

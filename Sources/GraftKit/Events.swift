@@ -20,8 +20,8 @@ extension ResolvedLocation {
             ("size", .uint(symbol?.size ?? 0)),
             ("module", .string(module?.name ?? "")),
             ("path", .string(module?.path ?? "")),
-            ("name", .string(symbol?.name ?? "")),
-        ])
+            ("name", .string(symbol?.displayName ?? "")),
+        ] + (symbol.map { $0.displayName != $0.name ? [("mangled", JSON.string($0.name))] : [] } ?? []))
     }
 }
 

@@ -244,7 +244,7 @@ struct PatchPlanner {
     /// Returns the line for the plan's checks.
     private func checkJumpTarget(_ target: ResolvedLocation) throws -> String? {
         guard let module = target.module, let symbol = target.symbol, let start = target.symbolAddress else { return nil }
-        let function = "\(module.name)!\(symbol.name)"
+        let function = "\(module.name)!\(symbol.displayName)"
         if symbol.kind == .ifunc { throw GraftError.ifuncSymbol(function: function, use: "jumping to", pid: index.pid) }
         if symbol.name.contains(".cold") {
             if !allowMidFunction {

@@ -64,7 +64,7 @@ extension Stepper {
         }
         let module = resolved.module?.name
         if let symbol = resolved.symbol, let start = resolved.symbolAddress {
-            let index = profile.intern(TraceFunction(module: module, name: symbol.name, start: start))
+            let index = profile.intern(TraceFunction(module: module, name: symbol.displayName, start: start))
             if symbol.size > 0 { functionIndexCache = (start, start &+ symbol.size, index) }
             return index
         }

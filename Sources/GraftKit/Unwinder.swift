@@ -77,7 +77,7 @@ final class RemoteUnwinder {
         }
         let resolved = index.symbolize(lookupAt)
         let module = resolved?.module?.name
-        let function = resolved?.symbol?.name
+        let function = resolved?.symbol?.displayName
         let start = resolved?.symbolAddress ?? resolved?.module?.mappings.first?.start ?? 0
         names[lookupAt] = (module, function, start)
         let offset = module == nil ? 0 : pc &- start

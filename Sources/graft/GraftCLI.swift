@@ -1,6 +1,7 @@
 import ArgumentParser
 import GraftCore
 import GraftKit
+import GraftELF
 import GraftPtrace
 import Glibc
 
@@ -86,10 +87,14 @@ struct ProcessOptions: ParsableArguments {
     @Option(name: .customLong("state-dir"), help: ArgumentHelp("Journal directory (default: $GRAFT_STATE_DIR, /run/graft for root, else $XDG_RUNTIME_DIR/graft).", visibility: .hidden))
     var stateDirectory: String?
 
+    @Flag(name: .long, help: "Print linkage (mangled) names of C++ and Rust functions instead of demangled ones.")
+    var mangled = false
+
     var graft: Graft { Graft(journal: Journal(directory: stateDirectory)) }
 
     func validate() throws {
         try pidArgument.check()
+        SymbolNames.mangled = mangled
     }
 }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import GraftCore
 import GraftKit
+import GraftELF
 import Glibc
 
 struct HookCommand: ParsableCommand {
@@ -62,7 +63,11 @@ struct HookCommand: ParsableCommand {
     /// After `--` (split off by GraftCLI.run).
     var command: [String] { Passthrough.command }
 
+    @Flag(name: .long, help: "Print linkage (mangled) names of C++ and Rust functions instead of demangled ones.")
+    var mangled = false
+
     func validate() throws {
+        SymbolNames.mangled = mangled
         try pidArgument?.check()
         if locations.isEmpty { throw ValidationError("give at least one LOCATION to hook") }
         if Passthrough.hasTerminator && command.isEmpty { throw ValidationError("give a command to start after `--`") }

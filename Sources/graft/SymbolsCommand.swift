@@ -23,7 +23,7 @@ struct SymbolsCommand: ParsableCommand {
             for location in found { Output.json(location.symbolJSON()) }
             return
         }
-        let rows = found.map { [hex($0.address), String($0.symbol?.size ?? 0), $0.module?.name ?? "?", $0.symbol?.name ?? "?"] }
+        let rows = found.map { [hex($0.address), String($0.symbol?.size ?? 0), $0.module?.name ?? "?", $0.symbol?.displayName ?? "?"] }
         for line in Output.table([["ADDRESS", "SIZE", "MODULE", "NAME"]] + rows) { Output.line(line) }
     }
 }

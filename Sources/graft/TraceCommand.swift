@@ -1,6 +1,7 @@
 import ArgumentParser
 import GraftCore
 import GraftKit
+import GraftELF
 import GraftPtrace
 import Glibc
 
@@ -75,7 +76,11 @@ struct TraceCommand: ParsableCommand {
     /// Per-instruction lines unless the user asked for the summary or a file.
     var perStep: Bool { !summary && folded == nil && svg == nil }
 
+    @Flag(name: .long, help: "Print linkage (mangled) names of C++ and Rust functions instead of demangled ones.")
+    var mangled = false
+
     func validate() throws {
+        SymbolNames.mangled = mangled
         try pidArgument?.check()
         try tidArgument?.check(option: "--tid", what: "a thread id")
         if Passthrough.hasTerminator && command.isEmpty { throw ValidationError("give a command to start after `--`") }

@@ -1,0 +1,57 @@
+import Glibc
+@testable import GraftKit
+import GraftELF
+import Testing
+import TestSupport
+
+/// C++ functions by their source names: demangled in listings, hooks and backtraces; LOCATIONs by
+/// the full signature or, when unique, without parameters; overloads listed when ambiguous.
+@Suite struct SourceNameTests {
+    @Test func symbolsMatchAndPrintDemangledNames() throws {
+        let victim = try Victim.launch("shapes")
+        defer { victim.kill() }
+        let graft = Graft(journal: temporaryJournal())
+        let found = try graft.symbols(pid: victim.pid, matching: "shapes::Circle::*")
+        let names = Set(found.compactMap { $0.symbol?.displayName })
+        #expect(names.contains("shapes::Circle::area() const"))
+        #expect(names.contains("shapes::Circle::name() const"))
+        #expect(found.allSatisfy { $0.description.hasPrefix("shapes!shapes::Circle::") })
+        // A linkage name still works as a pattern.
+        #expect(try graft.symbols(pid: victim.pid, matching: "_ZNK6shapes6Circle4areaEv").count == 1)
+    }
+
+    @Test func locationsBySourceName() throws {
+        let victim = try Victim.launch("shapes")
+        defer { victim.kill() }
+        let index = try SymbolIndex(pid: victim.pid)
+        let full = try index.resolve(try Location.parse("shapes::Circle::area() const"))
+        #expect(full.symbol?.name == "_ZNK6shapes6Circle4areaEv")
+        let short = try index.resolve(try Location.parse("shapes::Circle::area"))
+        #expect(short.address == full.address)
+        let qualified = try index.resolve(try Location.parse("shapes:shapes::twice(long)"))
+        #expect(qualified.symbol?.name == "_ZN6shapes5twiceEl")
+        do {
+            _ = try index.resolve(try Location.parse("shapes::twice"))
+            Issue.record("an overloaded name resolved")
+        } catch GraftError.ambiguousSymbol(let name, let candidates) {
+            #expect(name == "shapes::twice")
+            #expect(candidates.contains { $0.contains("shapes::twice(long)") } && candidates.contains { $0.contains("shapes::twice(double)") })
+        }
+    }
+
+    @Test func hookBySourceNameCountsExactlyAndBacktracesAreDemangled() throws {
+        let victim = try Victim.launch("shapes")
+        defer { victim.kill() }
+        let session = HookSession(pid: victim.pid, specs: [HookSpec(location: "shapes::Circle::area() const", backtrace: true)],
+                                  limits: HookLimits(count: 3), journal: temporaryJournal())
+        var frames: [String] = []
+        let summary = try session.run(onEvent: { event in
+            if case .hit(let hit) = event, frames.isEmpty {
+                frames = hit.backtrace.map { "\($0.module ?? "?")!\($0.function ?? "?")" }
+            }
+        })
+        #expect(summary.hooks.first?.hits == 3)
+        #expect(frames.first == "shapes!shapes::Circle::area() const")
+        #expect(frames.dropFirst().first == "shapes!areaOf(shapes::Shape const*)")
+    }
+}
