@@ -14,12 +14,25 @@ extension HookEngine {
     func arm() throws {
         var plans: [(hook: Int, breakpoint: Breakpoint, function: String)] = []
         let contents = try journal.load(ProcessInstance.current(tracee.pid))
-        for (hook, spec) in specs.enumerated() {
-            let (breakpoint, function) = try plan(spec, hook: hook, journal: contents)
-            if let other = plans.first(where: { $0.breakpoint.address == breakpoint.address }) {
-                throw GraftError.usage("\(spec.location) and \(specs[other.hook].location) are the same address (\(hex(breakpoint.address))); hook it once")
+        var kept: [HookSpec] = []
+        for spec in specs {
+            let breakpoint: Breakpoint, function: String
+            do {
+                (breakpoint, function) = try plan(spec, hook: kept.count, journal: contents)
+            } catch let error as GraftError where spec.fromPattern && tracee.processDeath() == nil {
+                skipped.append("\(spec.location) (\(HookEngine.shortReason(error)))")
+                continue
             }
-            plans.append((hook, breakpoint, function))
+            if let other = plans.first(where: { $0.breakpoint.address == breakpoint.address }) {
+                if spec.fromPattern { continue }  // an alias of a function already hooked
+                throw GraftError.usage("\(spec.location) and \(kept[other.hook].location) are the same address (\(hex(breakpoint.address))); hook it once")
+            }
+            kept.append(spec)
+            plans.append((kept.count - 1, breakpoint, function))
+        }
+        specs = kept
+        if kept.isEmpty {
+            throw GraftError.usage("no function the patterns matched can take a hook: \(skipped.prefix(5).joined(separator: "; "))")
         }
         for (hook, breakpoint, function) in plans {
             switch breakpoint.displaced {
@@ -49,6 +62,18 @@ extension HookEngine {
                                    strategy: breakpoint.slot != nil ? "out of line" : breakpoint.displaced.strategy))
         }
         try breakpoints.writeAll(to: tracee)
+    }
+
+    /// Why a pattern's function was skipped, in a few words.
+    static func shortReason(_ error: GraftError) -> String {
+        switch error {
+        case .ifuncSymbol: return "an IFUNC"
+        case .functionTooShort(_, let size, _): return "\(size) bytes long"
+        case .hookRefused(_, _, let reason): return String(reason.prefix { $0 != ";" && $0 != ":" })
+        default:
+            let text = error.description
+            return text.count > 80 ? String(text.prefix(80)) + "…" : text
+        }
     }
 
     /// The checks of one hook: a function in an executable file mapping, an instruction boundary

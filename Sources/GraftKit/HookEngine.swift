@@ -12,7 +12,10 @@ import Glibc
 /// `CPUFollower`, `SessionState`; the stepper sees it only as a `StepperHost`.
 final class HookEngine {
     let tracee: Tracee
-    let specs: [HookSpec]
+    /// The hooks armed (pattern-expanded ones that could not take a hook are dropped by `arm`).
+    var specs: [HookSpec]
+    /// Pattern-expanded functions `arm` skipped, with why (reported as a notice once armed).
+    var skipped: [String] = []
     let limits: HookLimits
     let journal: Journal
     let stopState: StopState
@@ -92,6 +95,9 @@ final class HookEngine {
         started = graft_monotonic_ns()
         watcher.startDuration()
         onEvent(.armed(armed))
+        if !skipped.isEmpty {
+            onEvent(.notice("skipped \(skipped.count) function\(skipped.count == 1 ? "" : "s") the pattern matched that cannot take a hook: \(skipped.prefix(20).joined(separator: "; "))\(skipped.count > 20 ? "; …" : "")"))
+        }
         flush()  // a script waiting for the armed line must not wait for the first hit
         var loopError: Error?
         do {

@@ -18,6 +18,9 @@ public struct HookSpec: Sendable, Equatable {
     public var setReturn: Int64?
     /// Return `setReturn` at once without running the function.
     public var skip: Bool
+    /// Expanded from a pattern (`Graft.hookSpecs`): a function that cannot take a hook (too short,
+    /// an IFUNC, a first instruction graft cannot displace) is skipped with a notice, not fatal.
+    public var fromPattern = false
 
     public init(location: String, argumentCount: Int = 0, backtrace: Bool = false, returns: Bool = false,
                 setReturn: Int64? = nil, skip: Bool = false) {
@@ -134,4 +137,42 @@ public struct HookSummary: Sendable {
     /// Breakpoints removed and the code verified equal to what it was before the session.
     public let codeRestored: Bool
     public var totalHits: Int { hooks.reduce(0) { $0 + $1.hits } }
+}
+
+extension Graft {
+    /// Hook specs for `locations`, each like `template`: a LOCATION as it is, a pattern (a glob:
+    /// `ngx_http_*`, `libc:str*`, `shapes::Circle::*`) expanded to every function it matches (one
+    /// spec per address, `fromPattern`). A pattern that matches nothing says so with close names;
+    /// more than `maxHooks` functions in all is refused with the count.
+    public func hookSpecs(pid: Int32, locations: [String], template: HookSpec, maxHooks: Int = 1_000) throws -> [HookSpec] {
+        var specs: [HookSpec] = []
+        var addresses: Set<UInt64> = []
+        for location in locations {
+            guard location.contains(where: { "*?[".contains($0) }) else {
+                var spec = template
+                spec.location = location
+                specs.append(spec)
+                continue
+            }
+            let found = try symbols(pid: pid, matching: location)
+            if found.isEmpty {
+                let bare = String(location.split(separator: ":").last ?? "").filter { !"*?[]".contains($0) }
+                let names = (try? symbols(pid: pid, matching: nil))?.compactMap { $0.symbol?.displayName } ?? []
+                let close = bare.isEmpty ? [] : Suggestions.best(for: bare, among: Array(Set(names)), limit: 5)
+                throw GraftError.usage("no function matches '\(location)'\(close.isEmpty ? "" : "; close names: \(close.joined(separator: ", "))")")
+            }
+            for function in found where addresses.insert(function.address).inserted {
+                guard let module = function.module, let symbol = function.symbol else { continue }
+                var spec = template
+                // The name as printed (C++ demangled): it is a LOCATION as well.
+                spec.location = "\(module.name):\(symbol.name.hasPrefix("_Z") ? symbol.displayName : symbol.versionedName)"
+                spec.fromPattern = true
+                specs.append(spec)
+            }
+            if specs.count > maxHooks {
+                throw GraftError.usage("'\(location)' brings the hooks to \(specs.count) functions, more than --max-hooks \(maxHooks); narrow the pattern or raise --max-hooks")
+            }
+        }
+        return specs
+    }
 }

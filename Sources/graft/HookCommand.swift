@@ -66,6 +66,9 @@ struct HookCommand: ParsableCommand {
     @Flag(name: .long, help: "Print linkage (mangled) names of C++ and Rust functions instead of demangled ones.")
     var mangled = false
 
+    @Option(name: .customLong("max-hooks"), help: "The most functions patterns may bring (default 1000).")
+    var maxHooks = 1_000
+
     func validate() throws {
         SymbolNames.mangled = mangled
         try pidArgument?.check()
@@ -81,9 +84,19 @@ struct HookCommand: ParsableCommand {
     }
 
     func run() throws {
-        let specs = locations.map {
-            HookSpec(location: $0, argumentCount: argumentCount, backtrace: backtrace, returns: returns,
-                     setReturn: setReturn, skip: skip)
+        let template = HookSpec(location: "", argumentCount: argumentCount, backtrace: backtrace, returns: returns,
+                                setReturn: setReturn, skip: skip)
+        let specs: [HookSpec]
+        if let pid {
+            specs = try Graft(journal: Journal(directory: stateDirectory)).hookSpecs(pid: pid, locations: locations, template: template, maxHooks: maxHooks)
+        } else {
+            if let pattern = locations.first(where: { $0.contains(where: { "*?[".contains($0) }) }) {
+                throw GraftError.usage("'\(pattern)' is a pattern: patterns need -p PID (a program graft starts has not loaded its libraries yet)")
+            }
+            specs = locations.map { var spec = template; spec.location = $0; return spec }
+        }
+        if setReturn != nil && specs.count > 1 {
+            throw GraftError.usage("--set-return applies to one function; the pattern matched \(specs.count)")
         }
         let limits = HookLimits(count: count, duration: duration)
         let journal = Journal(directory: stateDirectory)

@@ -97,6 +97,18 @@ struct TraceCommand: ParsableCommand {
     }
 
     func run() throws {
+        var function = function
+        // A pattern must name exactly one function: one thread is traced through one function.
+        if let pattern = function, pattern.contains(where: { "*?[".contains($0) }) {
+            guard let pid else {
+                throw GraftError.usage("'\(pattern)' is a pattern: patterns need -p PID (a program graft starts has not loaded its libraries yet)")
+            }
+            let matches = try Graft(journal: Journal(directory: stateDirectory)).hookSpecs(pid: pid, locations: [pattern], template: HookSpec(location: ""))
+            guard matches.count == 1 else {
+                throw GraftError.usage("--function takes one function, and '\(pattern)' matches \(matches.count): \(matches.prefix(5).map(\.location).joined(separator: ", "))\(matches.count > 5 ? ", …" : "")")
+            }
+            function = matches[0].location
+        }
         let options = TraceOptions(tid: tid, steps: steps, duration: duration, function: function, calls: calls, depth: depth,
                                    disassemble: disasm, reportSteps: perStep, allStop: allStop)
         let journal = Journal(directory: stateDirectory)

@@ -54,4 +54,29 @@ import TestSupport
         #expect(frames.first == "shapes!shapes::Circle::area() const")
         #expect(frames.dropFirst().first == "shapes!areaOf(shapes::Shape const*)")
     }
+
+    /// Patterns: expanded to one hook per function (aliases once), the unhookable ones skipped with
+    /// a notice, a limit on how many, a pattern with no match named with close names.
+    @Test func hookPatternsExpandSkipAndLimit() throws {
+        let victim = try Victim.launch("shapes")
+        defer { victim.kill() }
+        let graft = Graft(journal: temporaryJournal())
+        let specs = try graft.hookSpecs(pid: victim.pid, locations: ["shapes::*::area*", "shapes:main"], template: HookSpec(location: ""))
+        #expect(specs.map(\.location) == ["shapes:shapes::Circle::area() const", "shapes:shapes::Square::area() const", "shapes:main"])
+        #expect(specs.map(\.fromPattern) == [true, true, false])
+        expectError({ "\($0)".contains("brings the hooks to") && "\($0)".contains("more than --max-hooks 10") }) {
+            _ = try graft.hookSpecs(pid: victim.pid, locations: ["libc:*"], template: HookSpec(location: ""), maxHooks: 10)
+        }
+        expectError({ "\($0)".contains("no function matches 'shapes::Circle::aera*'") }) {
+            _ = try graft.hookSpecs(pid: victim.pid, locations: ["shapes::Circle::aera*"], template: HookSpec(location: ""))
+        }
+        // Hooked: exact count across both; libc's IFUNCs in the second pattern are skipped, not fatal.
+        let all = try graft.hookSpecs(pid: victim.pid, locations: ["shapes::*::area*", "libc:strchr*"], template: HookSpec(location: ""))
+        var notices: [String] = []
+        let summary = try HookSession(pid: victim.pid, specs: all, limits: HookLimits(count: 8), journal: temporaryJournal())
+            .run(onEvent: { event in if case .notice(let text) = event { notices.append(text) } })
+        #expect(summary.hooks.reduce(0) { $0 + $1.hits } == 8)
+        #expect(notices.contains { $0.hasPrefix("skipped ") && $0.contains("strchr") && $0.contains("an IFUNC") }, "\(notices)")
+        #expect(victim.isAlive)
+    }
 }
