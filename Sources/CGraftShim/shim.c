@@ -430,3 +430,9 @@ char *graft_demangle(const char *name) {
     if (status != 0) { free(out); return NULL; }
     return out;
 }
+
+extern char *swift_demangle(const char *mangled, size_t length, char *output, size_t *outputSize, uint32_t flags);
+
+char *graft_swift_demangle(const char *name) {
+    return swift_demangle(name, strlen(name), NULL, NULL, 0);
+}

@@ -1,15 +1,23 @@
 import CGraftShim
 import Glibc
 
-/// Source names of mangled symbols, from the toolchain's demangler (libstdc++'s `__cxa_demangle`):
-/// C++ (Itanium) and Rust's legacy mangling (`_ZN…17h<hash>E`). Not hand-written.
+/// Source names of mangled symbols, from the toolchains' own demanglers (not hand-written):
+/// libstdc++'s `__cxa_demangle` for C++ (Itanium) and Rust's legacy mangling (`_ZN…17h<hash>E`),
+/// the Swift runtime's `swift_demangle` for Swift (`$s…`).
 public enum Demangler {
-    /// `Circle::area() const` for `_ZNK6Circle4areaEv`; nil when `name` is not an Itanium name.
+    /// `Circle::area() const` for `_ZNK6Circle4areaEv`, `main.price(Swift.Int) -> Swift.Int` for
+    /// `$s4main5priceyS2iF`; nil when `name` is not a mangled name graft knows.
     public static func demangle(_ name: String) -> String? {
-        guard name.hasPrefix("_Z") else { return nil }
-        guard let raw = graft_demangle(name) else { return nil }
+        guard isMangled(name) else { return nil }
+        guard let raw = name.hasPrefix("_Z") ? graft_demangle(name) : graft_swift_demangle(name) else { return nil }
         defer { free(raw) }
-        return String(cString: raw)
+        let text = String(cString: raw)
+        return text == name ? nil : text
+    }
+
+    /// Itanium (`_Z`) or Swift (`$s`, `_$s`, `$S`, `_T0`) mangling.
+    public static func isMangled(_ name: String) -> Bool {
+        name.hasPrefix("_Z") || name.hasPrefix("$s") || name.hasPrefix("_$s") || name.hasPrefix("$S") || name.hasPrefix("_T0")
     }
 
     /// The Itanium nested name of a class as `_ZTV`/`_ZTI` take it: `6Circle`, `N6shapes6CircleE`
@@ -48,7 +56,7 @@ public enum SymbolNames {
 
     /// `name` demangled whatever `--mangled` says (for matching patterns and source names).
     public static func demangled(_ name: String) -> String {
-        guard name.hasPrefix("_Z") else { return name }
+        guard Demangler.isMangled(name) else { return name }
         if let known = state.withLock({ $0.cache[name] }) { return known }
         let demangled = Demangler.demangle(name) ?? name
         state.withLock { state in

@@ -148,7 +148,7 @@ public final class ELFFile: @unchecked Sendable {
     public var demangledFunctions: [String: [ELFSymbol]] {
         if let known = cache.withLock({ $0.demangled }) { return known }
         var table: [String: [ELFSymbol]] = [:]
-        for symbol in functionSymbols where symbol.name.hasPrefix("_Z") {
+        for symbol in functionSymbols where Demangler.isMangled(symbol.name) {
             if let full = Demangler.demangle(symbol.name) { table[full, default: []].append(symbol) }
         }
         cache.withLock { $0.demangled = table }

@@ -297,7 +297,7 @@ public final class SymbolIndex: @unchecked Sendable {
         var result: [ResolvedLocation] = []
         for module in modules where module.hasExecutableMapping && (only == nil || module === only) {
             guard let elf = try? module.elf() else { continue }
-            for symbol in elf.functionSymbols where glob.map({ fnmatch($0, symbol.name, 0) == 0 || (symbol.name.hasPrefix("_Z") && fnmatch($0, SymbolNames.demangled(symbol.name), 0) == 0) }) ?? true {
+            for symbol in elf.functionSymbols where glob.map({ fnmatch($0, symbol.name, 0) == 0 || (Demangler.isMangled(symbol.name) && fnmatch($0, SymbolNames.demangled(symbol.name), 0) == 0) }) ?? true {
                 let start = module.runtimeAddress(symbol)
                 result.append(ResolvedLocation(address: start, module: module, symbol: symbol, symbolAddress: start))
             }

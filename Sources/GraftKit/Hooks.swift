@@ -165,7 +165,7 @@ extension Graft {
                 guard let module = function.module, let symbol = function.symbol else { continue }
                 var spec = template
                 // The name as printed (C++ demangled): it is a LOCATION as well.
-                spec.location = "\(module.name):\(symbol.name.hasPrefix("_Z") ? symbol.displayName : symbol.versionedName)"
+                spec.location = "\(module.name):\(Demangler.isMangled(symbol.name) ? symbol.displayName : symbol.versionedName)"
                 spec.fromPattern = true
                 specs.append(spec)
             }

@@ -51,6 +51,9 @@ import TestSupport
             _ = try graft.patchVTable(pid: victim.pid, className: "shapes::Circle", method: nil, index: 9, to: "libc:abort")
         }
         #expect(Demangler.demangle("_ZNK6shapes6Circle4areaEv") == "shapes::Circle::area() const")
+        #expect(Demangler.demangle("$s4main5priceyS2iF") == "main.price(Swift.Int) -> Swift.Int", "Swift, through the Swift runtime's demangler")
+        #expect(Demangler.demangle("_ZN4core3fmt5write17h0123456789abcdefE")?.hasPrefix("core::fmt::write") == true, "Rust's legacy mangling")
+        #expect(Demangler.demangle("value_a") == nil)
         #expect(Demangler.mangleClassName("shapes::Circle") == "N6shapes6CircleE")
     }
 }

@@ -187,3 +187,7 @@ int graft_task_count(int task_fd);
  * demangled form of an Itanium name (C++, and Rust's legacy mangling), malloc'd, or NULL when
  * `name` is not one. The caller frees it. */
 char *graft_demangle(const char *name);
+
+/* The Swift runtime's demangler (swift_demangle, in libswiftCore, which every Swift program links):
+ * a Swift symbol's readable name, malloc'd, or NULL. The caller frees it. */
+char *graft_swift_demangle(const char *name);
