@@ -15,6 +15,8 @@ final class Breakpoint {
     var isReturnSite: Bool
     /// At a function's first instruction (or the one after its endbr64): the return address is at rsp.
     var atFunctionEntry = false
+    /// A Go function's entry: its arguments are in Go's registers (rax, rbx, rcx, rdi, rsi, r8–r11).
+    var goABI = false
     /// Where the thread goes on when nothing but its pc has to change (the out-of-line copy, the
     /// end of a nop, a jump's target); nil when the displaced instruction touches other registers
     /// or memory. The pc-only fast path (`pcOnlyHit`) needs no more than this.

@@ -70,10 +70,13 @@ extension HookEngine {
             }
             let wall = wallClock()
             // No array at all for the common --args 0 (integerArguments allocates one per call).
-            var arguments = spec.argumentCount == 0 ? [] : Array(registers.integerArguments.prefix(spec.argumentCount))
-            if spec.argumentCount > 6 {
-                // The seventh argument onwards: on the stack above the return address.
-                let bytes = (try? tracee.readMemory(at: registers.rsp &+ 8, count: (spec.argumentCount - 6) * 8)) ?? []
+            // Go's register ABI: rax, rbx, rcx, rdi, rsi, r8–r11; C's (SysV): rdi, rsi, rdx, rcx, r8, r9.
+            let inRegisters = breakpoint.goABI ? 9 : 6
+            var arguments = spec.argumentCount == 0 ? []
+                : Array((breakpoint.goABI ? registers.goIntegerArguments : registers.integerArguments).prefix(spec.argumentCount))
+            if spec.argumentCount > inRegisters {
+                // The rest: on the stack above the return address.
+                let bytes = (try? tracee.readMemory(at: registers.rsp &+ 8, count: (spec.argumentCount - inRegisters) * 8)) ?? []
                 for i in stride(from: 0, to: bytes.count, by: 8) {
                     var word: UInt64 = 0
                     for j in 0..<8 { word |= UInt64(bytes[i + j]) << (8 * UInt64(j)) }

@@ -31,6 +31,8 @@ public struct Registers: Sendable {
 
     /// SysV x86_64 integer argument registers, in order.
     public var integerArguments: [UInt64] { [rdi, rsi, rdx, rcx, r8, r9] }
+    /// Go's register ABI (ABIInternal, Go ≥ 1.17): the integer arguments in order.
+    public var goIntegerArguments: [UInt64] { [rax, rbx, rcx, rdi, rsi, r8, r9, r10, r11] }
 
     /// Every register but rip is the same as in `other`: then writing rip alone
     /// (`Tracee.setProgramCounter`) is enough.

@@ -1,5 +1,5 @@
 // go_loop: the first article's program. main.a returns 1, main.b returns 2; prints `ready`, then
-// `a=%d` of a() every argv[1] ms (default 10). Built with -gcflags=-l so a and b stay real
+// `a=%d` of a() every argv[1] ms (default 10), and calls main.add(3, 4) each time. Built with -gcflags=-l so a and b stay real
 // functions (no inlining). argv: [1] interval ms, [2] lifetime s (default 120).
 package main
 
@@ -13,6 +13,11 @@ import (
 func a() int { return 1 }
 
 func b() int { return 2 }
+
+// add takes its arguments in Go's register ABI (rax, rbx): hooked with --args 2 it shows (3, 4).
+func add(x, y int) int { return x + y }
+
+var sink int
 
 func arg(i int, def int) int {
 	if i < len(os.Args) {
@@ -34,6 +39,7 @@ func main() {
 	fmt.Println("ready")
 	for {
 		fmt.Printf("a=%d\n", a())
+		sink += add(3, 4)
 		time.Sleep(interval)
 	}
 }
