@@ -10,6 +10,9 @@ struct LocatedFunction {
     let symbol: ELFSymbol
     /// The function's first byte in memory.
     let start: UInt64
+    /// Set when the LOCATION named an IFUNC: the IFUNC (`libc.so.6!strlen`), and this is the
+    /// implementation the process uses (`__strlen_avx2`).
+    var ifunc: String? = nil
     /// `module!function`.
     var function: String { "\(module.name)!\(symbol.displayName)" }
 }
@@ -77,8 +80,39 @@ struct CodeSiteResolver {
             throw GraftError.noSymbolAt(address: resolved.address)
         }
         let located = LocatedFunction(resolved: resolved, module: module, symbol: symbol, start: start)
-        if symbol.kind == .ifunc { throw GraftError.ifuncSymbol(function: located.function, use: use, pid: index.pid) }
+        if symbol.kind == .ifunc {
+            // The implementation this process uses instead of the resolver, when it can be told.
+            guard resolved.address == start, let chosen = implementation(ofIFUNC: symbol, in: module),
+                  let implementation = index.symbolize(chosen), let chosenModule = implementation.module else {
+                throw GraftError.ifuncSymbol(function: located.function, use: use, pid: index.pid)
+            }
+            try requireExecutable(chosen, asTarget: false)
+            if let implementationSymbol = implementation.symbol, let implementationStart = implementation.symbolAddress,
+               implementationSymbol.kind != .ifunc, implementationStart == chosen {
+                return LocatedFunction(resolved: implementation, module: chosenModule, symbol: implementationSymbol,
+                                       start: implementationStart, ifunc: located.function)
+            }
+            // A stripped library names no implementation: one of its own, spanning to the next
+            // function graft knows there (at most 4 KiB).
+            let link = chosenModule.linkAddress(chosen)
+            let next = (try? chosenModule.elf())?.functionSymbols.first(where: { $0.value > link })?.value ?? link + 4096
+            let synthetic = ELFSymbol(name: "\(symbol.name)[ifunc implementation]", value: link, size: min(next - link, 4096), kind: .function,
+                                      isGlobal: false, fromDynsym: false)
+            return LocatedFunction(resolved: ResolvedLocation(address: chosen, module: chosenModule, symbol: synthetic, symbolAddress: chosen),
+                                   module: chosenModule, symbol: synthetic, start: chosen, ifunc: located.function)
+        }
         return located
+    }
+
+    /// What the loader chose for an IFUNC in this process: the module's `R_X86_64_IRELATIVE` slot
+    /// whose addend is the resolver (the module's own calls go through it; the loader fills it at
+    /// start-up with the resolver's answer). nil when there is none or it is not filled.
+    func implementation(ofIFUNC symbol: ELFSymbol, in module: LoadedModule) -> UInt64? {
+        guard let relocations = try? module.elf().dynamicInfo().relocations,
+              let slot = relocations.first(where: { $0.type == 37 && UInt64(bitPattern: $0.addend) == symbol.value }),
+              let bytes = try? readMemory(module.loadBias &+ slot.offset, 8) else { return nil }
+        let value = bytes.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        return value == 0 || value == module.runtimeAddress(symbol) ? nil : value
     }
 
     /// Decodes `count` bytes of the function from its start (from the file when it can be read) and

@@ -110,6 +110,9 @@ struct PatchPlanner {
             throw GraftError.functionTooShort(function: function, size: 0, needed: X86_64.rel32JumpLength)
         }
         var checks: [String] = []
+        if let ifunc = located.ifunc {
+            checks.append("\(ifunc) is an IFUNC: graft patches the implementation this process's calls reach, \(hex(start)) (the loader's choice, read from \(module.name)'s IRELATIVE slot)")
+        }
         checks.append("\(hex(resolved.address)) is in an executable file mapping (\(module.name))")
 
         // Decode the pristine code from the file; memory may hold someone's breakpoint.
