@@ -30,8 +30,9 @@ extension HookEngine {
             kept.append(spec)
             plans.append((kept.count - 1, breakpoint, function))
         }
+        let hadSpecs = !specs.isEmpty
         specs = kept
-        if kept.isEmpty {
+        if kept.isEmpty && hadSpecs {
             throw GraftError.usage("no function the patterns matched can take a hook: \(skipped.prefix(5).joined(separator: "; "))")
         }
         for (hook, breakpoint, function) in plans {

@@ -226,12 +226,12 @@ import TestSupport
         expectError({ if case .symbolNotFound = $0 { return true }; return false }) {
             _ = try HookSession(pid: victim.pid, specs: [HookSpec(location: "value_a"), HookSpec(location: "no_such_fn")], journal: temporaryJournal()).run(onEvent: { _ in })
         }
-        let strlenBefore = try functionBytes(pid: victim.pid, "libc:strlen")
-        expectError({ if case .ifuncSymbol(let function, _, let pid) = $0 { return function == "libc.so.6!strlen" && pid == victim.pid }; return false }) {
-            _ = try HookSession(pid: victim.pid, specs: [HookSpec(location: "value_a"), HookSpec(location: "libc:strlen")], journal: temporaryJournal()).run(onEvent: { _ in })
+        let wcsncmpBefore = try functionBytes(pid: victim.pid, "libc:wcsncmp")
+        expectError({ if case .ifuncSymbol(let function, _, let pid) = $0 { return function == "libc.so.6!wcsncmp" && pid == victim.pid }; return false }) {
+            _ = try HookSession(pid: victim.pid, specs: [HookSpec(location: "value_a"), HookSpec(location: "libc:wcsncmp")], journal: temporaryJournal()).run(onEvent: { _ in })
         }
         #expect(try functionBytes(pid: victim.pid, "value_a").memory == before.memory)
-        #expect(try functionBytes(pid: victim.pid, "libc:strlen").memory == strlenBefore.memory)
+        #expect(try functionBytes(pid: victim.pid, "libc:wcsncmp").memory == wcsncmpBefore.memory)
         #expect(victim.isAlive)
     }
 }

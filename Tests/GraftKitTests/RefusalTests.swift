@@ -61,15 +61,15 @@ import TestSupport
         #expect(plan.plan.checks.contains { $0.hasPrefix("--mid-function: 'push rbp'") }, "\(plan.plan.checks)")
     }
 
-    /// libc's strlen is an IFUNC: its code is the resolver. Patched to return 0, the next module
-    /// that binds strlen would call address 0.
+    /// An IFUNC's code is the resolver: patched to return 0, the next module that binds it would call
+    /// address 0. libc's wcsncmp has no IRELATIVE slot of libc's own to tell the implementation the
+    /// process uses (strlen has: it is patched there, GoABITests), and a jump *to* an IFUNC is refused.
     @Test func ifuncSymbolsAreRefused() throws {
-        let isIFUNC: (GraftError) -> Bool = {
-            if case .ifuncSymbol(let function, _, let pid) = $0 { return function == "libc.so.6!strlen" && pid != nil }
-            return false
+        func isIFUNC(_ name: String) -> (GraftError) -> Bool {
+            { if case .ifuncSymbol(let function, _, let pid) = $0 { return function == name && pid != nil }; return false }
         }
-        try refused("c_loop", function: "libc:strlen", isIFUNC) { graft, pid in _ = try graft.patch(pid: pid, location: "libc:strlen", action: .returnValue(0)) }
-        try refused("c_loop", function: "value_a", isIFUNC) { graft, pid in _ = try graft.patch(pid: pid, location: "value_a", action: .jump(to: "libc:strlen")) }
+        try refused("c_loop", function: "libc:wcsncmp", isIFUNC("libc.so.6!wcsncmp")) { graft, pid in _ = try graft.patch(pid: pid, location: "libc:wcsncmp", action: .returnValue(0)) }
+        try refused("c_loop", function: "value_a", isIFUNC("libc.so.6!strlen")) { graft, pid in _ = try graft.patch(pid: pid, location: "value_a", action: .jump(to: "libc:strlen")) }
     }
 
     @Test func functionTooShortForAJump() throws {
