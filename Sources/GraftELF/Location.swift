@@ -66,6 +66,17 @@ public struct Location: Sendable, Equatable, CustomStringConvertible {
             }
         }
 
+        // MODULE!NAME, as graft prints it (`shapes!main`, `libc.so.6!getpid+0x4`): the same as
+        // MODULE:NAME. Only when what precedes `!` looks like a file name (C++'s `operator!=` and
+        // Go names keep their `!`).
+        if let bang = baseText.firstIndex(of: "!"), bang != baseText.startIndex, baseText.index(after: bang) != baseText.endIndex,
+           baseText[baseText.index(after: bang)] != "=",
+           baseText[..<bang].allSatisfy({ $0.isLetter || $0.isNumber || "._-+".contains($0) }) {
+            let name = baseText[baseText.index(after: bang)...].trimmingWhitespace
+            try checkName(name, invalid)
+            return Location(base: .symbol(module: String(baseText[..<bang]), name: String(name)), offset: offset)
+        }
+
         // MODULE:NAME.
         if let colon = singleColon(in: baseText) {
             let module = baseText[..<colon].trimmingWhitespace

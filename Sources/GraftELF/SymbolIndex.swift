@@ -191,7 +191,17 @@ public final class SymbolIndex: @unchecked Sendable {
             let symbol = try choose(symbols, in: module, name: name)
             return try located(symbol, in: module, offset: offset, location: location)
         case .symbol(nil, let name):
-            return try resolveBare(name, offset: offset, location: location)
+            do {
+                return try resolveBare(name, offset: offset, location: location)
+            } catch GraftError.symbolNotFound(let missing, let inModule, let suggestions) {
+                // `MODULE+0xOFF`, as graft prints code without a symbol: the module's first
+                // mapped byte plus OFF.
+                if location.offset > 0, let module = try? self.module(named: name), module.start > 0 {
+                    let address = module.start &+ offset
+                    return symbolize(address) ?? ResolvedLocation(address: address, module: module, symbol: nil, symbolAddress: nil)
+                }
+                throw GraftError.symbolNotFound(name: missing, module: inModule, suggestions: suggestions)
+            }
         }
     }
 

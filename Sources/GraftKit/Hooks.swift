@@ -148,7 +148,11 @@ extension Graft {
         var specs: [HookSpec] = []
         var addresses: Set<UInt64> = []
         for location in locations {
-            guard location.contains(where: { "*?[".contains($0) }) else {
+            // A glob character makes a pattern, unless the text is a LOCATION that resolves as it is
+            // (a C++ signature: `areaOf(shapes::Shape const*)`).
+            let isPattern = location.contains(where: { "*?[".contains($0) })
+                && (try? Graft.symbolIndex(pid: pid, journal: journal).resolve(Location.parse(location))) == nil
+            guard isPattern else {
                 var spec = template
                 spec.location = location
                 specs.append(spec)

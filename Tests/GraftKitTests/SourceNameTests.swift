@@ -70,13 +70,31 @@ import TestSupport
         expectError({ "\($0)".contains("no function matches 'shapes::Circle::aera*'") }) {
             _ = try graft.hookSpecs(pid: victim.pid, locations: ["shapes::Circle::aera*"], template: HookSpec(location: ""))
         }
-        // Hooked: exact count across both; libc's IFUNCs in the second pattern are skipped, not fatal.
-        let all = try graft.hookSpecs(pid: victim.pid, locations: ["shapes::*::area*", "libc:strchr*"], template: HookSpec(location: ""))
+        // Hooked: exact count; libc's wcsncmp (an IFUNC with no implementation graft can tell) is skipped, not fatal.
+        let all = try graft.hookSpecs(pid: victim.pid, locations: ["shapes::*::area*", "libc:wcsncmp*"], template: HookSpec(location: ""))
         var notices: [String] = []
         let summary = try HookSession(pid: victim.pid, specs: all, limits: HookLimits(count: 8), journal: temporaryJournal())
             .run(onEvent: { event in if case .notice(let text) = event { notices.append(text) } })
         #expect(summary.hooks.reduce(0) { $0 + $1.hits } == 8)
-        #expect(notices.contains { $0.hasPrefix("skipped ") && $0.contains("strchr") && $0.contains("an IFUNC") }, "\(notices)")
+        #expect(notices.contains { $0.hasPrefix("skipped ") && $0.contains("wcsncmp") && $0.contains("an IFUNC") }, "\(notices)")
         #expect(victim.isAlive)
+    }
+
+    /// What graft prints is a LOCATION: `module!function[+0xOFF]` and `module+0xOFF`.
+    @Test func printedNamesRoundTrip() throws {
+        let victim = try Victim.launch("shapes")
+        defer { victim.kill() }
+        let index = try SymbolIndex(pid: victim.pid)
+        let area = try index.resolve(try Location.parse("shapes::Circle::area() const"))
+        #expect(try index.resolve(try Location.parse(area.description)).address == area.address, "\(area.description)")
+        let plus = try index.resolve(try Location.parse("libc.so.6!getpid+0x4"))
+        #expect(plus.address == (try index.resolve(try Location.parse("libc:getpid"))).address + 4)
+        let libc = try index.module(named: "libc")
+        let raw = try index.resolve(try Location.parse("libc.so.6+0x1000"))
+        #expect(raw.address == libc.start + 0x1000)
+        // C++'s operator!= keeps its '!'.
+        #expect(try Location.parse("operator!=").base == .symbol(module: nil, name: "operator!="))
+        let specs = try Graft(journal: temporaryJournal()).hookSpecs(pid: victim.pid, locations: ["shapes!areaOf(shapes::Shape const*)"], template: HookSpec(location: ""))
+        #expect(specs.map(\.fromPattern) == [false], "a signature with '*' that resolves is a LOCATION, not a pattern")
     }
 }
