@@ -113,7 +113,7 @@ public final class SymbolIndex: @unchecked Sendable {
 
     /// The module for `name`: an exact file name (`libc.so.6`) or path, else a file name that starts with
     /// `name` followed by `.` or `-` (`libc` -> `libc.so.6`, `ld-linux` -> `ld-linux-x86-64.so.2`; never
-    /// `libc` -> `libcapstone.so.4`). Several matches: `ambiguousModule`; none: `moduleNotFound`.
+    /// `libc` -> `libcapstone.so.4`), else by a digit (`libpython` -> `libpython3.11.so.1.0`). Several matches: `ambiguousModule`; none: `moduleNotFound`.
     public func module(named name: String) throws -> LoadedModule {
         let exact = modules.filter { $0.name == name || $0.path == name }
         if exact.count == 1 { return exact[0] }
@@ -125,6 +125,14 @@ public final class SymbolIndex: @unchecked Sendable {
             guard fileName.hasPrefix(name), fileName.count > name.count else { return false }
             let next = fileName[fileName.index(fileName.startIndex, offsetBy: name.count)]
             return next == "." || next == "-"
+        }
+        if prefixed.isEmpty {
+            // A versioned soname: `libpython` → `libpython3.11.so.1.0` (a digit after the prefix).
+            prefixed = modules.filter { module in
+                let fileName = module.name
+                guard fileName.hasPrefix(name), fileName.count > name.count else { return false }
+                return fileName[fileName.index(fileName.startIndex, offsetBy: name.count)].isNumber
+            }
         }
         if prefixed.count > 1 {
             let code = prefixed.filter(\.hasExecutableMapping)

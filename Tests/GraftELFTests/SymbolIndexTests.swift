@@ -174,6 +174,8 @@ import GraftCore
         #expect(graftError { _ = try index.module(named: "lib") } == .moduleNotFound(name: "lib", available: available))
         #expect(graftError { _ = try index.module(named: "libcap") } == .moduleNotFound(name: "libcap", available: available))
         #expect(try index.module(named: "libc.so").name == "libc.so.6")
+        // A versioned soname: a digit after the prefix (`libpython` -> `libpython3.11.so.1.0`).
+        #expect(try index.module(named: "libmissing.so.").name == "libmissing.so.2")
     }
 
     @Test func loadBiasAndResolution() throws {
