@@ -92,9 +92,9 @@ struct LoaderFunctions: Sendable {
 /// holds. The new thread detaches itself, stores the result and `dlerror()`'s message in a block
 /// graft reads through /proc/PID/mem, sets a done flag and returns (its thread ends).
 ///
-/// Memory: two anonymous pages mapped by one remote mmap (rwx where allowed, else rw- and the
-/// code page then r-x): the start routine (`stub`) and the block. Freed once the thread has gone
-/// (its last instructions are in the code page).
+/// Memory: two anonymous pages, the start routine (`stub`, r-x) and the block (rw-), never one page
+/// both writable and executable. Freed once the thread has gone (its last instructions are in the
+/// code page).
 enum LoaderThread {
     /// The start routine, assembled from TestTargets/loader_stub.S (LoaderStubTests checks the bytes).
     static let stub: [UInt8] = [
@@ -145,22 +145,17 @@ enum LoaderThread {
     static func start(_ function: UInt64, name: String, argument0: UInt64, argument1: UInt64,
                       functions: LoaderFunctions, tracee: Tracee, thread: Int32,
                       string: ((UInt64) throws -> [UInt8])? = nil) throws -> Started {
-        // One read-write-execute mapping where the process may have one (one remote system call:
-        // each costs the borrowed thread a trip through the scheduler, milliseconds behind busy
-        // threads), else read-write and then the code page read-execute.
+        // Two pages: the code read-execute (graft writes the stub through /proc/PID/mem, which may
+        // write any page), then the data page read-write in its place. Never a writable and
+        // executable page, and no mprotect adding execute: hardened processes (systemd's
+        // MemoryDenyWriteExecute, PR_SET_MDWE) allow both calls.
         let flags = UInt64(MAP_PRIVATE | MAP_ANONYMOUS)
-        var code: UInt64
-        var writableCode = true
-        do {
-            code = try tracee.remoteSyscall(9, [0, 2 * pageSize, UInt64(PROT_READ | PROT_WRITE | PROT_EXEC), flags, UInt64.max, 0],
+        let code = try tracee.remoteSyscall(9, [0, 2 * pageSize, UInt64(PROT_READ | PROT_EXEC), flags, UInt64.max, 0],
                                             name: "mmap", on: thread)
-        } catch GraftError.remoteSyscallFailed, GraftError.remoteSyscallRefused {
-            writableCode = false
-            code = try tracee.remoteSyscall(9, [0, 2 * pageSize, UInt64(PROT_READ | PROT_WRITE), flags, UInt64.max, 0],
-                                            name: "mmap", on: thread)
-        }
         do {
             let data = code + pageSize
+            let fixed = flags | UInt64(MAP_FIXED)
+            _ = try tracee.remoteSyscall(9, [data, pageSize, UInt64(PROT_READ | PROT_WRITE), fixed, UInt64.max, 0], name: "mmap", on: thread)
             let string = try string?(data + UInt64(Block.strings))
             guard (string?.count ?? 0) <= Int(pageSize) - Block.strings else {
                 throw GraftError.usage("the path is too long for graft's loader block (\(string?.count ?? 0) bytes; at most \(Int(pageSize) - Block.strings))")
@@ -177,9 +172,6 @@ enum LoaderThread {
             if let string { block.replaceSubrange(Block.strings..<Block.strings + string.count, with: string) }
             try tracee.writeMemory(at: code, bytes: stub)
             try tracee.writeMemory(at: data, bytes: block)
-            if !writableCode {
-                _ = try tracee.remoteSyscall(10, [code, pageSize, UInt64(PROT_READ | PROT_EXEC)], name: "mprotect", on: thread)
-            }
             guard detached, let create = functions.pthreadCreate else {
                 // No pthread_create: call on this stopped thread (bounded; documented risk).
                 _ = try tracee.remoteCall(code, [data], name: name, on: thread, timeout: 10)
