@@ -99,8 +99,9 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
         case .invalidLocation(let text, let reason):
             return "invalid location '\(text)': \(reason) (use NAME, MODULE:NAME, LOCATION+OFFSET or 0xADDRESS)"
         case .moduleNotFound(let name, let available):
-            let list = available.prefix(8).joined(separator: ", ")
-            return "no module '\(name)' is mapped in the process" + (list.isEmpty ? "" : "; mapped: \(list)\(available.count > 8 ? ", …" : "")")
+            // Every module (issue 14: the list was cut after 8, hiding the one the user meant).
+            let list = available.prefix(60).joined(separator: ", ")
+            return "no module '\(name)' is mapped in the process" + (list.isEmpty ? "" : "; mapped: \(list)\(available.count > 60 ? ", … (\(available.count) in all)" : "")")
         case .ambiguousModule(let name, let candidates):
             return "module '\(name)' matches several mapped files: \(candidates.joined(separator: ", ")); give the full file name"
         case .symbolNotFound(let name, let module, let suggestions):
