@@ -111,7 +111,7 @@ struct CodeSiteResolver {
         guard let relocations = try? module.elf().dynamicInfo().relocations,
               let slot = relocations.first(where: { $0.type == 37 && UInt64(bitPattern: $0.addend) == symbol.value }),
               let bytes = try? readMemory(module.loadBias &+ slot.offset, 8) else { return nil }
-        let value = bytes.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        let value = readLittleEndianUInt64(bytes, at: 0)
         return value == 0 || value == module.runtimeAddress(symbol) ? nil : value
     }
 

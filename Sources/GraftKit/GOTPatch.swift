@@ -1,6 +1,7 @@
 import CGraftShim
 import GraftCore
 import GraftELF
+import GraftMachine
 import GraftPtrace
 
 /// A redirection of one module's import of a function: its GOT slot (`.rela.plt` JUMP_SLOT or
@@ -32,8 +33,8 @@ public struct GOTPatchPlan: Sendable {
     /// The dynamic loader's code (a lazy slot is not written while a thread is in it).
     let loaderCode: [Range<UInt64>]
 
-    public var originalBytes: [UInt8] { littleEndianBytes(currentValue) }
-    public var newBytes: [UInt8] { littleEndianBytes(target.address) }
+    public var originalBytes: [UInt8] { littleEndian(currentValue) }
+    public var newBytes: [UInt8] { littleEndian(target.address) }
 }
 
 /// What `Graft.patchGOT` did to one slot.
@@ -43,8 +44,6 @@ public struct GOTPatchOutcome: Sendable {
     public let dryRun: Bool
     public var stopWindowNanoseconds: UInt64 = 0
 }
-
-func littleEndianBytes(_ value: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) } }
 
 extension Graft {
     // MARK: - GOT
@@ -105,7 +104,7 @@ extension Graft {
             if let record = CodeSite.appliedPatch(in: contents, overlapping: slot..<(slot + 8)) {
                 throw GraftError.alreadyPatched(address: slot, id: record.id, function: record.function, pid: pid)
             }
-            let value = try ProcessMemory.read(pid: pid, at: slot, count: 8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+            let value = readLittleEndianUInt64(try ProcessMemory.read(pid: pid, at: slot, count: 8), at: 0)
             var checks = ["\(hex(slot)) is \(module.name)'s \(relocation.typeName) slot for \(symbol) (an aligned word in a \(mapping.permissions) mapping)"]
             // A lazy slot not yet bound points into the module's own PLT.
             let bound = !module.contains(value)

@@ -77,11 +77,7 @@ extension HookEngine {
             if spec.argumentCount > inRegisters {
                 // The rest: on the stack above the return address.
                 let bytes = (try? tracee.readMemory(at: registers.rsp &+ 8, count: (spec.argumentCount - inRegisters) * 8)) ?? []
-                for i in stride(from: 0, to: bytes.count, by: 8) {
-                    var word: UInt64 = 0
-                    for j in 0..<8 { word |= UInt64(bytes[i + j]) << (8 * UInt64(j)) }
-                    arguments.append(word)
-                }
+                for i in stride(from: 0, to: bytes.count, by: 8) { arguments.append(readLittleEndianUInt64(bytes, at: i)) }
             }
             var frames: [BacktraceFrame] = []
             if spec.backtrace && reportsCalls {

@@ -1,6 +1,7 @@
 import Glibc
 import GraftCore
 import GraftELF
+import GraftMachine
 
 /// Everything `SelfContainedLoader` decides before it writes anything into a process: whether the
 /// library can be loaded without a dynamic loader at all (each refusal names its reason), the span
@@ -253,7 +254,7 @@ struct LibraryLoadPlan {
         for region in regions where address >= region.vaddr && address - region.vaddr <= UInt64(region.bytes.count) {
             let at = Int(address - region.vaddr)
             guard region.bytes.count - at >= 8 else { continue }
-            return (0..<8).reduce(UInt64(0)) { $0 | UInt64(region.bytes[at + $1]) << UInt64($1 * 8) }
+            return readLittleEndianUInt64(region.bytes, at: at)
         }
         return nil
     }

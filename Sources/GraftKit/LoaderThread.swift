@@ -233,7 +233,7 @@ enum LoaderThread {
 
     private static func read(pid: Int32, data: UInt64) throws -> Finished {
         let block = try ProcessMemory.read(pid: pid, at: data, count: Block.message + Block.messageSize)
-        func word(_ offset: Int) -> UInt64 { (0..<8).reduce(UInt64(0)) { $0 | UInt64(block[offset + $1]) << (8 * UInt64($1)) } }
+        func word(_ offset: Int) -> UInt64 { readLittleEndianUInt64(block, at: offset) }
         var message: String?
         if word(Block.errorPointer) != 0 {
             let bytes = block[Block.message..<(Block.message + Block.messageSize)].prefix { $0 != 0 }

@@ -1,5 +1,6 @@
 import GraftCore
 import GraftELF
+import GraftMachine
 import GraftPtrace
 
 /// The checks and writes made while every thread is stopped.
@@ -38,20 +39,27 @@ enum StoppedCode {
         guard !returnAddresses.isEmpty else { return }
         let mappings = try ProcMaps.read(pid: tracee.pid)
         for tid in tracee.threadIDs {
-            let rsp = try tracee.registers(of: tid).rsp & ~7
-            guard let stack = mappings.first(where: { $0.contains(rsp) }) else { continue }
-            let length = Int(min(stack.end - rsp, 1 << 20))
-            let words = try tracee.readMemory(at: rsp, count: length)
-            var offset = 0
-            while offset + 8 <= words.count {
-                var value: UInt64 = 0
-                for i in 0..<8 { value |= UInt64(words[offset + i]) << (8 * UInt64(i)) }
-                if returnAddresses.contains(value) {
-                    throw GraftError.returnAddressInsidePatch(tid: tid, returnAddress: value)
-                }
-                offset += 8
+            let rsp = try tracee.registers(of: tid).rsp
+            if let found = try stackWord(of: tid, rsp: rsp, mappings: mappings, tracee: tracee, where: returnAddresses.contains) {
+                throw GraftError.returnAddressInsidePatch(tid: tid, returnAddress: found.value)
             }
         }
+    }
+
+    /// The first word of `tid`'s stack, from rsp up to the end of its stack mapping (at most 1 MiB),
+    /// that `matches`, and where it is; nil when none does or rsp is in no mapping.
+    static func stackWord(of tid: Int32, rsp: UInt64, mappings: [Mapping], tracee: Tracee,
+                          where matches: (UInt64) -> Bool) throws -> (value: UInt64, at: UInt64)? {
+        let top = rsp & ~7
+        guard let stack = mappings.first(where: { $0.contains(top) }) else { return nil }
+        let words = try tracee.readMemory(at: top, count: Int(min(stack.end - top, 1 << 20)))
+        var offset = 0
+        while offset + 8 <= words.count {
+            let value = readLittleEndianUInt64(words, at: offset)
+            if matches(value) { return (value, top + UInt64(offset)) }
+            offset += 8
+        }
+        return nil
     }
 
     /// Writes `new` over `old` at `address`: verifies `old` is there, writes, reads back — one pass

@@ -179,16 +179,8 @@ enum TrampolineSite {
                           registers.r15] where range.contains(value) {
                 return "thread \(tid) holds \(hex(value)) in a register, an address in it"
             }
-            let rsp = registers.rsp & ~7
-            guard let stack = mappings.first(where: { $0.contains(rsp) }) else { continue }
-            let words = try tracee.readMemory(at: rsp, count: Int(min(stack.end - rsp, 1 << 20)))
-            var offset = 0
-            while offset + 8 <= words.count {
-                let value = (0..<8).reduce(UInt64(0)) { $0 | UInt64(words[offset + $1]) << (8 * UInt64($1)) }
-                if range.contains(value) {
-                    return "thread \(tid)'s stack holds \(hex(value)) at \(hex(rsp + UInt64(offset))), a return address into it"
-                }
-                offset += 8
+            if let found = try StoppedCode.stackWord(of: tid, rsp: registers.rsp, mappings: mappings, tracee: tracee, where: range.contains) {
+                return "thread \(tid)'s stack holds \(hex(found.value)) at \(hex(found.at)), a return address into it"
             }
         }
         return nil

@@ -1,5 +1,6 @@
 import GraftCore
 import GraftELF
+import GraftMachine
 import GraftPtrace
 
 /// A C++ virtual method redirected through its class's vtable (Itanium ABI): one pointer of
@@ -28,8 +29,8 @@ public struct VTablePatchPlan: Sendable {
     public let notChanged: [String]
     public let checks: [String]
 
-    public var originalBytes: [UInt8] { littleEndianBytes(currentValue) }
-    public var newBytes: [UInt8] { littleEndianBytes(target.address) }
+    public var originalBytes: [UInt8] { littleEndian(currentValue) }
+    public var newBytes: [UInt8] { littleEndian(target.address) }
 }
 
 public struct VTablePatchOutcome: Sendable {
@@ -190,7 +191,7 @@ extension Graft {
 
     func readWords(pid: Int32, at address: UInt64, count: Int) throws -> [UInt64] {
         let bytes = try ProcessMemory.read(pid: pid, at: address, count: count * 8)
-        return (0..<count).map { w in (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[w * 8 + $1]) << (8 * UInt64($1)) } }
+        return (0..<count).map { readLittleEndianUInt64(bytes, at: $0 * 8) }
     }
 
     private func applyVTable(_ plan: VTablePatchPlan, contents: inout JournalContents) throws -> VTablePatchOutcome {

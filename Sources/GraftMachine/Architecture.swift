@@ -74,6 +74,11 @@ func readLittleEndianInt32(_ bytes: [UInt8], at offset: Int) -> Int32 {
     return Int32(bitPattern: raw)
 }
 
+/// The little-endian 64-bit word at `offset` of `bytes` (a GOT slot, a vtable entry, a stack word).
+public func readLittleEndianUInt64(_ bytes: [UInt8], at offset: Int) -> UInt64 {
+    (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[offset + $1]) << (8 * UInt64($1)) }
+}
+
 /// `value` as little-endian bytes, the byte order of every architecture graft supports.
 @inlinable
 public func littleEndian<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
