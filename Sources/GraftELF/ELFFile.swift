@@ -66,6 +66,7 @@ public final class ELFFile: @unchecked Sendable {
         var maxEnd: [UInt64] = []   // running max of `end` over functions[0...i], for containment search
         var byName: [String: [ELFSymbol]]?
         var demangled: [String: [ELFSymbol]]?
+        var isGoProgram: Bool?
     }
 
     public init(path: String) throws {
@@ -142,6 +143,15 @@ public final class ELFFile: @unchecked Sendable {
         let wantsDefault = version.hasPrefix("@")
         if wantsDefault { version = version.dropFirst() }
         return (index[bare] ?? []).filter { $0.version.map { $0[...] } == version && (!wantsDefault || $0.isDefaultVersion) }
+    }
+
+    /// Go compiled this file (its runtime is in it: `runtime.main`): its functions take Go's
+    /// register ABI, and its threads belong to Go's scheduler. Looked up once.
+    public var isGoProgram: Bool {
+        if let known = cache.withLock({ $0.isGoProgram }) { return known }
+        let isGo = !definedSymbols(named: "runtime.main").isEmpty
+        cache.withLock { $0.isGoProgram = isGo }
+        return isGo
     }
 
     /// The mangled (`_Z`) function symbols by their demangled names (built on first use).

@@ -65,15 +65,6 @@ extension HookEngine {
         try breakpoints.writeAll(to: tracee)
     }
 
-    /// A module Go compiled (its runtime is in it): its functions take their arguments in Go's
-    /// register ABI (ABIInternal, Go ≥ 1.17), not the C one. Cached per module.
-    func isGoModule(_ module: LoadedModule) -> Bool {
-        if let known = goModules[module.path] { return known }
-        let isGo = (try? module.elf()).map { !$0.definedSymbols(named: "runtime.main").isEmpty } ?? false
-        goModules[module.path] = isGo
-        return isGo
-    }
-
     /// Why a pattern's function was skipped, in a few words.
     static func shortReason(_ error: GraftError) -> String {
         switch error {
@@ -114,7 +105,7 @@ extension HookEngine {
         let breakpoint = Breakpoint(address: address, originalByte: instruction.bytes[0], instruction: instruction,
                                     displaced: displaced, slot: nil, entryHook: hook)
         breakpoint.atFunctionEntry = address == start || (address == start + UInt64(X86_64.endbr64.count) && site.code.starts(with: X86_64.endbr64))
-        breakpoint.goABI = breakpoint.atFunctionEntry && isGoModule(located.module)
+        breakpoint.goABI = breakpoint.atFunctionEntry && (try? located.module.elf())?.isGoProgram == true
         return (breakpoint, address == resolved.address ? function : "\(function) (after endbr64)")
     }
 

@@ -16,8 +16,6 @@ final class HookEngine {
     var specs: [HookSpec]
     /// Pattern-expanded functions `arm` skipped, with why (reported as a notice once armed).
     var skipped: [String] = []
-    /// Which modules are Go binaries (`isGoModule`), by path.
-    var goModules: [String: Bool] = [:]
     let limits: HookLimits
     let journal: Journal
     let stopState: StopState

@@ -247,7 +247,7 @@ extension Graft {
         let pid = instance.pid
         let resolve = SelfContainedLoader.targetResolver(index: index)
         try SelfContainedLoader.check(file.elf, resolve: resolve)
-        let isGo = index.modules.first.flatMap { try? $0.elf() }.map { !$0.definedSymbols(named: "runtime.main").isEmpty } ?? false
+        let isGo = (index.modules.first.flatMap { try? $0.elf() })?.isGoProgram == true
         let runInitializers = !isGo && injectInitializers
         if let signal = cancellation?() { throw GraftError.interrupted(signal: signal) }
         let (mapped, _, window) = try withStoppedProcess(pid) { tracee -> (MappedLibrary, Int) in
