@@ -179,6 +179,11 @@ public func hexString(_ bytes: [UInt8]) -> String {
 }
 
 /// Parses `e912345678` or `e9 12 34` back into bytes.
+/// The value of a `0x…` hex address as `hex(_:)` writes it (the journal's), nil for anything else.
+public func hexValue(_ text: String) -> UInt64? {
+    text.hasPrefix("0x") ? UInt64(text.dropFirst(2), radix: 16) : nil
+}
+
 public func bytes(fromHex text: String) -> [UInt8]? {
     let digits = text.filter { !$0.isWhitespace }
     guard digits.count % 2 == 0 else { return nil }

@@ -89,13 +89,10 @@ extension Graft {
         if target.symbol?.kind == .ifunc, let module = target.module, let name = target.symbol?.name {
             throw GraftError.ifuncSymbol(function: "\(module.name)!\(name)", use: "jumping to", pid: pid)
         }
-        var planner = PatchPlanner(instance: instance, index: index, journal: contents, disassembler: try Disassembler(.x86_64),
-                                   readMemory: { try ProcessMemory.read(pid: pid, at: $0, count: $1) })
-        planner.journalDirectory = journal.directory
         let label = "\(module.name)!\(symbol)@got"
         let loaderCode = index.modules.filter { $0.name.hasPrefix("ld-linux") || $0.name.hasPrefix("ld-musl") || $0.name.hasPrefix("ld-2.") }
             .flatMap { $0.mappings.filter(\.executable).map { $0.start..<$0.end } }
-        let pointer = try planner.checkedOriginalPointer(of: target, function: label)
+        let pointer = try PatchPlanner.checkedOriginalPointer(of: target, function: label, index: index)
         return try slots.map { relocation in
             let slot = module.loadBias &+ relocation.offset
             guard slot & 7 == 0, let mapping = index.mapping(containing: slot), mapping.path == module.path || mapping.path.isEmpty else {

@@ -59,7 +59,7 @@ public struct PatchRecord: Codable, Sendable, Equatable {
     /// What the pointer holds after a revert: the original function, whole again (hex).
     public var originalEntry: String?
 
-    public var addressValue: UInt64 { UInt64(address.dropFirst(2), radix: 16) ?? 0 }
+    public var addressValue: UInt64 { hexValue(address) ?? 0 }
     public var original: [UInt8] { bytes(fromHex: originalBytes) ?? [] }
     public var new: [UInt8] { bytes(fromHex: newBytes) ?? [] }
     public var range: Range<UInt64> { addressValue..<(addressValue + UInt64(new.count)) }
@@ -99,8 +99,8 @@ public struct LibraryRecord: Codable, Sendable, Equatable {
     public var loadedAt: String
     public var unloadedAt: String?
 
-    public var baseValue: UInt64 { UInt64(base.dropFirst(2), radix: 16) ?? 0 }
-    public var endValue: UInt64 { UInt64(end.dropFirst(2), radix: 16) ?? 0 }
+    public var baseValue: UInt64 { hexValue(base) ?? 0 }
+    public var endValue: UInt64 { hexValue(end) ?? 0 }
     public var range: Range<UInt64> { baseValue..<max(baseValue, endValue) }
 }
 
@@ -223,7 +223,7 @@ public struct Journal: Sendable {
         for record in contents.patches {
             let name = "patch \(record.id)"
             if !ids.insert(record.id).inserted { return "\(name) appears twice" }
-            guard record.address.hasPrefix("0x"), UInt64(record.address.dropFirst(2), radix: 16) != nil else {
+            guard hexValue(record.address) != nil else {
                 return "\(name): address \"\(record.address)\" is not a 0x hex address"
             }
             guard let new = bytes(fromHex: record.newBytes), !new.isEmpty else { return "\(name): newBytes \"\(record.newBytes)\" are not hex bytes" }
@@ -234,13 +234,13 @@ public struct Journal: Sendable {
                 return "\(name): \(original.count) original bytes but \(new.count) new ones"
             }
             for (key, value) in [("trampolinePage", record.trampolinePage), ("originalPointer", record.originalPointer)] {
-                if let value, !(value.hasPrefix("0x") && UInt64(value.dropFirst(2), radix: 16) != nil) {
+                if let value, hexValue(value) == nil {
                     return "\(name): \(key) \"\(value)\" is not a 0x hex address"
                 }
             }
         }
         for library in contents.libraries ?? [] {
-            for value in [library.base, library.end] where !(value.hasPrefix("0x") && UInt64(value.dropFirst(2), radix: 16) != nil) {
+            for value in [library.base, library.end] where hexValue(value) == nil {
                 return "library \(library.path): \"\(value)\" is not a 0x hex address"
             }
         }

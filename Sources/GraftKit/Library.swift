@@ -279,7 +279,7 @@ extension Graft {
     static func graftMappedModules(pid: Int32, contents: JournalContents) -> [LoadedModule] {
         var extra: [LoadedModule] = []
         for record in contents.libraries ?? [] where record.state == .loaded && record.loader == "graft" {
-            guard let bias = record.loadBias.flatMap({ UInt64($0.dropFirst(2), radix: 16) }),
+            guard let bias = record.loadBias.flatMap(hexValue),
                   let elf = try? ELFFileCache.open(record.path), elf.buildID == record.buildID,
                   let first = elf.loadSegments.min(by: { $0.vaddr < $1.vaddr }),
                   let fileBytes = elf.bytes(atVirtualAddress: first.vaddr, count: 64),

@@ -50,7 +50,7 @@ extension Graft {
                     results.append(UnloadResult(record: record, outcome: .gone, message: "no longer mapped at \(record.base); recorded as unloaded"))
                     continue
                 }
-                if let patch = contents.patches.first(where: { $0.state != .reverted && ($0.library == record.path || $0.targetAddress.flatMap { UInt64($0.dropFirst(2), radix: 16) }.map(record.range.contains) == true) }) {
+                if let patch = contents.patches.first(where: { $0.state != .reverted && ($0.library == record.path || $0.targetAddress.flatMap(hexValue).map(record.range.contains) == true) }) {
                     results.append(UnloadResult(record: record, outcome: .kept, message: "patch \(patch.id) jumps into it; `graft unpatch -p \(pid) \(patch.id)` first"))
                     continue
                 }
@@ -82,7 +82,7 @@ extension Graft {
             }
             return reason.map { (.kept, "\($0); left mapped") } ?? (.unloaded, nil)
         }
-        guard let functions = LoaderFunctions.find(in: index), let handle = UInt64(record.handle?.dropFirst(2) ?? "", radix: 16) else {
+        guard let functions = LoaderFunctions.find(in: index), let handle = record.handle.flatMap(hexValue) else {
             return (.failed, "the process's dynamic loader (dlclose) cannot be found")
         }
         // Every thread stopped for the check; then one borrowed thread starts the dlclose thread.

@@ -62,8 +62,9 @@ extension PatchPlanner {
     }
 
     /// `graft_original_<target>`'s address and `module!name` when the target's module defines it,
-    /// refused unless it is a writable, aligned 8-byte object; nil when there is none.
-    func checkedOriginalPointer(of target: ResolvedLocation, function: String) throws -> (UInt64, String)? {
+    /// refused unless it is a writable, aligned 8-byte object; nil when there is none. For every kind
+    /// of redirection (jump, GOT slot, vtable slot): it needs only the process's mappings.
+    static func checkedOriginalPointer(of target: ResolvedLocation, function: String, index: SymbolIndex) throws -> (UInt64, String)? {
         guard let targetModule = target.module, let symbol = target.symbol, let pointer = PatchPlanner.originalPointer(of: target) else { return nil }
         let pointerSymbol = "\(targetModule.name)!graft_original_\(symbol.name)"
         let pointerAddress = targetModule.runtimeAddress(pointer)
@@ -80,7 +81,7 @@ extension PatchPlanner {
 
     func planTrampoline(target: ResolvedLocation, overwritten instructions: [Instruction], length: Int,
                         function: String, address: UInt64, entry: UInt64, module: LoadedModule) throws -> TrampolinePlan? {
-        guard let (pointerAddress, pointerSymbol) = try checkedOriginalPointer(of: target, function: function) else { return nil }
+        guard let (pointerAddress, pointerSymbol) = try PatchPlanner.checkedOriginalPointer(of: target, function: function, index: index) else { return nil }
         // Relocated at the patch point itself for now: every refusal by name before anything is
         // written; `TrampolinePlan.placed(on:)` aims it once its page exists.
         let preview: X86Relocator.Trampoline

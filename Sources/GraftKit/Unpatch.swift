@@ -155,7 +155,7 @@ extension Graft {
         }
         guard !releasing.isEmpty else { return [:] }
         let records = releasing.map { contents.patches[$0] }
-        func value(_ text: String?) -> UInt64? { text.flatMap { UInt64($0.dropFirst(2), radix: 16) } }
+        func value(_ text: String?) -> UInt64? { text.flatMap(hexValue) }
         let (kept, _, _) = try withStoppedProcess(pid) { tracee -> ([String?], Int) in
             var kept: [String?] = []
             let thread = try tracee.anyThread()

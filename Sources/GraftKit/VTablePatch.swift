@@ -119,10 +119,8 @@ extension Graft {
             throw GraftError.alreadyPatched(address: slot, id: record.id, function: record.function, pid: pid)
         }
         if value == target.address { throw GraftError.usage("\(className)'s slot \(chosen) already holds \(target)") }
-        let planner = PatchPlanner(instance: instance, index: index, journal: contents, disassembler: try Disassembler(.x86_64),
-                                   readMemory: { try ProcessMemory.read(pid: pid, at: $0, count: $1) })
         let label = "\(className)::vtable[\(chosen)]"
-        let pointer = try planner.checkedOriginalPointer(of: target, function: label)
+        let pointer = try PatchPlanner.checkedOriginalPointer(of: target, function: label, index: index)
         var checks = ["\(vtableSymbol) (vtable for \(className)) is in \(module.name) at \(hex(address)), \(groups.count) group\(groups.count == 1 ? "" : "s") (\(groups.count > 1 ? "primary and secondary: multiple inheritance" : "single inheritance"))",
                       "slot \(chosen) at \(hex(slot)) holds \(names[chosen]) (\(hex(value)))"]
         if let pointer { checks.append("\(pointer.1) is a writable pointer: it gets \(hex(value)), the method") }
