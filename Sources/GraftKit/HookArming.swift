@@ -13,6 +13,11 @@ extension HookEngine {
     /// passes its checks.
     func arm() throws {
         var plans: [(hook: Int, breakpoint: Breakpoint, function: String)] = []
+        if let watchSpec, let slots = debugSlots {
+            let (watch, notice) = try planWatch(watchSpec)
+            slots.watch = watch
+            if let notice { armNotices.append(notice) }
+        }
         let contents = try journal.load(ProcessInstance.current(tracee.pid))
         var kept: [HookSpec] = []
         for spec in specs {
@@ -34,6 +39,10 @@ extension HookEngine {
         specs = kept
         if kept.isEmpty && hadSpecs {
             throw GraftError.usage("no function the patterns matched can take a hook: \(skipped.prefix(5).joined(separator: "; "))")
+        }
+        if debugSlots != nil {
+            try armHardware(plans)
+            return
         }
         for (hook, breakpoint, function) in plans {
             switch breakpoint.displaced {
@@ -93,14 +102,18 @@ extension HookEngine {
             throw GraftError.hookRefused(function: function, address: address,
                                          reason: "graft patch \(patch.id) is applied there; hooks and patches do not overlap (run `graft unpatch -p \(tracee.pid) \(patch.id)` first)")
         }
-        let memory = try tracee.readMemory(at: address, count: instruction.size)
-        guard memory == instruction.bytes else {
-            let hint = memory.first == X86_64.int3 ? "an int3 is there: another debugger (or another graft hook session) has a breakpoint on it" : "the code in memory differs from the file"
-            throw GraftError.unexpectedBytes(address: address, expected: instruction.bytes, found: memory, hint: hint)
-        }
         let displaced = X86DisplacedInstruction.classify(instruction)
-        if case .refused(let reason) = displaced {
-            throw GraftError.hookRefused(function: function, address: address, reason: reason)
+        // A debug register (`--hardware`) changes no byte and displaces nothing: the code may differ
+        // from the file (another tool's int3 around it, a checksummed mapping) and any instruction will do.
+        if debugSlots == nil {
+            let memory = try tracee.readMemory(at: address, count: instruction.size)
+            guard memory == instruction.bytes else {
+                let hint = memory.first == X86_64.int3 ? "an int3 is there: another debugger (or another graft hook session) has a breakpoint on it" : "the code in memory differs from the file"
+                throw GraftError.unexpectedBytes(address: address, expected: instruction.bytes, found: memory, hint: hint)
+            }
+            if case .refused(let reason) = displaced {
+                throw GraftError.hookRefused(function: function, address: address, reason: reason)
+            }
         }
         let breakpoint = Breakpoint(address: address, originalByte: instruction.bytes[0], instruction: instruction,
                                     displaced: displaced, slot: nil, entryHook: hook)
@@ -112,6 +125,7 @@ extension HookEngine {
     /// Makes sure a return breakpoint sits at `address`; false when graft cannot put one there (the
     /// return is then not reported, and the user told once).
     func ensureReturnSite(_ address: UInt64, via tid: Int32, onEvent: (HookEvent) -> Void) throws -> Bool {
+        if debugSlots != nil { return try ensureHardwareReturnSite(address, thread: tid, onEvent: onEvent) }
         if let existing = breakpoints[address] {
             existing.isReturnSite = true
             return true

@@ -49,6 +49,13 @@ final class HookEngine {
     /// False: calls are counted (summary, `StopState.hits`) but no `.hit`/`.returned` events are
     /// built or delivered — `graft hook --quiet`, the cheapest hook.
     var reportsCalls = true
+    /// `--hardware` and `graft watch`: the hooks (and the watch) live in the debug registers, no
+    /// int3 is written (see `DebugSlots`, HardwareHooks.swift). Set before `run`.
+    var debugSlots: DebugSlots?
+    /// `graft watch`: the variable, planned by `arm`.
+    var watchSpec: WatchSpec?
+    /// What `arm` wants the user told once the hooks are armed.
+    var armNotices: [String] = []
 
     init(tracee: Tracee, specs: [HookSpec], limits: HookLimits, journal: Journal, stopState: StopState) throws {
         self.tracee = tracee
@@ -95,6 +102,7 @@ final class HookEngine {
         started = graft_monotonic_ns()
         watcher.startDuration()
         onEvent(.armed(armed))
+        for notice in armNotices { onEvent(.notice(notice)) }
         if !skipped.isEmpty {
             onEvent(.notice("skipped \(skipped.count) function\(skipped.count == 1 ? "" : "s") the pattern matched that cannot take a hook: \(skipped.prefix(20).joined(separator: "; "))\(skipped.count > 20 ? "; …" : "")"))
         }
@@ -181,6 +189,7 @@ final class HookEngine {
     /// Handles one event while the session runs; true when something was reported.
     func handle(_ event: TraceEvent, onEvent: (HookEvent) -> Void) throws -> Bool {
         if let stepper, let reported = try stepper.intercept(event, host: self, onEvent: onEvent) { return reported }
+        if debugSlots != nil, let reported = try handleHardware(event, onEvent: onEvent) { return reported }
         switch event {
         case .trap(let tid):
             if pcOnlyPath, let reported = try pcOnlyHit(tid, onEvent: onEvent) { return reported }

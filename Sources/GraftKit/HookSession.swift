@@ -29,6 +29,11 @@ public final class HookSession: @unchecked Sendable {
     /// measured, but no `.hit`/`.returned` events are built or delivered, and no arguments or
     /// backtraces read: the cheapest hook (`graft hook --quiet`). Set before `run`.
     public var reportsCalls = true
+    /// Hooks in the debug registers (DR0–DR3) instead of int3s: no byte of code changes; at most
+    /// four (three with returns). Set before `run`.
+    public var hardware = false
+    /// `graft watch`: a data breakpoint on this variable (with or without hooks). Set before `run`.
+    public var watch: WatchSpec?
     /// Calls counted so far over all hooks; readable from any thread while `run` runs.
     public var hitsSoFar: Int { stopState.hits.load(ordering: .relaxed) }
     /// The kernel thread id of the session's tracer thread while `run` runs (0 otherwise), for
@@ -69,7 +74,7 @@ public final class HookSession: @unchecked Sendable {
     public func run(stopCheck: @escaping @Sendable () -> HookSessionEnd? = { nil },
                     flush: () -> Void = {}, onEvent: (HookEvent) -> Void,
                     onEnd: (HookSummary) -> Void = { _ in }) throws -> HookSummary {
-        guard !specs.isEmpty else { throw GraftError.usage("give at least one LOCATION to hook") }
+        guard !specs.isEmpty || watch != nil else { throw GraftError.usage("give at least one LOCATION to hook") }
         if command == nil { try ProcFS.preflightTarget(pid) }
         return try withSessionThreads(name: "graft-hooks", state: stopState, duration: limits.duration, check: stopCheck) { tracer, watcher in
             stopState.tracerThread.store(tracer.kernelThreadID, ordering: .relaxed)
@@ -80,6 +85,8 @@ public final class HookSession: @unchecked Sendable {
                 try HookEngine(tracee: tracee, specs: specs, limits: limits, journal: journal, stopState: stopState)
             }
             engine.reportsCalls = reportsCalls
+            if hardware || watch != nil { engine.debugSlots = DebugSlots() }
+            engine.watchSpec = watch
             return try runEngine(engine, launched: command != nil, status: &launchedExitStatus, ended: onEnd) {
                 try engine.run(flush: flush, onEvent: onEvent, watcher: watcher)
             }
