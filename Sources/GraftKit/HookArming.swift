@@ -27,6 +27,12 @@ extension HookEngine {
             } catch let error as GraftError where spec.fromPattern && tracee.processDeath() == nil {
                 skipped.append("\(spec.location) (\(HookEngine.shortReason(error)))")
                 continue
+            } catch GraftError.moduleNotFound(let module, let available) where !spec.fromPattern {
+                // A library the process has not loaded yet: armed when it does (LibraryWait.swift).
+                try checkCanWait(for: module, available: available)
+                kept.append(spec)
+                waitingHooks.append((kept.count - 1, module))
+                continue
             }
             if let other = plans.first(where: { $0.breakpoint.address == breakpoint.address }) {
                 if spec.fromPattern { continue }  // an alias of a function already hooked
@@ -44,34 +50,47 @@ extension HookEngine {
             try armHardware(plans)
             return
         }
+        stats = specs.map { HookStatistics(location: $0.location, function: "(not loaded yet)") }
         for (hook, breakpoint, function) in plans {
-            switch breakpoint.displaced {
-            case .outOfLine:
-                do {
-                    breakpoint.slot = try scratch.place(breakpoint.instruction, via: nil)
-                } catch let error as GraftError {
-                    if let death = tracee.processDeath() { throw death }
-                    if case .hookRefused = error { throw error }
-                    throw GraftError.hookRefused(function: function, address: breakpoint.address,
-                                                 reason: "'\(breakpoint.instruction.text)' can only run out of line, from a scratch page graft maps in the process: \(error)")
-                }
-            case .push where stepper == nil:
-                // A push could be emulated (rsp -= 8 and a POKEDATA of the register), but run from
-                // a copy it costs nothing beyond the pc: per hit one PTRACE_POKEDATA and a whole
-                // SETREGS fewer (~2.4 µs of ~16 µs). Emulated when no scratch page can be had (a
-                // seccomp filter that would not allow the mmap: Tracee.remoteSyscall asks it first),
-                // and while tracing (the stepped thread must not count the copy's jump back).
-                breakpoint.slot = try? scratch.place(breakpoint.instruction, via: nil)
-            default:
-                break
-            }
+            try placeCopy(breakpoint, function: function, via: nil)
             breakpoints.insert(breakpoint)
-            stats.append(HookStatistics(location: specs[hook].location, function: function))
-            armed.append(ArmedHook(index: hook, location: specs[hook].location, function: function, address: breakpoint.address,
-                                   instruction: breakpoint.instruction.text,
-                                   strategy: breakpoint.slot != nil ? "out of line" : breakpoint.displaced.strategy))
+            stats[hook] = HookStatistics(location: specs[hook].location, function: function)
+            armed.append(armedHook(hook, breakpoint, function))
         }
+        if !waitingHooks.isEmpty { try placeLoaderBreakpoint(contents: contents) }
         try breakpoints.writeAll(to: tracee)
+    }
+
+    /// What `.armed` says of a hook.
+    func armedHook(_ hook: Int, _ breakpoint: Breakpoint, _ function: String) -> ArmedHook {
+        ArmedHook(index: hook, location: specs[hook].location, function: function, address: breakpoint.address,
+                  instruction: breakpoint.instruction.text,
+                  strategy: breakpoint.slot != nil ? "out of line" : breakpoint.displaced.strategy)
+    }
+
+    /// Places the out-of-line copy a breakpoint's displaced instruction needs (mapped by thread `tid`,
+    /// nil: any thread that can make a remote call).
+    func placeCopy(_ breakpoint: Breakpoint, function: String, via tid: Int32?) throws {
+        switch breakpoint.displaced {
+        case .outOfLine:
+            do {
+                breakpoint.slot = try scratch.place(breakpoint.instruction, via: tid)
+            } catch let error as GraftError {
+                if let death = tracee.processDeath() { throw death }
+                if case .hookRefused = error { throw error }
+                throw GraftError.hookRefused(function: function, address: breakpoint.address,
+                                             reason: "'\(breakpoint.instruction.text)' can only run out of line, from a scratch page graft maps in the process: \(error)")
+            }
+        case .push where stepper == nil:
+            // A push could be emulated (rsp -= 8 and a POKEDATA of the register), but run from
+            // a copy it costs nothing beyond the pc: per hit one PTRACE_POKEDATA and a whole
+            // SETREGS fewer (~2.4 µs of ~16 µs). Emulated when no scratch page can be had (a
+            // seccomp filter that would not allow the mmap: Tracee.remoteSyscall asks it first),
+            // and while tracing (the stepped thread must not count the copy's jump back).
+            breakpoint.slot = try? scratch.place(breakpoint.instruction, via: tid)
+        default:
+            break
+        }
     }
 
     /// Why a pattern's function was skipped, in a few words.

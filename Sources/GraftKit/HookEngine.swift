@@ -19,7 +19,8 @@ final class HookEngine {
     let limits: HookLimits
     let journal: Journal
     let stopState: StopState
-    let index: SymbolIndex
+    /// Rebuilt when the loader maps a library a waiting hook needs (`loaderStateChanged`).
+    var index: SymbolIndex
     let disassembler: Disassembler
     lazy var unwinder = RemoteUnwinder(index: index)
 
@@ -56,6 +57,12 @@ final class HookEngine {
     var watchSpec: WatchSpec?
     /// What `arm` wants the user told once the hooks are armed.
     var armNotices: [String] = []
+    /// Hooks in a module the process has not loaded yet (by hook index, with the module's name as
+    /// given), armed when the loader maps it; `loaderBreakpoint` is where graft hears of it.
+    var waitingHooks: [(hook: Int, module: String)] = []
+    var loaderBreakpoint: Breakpoint?
+    /// False (`--no-wait`): a module not loaded yet is an error, as it was.
+    var waitsForLibraries = true
 
     init(tracee: Tracee, specs: [HookSpec], limits: HookLimits, journal: Journal, stopState: StopState) throws {
         self.tracee = tracee
@@ -201,6 +208,7 @@ final class HookEngine {
                 return false
             }
             registers.rip = address
+            if breakpoint === loaderBreakpoint { loaderStateChanged(tid, onEvent: onEvent) }
             if let stepper, vforkChildren.isEmpty || !vforkChildren.contains(tid), stepper.wantsToTrace(breakpoint) {
                 try stepper.begin(tid, registers: &registers, breakpoint: breakpoint, host: self, onEvent: onEvent)
                 return true

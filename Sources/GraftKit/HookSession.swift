@@ -34,6 +34,9 @@ public final class HookSession: @unchecked Sendable {
     public var hardware = false
     /// `graft watch`: a data breakpoint on this variable (with or without hooks). Set before `run`.
     public var watch: WatchSpec?
+    /// A hook whose module is not loaded yet waits for the process to load it (true, the default)
+    /// or is an error (`--no-wait`). Set before `run`.
+    public var waitsForLibraries = true
     /// Calls counted so far over all hooks; readable from any thread while `run` runs.
     public var hitsSoFar: Int { stopState.hits.load(ordering: .relaxed) }
     /// The kernel thread id of the session's tracer thread while `run` runs (0 otherwise), for
@@ -87,6 +90,7 @@ public final class HookSession: @unchecked Sendable {
             engine.reportsCalls = reportsCalls
             if hardware || watch != nil { engine.debugSlots = DebugSlots() }
             engine.watchSpec = watch
+            engine.waitsForLibraries = waitsForLibraries
             return try runEngine(engine, launched: command != nil, status: &launchedExitStatus, ended: onEnd) {
                 try engine.run(flush: flush, onEvent: onEvent, watcher: watcher)
             }

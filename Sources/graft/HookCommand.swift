@@ -70,6 +70,9 @@ struct HookCommand: ParsableCommand {
     @Option(name: .customLong("max-hooks"), help: "The most functions patterns may bring (default 1000).")
     var maxHooks = 1_000
 
+    @Flag(name: .customLong("no-wait"), help: "Refuse a LOCATION in a library the process has not loaded yet, instead of hooking it when the process loads it.")
+    var noWait = false
+
     @Flag(name: .long, help: "Use the CPU's debug registers (DR0–DR3) instead of int3s: no byte of code changes; at most four functions (three with --returns).")
     var hardware = false
 
@@ -112,6 +115,7 @@ struct HookCommand: ParsableCommand {
         }
         session.reportsCalls = !quiet
         session.hardware = hardware
+        session.waitsForLibraries = !noWait
         let printer = HookPrinter(json: json, quiet: quiet, argumentCount: argumentCount, launched: !command.isEmpty)
         printer.hitsSoFar = { [session] in session.hitsSoFar }
         printer.ending = SessionEnding(count: count, duration: duration, pid: pid, unit: "call")
