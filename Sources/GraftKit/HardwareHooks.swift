@@ -170,7 +170,9 @@ extension HookEngine {
             } else {
                 try tracee.setRegisters(registers, of: tid)
             }
-            if breakpoint.entryHook == nil { try releaseReturnSlotIfDone(breakpoint, thread: tid) }
+            if breakpoint.entryHook == nil {
+                try releaseReturnSlotIfDone(breakpoint, thread: tid, owner: returnOwner(breakpoint, tid: tid, registers: registers))
+            }
             try tracee.resume(tid)
             checkCount()
             return reported
@@ -185,7 +187,7 @@ extension HookEngine {
     }
 
     /// `--returns` with `--hardware`: the return address in one of the thread's spare slots.
-    func ensureHardwareReturnSite(_ address: UInt64, thread tid: Int32, onEvent: (HookEvent) -> Void) throws -> Bool {
+    func ensureHardwareReturnSite(_ address: UInt64, thread tid: Int32, goABI: Bool, onEvent: (HookEvent) -> Void) throws -> Bool {
         guard let slots = debugSlots else { return false }
         if let hook = slots.hooks[address] {
             hook.isReturnSite = true
@@ -212,15 +214,16 @@ extension HookEngine {
         let breakpoint = Breakpoint(address: address, originalByte: instruction.bytes[0], instruction: instruction,
                                     displaced: .skip(length: 0), slot: nil, entryHook: nil, isReturnSite: true)
         breakpoint.hardwareSlot = free
+        breakpoint.goABI = goABI
         mine[free] = breakpoint
         slots.returnSlots[tid] = mine
         return true
     }
 
     /// A return slot whose calls have all returned is disabled (DR7 of that thread).
-    func releaseReturnSlotIfDone(_ breakpoint: Breakpoint, thread tid: Int32) throws {
+    func releaseReturnSlotIfDone(_ breakpoint: Breakpoint, thread tid: Int32, owner: UInt64) throws {
         guard let slots = debugSlots, let slot = breakpoint.hardwareSlot, slot >= slots.shared.count,
-              !(pending[tid] ?? []).contains(where: { $0.returnAddress == breakpoint.address }) else { return }
+              !(pending[owner] ?? []).contains(where: { $0.returnAddress == breakpoint.address }) else { return }
         slots.returnSlots[tid]?[slot] = nil
         if var control = slots.control[tid] {
             control.disable(slot)

@@ -115,7 +115,13 @@ extension HookEngine {
         let function = resolved.description
         // Code from the file (memory may hold a breakpoint), up to the hooked instruction + 15.
         let site = try resolver.decode(located, count: Int(max(located.symbol.size, resolved.address - start + 16)))
-        let address = site.address
+        let isGo = (try? located.module.elf())?.isGoProgram == true
+        // A Go function's entry runs again after its stack grew (morestack copies the stack and
+        // restarts the function) or after a preemption request: hooked there, one call would be two
+        // hits. Past the stack check (as delve does) it is one, with rsp and the argument registers
+        // still as at the entry.
+        let goStackCheck = isGo && site.address == start ? Self.goStackCheckLength(site.instructions) : 0
+        let address = site.address + UInt64(goStackCheck)
         let instruction = site.instructions[try site.instructionIndex(at: address, function: function)]
         if let patch = CodeSite.appliedPatch(in: contents, overlapping: address..<address + 1) {
             throw GraftError.hookRefused(function: function, address: address,
@@ -136,17 +142,44 @@ extension HookEngine {
         }
         let breakpoint = Breakpoint(address: address, originalByte: instruction.bytes[0], instruction: instruction,
                                     displaced: displaced, slot: nil, entryHook: hook)
-        breakpoint.atFunctionEntry = address == start || (address == start + UInt64(X86_64.endbr64.count) && site.code.starts(with: X86_64.endbr64))
-        breakpoint.goABI = breakpoint.atFunctionEntry && (try? located.module.elf())?.isGoProgram == true
+        breakpoint.atFunctionEntry = address == start || goStackCheck > 0
+            || (address == start + UInt64(X86_64.endbr64.count) && site.code.starts(with: X86_64.endbr64))
+        breakpoint.goABI = breakpoint.atFunctionEntry && isGo
+        if goStackCheck > 0 { return (breakpoint, "\(function) (after the stack check)") }
         return (breakpoint, address == resolved.address ? function : "\(function) (after endbr64)")
+    }
+
+    /// The bytes of a Go function's stack-check prologue (`cmp rsp, [r14+0x10]; jbe morestack`, or
+    /// `lea r12, [rsp-N]; cmp r12, [r14+0x10]; jbe …` for larger frames), 0 when it does not start
+    /// with one. Only flags and r12 change in it: rsp, the return address at [rsp] and the argument
+    /// registers are as at the entry after it.
+    static func goStackCheckLength(_ instructions: [Instruction]) -> Int {
+        func isGuardCompare(_ instruction: Instruction, _ register: String) -> Bool {
+            instruction.mnemonic == "cmp" && instruction.operands == "\(register), qword ptr [r14 + 0x10]"
+        }
+        let first = instructions.prefix(3)
+        if first.count >= 2, isGuardCompare(first[first.startIndex], "rsp"), first[first.startIndex + 1].mnemonic == "jbe" {
+            return first.prefix(2).reduce(0) { $0 + $1.size }
+        }
+        if first.count == 3, first[first.startIndex].mnemonic == "lea", first[first.startIndex].operands.hasPrefix("r12, [rsp - "),
+           isGuardCompare(first[first.startIndex + 1], "r12"), first[first.startIndex + 2].mnemonic == "jbe" {
+            return first.reduce(0) { $0 + $1.size }
+        }
+        return 0
     }
 
     /// Makes sure a return breakpoint sits at `address`; false when graft cannot put one there (the
     /// return is then not reported, and the user told once).
     func ensureReturnSite(_ address: UInt64, via tid: Int32, onEvent: (HookEvent) -> Void) throws -> Bool {
-        if debugSlots != nil { return try ensureHardwareReturnSite(address, thread: tid, onEvent: onEvent) }
+        try ensureReturnSite(address, via: tid, goABI: false, onEvent: onEvent)
+    }
+
+    /// `goABI`: the call is Go code's, so the site's pending calls are owned by goroutines (`returnOwner`).
+    func ensureReturnSite(_ address: UInt64, via tid: Int32, goABI: Bool, onEvent: (HookEvent) -> Void) throws -> Bool {
+        if debugSlots != nil { return try ensureHardwareReturnSite(address, thread: tid, goABI: goABI, onEvent: onEvent) }
         if let existing = breakpoints[address] {
             existing.isReturnSite = true
+            existing.goABI = existing.goABI || goABI
             return true
         }
         if refusedReturnSites.contains(address) { return false }
@@ -168,6 +201,7 @@ extension HookEngine {
         if case .refused(let reason) = displaced { return refuse(reason) }
         let breakpoint = Breakpoint(address: address, originalByte: code[0], instruction: instruction, displaced: displaced,
                                     slot: nil, entryHook: nil, isReturnSite: true)
+        breakpoint.goABI = goABI  // a return into Go code: pending calls are the goroutine's
         if case .outOfLine = displaced {
             do {
                 breakpoint.slot = try scratch.place(instruction, via: tid)

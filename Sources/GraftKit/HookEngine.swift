@@ -25,7 +25,9 @@ final class HookEngine {
     lazy var unwinder = RemoteUnwinder(index: index)
 
     let breakpoints = BreakpointTable()
-    var pending: [Int32: [PendingReturn]] = [:]
+    /// Calls whose return graft waits for, by owner (`returnOwner`): the thread, or for Go code the
+    /// goroutine, which may return on another thread than the one it was called on.
+    var pending: [UInt64: [PendingReturn]] = [:]
     let scratch: ScratchPages
     var stats: [HookStatistics] = []
     var armed: [ArmedHook] = []
@@ -271,7 +273,7 @@ final class HookEngine {
             onEvent(.notice("process \(tracee.pid) called exec: its code is new, the hooks are gone"))
             return true
         case .threadExited(let tid, let status):
-            pending[tid] = nil
+            pending[HookEngine.threadOwner(tid)] = nil  // a goroutine's calls outlive the thread
             unwinder.forget(tid)
             if draining, session.end == nil, pending.values.allSatisfy(\.isEmpty) { session.end = .count }
             if vforkChildren.remove(tid) != nil { return false }

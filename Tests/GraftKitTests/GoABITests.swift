@@ -41,3 +41,25 @@ import TestSupport
         #expect(plan.checks.first?.contains("libc.so.6!strlen is an IFUNC: graft patches the implementation") == true)
     }
 }
+
+/// A goroutine blocked inside a hooked call resumes on whichever thread the scheduler picks: its
+/// return belongs to the goroutine (Go's g, in r14), not to the thread it was called on.
+@Suite struct GoroutineReturnTests {
+    @Test func everyCountedCallsReturnIsPairedThoughGoroutinesMoveBetweenThreads() throws {
+        let victim = try Victim.launch("go_goroutines", arguments: ["8", "60"])
+        defer { victim.kill() }
+        let run = HookRun(HookSession(pid: victim.pid, specs: [HookSpec(location: "main.slow", argumentCount: 1, returns: true)],
+                                      limits: HookLimits(count: 400), journal: temporaryJournal()))
+        try #require(run.waitArmed(), "session did not arm")
+        let summary = try run.waitEnd(timeout: 60)
+        #expect(summary.end == .count)
+        let hits = run.hits, returns = run.returns
+        #expect(hits.count == 400)
+        // Every counted call's return, each 2 × its argument (Go returns in rax too).
+        #expect(returns.count == hits.count, "\(returns.count) returns for \(hits.count) calls")
+        #expect(returns.map(\.value).sorted() == hits.map { 2 * $0.arguments[0] }.sorted())
+        // And they did move: some returns came back on another thread than their call's.
+        let callThreads = Dictionary(grouping: hits, by: { $0.arguments[0] }).mapValues { Set($0.map(\.tid)) }
+        #expect(returns.contains { !(callThreads[$0.value / 2] ?? []).contains($0.tid) })
+    }
+}

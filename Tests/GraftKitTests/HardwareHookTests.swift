@@ -152,7 +152,7 @@ import TestSupport
         // A variable longer than 8 bytes: its first 8 are watched, with a notice.
         let run = HookRun(watchSession(victim, WatchSpec(location: "small"), limits: HookLimits(count: 1)))
         try #require(run.waitArmed())
-        #expect(run.notices.contains { $0.contains("small is 16 bytes") && $0.contains("first 8") })
+        try waitUntil("the notice about small's size") { run.notices.contains { $0.contains("small is 16 bytes") && $0.contains("first 8") } }
         victim.writeStdin("go\n")
         _ = try run.waitEnd()
         let hits = watchHits(run)
