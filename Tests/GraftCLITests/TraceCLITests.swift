@@ -56,6 +56,39 @@ import TestSupport
         #expect(victim.waitForLine(timeout: 10, where: { $0 == "traced 1 83" }) != nil)
     }
 
+    /// `--signals skip`: SIGUSR1 handlers run free, the traced call counts its 113 instructions, the
+    /// JSON summary and the text summary say how many handler runs were skipped.
+    @Test func signalsSkipIsCountedInTheSummary() throws {
+        let victim = try Victim.launch("trace_calls", arguments: ["signals", "120"], stdin: true)
+        defer { victim.kill() }
+        for json in [true, false] {
+            let session = try Victim.launchCommand(try graftBinary(), arguments: ["trace", "-p", String(victim.pid), "--function", "trace_a", "--summary",
+                                                                                "--signals", "skip", "--state-dir", temporaryDirectory()] + (json ? ["--json"] : []),
+                                                   waitForReady: false)
+            defer { session.kill() }
+            if json {
+                #expect(session.waitForLine(timeout: 60, where: { $0.contains("\"event\":\"armed\"") }) != nil)
+            } else {
+                try waitUntil("graft to arm trace_a (stderr: \(session.stderrOutput))", timeout: 60) {
+                    session.stderrOutput.contains("graft: waiting for a call of trace_calls!trace_a") || !session.isAlive
+                }
+            }
+            victim.writeStdin("go\n")
+            #expect(session.waitExit(timeout: 30).flatMap(WaitStatus.exitCode) == 0)
+            let text = session.drain().joined(separator: "\n")
+            if json {
+                let summary = try #require(try jsonLines(text).last)
+                #expect(summary["steps"] as? Int == 113 && (summary["handlers_skipped"] as? Int ?? 0) > 0, "\(summary)")
+                #expect(summary["handlers_skipped"] as? Int == summary["signals_delivered"] as? Int)
+            } else {
+                #expect(text.contains("signal handlers run free, not stepped: ") && text.contains(" SIGUSR1 (--signals step traces them)"), "\(text)")
+                #expect(text.contains("113 instructions of thread"), "\(text)")
+            }
+        }
+        let bad = try graft(["trace", "-p", String(victim.pid), "--function", "trace_a", "--signals", "never"], stateDir: temporaryDirectory())
+        #expect(bad.status != 0 && bad.stderr.contains("--signals"), "\(bad.stderr)")
+    }
+
     @Test func foldedStacksAndAWellFormedFlameGraph() throws {
         let victim = try Victim.launch("trace_calls", arguments: ["", "120"], stdin: true)
         defer { victim.kill() }
