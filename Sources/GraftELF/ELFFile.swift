@@ -49,7 +49,7 @@ public final class ELFFile: @unchecked Sendable {
     private let tables: [SymbolTable]
     /// `name@plt` for each PLT stub whose GOT slot a relocation names (see `pltSymbol(containing:)`).
     public let pltSymbols: [ELFSymbol]
-    private let cache = Locked(SymbolCache())
+    let cache = Locked(SymbolCache())
 
     struct SymbolTable {
         var offset: Int, count: Int, stringsOffset: Int, stringsSize: Int, isDynamic: Bool
@@ -67,6 +67,7 @@ public final class ELFFile: @unchecked Sendable {
         var byName: [String: [ELFSymbol]]?
         var demangled: [String: [ELFSymbol]]?
         var isGoProgram: Bool?
+        var unwindFunctions: [CodeRange]?   // ELFUnwindFunctions.swift
     }
 
     public init(path: String) throws {

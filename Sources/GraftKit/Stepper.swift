@@ -71,6 +71,8 @@ final class Stepper {
     var stopping: Set<Int32> = []
     var held: Set<Int32> = []
     var functionIndexCache: (start: UInt64, end: UInt64, index: Int)?
+    /// The profile entry of unnamed code without an `.eh_frame` function, by module (or mapping).
+    var unnamedCode: [String: Int] = [:]
     /// What the thread must do after the instruction just accounted (see `continueAfterAccount`).
     var action: Action = .next
 

@@ -83,9 +83,10 @@ public struct TraceStep: Sendable {
     /// Frames on the shadow call stack when it ran.
     public let depth: Int
 
-    /// `module!function+0xoff`.
+    /// `module!function+0xoff`; without a symbol `module+0xOFF` of the pc itself (both LOCATIONs).
     public var location: String {
-        function.name == nil ? function.displayName : function.displayName + (offset == 0 ? "" : "+\(hex(offset))")
+        if function.name == nil, function.module != nil { return "\(function.module ?? "")+\(hex(pc &- function.moduleStart))" }
+        return function.name == nil ? function.displayName : function.displayName + (offset == 0 ? "" : "+\(hex(offset))")
     }
 }
 

@@ -89,6 +89,16 @@ import TestSupport
         #expect(bad.status != 0 && bad.stderr.contains("--signals"), "\(bad.stderr)")
     }
 
+    /// A stripped program has no `main` symbol: the error says the program is stripped and how to
+    /// name its code, and suggests nothing absurd (`main` is not a word of `textdomain`).
+    @Test func strippedProgramSaysSo() throws {
+        for command in [["trace", "--function", "main"], ["hook", "main"]] {
+            let result = try runCommand(try graftBinary(), command + ["--state-dir", temporaryDirectory(), "--", "/bin/true"])
+            expectOneLineError(result, "no function 'main': true is stripped (no .symtab: only its exported functions have names); name its code as true+0xOFF")
+            #expect(!result.stderr.contains("textdomain") && !result.stderr.contains("getdomainname"), "\(result.stderr)")
+        }
+    }
+
     @Test func foldedStacksAndAWellFormedFlameGraph() throws {
         let victim = try Victim.launch("trace_calls", arguments: ["", "120"], stdin: true)
         defer { victim.kill() }
