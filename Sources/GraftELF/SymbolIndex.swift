@@ -80,6 +80,10 @@ public final class SymbolIndex: @unchecked Sendable {
         if let executable, let index = modules.firstIndex(where: { $0.path == executable }), index != 0 {
             modules.insert(modules.remove(at: index), at: 0)
         }
+        // The vDSO: no file, but an ELF image in memory (`VDSO`), named linux-vdso.so.1.
+        if let vdso = mappings.first(where: { $0.path == VDSO.mapsPath }) {
+            modules.append(LoadedModule(path: VDSO.mapsPath, mappings: [vdso], root: root, pid: pid))
+        }
         self.modules = modules + extra
     }
 

@@ -128,12 +128,20 @@ struct CodeSiteResolver {
     /// What the loader chose for an IFUNC in this process: the module's `R_X86_64_IRELATIVE` slot
     /// whose addend is the resolver (the module's own calls go through it; the loader fills it at
     /// start-up with the resolver's answer). nil when there is none or it is not filled.
+    ///
+    /// Without such a slot, an IFUNC the vDSO implements (`time`, `gettimeofday`, `clock_gettime`,
+    /// `clock_getres`, `getcpu`: glibc's x86_64 resolvers return the vDSO's `__vdso_NAME` whenever
+    /// the kernel provides one, `dl_vdso_vsym`) is that vDSO function.
     func implementation(ofIFUNC symbol: ELFSymbol, in module: LoadedModule) -> UInt64? {
-        guard let relocations = try? module.elf().dynamicInfo().relocations,
-              let slot = relocations.first(where: { $0.type == 37 && UInt64(bitPattern: $0.addend) == symbol.value }),
-              let bytes = try? readMemory(module.loadBias &+ slot.offset, 8) else { return nil }
-        let value = readLittleEndianUInt64(bytes, at: 0)
-        return value == 0 || value == module.runtimeAddress(symbol) ? nil : value
+        if let relocations = try? module.elf().dynamicInfo().relocations,
+           let slot = relocations.first(where: { $0.type == 37 && UInt64(bitPattern: $0.addend) == symbol.value }),
+           let bytes = try? readMemory(module.loadBias &+ slot.offset, 8) {
+            let value = readLittleEndianUInt64(bytes, at: 0)
+            return value == 0 || value == module.runtimeAddress(symbol) ? nil : value
+        }
+        guard let vdso = index.modules.first(where: { $0.path == VDSO.mapsPath }), vdso !== module,
+              let function = (try? vdso.elf())?.symbols(named: "__vdso_" + symbol.name).first else { return nil }
+        return vdso.runtimeAddress(function)
     }
 
     /// Decodes `count` bytes of the function from its start (from the file when it can be read) and
@@ -162,7 +170,9 @@ struct CodeSiteResolver {
         if asTarget {
             guard mapping.executable else { throw GraftError.targetNotExecutable(address: address, mapping: description) }
         } else {
-            guard mapping.executable, mapping.isFileBacked else {
+            // The vDSO is no file, but graft reads its image (`VDSO`) and may write it like text:
+            // ptrace's forced write gives the process its own copy of the page.
+            guard mapping.executable, mapping.isFileBacked || mapping.path == VDSO.mapsPath else {
                 throw GraftError.addressNotExecutable(address: address, mapping: description)
             }
         }

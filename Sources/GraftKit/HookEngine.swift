@@ -16,6 +16,8 @@ final class HookEngine {
     var specs: [HookSpec]
     /// Pattern-expanded functions `arm` skipped, with why (reported as a notice once armed).
     var skipped: [String] = []
+    /// Said once armed: what `arm` chose that the LOCATION did not name (an IFUNC's implementation).
+    var armNotices: [String] = []
     let limits: HookLimits
     let journal: Journal
     let stopState: StopState
@@ -95,6 +97,7 @@ final class HookEngine {
         started = graft_monotonic_ns()
         watcher.startDuration()
         onEvent(.armed(armed))
+        for notice in armNotices { onEvent(.notice(notice)) }
         if !skipped.isEmpty {
             onEvent(.notice("skipped \(skipped.count) function\(skipped.count == 1 ? "" : "s") the pattern matched that cannot take a hook: \(skipped.prefix(20).joined(separator: "; "))\(skipped.count > 20 ? "; …" : "")"))
         }
