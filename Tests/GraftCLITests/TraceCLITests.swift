@@ -56,13 +56,13 @@ import TestSupport
         #expect(victim.waitForLine(timeout: 10, where: { $0 == "traced 1 83" }) != nil)
     }
 
-    /// `--signals skip`: SIGUSR1 handlers run free, the traced call counts its 113 instructions, the
+    /// `--signals skip`: SIGUSR1 handlers run free, each traced call counts its 113 instructions, the
     /// JSON summary and the text summary say how many handler runs were skipped.
     @Test func signalsSkipIsCountedInTheSummary() throws {
         let victim = try Victim.launch("trace_calls", arguments: ["signals", "120"], stdin: true)
         defer { victim.kill() }
         for json in [true, false] {
-            let session = try Victim.launchCommand(try graftBinary(), arguments: ["trace", "-p", String(victim.pid), "--function", "trace_a", "--summary",
+            let session = try Victim.launchCommand(try graftBinary(), arguments: ["trace", "-p", String(victim.pid), "--function", "trace_a", "--summary", "--calls", "5",
                                                                                 "--signals", "skip", "--state-dir", temporaryDirectory()] + (json ? ["--json"] : []),
                                                    waitForReady: false)
             defer { session.kill() }
@@ -73,16 +73,17 @@ import TestSupport
                     session.stderrOutput.contains("graft: waiting for a call of trace_calls!trace_a") || !session.isAlive
                 }
             }
-            victim.writeStdin("go\n")
+            // Five calls (565 instructions, ~20 ms stepped): SIGUSR1 comes every 200 µs.
+            victim.writeStdin("go\ngo\ngo\ngo\ngo\n")
             #expect(session.waitExit(timeout: 30).flatMap(WaitStatus.exitCode) == 0)
             let text = session.drain().joined(separator: "\n")
             if json {
                 let summary = try #require(try jsonLines(text).last)
-                #expect(summary["steps"] as? Int == 113 && (summary["handlers_skipped"] as? Int ?? 0) > 0, "\(summary)")
+                #expect(summary["steps"] as? Int == 565 && (summary["handlers_skipped"] as? Int ?? 0) > 0, "\(summary)")
                 #expect(summary["handlers_skipped"] as? Int == summary["signals_delivered"] as? Int)
             } else {
                 #expect(text.contains("signal handlers run free, not stepped: ") && text.contains(" SIGUSR1 (--signals step traces them)"), "\(text)")
-                #expect(text.contains("113 instructions of thread"), "\(text)")
+                #expect(text.contains("565 instructions of thread"), "\(text)")
             }
         }
         let bad = try graft(["trace", "-p", String(victim.pid), "--function", "trace_a", "--signals", "never"], stateDir: temporaryDirectory())

@@ -7,23 +7,23 @@ import TestSupport
 /// `--signals step|skip`: signal handlers that interrupt a traced call are stepped, or run free while
 /// the traced function's own counts stay exact.
 @Suite struct TraceSignalTests {
-    /// SIGUSR1 every 200 µs at the traced thread, handlers skipped: the two calls of trace_a count
+    /// SIGUSR1 every 200 µs at the traced thread, handlers skipped: five calls of trace_a count
     /// exactly what they count without signals (no handler instructions), and the summary says how
     /// many handler runs went free. No signal is lost.
     @Test func skippedHandlersLeaveExactCounts() throws {
         let victim = try Victim.launch("trace_calls", arguments: ["signals", "120"], stdin: true)
         defer { victim.kill() }
-        let run = TraceRun(TraceSession(pid: victim.pid, options: TraceOptions(function: "trace_a", calls: 2, reportSteps: false, signals: .skip),
+        let run = TraceRun(TraceSession(pid: victim.pid, options: TraceOptions(function: "trace_a", calls: 5, reportSteps: false, signals: .skip),
                                         journal: temporaryJournal()))
         try #require(run.waitStarted())
         victim.writeStdin("go\n")
         let first = victim.waitForLine(timeout: 10, where: { $0.hasPrefix("usr1 ") }).flatMap { Int($0.dropFirst(5)) }
-        victim.writeStdin("go\n")
+        victim.writeStdin("go\ngo\ngo\ngo\n")
         let summary = try run.waitEnd()
-        #expect(figures(summary) == TraceTests.oneCall.mapValues { [$0[0] * 2, $0[1] * 2, $0[2] * 2] })
+        #expect(figures(summary) == TraceTests.oneCall.mapValues { [$0[0] * 5, $0[1] * 5, $0[2] * 5] })
         #expect(summary.signalsDelivered > 0)
         #expect(summary.handlersSkipped[SIGUSR1] == summary.signalsDelivered, "every delivered SIGUSR1 ran free: \(summary.handlersSkipped)")
-        #expect(foldedLines(summary) == ["trace_a 106", "trace_a;trace_b 66", "trace_a;trace_b;trace_leaf 36", "trace_a;trace_sys 18"])
+        #expect(foldedLines(summary) == ["trace_a 265", "trace_a;trace_b 165", "trace_a;trace_b;trace_leaf 90", "trace_a;trace_sys 45"])
         let second = victim.waitForLine(timeout: 10, where: { $0.hasPrefix("usr1 ") }).flatMap { Int($0.dropFirst(5)) }
         #expect((first ?? 0) > 0 && (second ?? 0) > (first ?? 0))
         #expect(victim.isAlive)
