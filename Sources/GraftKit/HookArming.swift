@@ -113,6 +113,10 @@ extension HookEngine {
         let located = try resolver.locate(spec.location, use: "hooking")
         let resolved = located.resolved, start = located.start
         let function = resolved.description
+        if let ifunc = located.ifunc {
+            armNotices.append("\(ifunc) is an IFUNC: hooking the implementation this process uses, \(function)" +
+                              (resolved.module?.path == VDSO.mapsPath ? " (the vDSO's: callers reach it without entering libc)" : ""))
+        }
         // Code from the file (memory may hold a breakpoint), up to the hooked instruction + 15.
         let site = try resolver.decode(located, count: Int(max(located.symbol.size, resolved.address - start + 16)))
         let isGo = (try? located.module.elf())?.isGoProgram == true

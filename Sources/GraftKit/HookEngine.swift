@@ -16,6 +16,9 @@ final class HookEngine {
     var specs: [HookSpec]
     /// Pattern-expanded functions `arm` skipped, with why (reported as a notice once armed).
     var skipped: [String] = []
+    /// Said once armed: what `arm` chose that the LOCATION did not name (an IFUNC's implementation, a
+    /// watched variable's first 8 bytes), hooks waiting for their library.
+    var armNotices: [String] = []
     let limits: HookLimits
     let journal: Journal
     let stopState: StopState
@@ -57,8 +60,6 @@ final class HookEngine {
     var debugSlots: DebugSlots?
     /// `graft watch`: the variable, planned by `arm`.
     var watchSpec: WatchSpec?
-    /// What `arm` wants the user told once the hooks are armed.
-    var armNotices: [String] = []
     /// Hooks in a module the process has not loaded yet (by hook index, with the module's name as
     /// given), armed when the loader maps it; `loaderBreakpoint` is where graft hears of it.
     var waitingHooks: [(hook: Int, module: String)] = []
