@@ -150,6 +150,13 @@ public final class DWARFReader: @unchecked Sendable {
         let tag = Int(dwarf_tag(&die))
         let named = ownName(&die)
         guard depth < 12 else { return DebugType(named ?? "?", .other(size: 8)) }
+        // Go names its kinds (a typedef `io.Writer` of kind Interface over `runtime.iface`).
+        switch goKind(&die) {
+        case 24?: return DebugType(named ?? "string", .goString)
+        case 23?: return DebugType(named ?? "[]?", .goSlice)
+        case 20?: return DebugType(named ?? "interface {}", .goInterface)
+        default: break
+        }
         switch tag {
         case DW_TAG_base_type:
             let size = byteSize(&die) ?? 8
@@ -213,14 +220,6 @@ public final class DWARFReader: @unchecked Sendable {
             return DebugType(named.map { "enum \($0)" } ?? "enum", .enumeration(size: size, signed: isSigned, cases: cases))
         case DW_TAG_structure_type, DW_TAG_union_type, DW_TAG_class_type:
             let size = byteSize(&die) ?? 0
-            if let kind = goKind(&die) {
-                switch kind {
-                case 24: return DebugType(named ?? "string", .goString)
-                case 23: return DebugType(named ?? "[]?", .goSlice)
-                case 20: return DebugType(named ?? "interface {}", .goInterface)
-                default: break
-                }
-            }
             let word = tag == DW_TAG_union_type ? "union" : tag == DW_TAG_class_type ? "class" : "struct"
             let name = named.map { isGoType(&die) ? $0 : "\(word) \($0)" } ?? word
             return DebugType(name, .structure(size: size, eightbytes: classify(&die, size: size)))

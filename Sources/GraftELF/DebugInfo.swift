@@ -41,8 +41,7 @@ public enum DebugInfo {
     }
 
     /// The separate debug file of `path`, if one is installed.
-    public static func separateDebugFile(for path: String, buildID: String?) -> String? {
-        let directories = self.directories
+    public static func separateDebugFile(for path: String, buildID: String?, directories: [String] = DebugInfo.directories) -> String? {
         if let buildID, buildID.count > 2 {
             let id = buildID.lowercased()
             for directory in directories {

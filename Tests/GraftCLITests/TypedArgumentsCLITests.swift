@@ -91,6 +91,18 @@ import TestSupport
                 && rawArgs[1]["name"] as? String == "arg2" && rawArgs[1]["type"] is NSNull, "\(rawArgs)")
     }
 
+    /// Go: DWARF names the parameters, read with Go's register ABI; a string takes two registers
+    /// (pointer, length), an interface two, a slice three.
+    @Test func goParametersByName() throws {
+        let result = try runCommand(try graftBinary(), ["hook", "main.add", "fmt.Fprintf", "--args", "3", "--returns", "--count", "4",
+                                                        "--state-dir", temporaryDirectory(), "--", try Victims.path("go_loop"), "1", "20"])
+        let lines = calls(result.stdout.split(separator: "\n").map(String.init))
+        #expect(lines.contains("main.add(x=3, y=4)") && lines.contains("main.add returned 7"), "\(lines) \(result.stderr)")
+        let fprintf = try #require(lines.first { $0.hasPrefix("fmt.Fprintf(") }, "\(lines)")
+        #expect(fprintf.hasPrefix("fmt.Fprintf(w={0x") && fprintf.contains(", format=\"a=%d\\n\", a=[]{len=1, cap=1} at 0xc"), "\(fprintf)")
+        #expect(lines.contains("fmt.Fprintf returned 4"), "\(lines)")
+    }
+
     /// libc prototypes on programs nobody here wrote: cat opens, reads and writes; python3 mallocs.
     @Test func libcPrototypesOnARealProgram() throws {
         let file = temporaryDirectory() + "/hello"
