@@ -222,6 +222,9 @@ public final class DWARFReader: @unchecked Sendable {
             let size = byteSize(&die) ?? 0
             let word = tag == DW_TAG_union_type ? "union" : tag == DW_TAG_class_type ? "class" : "struct"
             let name = named.map { isGoType(&die) ? $0 : "\(word) \($0)" } ?? word
+            if unsigned(UInt32(DW_AT_calling_convention), of: &die) == UInt64(DW_CC_pass_by_reference) {
+                return DebugType(named ?? name, .byReference(size: size))
+            }
             return DebugType(name, .structure(size: size, eightbytes: classify(&die, size: size)))
         case DW_TAG_array_type:
             return DebugType(named ?? "array", .other(size: byteSize(&die) ?? 8))

@@ -25,6 +25,9 @@ public struct DebugType: Sendable, Equatable, CustomStringConvertible {
         /// parts (true: SSE, false: INTEGER); nil when it is passed in memory (over 16 bytes, or
         /// holding a `long double`).
         case structure(size: Int, eightbytes: [Bool]?)
+        /// A C++ class the ABI passes by invisible reference (a non-trivial copy constructor or
+        /// destructor: DW_AT_calling_convention DW_CC_pass_by_reference): its address is passed.
+        case byReference(size: Int)
         /// An integer decoded by a named table (`open_flags`, `mmap_prot`, `fd`…): GraftKit knows them.
         case decoded(String, size: Int)
         /// Go: a string (pointer and length), a slice (pointer, length, capacity), an interface

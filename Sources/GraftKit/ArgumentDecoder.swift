@@ -26,7 +26,11 @@ public struct ArgumentDecoder: Sendable {
             if case .structure(_, let eightbytes?) = parameter.type.kind { return eightbytes.contains(true) }
             return false
         }
-        resultUsesVectors = signature.result?.isFloating == true
+        if case .structure(_, let eightbytes?)? = signature.result?.kind {
+            resultUsesVectors = eightbytes.contains(true) && !goABI
+        } else {
+            resultUsesVectors = signature.result?.isFloating == true
+        }
     }
 
     public typealias Reader = (UInt64, Int) -> [UInt8]?
@@ -48,6 +52,13 @@ public struct ArgumentDecoder: Sendable {
         let integerNames = goABI ? ArgumentDecoder.goIntegers : ArgumentDecoder.sysvIntegers
         let vectorCount = goABI ? 15 : 8
         var nextInteger = 0, nextVector = 0, stackOffset: UInt64 = 8
+        // A result returned in memory: the caller passes where, as a hidden first argument (rdi).
+        if !goABI, let result = signature.result {
+            switch result.kind {
+            case .structure(_, nil), .byReference: nextInteger = 1
+            default: break
+            }
+        }
         var stack: [UInt8]?
         func stackWords(_ count: Int) -> (String, [UInt64]) {
             let at = stackOffset
@@ -147,6 +158,8 @@ public struct ArgumentDecoder: Sendable {
                 value = eightbytes != nil && !slot.location.hasPrefix("rsp+") ? .words(slot.words) : .inMemory(first)
             case .floating(let size) where size > 8:
                 value = .inMemory(first)
+            case .byReference:
+                value = .inMemory(first)
             case .decoded(let decoder, _) where decoder.hasPrefix("buffer:"):
                 // A byte buffer whose length is another parameter.
                 let lengthIndex = Int(decoder.dropFirst(7)) ?? -1
@@ -173,8 +186,11 @@ public struct ArgumentDecoder: Sendable {
         let words = goABI ? [registers.rax, registers.rbx, registers.rcx] : [registers.rax, registers.rdx]
         let value: ArgumentValue
         switch type.kind {
-        case .structure(_, let eightbytes?) where !goABI && !eightbytes.contains(true): value = .words(Array(words.prefix(eightbytes.count)))
-        case .structure: value = .raw(registers.rax)
+        case .structure(_, let eightbytes?) where !goABI:
+            // INTEGER eightbytes in rax then rdx, SSE ones in xmm0 then xmm1.
+            var integers = [registers.rax, registers.rdx][...], sse = (vectors ?? [0, 0])[...]
+            value = .words(eightbytes.map { $0 ? sse.popFirst() ?? 0 : integers.popFirst() ?? 0 })
+        case .structure, .byReference: value = .inMemory(registers.rax)  // rax holds the hidden pointer
         default: value = ArgumentDecoder.value(of: type, words: words, read: read)
         }
         return TypedArgument(name: "", type: type.name, value: value, register: "rax", raw: registers.rax)
@@ -206,7 +222,7 @@ public struct ArgumentDecoder: Sendable {
             return .slice(bits, length: words.count > 1 ? words[1] : 0, capacity: words.count > 2 ? words[2] : 0)
         case .goInterface:
             return .words(Array(words.prefix(2)))
-        case .structure: return .inMemory(bits)
+        case .structure, .byReference: return .inMemory(bits)
         case .other: return .raw(bits)
         }
     }
