@@ -76,14 +76,14 @@ enum ArgumentFlags {
     /// in hex when it cannot be read.
     static func sockaddr(at address: UInt64, read: (UInt64, Int) -> [UInt8]?) -> String {
         guard address != 0 else { return "NULL" }
-        guard let head = read(address, 16) else { return hex(address) }
+        guard let head = read(address, 16), head.count == 16 else { return hex(address) }
         let family = UInt64(head[0]) | UInt64(head[1]) << 8
         let port = Int(head[2]) << 8 | Int(head[3])
         switch family {
         case 2:
             return "{AF_INET, \(head[4]).\(head[5]).\(head[6]).\(head[7]):\(port)}"
         case 10:
-            guard let full = read(address, 28) else { return "{AF_INET6} at \(hex(address))" }
+            guard let full = read(address, 28), full.count == 28 else { return "{AF_INET6} at \(hex(address))" }
             let groups = stride(from: 8, to: 24, by: 2).map { String(Int(full[$0]) << 8 | Int(full[$0 + 1]), radix: 16) }
             return "{AF_INET6, [\(compress(groups))]:\(port)}"
         case 1:
