@@ -18,6 +18,19 @@ extension HookEngine {
         }
     }
 
+    /// Before the attach (`-p`): the types of the hooks that will want them, looked up while the
+    /// process runs, so that `loadSignatures`, with every thread stopped, finds libdw's files open
+    /// and its address tables built (libc's separate debug file: ~0.15 s the first time).
+    /// Best effort: any failure is left to the arming to report.
+    static func prefetchSignatures(pid: Int32, specs: [HookSpec], journal: Journal) {
+        let wanted = specs.filter { ($0.argumentCount > 0 || $0.returns) && !$0.raw }
+        guard !wanted.isEmpty, let index = try? Graft.symbolIndex(pid: pid, journal: journal) else { return }
+        for spec in wanted {
+            guard let location = try? Location.parse(spec.location), let resolved = try? index.resolve(location) else { continue }
+            _ = signature(at: resolved.address, index: index)
+        }
+    }
+
     /// The signature of the function whose entry is at runtime `address` (or 4 bytes after it, past
     /// an endbr64).
     static func signature(at address: UInt64, index: SymbolIndex) -> FunctionSignature? {
