@@ -41,6 +41,21 @@ import TestSupport
         #expect(lines.contains("area returned 6"), "\(lines)")
     }
 
+    /// `-p`: types looked up before the attach (prefetch) and at arming; the same lines.
+    @Test func attachedProcess() throws {
+        let victim = try Victim.launch("typed_args", arguments: ["100000"], stdin: true)
+        defer { victim.kill() }
+        let session = try Victim.launchCommand(try graftBinary(), arguments: ["hook", "-p", String(victim.pid), "price", "paint", "--args", "2", "--returns",
+                                                                            "--count", "4", "--state-dir", temporaryDirectory()], waitForReady: false)
+        defer { session.kill() }
+        #expect(session.waitForLine(timeout: 20, where: { $0.hasPrefix("hooked typed_args!paint") }) != nil, "\(session.transcript)")
+        victim.writeStdin("go\n")
+        #expect(session.waitExit(timeout: 20).flatMap(WaitStatus.exitCode) == 0, "\(session.stderrOutput)")
+        _ = session.readLines(100, timeout: 5)  // the rest, up to the end of output
+        #expect(Array(calls(session.transcript).prefix(4)) == ["price(item=\"apple\", qty=3)", "price returned 30", "paint(c=GREEN, level=200)", "paint returned BLUE"],
+                "\(session.transcript)")
+    }
+
     @Test func separateDebugFileByBuildID() throws {
         let debug = Victims.directory + "/debug"
         let lines = calls(try hook("typed_args_stripped", ["price", "scale", "paint", "say", "initial", "name_of"],
