@@ -22,12 +22,15 @@ let package = Package(
                        providers: [.apt(["libunwind-dev"])]),
         .systemLibrary(name: "CCapstone", pkgConfig: "capstone",
                        providers: [.apt(["libcapstone-dev"])]),
+        // elfutils' libdw: DWARF for typed hook arguments (GraftELF/DWARFReader.swift).
+        .systemLibrary(name: "CLibdw", pkgConfig: "libdw",
+                       providers: [.apt(["libdw-dev"])]),
         // Errors and small shared value types used by every layer.
         .target(name: "GraftCore"),
         // Architectures as data + pure encoders/decoders: bytes in, bytes out.
         .target(name: "GraftMachine", dependencies: ["GraftCore", "CCapstone"]),
         // ELF files, /proc/PID/maps, symbol index, the location grammar. Never touches a process.
-        .target(name: "GraftELF", dependencies: ["GraftCore", "CGraftShim"]),
+        .target(name: "GraftELF", dependencies: ["GraftCore", "CGraftShim", "CLibdw"]),
         // Process control. The ONLY module that calls ptrace/waitpid.
         .target(name: "GraftPtrace", dependencies: ["GraftCore", "CGraftShim"]),
         // The engine: patches + journal, hook sessions, the step tracer, the unwinder. It calls

@@ -43,7 +43,8 @@
 #   BENCH_WORK=32        multiply-adds between calls in the victim (see hook_victim.c: keeps frida from
 #                        crashing it); 0 = the tightest loop
 #   GRAFT=path           graft binary (default .build/release/graft); GRAFT_HOOK_ARGS: options added
-#                        after `bench_f --duration D` in every graft mode (e.g. "--args 2")
+#                        after `bench_f --duration D` in every graft mode (e.g. "--args 2"; bench_f has
+#                        no DWARF, so these are raw registers: typed arguments are bench/typed_args.sh's)
 #   BENCH_NO_INSTALL=1   install nothing; skip what is missing
 #   BENCH_OUT=path       report file (default bench/results/hooks-<UTC date>.md)
 set -euo pipefail

@@ -66,6 +66,8 @@ final class HookEngine {
     var loaderBreakpoint: Breakpoint?
     /// False (`--no-wait`): a module not loaded yet is an error, as it was.
     var waitsForLibraries = true
+    /// Per hook: how its arguments and result are typed (nil: raw registers). `loadSignatures`.
+    var decoders: [ArgumentDecoder?] = []
 
     init(tracee: Tracee, specs: [HookSpec], limits: HookLimits, journal: Journal, stopState: StopState) throws {
         self.tracee = tracee
@@ -96,6 +98,7 @@ final class HookEngine {
         do {
             try tracee.setOptions([.clone, .fork, .vfork, .exec])
             try arm()
+            loadSignatures()
         } catch {
             breakpoints.restoreAll(in: tracee)
             // No thread has run since the attach: nothing can be inside a scratch page yet.

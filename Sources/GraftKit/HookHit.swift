@@ -52,9 +52,15 @@ extension HookEngine {
                 let now = graft_monotonic_ns()
                 record(duration: now &- last.start, hook: last.hook)
                 if reportsCalls, spec.returns || spec.setReturn != nil {
-                    onEvent(.returned(HookReturn(hook: last.hook, location: spec.location, tid: tid, value: value,
-                                                 returnedValue: registers.rax, durationNanoseconds: now &- last.start,
-                                                 wallTime: wallClock())))
+                    var event = HookReturn(hook: last.hook, location: spec.location, tid: tid, value: value,
+                                           returnedValue: registers.rax, durationNanoseconds: now &- last.start,
+                                           wallTime: wallClock())
+                    if last.hook < decoders.count, let decoder = decoders[last.hook] {
+                        var returned = registers
+                        returned.rax = value  // what the function returned, before --set-return
+                        event.typedValue = typedResult(decoder, returned, tid: tid)
+                    }
+                    onEvent(.returned(event))
                     reported = true
                 }
             }
@@ -96,8 +102,13 @@ extension HookEngine {
                 }
             }
             if reportsCalls {
-                onEvent(.hit(HookHit(hook: hook, location: spec.location, tid: tid, address: breakpoint.address,
-                                     arguments: arguments, backtrace: frames, wallTime: wall)))
+                var event = HookHit(hook: hook, location: spec.location, tid: tid, address: breakpoint.address,
+                                    arguments: arguments, backtrace: frames, wallTime: wall)
+                event.goABI = breakpoint.goABI
+                if spec.argumentCount > 0, hook < decoders.count, let decoder = decoders[hook] {
+                    event.typedArguments = typedArguments(decoder, limit: spec.argumentCount, registers, tid: tid)
+                }
+                onEvent(.hit(event))
             }
             reported = true
             if spec.skip {

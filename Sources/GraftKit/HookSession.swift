@@ -83,7 +83,10 @@ public final class HookSession: @unchecked Sendable {
                     onEnd: (HookSummary) -> Void = { _ in }) throws -> HookSummary {
         guard !specs.isEmpty || watch != nil else { throw GraftError.usage("give at least one LOCATION to hook") }
         try filter?.check(for: specs)
-        if command == nil { try ProcFS.preflightTarget(pid) }
+        if command == nil {
+            try ProcFS.preflightTarget(pid)
+            HookEngine.prefetchSignatures(pid: pid, specs: specs, journal: journal)  // DWARF read before the stop
+        }
         return try withSessionThreads(name: "graft-hooks", state: stopState, duration: limits.duration, check: stopCheck) { tracer, watcher in
             stopState.tracerThread.store(tracer.kernelThreadID, ordering: .relaxed)
             defer { stopState.tracerThread.store(0, ordering: .relaxed) }

@@ -21,6 +21,8 @@ public struct HookSpec: Sendable, Equatable {
     /// Expanded from a pattern (`Graft.hookSpecs`): a function that cannot take a hook (too short,
     /// an IFUNC, a first instruction graft cannot displace) is skipped with a notice, not fatal.
     public var fromPattern = false
+    /// Report arguments and results as raw registers even when their types are known (`--raw`).
+    public var raw = false
 
     public init(location: String, argumentCount: Int = 0, backtrace: Bool = false, returns: Bool = false,
                 setReturn: Int64? = nil, skip: Bool = false) {
@@ -70,6 +72,11 @@ public struct HookHit: Sendable {
     public let backtrace: [BacktraceFrame]
     /// CLOCK_REALTIME nanoseconds of the hit.
     public let wallTime: UInt64
+    /// The arguments as their types say (DWARF, or a libc prototype), nil when graft knows no
+    /// types for the function or `--raw` asked for registers (`ArgumentDecoder`).
+    public var typedArguments: [TypedArgument]? = nil
+    /// The arguments were read with Go's register ABI (rax, rbx, rcx, rdi, rsi, r8–r11).
+    public var goABI = false
 }
 
 /// One return of a hooked function.
@@ -83,6 +90,9 @@ public struct HookReturn: Sendable {
     public let returnedValue: UInt64
     public let durationNanoseconds: UInt64
     public let wallTime: UInt64
+    /// The result as its type says (`3`, `2.5` from xmm0, a string), nil when the type is unknown,
+    /// `void`, or `--raw` was asked for.
+    public var typedValue: TypedArgument? = nil
 }
 
 public enum HookEvent: Sendable {

@@ -68,6 +68,7 @@ extension HookEngine {
             }
         }
         if !armedNow.isEmpty {
+            for hook in armedNow { loadSignature(hook) }
             armed += armedNow
             onEvent(.armed(armedNow))
         }

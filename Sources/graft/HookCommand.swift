@@ -16,6 +16,7 @@ struct HookCommand: ParsableCommand {
         `-- COMMAND` graft starts COMMAND, arms the hooks before its main runs, and exits with its status.
         Examples:
           graft hook -p 4242 hook_f --args 2 --returns
+          graft hook -p 4242 libc:open --args 2
           graft hook -p 4242 libc:getppid --backtrace --count 10
           graft hook -p 4242 value_a --set-return 7 --skip
           graft hook -p 4242 price --hardware
@@ -33,13 +34,16 @@ struct HookCommand: ParsableCommand {
     @Argument(help: "Functions to hook (LOCATION: NAME, MODULE:NAME, NAME+OFFSET, 0xADDRESS).")
     var locations: [String] = []
 
-    @Option(name: .customLong("args"), help: ArgumentHelp("Report this many integer arguments (SysV: rdi, rsi, rdx, rcx, r8, r9, then the stack).", valueName: "N"))
+    @Option(name: .customLong("args"), help: ArgumentHelp("Report this many arguments: typed and named from DWARF (or a libc prototype) when known, else integer registers (SysV: rdi, rsi, rdx, rcx, r8, r9, then the stack).", valueName: "N"))
     var argumentCount: Int = 0
+
+    @Flag(name: .long, help: "Report arguments and return values as raw registers even when their types are known.")
+    var raw = false
 
     @Flag(name: .long, help: "Report a stack trace with every call (libunwind, .eh_frame).")
     var backtrace = false
 
-    @Flag(name: .long, help: "Report each call's return value (rax: an integer or pointer; a float or double result is in xmm0, not shown) and duration.")
+    @Flag(name: .long, help: "Report each call's return value (typed when known: a float or double from xmm0; else rax in hex) and duration.")
     var returns = false
 
     @Option(name: .customLong("set-return"), parsing: .unconditional,
@@ -103,8 +107,9 @@ struct HookCommand: ParsableCommand {
     }
 
     func run() throws {
-        let template = HookSpec(location: "", argumentCount: argumentCount, backtrace: backtrace, returns: returns,
+        var template = HookSpec(location: "", argumentCount: argumentCount, backtrace: backtrace, returns: returns,
                                 setReturn: setReturn, skip: skip)
+        template.raw = raw
         let specs: [HookSpec]
         if let pid {
             specs = try Graft(journal: Journal(directory: stateDirectory)).hookSpecs(pid: pid, locations: locations, template: template, maxHooks: maxHooks)
@@ -271,6 +276,13 @@ final class HookPrinter {
         let out = openTextLine(hit.wallTime, tid: hit.tid, bytes(hook: hit.hook, location: hit.location).textHit)
         if argumentCount == 0 {
             out.append(ellipsis)
+        } else if let typed = hit.typedArguments {
+            for (i, argument) in typed.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")); out.append(UInt8(ascii: " ")) }
+                out.append(argument.name)
+                out.append(UInt8(ascii: "="))
+                out.append(argument.value.text)
+            }
         } else {
             for (i, argument) in hit.arguments.enumerated() {
                 if i > 0 { out.append(UInt8(ascii: ",")); out.append(UInt8(ascii: " ")) }
@@ -289,10 +301,23 @@ final class HookPrinter {
         out.append(timeKey)
         out.appendDecimal(hit.wallTime)
         out.append(argsKey)
-        for (i, argument) in hit.arguments.enumerated() {
-            out.append(i > 0 ? commaQuote : quote)
-            out.appendHex(argument)
-            out.append(UInt8(ascii: "\""))
+        if let typed = hit.typedArguments {
+            for (i, argument) in typed.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                out.append(argument.json.serialized)
+            }
+        } else {
+            // Raw registers: {"name":"arg1","type":null,"value":"0x…","register":"rdi","raw":"0x…"}.
+            let registers = hit.goABI ? rawGoRegisters : rawRegisters
+            for (i, argument) in hit.arguments.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                out.append(i < registers.count ? registers[i].prefix : stackArgumentPrefix(i - registers.count, i))
+                out.appendHex(argument)
+                out.append(rawKey)
+                out.appendHex(argument)
+                out.append(UInt8(ascii: "\""))
+                out.append(UInt8(ascii: "}"))
+            }
         }
         out.append(UInt8(ascii: "]"))
         if !hit.backtrace.isEmpty {
@@ -307,7 +332,7 @@ final class HookPrinter {
 
     private func textLine(_ value: HookReturn) {
         let out = openTextLine(value.wallTime, tid: value.tid, bytes(hook: value.hook, location: value.location).textReturn)
-        out.appendHex(value.value)
+        if let typed = value.typedValue { out.append(typed.value.text) } else { out.appendHex(value.value) }
         if value.returnedValue != value.value {
             out.append(madeToReturn)
             out.appendHex(value.returnedValue)
@@ -329,6 +354,10 @@ final class HookPrinter {
             out.appendHex(value.returnedValue)
             out.append(UInt8(ascii: "\""))
         }
+        if let typed = value.typedValue {
+            out.append(resultKey)
+            out.append(JSON.object([("type", .string(typed.type)), ("value", typed.value.json), ("register", .string(typed.register))]).serialized)
+        }
         out.append(UInt8(ascii: "}"))
         out.append(UInt8(ascii: "\n"))
     }
@@ -344,6 +373,19 @@ final class HookPrinter {
     private let valueKey = Array(",\"value\":\"".utf8)
     private let durationKey = Array("\",\"duration_ns\":".utf8)
     private let returnedKey = Array(",\"returned\":\"".utf8)
+    private let resultKey = Array(",\"result\":".utf8)
+    private let rawKey = Array("\",\"raw\":\"".utf8)
+
+    /// `{"name":"argN","type":null,"value":"` for each argument register.
+    private struct RawPrefix { let prefix: [UInt8] }
+    private static func rawPrefixes(_ names: [String]) -> [RawPrefix] {
+        names.enumerated().map { RawPrefix(prefix: Array("{\"name\":\"arg\($0.offset + 1)\",\"type\":null,\"register\":\"\($0.element)\",\"value\":\"".utf8)) }
+    }
+    private let rawRegisters = HookPrinter.rawPrefixes(["rdi", "rsi", "rdx", "rcx", "r8", "r9"])
+    private let rawGoRegisters = HookPrinter.rawPrefixes(["rax", "rbx", "rcx", "rdi", "rsi", "r8", "r9", "r10", "r11"])
+    private func stackArgumentPrefix(_ slot: Int, _ index: Int) -> [UInt8] {
+        Array("{\"name\":\"arg\(index + 1)\",\"type\":null,\"register\":\"rsp+\(8 + slot * 8)\",\"value\":\"".utf8)
+    }
 
 
     /// Called before graft blocks: push the lines out, refresh the status line.
