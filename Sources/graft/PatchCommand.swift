@@ -59,6 +59,7 @@ struct PatchCommand: ParsableCommand {
     var dryRun = false
 
     func validate() throws {
+        try process.requireTargets(single: true, command: "patch")
         if library != nil && target == nil {
             throw ValidationError("--library needs --to NAME: the function of the library to jump to")
         }

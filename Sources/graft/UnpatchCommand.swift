@@ -27,6 +27,7 @@ struct UnpatchCommand: ParsableCommand {
     var forget = false
 
     func validate() throws {
+        try process.requireTargets(command: "unpatch")
         for argument in idArguments {
             if argument.hasPrefix("-"), Int(argument) == nil { throw ValidationError("Unknown option '\(argument)'") }
             guard let id = Int(argument), id > 0 else {
@@ -40,17 +41,36 @@ struct UnpatchCommand: ParsableCommand {
     }
 
     func run() throws {
-        let results = try withTerminationDeferred {
-            forget ? try process.cancellableGraft.forget(pid: process.pid, ids: ids)
-                : try process.cancellableGraft.unpatch(pid: process.pid, ids: all ? nil : ids)
+        let pids = try process.targets()
+        var failures: [String] = []
+        for (index, pid) in pids.enumerated() {
+            if !process.json && pids.count > 1 { Output.line("\(index == 0 ? "" : "\n")process \(pid) (\(ProcFSName.of(pid))):") }
+            do {
+                try unpatch(pid, many: pids.count > 1)
+            } catch let error as GraftError where pids.count > 1 {
+                // One process's failure does not keep the others as they were: each is reported.
+                if !process.json { Output.line("process \(pid): \(error.description)") }
+                if process.json { Output.json(.object([("event", "error"), ("pid", .int(Int64(pid))), ("message", .string(error.description))])) }
+                failures.append(String(pid))
+            }
         }
-        let unloads = all && !forget ? try withTerminationDeferred { try process.cancellableGraft.unloadLibraries(pid: process.pid) } : []
+        if !failures.isEmpty {
+            throw GraftError.usage("not every patch was reverted in process\(failures.count == 1 ? "" : "es") \(failures.joined(separator: ", ")) (see above)")
+        }
+    }
+
+    func unpatch(_ pid: Int32, many: Bool) throws {
+        let results = try withTerminationDeferred {
+            forget ? try process.cancellableGraft.forget(pid: pid, ids: ids)
+                : try process.cancellableGraft.unpatch(pid: pid, ids: all ? nil : ids)
+        }
+        let unloads = all && !forget ? try withTerminationDeferred { try process.cancellableGraft.unloadLibraries(pid: pid) } : []
         let failed = results.filter { $0.outcome == .changed || $0.outcome == .failed }
         if process.json {
-            for result in results { Output.json(result.json(pid: process.pid)) }
-            for unload in unloads { Output.json(unload.json(pid: process.pid)) }
+            for result in results { Output.json(result.json(pid: pid)) }
+            for unload in unloads { Output.json(unload.json(pid: pid)) }
         } else if results.isEmpty {
-            Output.line("no applied patches for process \(process.pid)")
+            Output.line("no applied patches for process \(pid)")
         }
         if !process.json {
             for result in results {
@@ -81,7 +101,7 @@ struct UnpatchCommand: ParsableCommand {
                 }
             }
         }
-        let hint = failed.contains { $0.outcome == .changed } ? "; `graft unpatch -p \(process.pid) --forget ID` drops a patch someone else changed" : ""
+        let hint = failed.contains { $0.outcome == .changed } ? "; `graft unpatch -p \(pid) --forget ID` drops a patch someone else changed" : ""
         if failed.count == 1, !process.json {
             throw GraftError.usage("patch \(failed[0].record.id): \(failed[0].message ?? failed[0].outcome.rawValue)\(hint)")
         }
