@@ -58,6 +58,11 @@ public struct PatchRecord: Codable, Sendable, Equatable {
     public var originalPointerSymbol: String?
     /// What the pointer holds after a revert: the original function, whole again (hex).
     public var originalEntry: String?
+    /// A patch this process inherited from an ancestor it was forked from (after that ancestor was
+    /// patched): the ancestor's pid, start time and patch id. graft found its bytes here.
+    public var inheritedFrom: Int32?
+    public var inheritedFromStartTime: UInt64?
+    public var inheritedPatch: Int?
 
     public var addressValue: UInt64 { hexValue(address) ?? 0 }
     public var original: [UInt8] { bytes(fromHex: originalBytes) ?? [] }
@@ -227,10 +232,13 @@ public struct Journal: Sendable {
         if access(file, F_OK) == 0, let problem = Journal.directoryProblem(home) {
             throw GraftError.journal(path: file, reason: "not trusted: the directory \(home): \(problem)")
         }
-        guard let contents = try Journal.read(file) else {
+        guard var contents = try Journal.read(file) else {
             let exe = FileIO.readLink("/proc/\(instance.pid)/exe") ?? "unknown"
-            return JournalContents(pid: instance.pid, startTime: instance.startTime, executable: exe, nextID: 1, patches: [])
+            var contents = JournalContents(pid: instance.pid, startTime: instance.startTime, executable: exe, nextID: 1, patches: [])
+            adoptInherited(&contents, instance: instance)
+            return contents
         }
+        adoptInherited(&contents, instance: instance)
         return contents
     }
 

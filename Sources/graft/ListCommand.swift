@@ -86,6 +86,9 @@ struct ListCommand: ParsableCommand {
             if let trampoline = record.trampoline {
                 what += " (trampoline \(trampoline)\(record.trampolineState.map { $0 == "mapped" ? "" : ", \($0)" } ?? ""))"
             }
+            if let parent = record.inheritedFrom {
+                what += ", inherited from process \(parent)\(record.inheritedPatch.map { " (patch \($0))" } ?? "")"
+            }
             return [String(record.id), status.state.rawValue, record.address, record.function, what, record.appliedAt]
         }
         for line in Output.table([["ID", "STATE", "ADDRESS", "FUNCTION", "PATCH", "APPLIED"]] + rows) { Output.line(line) }
