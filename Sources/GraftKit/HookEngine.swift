@@ -49,6 +49,9 @@ final class HookEngine {
     /// False: calls are counted (summary, `StopState.hits`) but no `.hit`/`.returned` events are
     /// built or delivered — `graft hook --quiet`, the cheapest hook.
     var reportsCalls = true
+    /// Called with each fork child once it is released (its breakpoints removed, detached):
+    /// `hook --follow` hooks it in a session of its own.
+    var onForkChild: ((Int32) -> Void)?
 
     init(tracee: Tracee, specs: [HookSpec], limits: HookLimits, journal: Journal, stopState: StopState) throws {
         self.tracee = tracee
@@ -236,7 +239,11 @@ final class HookEngine {
             }
             releaseForkChild(child)
             try continueThread(parent)
-            onEvent(.notice("fork child \(child) released without breakpoints"))
+            if let onForkChild {
+                onForkChild(child)
+            } else {
+                onEvent(.notice("fork child \(child) released without breakpoints"))
+            }
             return true
         case .exec(let tid):
             if vforkChildren.contains(tid) {

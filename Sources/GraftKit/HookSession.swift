@@ -29,6 +29,9 @@ public final class HookSession: @unchecked Sendable {
     /// measured, but no `.hit`/`.returned` events are built or delivered, and no arguments or
     /// backtraces read: the cheapest hook (`graft hook --quiet`). Set before `run`.
     public var reportsCalls = true
+    /// Called on the tracer thread with each process the target forks, once graft has released it
+    /// (breakpoints out of its copy, detached): `HookFleet`'s `follow` hooks it. Set before `run`.
+    public var onForkChild: (@Sendable (Int32) -> Void)?
     /// Calls counted so far over all hooks; readable from any thread while `run` runs.
     public var hitsSoFar: Int { stopState.hits.load(ordering: .relaxed) }
     /// The kernel thread id of the session's tracer thread while `run` runs (0 otherwise), for
@@ -80,6 +83,7 @@ public final class HookSession: @unchecked Sendable {
                 try HookEngine(tracee: tracee, specs: specs, limits: limits, journal: journal, stopState: stopState)
             }
             engine.reportsCalls = reportsCalls
+            engine.onForkChild = onForkChild
             return try runEngine(engine, launched: command != nil, status: &launchedExitStatus, ended: onEnd) {
                 try engine.run(flush: flush, onEvent: onEvent, watcher: watcher)
             }

@@ -129,4 +129,44 @@ import TestSupport
         let both = try graft(["list", "-p", "\(server.master) \(server.workers[0])"], stateDir: state)
         #expect(both.status == 0 && both.stdout.contains("process \(server.master) (") && both.stdout.contains("process \(server.workers[0]) ("), "\(both)")
     }
+
+    /// One hook session over every process of a program: events carry their pid, --count counts
+    /// them all, and every process is as before afterwards.
+    @Test func hookEveryProcessOfAProgram() throws {
+        let server = try startServer()
+        defer { server.victim.kill() }
+        let state = temporaryDirectory()
+        let result = try graft(["hook", "-n", server.name, "handle", "--count", "9", "--json"], stateDir: state)
+        #expect(result.status == 0, "\(result)")
+        let events = try jsonLines(result.stdout)
+        let hits = events.filter { $0["event"] as? String == "hit" }
+        #expect(hits.count == 9, "\(result.stdout)")
+        let everyone = Set(([server.master] + server.workers).map(Int.init))
+        #expect(Set(hits.compactMap { $0["pid"] as? Int }) == everyone, "\(hits)")
+        #expect(Set(events.filter { $0["event"] as? String == "armed" }.compactMap { $0["pid"] as? Int }) == everyone)
+        #expect(events.filter { $0["event"] as? String == "summary" && $0["code_restored"] as? Bool == true }.count == 3)
+        for pid in [server.master] + server.workers { expectValue(server, pid, 1) }
+    }
+
+    /// --follow: workers forked after the session started (a SIGHUP reload) are hooked too, their
+    /// calls reported with their pid; they run on unharmed after the session.
+    @Test func hookFollowsWorkersForkedAfterItStarted() throws {
+        var server = try startServer()
+        defer { server.victim.kill() }
+        let state = temporaryDirectory()
+        let session = try Victim.launchCommand(try graftBinary(), arguments: ["hook", "-p", String(server.master), "handle", "--follow",
+                                                                             "--json", "--duration", "4", "--state-dir", state], waitForReady: false)
+        defer { session.kill() }
+        #expect(session.waitForLine(timeout: 10) { $0.contains("\"event\":\"armed\"") } != nil)
+        server.victim.signal(SIGHUP)
+        let line = try #require(server.victim.waitForLine(timeout: 5) { $0.hasPrefix("reloaded ") })
+        server.workers = line.split(separator: " ").dropFirst().compactMap { Int32($0) }
+        for worker in server.workers {
+            let hit = session.waitForLine(timeout: 10) { $0.contains("\"event\":\"hit\",\"pid\":\(worker),") }
+            #expect(hit != nil, "no call reported from the new worker \(worker)")
+        }
+        #expect(session.waitExit(timeout: 15) == 0)
+        for pid in [server.master] + server.workers { expectValue(server, pid, 1) }
+        for worker in server.workers { #expect(kill(worker, 0) == 0, "worker \(worker) died") }
+    }
 }
