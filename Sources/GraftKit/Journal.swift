@@ -141,8 +141,10 @@ public struct Journal: Sendable {
                 var info = stat()
                 if lstat(dir, &info) == 0 { return Journal.directoryProblem(dir) == nil && access(dir, W_OK) == 0 }
                 let parent = String(dir[..<(dir.lastIndex(of: "/") ?? dir.startIndex)])
-                return access(parent, W_OK) == 0 || (dir.hasPrefix(Journal.sharedRoot + "/") && geteuid() == 0)
-                    || dir.hasSuffix("/.local/state/graft")
+                if access(parent, W_OK) == 0 { return true }
+                // Root makes /run/graft itself; ~/.local/state is made below a home of the user's.
+                if parent == Journal.sharedRoot { return geteuid() == 0 && access("/run", W_OK) == 0 }
+                return dir.hasSuffix("/.local/state/graft")
             } ?? defaults.last!
             self.directory = usable
             explicit = false

@@ -169,4 +169,24 @@ import TestSupport
         for pid in [server.master] + server.workers { expectValue(server, pid, 1) }
         for worker in server.workers { #expect(kill(worker, 0) == 0, "worker \(worker) died") }
     }
+
+    /// All or nothing when a write refuses: a --library patch's checks run at its write, so the
+    /// first process is patched, the second (no `price` there) refuses, and the first is reverted.
+    @Test func aRefusalAtTheWriteRevertsTheProcessesAlreadyPatched() throws {
+        let service = try Victim.launch("price_service", arguments: ["1"])
+        defer { service.kill() }
+        let other = try Victim.launch("c_loop", arguments: ["20"])
+        defer { other.kill() }
+        let state = temporaryDirectory()
+        let library = try Victims.path("libfix.so")
+        let result = try graft(["patch", "-p", "\(service.pid),\(other.pid)", "price", "--library", library, "--to", "fixed_price", "--json"], stateDir: state)
+        #expect(result.status == 1, "\(result)")
+        let events = try jsonLines(result.stdout)
+        #expect(events.contains { $0["event"] as? String == "patch-rolled-back" && $0["pid"] as? Int == Int(service.pid) }, "\(events)")
+        #expect(events.contains { $0["event"] as? String == "patch-refused" && $0["pid"] as? Int == Int(other.pid) }, "\(events)")
+        // The service's price() is its own again: price(150) is still the buggy -1500.
+        #expect(service.waitForLine(timeout: 5) { $0.hasSuffix("price(150)=-1500") } != nil)
+        let statuses = try jsonLines(try graft(["list", "-p", String(service.pid), "--json"], stateDir: state).stdout)
+        #expect(statuses.filter { $0["event"] as? String == "patch-status" }.allSatisfy { $0["state"] as? String == "reverted" }, "\(statuses)")
+    }
 }
