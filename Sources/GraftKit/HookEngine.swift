@@ -19,7 +19,8 @@ final class HookEngine {
     let limits: HookLimits
     let journal: Journal
     let stopState: StopState
-    let index: SymbolIndex
+    /// Rebuilt when the loader maps a library a waiting hook needs (`loaderStateChanged`).
+    var index: SymbolIndex
     let disassembler: Disassembler
     lazy var unwinder = RemoteUnwinder(index: index)
 
@@ -49,6 +50,19 @@ final class HookEngine {
     /// False: calls are counted (summary, `StopState.hits`) but no `.hit`/`.returned` events are
     /// built or delivered — `graft hook --quiet`, the cheapest hook.
     var reportsCalls = true
+    /// `--hardware` and `graft watch`: the hooks (and the watch) live in the debug registers, no
+    /// int3 is written (see `DebugSlots`, HardwareHooks.swift). Set before `run`.
+    var debugSlots: DebugSlots?
+    /// `graft watch`: the variable, planned by `arm`.
+    var watchSpec: WatchSpec?
+    /// What `arm` wants the user told once the hooks are armed.
+    var armNotices: [String] = []
+    /// Hooks in a module the process has not loaded yet (by hook index, with the module's name as
+    /// given), armed when the loader maps it; `loaderBreakpoint` is where graft hears of it.
+    var waitingHooks: [(hook: Int, module: String)] = []
+    var loaderBreakpoint: Breakpoint?
+    /// False (`--no-wait`): a module not loaded yet is an error, as it was.
+    var waitsForLibraries = true
     /// Called with each fork child once it is released (its breakpoints removed, detached):
     /// `hook --follow` hooks it in a session of its own.
     var onForkChild: ((Int32) -> Void)?
@@ -98,6 +112,7 @@ final class HookEngine {
         started = graft_monotonic_ns()
         watcher.startDuration()
         onEvent(.armed(armed))
+        for notice in armNotices { onEvent(.notice(notice)) }
         if !skipped.isEmpty {
             onEvent(.notice("skipped \(skipped.count) function\(skipped.count == 1 ? "" : "s") the pattern matched that cannot take a hook: \(skipped.prefix(20).joined(separator: "; "))\(skipped.count > 20 ? "; …" : "")"))
         }
@@ -184,6 +199,7 @@ final class HookEngine {
     /// Handles one event while the session runs; true when something was reported.
     func handle(_ event: TraceEvent, onEvent: (HookEvent) -> Void) throws -> Bool {
         if let stepper, let reported = try stepper.intercept(event, host: self, onEvent: onEvent) { return reported }
+        if debugSlots != nil, let reported = try handleHardware(event, onEvent: onEvent) { return reported }
         switch event {
         case .trap(let tid):
             if pcOnlyPath, let reported = try pcOnlyHit(tid, onEvent: onEvent) { return reported }
@@ -195,6 +211,7 @@ final class HookEngine {
                 return false
             }
             registers.rip = address
+            if breakpoint === loaderBreakpoint { loaderStateChanged(tid, onEvent: onEvent) }
             if let stepper, vforkChildren.isEmpty || !vforkChildren.contains(tid), stepper.wantsToTrace(breakpoint) {
                 try stepper.begin(tid, registers: &registers, breakpoint: breakpoint, host: self, onEvent: onEvent)
                 return true

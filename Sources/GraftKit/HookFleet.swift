@@ -13,6 +13,8 @@ public final class HookFleet: @unchecked Sendable {
     public let limits: HookLimits
     public let follow: Bool
     public var reportsCalls = true
+    /// Applied to every session before it runs (the CLI's `--hardware`, `--no-wait`).
+    public var configure: (@Sendable (HookSession) -> Void)?
     private let journal: Journal
     private let specsFor: @Sendable (Int32) throws -> [HookSpec]
     private let initial: [Int32]
@@ -81,6 +83,7 @@ public final class HookFleet: @unchecked Sendable {
         sessionLimits.count = nil  // counted over every process, below
         let session = HookSession(pid: pid, specs: specs, limits: sessionLimits, journal: journal)
         session.reportsCalls = reportsCalls
+        configure?(session)
         if follow {
             session.onForkChild = { [weak self] child in
                 guard let self else { return }

@@ -148,6 +148,8 @@ extension HookEngine {
     /// Runs the instruction the int3 displaced (`X86DisplacedInstruction.execute`, pure): on the
     /// registers, or by sending the thread to its copy.
     func execute(_ breakpoint: Breakpoint, tid: Int32, registers: inout Registers) throws {
+        // A debug-register breakpoint displaced nothing: the instruction runs when the thread goes on.
+        if breakpoint.hardwareSlot != nil { return }
         try breakpoint.runDisplaced(on: &registers, tid: tid, tracee: tracee)
     }
 }

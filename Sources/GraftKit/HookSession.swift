@@ -29,6 +29,14 @@ public final class HookSession: @unchecked Sendable {
     /// measured, but no `.hit`/`.returned` events are built or delivered, and no arguments or
     /// backtraces read: the cheapest hook (`graft hook --quiet`). Set before `run`.
     public var reportsCalls = true
+    /// Hooks in the debug registers (DR0–DR3) instead of int3s: no byte of code changes; at most
+    /// four (three with returns). Set before `run`.
+    public var hardware = false
+    /// `graft watch`: a data breakpoint on this variable (with or without hooks). Set before `run`.
+    public var watch: WatchSpec?
+    /// A hook whose module is not loaded yet waits for the process to load it (true, the default)
+    /// or is an error (`--no-wait`). Set before `run`.
+    public var waitsForLibraries = true
     /// Called on the tracer thread with each process the target forks, once graft has released it
     /// (breakpoints out of its copy, detached): `HookFleet`'s `follow` hooks it. Set before `run`.
     public var onForkChild: (@Sendable (Int32) -> Void)?
@@ -72,7 +80,7 @@ public final class HookSession: @unchecked Sendable {
     public func run(stopCheck: @escaping @Sendable () -> HookSessionEnd? = { nil },
                     flush: () -> Void = {}, onEvent: (HookEvent) -> Void,
                     onEnd: (HookSummary) -> Void = { _ in }) throws -> HookSummary {
-        guard !specs.isEmpty else { throw GraftError.usage("give at least one LOCATION to hook") }
+        guard !specs.isEmpty || watch != nil else { throw GraftError.usage("give at least one LOCATION to hook") }
         if command == nil { try ProcFS.preflightTarget(pid) }
         return try withSessionThreads(name: "graft-hooks", state: stopState, duration: limits.duration, check: stopCheck) { tracer, watcher in
             stopState.tracerThread.store(tracer.kernelThreadID, ordering: .relaxed)
@@ -83,6 +91,9 @@ public final class HookSession: @unchecked Sendable {
                 try HookEngine(tracee: tracee, specs: specs, limits: limits, journal: journal, stopState: stopState)
             }
             engine.reportsCalls = reportsCalls
+            if hardware || watch != nil { engine.debugSlots = DebugSlots() }
+            engine.watchSpec = watch
+            engine.waitsForLibraries = waitsForLibraries
             engine.onForkChild = onForkChild
             return try runEngine(engine, launched: command != nil, status: &launchedExitStatus, ended: onEnd) {
                 try engine.run(flush: flush, onEvent: onEvent, watcher: watcher)

@@ -89,6 +89,8 @@ public enum HookEvent: Sendable {
     case armed([ArmedHook])
     case hit(HookHit)
     case returned(HookReturn)
+    /// `graft watch`: the watched variable was written (or accessed).
+    case watched(WatchHit)
     /// Something the user should know that is not a call: a fork child released, an exec.
     case notice(String)
     /// Trace mode: one executed instruction (only when `TraceOptions.reportSteps`).

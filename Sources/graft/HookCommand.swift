@@ -16,6 +16,7 @@ struct HookCommand: ParsableCommand {
           graft hook -p 4242 hook_f --args 2 --returns
           graft hook -p 4242 libc:getppid --backtrace --count 10
           graft hook -p 4242 value_a --set-return 7 --skip
+          graft hook -p 4242 price --hardware
           graft hook hook_f --returns -- ./hook_count 100
         """)
 
@@ -79,6 +80,12 @@ struct HookCommand: ParsableCommand {
     @Option(name: .customLong("max-hooks"), help: "The most functions patterns may bring (default 1000).")
     var maxHooks = 1_000
 
+    @Flag(name: .customLong("no-wait"), help: "Refuse a LOCATION in a library the process has not loaded yet, instead of hooking it when the process loads it.")
+    var noWait = false
+
+    @Flag(name: .long, help: "Use the CPU's debug registers (DR0–DR3) instead of int3s: no byte of code changes; at most four functions (three with --returns).")
+    var hardware = false
+
     func validate() throws {
         SymbolNames.mangled = mangled
         for argument in pidArguments { try argument.check() }
@@ -122,6 +129,8 @@ struct HookCommand: ParsableCommand {
             session = try HookSession(launching: command, specs: specs, limits: limits, journal: journal)
         }
         session.reportsCalls = !quiet
+        session.hardware = hardware
+        session.waitsForLibraries = !noWait
         let printer = HookPrinter(json: json, quiet: quiet, argumentCount: argumentCount, launched: !command.isEmpty)
         printer.hitsSoFar = { [session] in session.hitsSoFar }
         printer.ending = SessionEnding(count: count, duration: duration, pid: pid, unit: "call")
@@ -195,7 +204,7 @@ final class HookPrinter {
             if json { jsonLine(value) } else { textLine(value) }
         case .notice(let text):
             status.notice(text, json: json)
-        case .step, .traceCall, .traceProgress:
+        case .step, .traceCall, .traceProgress, .watched:
             break
         }
     }

@@ -32,6 +32,11 @@ extension HookCommand {
         let fleet = HookFleet(pids: pids, specs: { pid in try graft.hookSpecs(pid: pid, locations: locations, template: template, maxHooks: maxHooks) },
                               limits: HookLimits(count: count, duration: duration), journal: journal, follow: follow)
         fleet.reportsCalls = !quiet
+        let (hardware, waits) = (self.hardware, !noWait)
+        fleet.configure = { session in
+            session.hardware = hardware
+            session.waitsForLibraries = waits
+        }
         let status = StatusLine()
         var printers: [Int32: HookPrinter] = [:]
         func printer(_ pid: Int32) -> HookPrinter {

@@ -252,7 +252,7 @@ final class TracePrinter {
         case .traceProgress(let count, let function):
             steps = count
             current = function
-        case .hit, .returned:
+        case .hit, .returned, .watched:
             break
         }
     }
