@@ -157,6 +157,20 @@ extension Journal {
         for directory in [directory] + otherDirectories where Journal.directoryProblem(directory) == nil {
             removed += Journal.prune(directory: directory)
         }
+        // Root: every user's directory under /run/graft too (only files of processes that are gone).
+        if geteuid() == 0, !explicit, let dir = opendir(Journal.sharedRoot) {
+            var users: [String] = []
+            while let entry = readdir(dir) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+                if let uid = UInt32(name), uid != 0 { users.append("\(Journal.sharedRoot)/\(uid)") }
+            }
+            closedir(dir)
+            for user in users {
+                var info = stat()
+                guard lstat(user, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR, Journal.directoryProblem(user, uid: info.st_uid) == nil else { continue }
+                removed += Journal.prune(directory: user)
+            }
+        }
         return removed
     }
 

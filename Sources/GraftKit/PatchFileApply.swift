@@ -118,7 +118,7 @@ extension Graft {
         for entry in file.entries {
             var result = ApplyResult(pid: pid, entry: entry, outcome: .notPresent)
             do {
-                if case .applied(let id) = try check(entry, pid: pid) {
+                if case .applied(let id) = try check(entry, pid: pid, reverting: true) {
                     let reverted = try unpatch(pid: pid, ids: [id])
                     if let bad = reverted.first(where: { $0.outcome == .changed || $0.outcome == .failed }) {
                         result.outcome = .refused
@@ -142,8 +142,9 @@ extension Graft {
     private enum EntryState { case applied(Int), original }
 
     /// Where `entry` stands in `pid`: applied (graft's record of it, by id), or the original bytes
-    /// there, ready for it; otherwise the refusal, by name.
-    private func check(_ entry: PatchFile.Entry, pid: Int32) throws -> EntryState {
+    /// there, ready for it; otherwise the refusal, by name. `reverting`: the library file the
+    /// entry names is not checked (what is applied is reverted whatever the library is now).
+    private func check(_ entry: PatchFile.Entry, pid: Int32, reverting: Bool = false) throws -> EntryState {
         let index = try Graft.symbolIndex(pid: pid, journal: journal)
         let resolved = try index.resolve(try Location.parse(entry.location))
         guard let module = resolved.module else { throw GraftError.usage("\(entry.location): no module at \(hex(resolved.address))") }
@@ -156,6 +157,13 @@ extension Graft {
         }
         if let wanted = entry.buildID, buildID == nil {
             throw GraftError.usage("\(entry.module) in process \(pid) has no build-id to compare with the file's \(wanted); refused")
+        }
+        // A library's function: the library given must be the build the file names.
+        if !reverting, let library = entry.library, let wanted = entry.libraryBuildID {
+            let file = try LibraryFile.open(library, pid: pid)
+            if let found = file.elf.buildID, found != wanted {
+                throw GraftError.usage("\(file.path)'s build-id is \(found), the file's is \(wanted): another build of the library; refused")
+            }
         }
         // The patch's address: after a kept endbr64, as patch writes it.
         var address = resolved.address

@@ -95,4 +95,31 @@ import TestSupport
         expectOneLineError(try graft(["apply", "-p", pid, "/nonexistent/fix.yaml"], stateDir: state), "patch file /nonexistent/fix.yaml: cannot read it")
         #expect(victim.readLines(2, timeout: 3) == ["a=1", "a=1"])
     }
+
+    /// A library's function: apply loads the library the file names (same build only); a second
+    /// apply finds it applied; --revert takes it back whatever the library file is now.
+    @Test func aLibraryPatchAppliesWithItsBuildAndRevertsAnyway() throws {
+        let first = try Victim.launch("price_service", arguments: ["1"])
+        defer { first.kill() }
+        let second = try Victim.launch("price_service", arguments: ["1"])
+        defer { second.kill() }
+        let state = temporaryDirectory()
+        let library = try Victims.path("libfix.so")
+        #expect(try graft(["patch", "-p", String(first.pid), "price", "--library", library, "--to", "fixed_price"], stateDir: state).status == 0)
+        let exported = try graft(["export", "-p", String(first.pid)], stateDir: state).stdout
+        #expect(exported.contains("target: \"fixed_price\"") && exported.contains("library_build_id: \""), "\(exported)")
+        let buildID = try #require(exported.split(separator: "\n").first { $0.contains("library_build_id:") })
+        let otherBuild = try write(exported.replacingOccurrences(of: String(buildID), with: "    library_build_id: \"00112233445566778899aabbccddeeff00112233\""))
+        let refused = try graft(["apply", "-p", String(second.pid), otherBuild], stateDir: state)
+        expectOneLineError(refused, "entries refused")
+        #expect(refused.stdout.contains("another build of the library; refused"), "\(refused)")
+        let file = try write(exported)
+        let applied = try graft(["apply", "-p", "\(first.pid),\(second.pid)", file, "--json"], stateDir: state)
+        #expect(applied.status == 0, "\(applied)")
+        #expect(try jsonLines(applied.stdout).map { $0["outcome"] as? String } == ["already-applied", "applied"], "\(applied)")
+        #expect(second.waitForLine(timeout: 5) { $0.hasSuffix("price(150)=1500") } != nil)
+        let reverted = try graft(["apply", "--revert", "-p", "\(first.pid),\(second.pid)", otherBuild], stateDir: state)
+        #expect(reverted.status == 0 && reverted.stdout.contains("reverted 2 patches in 2 processes"), "\(reverted)")
+        #expect(second.waitForLine(timeout: 5) { $0.hasSuffix("price(150)=-1500") } != nil)
+    }
 }
