@@ -25,6 +25,9 @@ let package = Package(
         // elfutils' libdw: DWARF for typed hook arguments (GraftELF/DWARFReader.swift).
         .systemLibrary(name: "CLibdw", pkgConfig: "libdw",
                        providers: [.apt(["libdw-dev"])]),
+        // libyaml: patch files (graft export/apply), docs/service.md says why YAML.
+        .systemLibrary(name: "CYaml", pkgConfig: "yaml-0.1",
+                       providers: [.apt(["libyaml-dev"])]),
         // Errors and small shared value types used by every layer.
         .target(name: "GraftCore"),
         // Architectures as data + pure encoders/decoders: bytes in, bytes out.
@@ -35,7 +38,7 @@ let package = Package(
         .target(name: "GraftPtrace", dependencies: ["GraftCore", "CGraftShim"]),
         // The engine: patches + journal, hook sessions, the step tracer, the unwinder. It calls
         // CGraftShim directly for the clock, CPU following and scheduling policies.
-        .target(name: "GraftKit", dependencies: ["GraftCore", "GraftMachine", "GraftELF", "GraftPtrace", "CGraftShim", "CLibunwind"]),
+        .target(name: "GraftKit", dependencies: ["GraftCore", "GraftMachine", "GraftELF", "GraftPtrace", "CGraftShim", "CLibunwind", "CYaml"]),
         // The CLI: one file per command, no logic of its own.
         .executableTarget(name: "graft", dependencies: [
             "GraftKit", .product(name: "ArgumentParser", package: "swift-argument-parser", condition: .when(traits: ["CLI"])),

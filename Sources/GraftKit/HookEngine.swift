@@ -68,6 +68,9 @@ final class HookEngine {
     var waitsForLibraries = true
     /// Per hook: how its arguments and result are typed (nil: raw registers). `loadSignatures`.
     var decoders: [ArgumentDecoder?] = []
+    /// Called with each fork child once it is released (its breakpoints removed, detached):
+    /// `hook --follow` hooks it in a session of its own.
+    var onForkChild: ((Int32) -> Void)?
 
     init(tracee: Tracee, specs: [HookSpec], limits: HookLimits, journal: Journal, stopState: StopState) throws {
         self.tracee = tracee
@@ -259,7 +262,11 @@ final class HookEngine {
             }
             releaseForkChild(child)
             try continueThread(parent)
-            onEvent(.notice("fork child \(child) released without breakpoints"))
+            if let onForkChild {
+                onForkChild(child)
+            } else {
+                onEvent(.notice("fork child \(child) released without breakpoints"))
+            }
             return true
         case .exec(let tid):
             if vforkChildren.contains(tid) {

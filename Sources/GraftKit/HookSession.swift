@@ -42,6 +42,9 @@ public final class HookSession: @unchecked Sendable {
     private let matchedHits = Atomic<Int>(0)
     /// Calls counted so far over all hooks (matching ones with a filter); readable from any thread
     /// while `run` runs.
+    /// Called on the tracer thread with each process the target forks, once graft has released it
+    /// (breakpoints out of its copy, detached): `HookFleet`'s `follow` hooks it. Set before `run`.
+    public var onForkChild: (@Sendable (Int32) -> Void)?
     public var hitsSoFar: Int { filter == nil ? stopState.hits.load(ordering: .relaxed) : matchedHits.load(ordering: .relaxed) }
     /// The kernel thread id of the session's tracer thread while `run` runs (0 otherwise), for
     /// diagnostics: its scheduling policy and CPU are visible in /proc/self/task/TID/stat.
@@ -130,6 +133,7 @@ public final class HookSession: @unchecked Sendable {
         if hardware || watch != nil { engine.debugSlots = DebugSlots() }
         engine.watchSpec = watch
         engine.waitsForLibraries = waitsForLibraries
+        engine.onForkChild = onForkChild
     }
 }
 

@@ -25,11 +25,21 @@ struct HookCommand: ParsableCommand {
           graft hook hook_f --returns -- ./hook_count 100
         """)
 
-    @Option(name: [.customShort("p"), .customLong("pid")], parsing: .unconditional,
-            help: ArgumentHelp("The process to hook (or give `-- COMMAND`).", valueName: "pid"))
-    var pidArgument: ProcessID?
-    /// A positive number, when given, once `validate()` has run.
-    var pid: Int32? { pidArgument.map { $0.value ?? 0 } }
+    @Option(name: [.customShort("p"), .customLong("pid")], parsing: .unconditionalSingleValue,
+            help: ArgumentHelp("The process to hook (several: -p 8153,8293, or -p repeated; or give `-- COMMAND`).", valueName: "pid"))
+    var pidArguments: [ProcessIDList] = []
+
+    @Option(name: [.customShort("n"), .customLong("name")],
+            help: ArgumentHelp("Hook every process whose executable (or comm) is NAME.", valueName: "name"))
+    var names: [String] = []
+
+    @Flag(name: .long, help: "Also hook the processes the hooked ones fork after the session started (their calls carry their pid).")
+    var follow = false
+
+    /// The one process of a plain session (-p with one pid), once `validate()` has run.
+    var pid: Int32? { pidArguments.isEmpty ? nil : pidArguments.flatMap(\.items).first?.value ?? 0 }
+    /// Several processes (a list, -n) or --follow: one session per process (`HookFleet`).
+    var isFleet: Bool { follow || !names.isEmpty || pidArguments.flatMap(\.items).count > 1 }
 
     @Argument(help: "Functions to hook (LOCATION: NAME, MODULE:NAME, NAME+OFFSET, 0xADDRESS).")
     var locations: [String] = []
@@ -92,11 +102,12 @@ struct HookCommand: ParsableCommand {
 
     func validate() throws {
         SymbolNames.mangled = mangled
-        try pidArgument?.check()
+        for argument in pidArguments { try argument.check() }
         if locations.isEmpty { throw ValidationError("give at least one LOCATION to hook") }
         if Passthrough.hasTerminator && command.isEmpty { throw ValidationError("give a command to start after `--`") }
-        if pid == nil && command.isEmpty { throw ValidationError("give -p PID, or a command after `--`") }
-        if pid != nil && !command.isEmpty { throw ValidationError("give -p PID or `-- COMMAND`, not both") }
+        if pid == nil && names.isEmpty && command.isEmpty { throw ValidationError("give -p PID, -n NAME, or a command after `--`") }
+        if (pid != nil || !names.isEmpty) && !command.isEmpty { throw ValidationError("give -p PID (or -n NAME) or `-- COMMAND`, not both") }
+        if follow && !command.isEmpty { throw ValidationError("--follow goes with -p PID or -n NAME, not with `-- COMMAND`") }
         if skip && setReturn == nil { throw ValidationError("--skip needs --set-return INT (the value to return)") }
         if (setReturn != nil) && locations.count > 1 { throw ValidationError("--set-return applies to one LOCATION; give exactly one") }
         if argumentCount < 0 || argumentCount > 16 { throw ValidationError("--args takes 0 to 16") }
@@ -107,6 +118,10 @@ struct HookCommand: ParsableCommand {
     }
 
     func run() throws {
+        if isFleet {
+            try runFleet()
+            return
+        }
         var template = HookSpec(location: "", argumentCount: argumentCount, backtrace: backtrace, returns: returns,
                                 setReturn: setReturn, skip: skip)
         template.raw = raw
@@ -176,8 +191,13 @@ final class HookPrinter {
     static let summaryRows = 50
     var names: [Int: String] = [:]
 
-    init(json: Bool, quiet: Bool, argumentCount: Int, launched: Bool = false) {
-        self.status = StatusLine(sharedTerminal: launched)
+    /// Set when several processes are hooked (`HookFleet`): every line says whose call it was
+    /// (`[PID/TID]`, JSON `"pid"`), and the summary is headed by the process.
+    var pid: Int32?
+
+    init(json: Bool, quiet: Bool, argumentCount: Int, launched: Bool = false, status: StatusLine? = nil, pid: Int32? = nil) {
+        self.status = status ?? StatusLine(sharedTerminal: launched)
+        self.pid = pid
         self.json = json
         self.quiet = quiet
         self.argumentCount = argumentCount
@@ -193,11 +213,11 @@ final class HookPrinter {
             for hook in hooks {
                 names[hook.index] = hook.location
                 if json {
-                    emit(JSON.object([("event", "armed"), ("hook", .string(hook.location)), ("function", .string(hook.function)),
+                    emit(JSON.object([("event", "armed")] + (pid.map { [("pid", JSON.int(Int64($0)))] } ?? []) + [("hook", .string(hook.location)), ("function", .string(hook.function)),
                                       ("address", .string(hex(hook.address))), ("instruction", .string(hook.instruction)),
                                       ("strategy", .string(hook.strategy))]).serialized)
                 } else if !quiet {
-                    emit("hooked \(hook.function) at \(hex(hook.address)) (\(hook.instruction): \(hook.strategy))")
+                    emit("\(pid.map { "process \($0): " } ?? "")hooked \(hook.function) at \(hex(hook.address)) (\(hook.instruction): \(hook.strategy))")
                 }
             }
         case .hit(let hit):
@@ -241,9 +261,10 @@ final class HookPrinter {
     private func bytes(hook: Int, location: String) -> HookBytes {
         if hook >= 0, hook < hookBytes.count, let cached = hookBytes[hook] { return cached }
         let name = JSON.string(location).serialized
+        let owner = pid.map { "\"pid\":\($0)," } ?? ""
         let made = HookBytes(textHit: Array("] \(location)(".utf8), textReturn: Array("] \(location) returned ".utf8),
-                             jsonHit: Array("{\"event\":\"hit\",\"hook\":\(name),\"tid\":".utf8),
-                             jsonReturn: Array("{\"event\":\"return\",\"hook\":\(name),\"tid\":".utf8))
+                             jsonHit: Array("{\"event\":\"hit\",\(owner)\"hook\":\(name),\"tid\":".utf8),
+                             jsonReturn: Array("{\"event\":\"return\",\(owner)\"hook\":\(name),\"tid\":".utf8))
         if hook >= 0 {
             if hook >= hookBytes.count { hookBytes.append(contentsOf: repeatElement(nil, count: hook + 1 - hookBytes.count)) }
             hookBytes[hook] = made
@@ -258,6 +279,10 @@ final class HookPrinter {
         wallClock.append(wallTime, to: out)
         out.append(UInt8(ascii: " "))
         out.append(UInt8(ascii: "["))
+        if let pid {
+            out.appendDecimal(Int64(pid))
+            out.append(UInt8(ascii: "/"))
+        }
         out.appendDecimal(Int64(tid))
         out.append(rest)
         return out
@@ -414,7 +439,8 @@ final class HookPrinter {
                 }
                 return .object(fields)
             }
-            print(JSON.object([("event", "summary"), ("hooks", .array(hooks)), ("total_hits", .int(Int64(summary.totalHits)))]
+            print(JSON.object([("event", "summary")] + (pid.map { [("pid", JSON.int(Int64($0)))] } ?? [])
+                              + [("hooks", .array(hooks)), ("total_hits", .int(Int64(summary.totalHits)))]
                               + (filtered ? [("filtered_out", .int(Int64(summary.filteredOut)))] : []) + [
                                ("seconds", .double(seconds)), ("ended_by", .string(describe(summary.end, countOption: "--count"))),
                                ("code_restored", .bool(summary.codeRestored))]).serialized)
@@ -432,6 +458,7 @@ final class HookPrinter {
                 rows.append(row)
             }
             if !quiet { print("") }
+            if let pid { print("process \(pid):") }
             for line in Output.table(rows) { print(line) }
             if sorted.count > Self.summaryRows {
                 let rest = sorted.dropFirst(Self.summaryRows)
