@@ -3,7 +3,8 @@
 #   make test   installs what is missing, builds, runs every test
 SWIFT ?= swift
 # Debian packages graft needs to build and test (checked one by one; only missing ones are installed).
-APT_PACKAGES := gcc g++ make pkg-config binutils file libunwind-dev liblzma-dev libcapstone-dev golang-go gdb python3-minimal musl-tools
+APT_PACKAGES := gcc g++ make pkg-config binutils file libunwind-dev liblzma-dev libcapstone-dev golang-go gdb python3-minimal musl-tools \
+                gcc-i686-linux-gnu gcc-arm-linux-gnueabihf gcc-aarch64-linux-gnu qemu-user
 VICTIMS := $(CURDIR)/.build/victims
 
 .PHONY: all deps build release release-check victims test demo bench completions clean

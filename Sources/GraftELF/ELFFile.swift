@@ -23,7 +23,8 @@ public struct LoadSegment: Sendable, Equatable {
     }
 }
 
-/// A 64-bit little-endian ELF executable or shared object, mapped read-only with mmap(2).
+/// A little-endian ELF executable or shared object, mapped read-only with mmap(2): 64-bit (what the
+/// live engine patches) or 32-bit (i386 and ARM files, for `graft patch --file`).
 ///
 /// The header, program headers and section headers are read in `init`; symbol tables are parsed on
 /// first use and cached. Only `ET_EXEC` and `ET_DYN` files are accepted.
@@ -31,8 +32,10 @@ public final class ELFFile: @unchecked Sendable {
     public let path: String
     /// `ET_DYN` (PIE executable or shared object): loaded at a bias chosen by the kernel or ld.so.
     public let isPositionIndependent: Bool
-    /// `e_machine`: 62 = x86_64 (`EM_X86_64`), 183 = aarch64.
+    /// `e_machine`: 62 = x86_64 (`EM_X86_64`), 183 = aarch64, 40 = arm, 3 = i386.
     public let machine: UInt16
+    /// `ELFCLASS64`; false for `ELFCLASS32` (i386, arm).
+    public let is64Bit: Bool
     /// `e_entry`, link time.
     public let entry: UInt64
     /// Lowercase hex of the `NT_GNU_BUILD_ID` note, nil when absent.
@@ -53,6 +56,8 @@ public final class ELFFile: @unchecked Sendable {
 
     struct SymbolTable {
         var offset: Int, count: Int, stringsOffset: Int, stringsSize: Int, isDynamic: Bool
+        /// 24 (`Elf64_Sym`) or 16 (`Elf32_Sym`).
+        var entrySize: Int = 24
         var versions: VersionInfo?
     }
 
@@ -92,6 +97,7 @@ public final class ELFFile: @unchecked Sendable {
             let header = try Reader.parseHeader(reader)
             self.isPositionIndependent = header.type == 3
             self.machine = header.machine
+            self.is64Bit = header.is64
             self.entry = header.entry
             let programHeaders = try reader.programHeaders(header)
             self.loadSegments = programHeaders.filter { $0.type == 1 }.map {
@@ -100,7 +106,7 @@ public final class ELFFile: @unchecked Sendable {
             }
             let sections = try reader.sectionHeaders(header)
             self.buildID = try reader.buildID(programHeaders: programHeaders, sections: sections)
-            self.tables = try reader.symbolTables(sections)
+            self.tables = try reader.symbolTables(sections, is64: header.is64)
             self.pltSymbols = reader.pltStubs(header: header, sections: sections)
             self.hasSymtab = tables.contains { !$0.isDynamic }
             self.hasDynsym = tables.contains { $0.isDynamic }
@@ -320,6 +326,7 @@ struct Reader {
     let path: String
 
     struct Header {
+        var is64 = true
         var type: UInt16, machine: UInt16, entry: UInt64
         var phoff: UInt64, phentsize: UInt16, phnum: UInt16
         var shoff: UInt64, shentsize: UInt16, shnum: UInt16, shstrndx: UInt16
@@ -360,9 +367,10 @@ struct Reader {
         guard r.u8(0) == 0x7f, r.u8(1) == UInt8(ascii: "E"), r.u8(2) == UInt8(ascii: "L"), r.u8(3) == UInt8(ascii: "F") else {
             throw r.fail("not an ELF file (no \\x7fELF magic)")
         }
+        let is64: Bool
         switch r.u8(4) {   // EI_CLASS
-        case 2: break
-        case 1: throw r.fail("32-bit ELF (ELFCLASS32) is not supported; graft reads 64-bit ELF files only")
+        case 2: is64 = true
+        case 1: is64 = false
         case let other: throw r.fail("invalid ELF class \(other)")
         }
         switch r.u8(5) {   // EI_DATA
@@ -370,9 +378,14 @@ struct Reader {
         case 2: throw r.fail("big-endian ELF (ELFDATA2MSB) is not supported; graft reads little-endian ELF files only")
         case let other: throw r.fail("invalid ELF data encoding \(other)")
         }
-        let header = Header(type: r.u16(16), machine: r.u16(18), entry: r.u64(24),
-                            phoff: r.u64(32), phentsize: r.u16(54), phnum: r.u16(56),
-                            shoff: r.u64(40), shentsize: r.u16(58), shnum: r.u16(60), shstrndx: r.u16(62))
+        // Elf32_Ehdr: the same fields with 4-byte addresses and offsets (52 bytes; the file is >= 64).
+        let header = is64
+            ? Header(type: r.u16(16), machine: r.u16(18), entry: r.u64(24),
+                     phoff: r.u64(32), phentsize: r.u16(54), phnum: r.u16(56),
+                     shoff: r.u64(40), shentsize: r.u16(58), shnum: r.u16(60), shstrndx: r.u16(62))
+            : Header(is64: false, type: r.u16(16), machine: r.u16(18), entry: UInt64(r.u32(24)),
+                     phoff: UInt64(r.u32(28)), phentsize: r.u16(42), phnum: r.u16(44),
+                     shoff: UInt64(r.u32(32)), shentsize: r.u16(46), shnum: r.u16(48), shstrndx: r.u16(50))
         switch header.type {
         case 2, 3: break
         case 1: throw r.fail("ELF type ET_REL (relocatable object file) is not a program or shared library")
@@ -384,10 +397,15 @@ struct Reader {
 
     func programHeaders(_ h: Header) throws(GraftError) -> [ProgramHeader] {
         guard h.phnum > 0 else { return [] }
-        guard h.phentsize >= 56 else { throw fail("program header entry size \(h.phentsize) is smaller than 56") }
+        let minimum = h.is64 ? 56 : 32
+        guard h.phentsize >= minimum else { throw fail("program header entry size \(h.phentsize) is smaller than \(minimum)") }
         try check(h.phoff, UInt64(h.phnum) * UInt64(h.phentsize), "the program header table")
         return (0..<Int(h.phnum)).map { i in
             let o = Int(h.phoff) + i * Int(h.phentsize)
+            guard h.is64 else {   // Elf32_Phdr: p_flags moves after p_memsz
+                return ProgramHeader(type: u32(o), flags: u32(o + 24), offset: UInt64(u32(o + 4)), vaddr: UInt64(u32(o + 8)),
+                                     filesz: UInt64(u32(o + 16)), memsz: UInt64(u32(o + 20)), align: UInt64(u32(o + 28)))
+            }
             return ProgramHeader(type: u32(o), flags: u32(o + 4), offset: u64(o + 8), vaddr: u64(o + 16),
                                  filesz: u64(o + 32), memsz: u64(o + 40), align: u64(o + 48))
         }
@@ -395,10 +413,15 @@ struct Reader {
 
     func sectionHeaders(_ h: Header) throws(GraftError) -> [Section] {
         guard h.shoff != 0, h.shnum > 0 else { return [] }   // sstrip'ed files have none
-        guard h.shentsize >= 64 else { throw fail("section header entry size \(h.shentsize) is smaller than 64") }
+        let minimum = h.is64 ? 64 : 40
+        guard h.shentsize >= minimum else { throw fail("section header entry size \(h.shentsize) is smaller than \(minimum)") }
         try check(h.shoff, UInt64(h.shnum) * UInt64(h.shentsize), "the section header table")
         return (0..<Int(h.shnum)).map { i in
             let o = Int(h.shoff) + i * Int(h.shentsize)
+            guard h.is64 else {   // Elf32_Shdr
+                return Section(name: u32(o), type: u32(o + 4), offset: UInt64(u32(o + 16)), size: UInt64(u32(o + 20)),
+                               link: u32(o + 24), entsize: UInt64(u32(o + 36)), addralign: UInt64(u32(o + 32)), addr: UInt64(u32(o + 12)))
+            }
             return Section(name: u32(o), type: u32(o + 4), offset: u64(o + 24), size: u64(o + 32),
                            link: u32(o + 40), entsize: u64(o + 56), addralign: u64(o + 48), addr: u64(o + 16))
         }
@@ -429,19 +452,20 @@ struct Reader {
         return nil
     }
 
-    func symbolTables(_ sections: [Section]) throws(GraftError) -> [ELFFile.SymbolTable] {
+    func symbolTables(_ sections: [Section], is64: Bool) throws(GraftError) -> [ELFFile.SymbolTable] {
         var tables: [ELFFile.SymbolTable] = []
+        let expected: UInt64 = is64 ? 24 : 16
         for section in sections where section.type == 2 || section.type == 11 {   // SHT_SYMTAB, SHT_DYNSYM
             let isDynamic = section.type == 11
-            let entsize = section.entsize == 0 ? 24 : section.entsize
-            guard entsize == 24 else { throw fail("symbol table entry size \(entsize) is not 24") }
+            let entsize = section.entsize == 0 ? expected : section.entsize
+            guard entsize == expected else { throw fail("symbol table entry size \(entsize) is not \(expected)") }
             try check(section.offset, section.size, isDynamic ? ".dynsym" : ".symtab")
             guard Int(section.link) < sections.count else {
                 throw fail("symbol table links to missing string table section \(section.link)")
             }
             let strings = sections[Int(section.link)]
             try check(strings.offset, strings.size, "a symbol string table")
-            let count = Int(section.size / 24)
+            let count = Int(section.size / expected)
             var versions: ELFFile.VersionInfo?
             if isDynamic,
                let versym = sections.first(where: { $0.type == 0x6fff_ffff }),   // SHT_GNU_versym
@@ -449,7 +473,7 @@ struct Reader {
                 versions = ELFFile.VersionInfo(versymOffset: Int(versym.offset), names: versionNames(sections))
             }
             tables.append(.init(offset: Int(section.offset), count: count, stringsOffset: Int(strings.offset),
-                                stringsSize: Int(strings.size), isDynamic: isDynamic, versions: versions))
+                                stringsSize: Int(strings.size), isDynamic: isDynamic, entrySize: Int(expected), versions: versions))
         }
         return tables
     }
@@ -534,22 +558,31 @@ struct Reader {
     /// Appends the defined symbols of `table` whose name matches (any type; SHN_UNDEF skipped).
     func definedSymbols(where matches: (String) -> Bool, in table: ELFFile.SymbolTable, into result: inout [ELFSymbol]) {
         for i in 0..<table.count {
-            let o = table.offset + i * 24
-            guard u16(o + 6) != 0,
-                  let symbolName = string(tableOffset: table.stringsOffset, tableSize: table.stringsSize, index: Int(u32(o))),
+            let entry = symbolEntry(table, i)
+            guard entry.shndx != 0,
+                  let symbolName = string(tableOffset: table.stringsOffset, tableSize: table.stringsSize, index: Int(entry.name)),
                   matches(symbolName) else { continue }
-            let info = u8(o + 4)
-            let kind = SymbolKind(symbolInfo: info)
-            result.append(ELFSymbol(name: symbolName, value: u64(o + 8), size: u64(o + 16), kind: kind,
-                                    isGlobal: info >> 4 != 0, fromDynsym: table.isDynamic))
+            let kind = SymbolKind(symbolInfo: entry.info)
+            result.append(ELFSymbol(name: symbolName, value: entry.value, size: entry.size, kind: kind,
+                                    isGlobal: entry.info >> 4 != 0, fromDynsym: table.isDynamic))
         }
+    }
+
+    /// Entry `i` of a symbol table: `Elf64_Sym` (name, info, other, shndx, value, size) or `Elf32_Sym`
+    /// (name, value, size, info, other, shndx).
+    func symbolEntry(_ table: ELFFile.SymbolTable, _ i: Int) -> (name: UInt32, info: UInt8, shndx: UInt16, value: UInt64, size: UInt64) {
+        let o = table.offset + i * table.entrySize
+        if table.entrySize == 16 {
+            return (u32(o), u8(o + 12), u16(o + 14), UInt64(u32(o + 4)), UInt64(u32(o + 8)))
+        }
+        return (u32(o), u8(o + 4), u16(o + 6), u64(o + 8), u64(o + 16))
     }
 
     /// Appends the defined FUNC/IFUNC symbols of `table` with a nonzero value.
     func functions(in table: ELFFile.SymbolTable, into result: inout [ELFSymbol]) {
         for i in 0..<table.count {
-            let o = table.offset + i * 24
-            let info = u8(o + 4)
+            let entry = symbolEntry(table, i)
+            let info = entry.info
             let type = info & 0xf
             let kind: SymbolKind
             switch type {
@@ -557,13 +590,13 @@ struct Reader {
             case 10: kind = .ifunc
             default: continue
             }
-            let shndx = u16(o + 6)
-            let value = u64(o + 8)
+            let shndx = entry.shndx
+            let value = entry.value
             // SHN_UNDEF: an import. In a non-PIE executable an import can carry the nonzero address of
             // its PLT stub (canonical function address), which is not a definition.
             guard shndx != 0, value != 0 else { continue }
             guard var name = string(tableOffset: table.stringsOffset, tableSize: table.stringsSize,
-                                    index: Int(u32(o))), !name.isEmpty else { continue }
+                                    index: Int(entry.name)), !name.isEmpty else { continue }
             var version: String?
             var isDefault = true
             if let versions = table.versions {
@@ -582,7 +615,7 @@ struct Reader {
                 name = String(name[..<at])
             }
             let binding = info >> 4
-            result.append(ELFSymbol(name: name, value: value, size: u64(o + 16), kind: kind,
+            result.append(ELFSymbol(name: name, value: value, size: entry.size, kind: kind,
                                     isGlobal: binding != 0, fromDynsym: table.isDynamic,
                                     version: version, isDefaultVersion: isDefault))
         }
