@@ -6,6 +6,9 @@
  * The Thumb build also prints `even 100` and `odd 100` from thumb_even and thumb_odd, Thumb functions
  * placed at 0 and 2 mod 4 (a jump at 2 mod 4 needs a nop first so its literal word is aligned).
  *
+ * ARM builds also have cheap_other (8 * quantity) in the other instruction set (Thumb in the A32
+ * build, A32 in the Thumb build), for jumps that switch state.
+ *
  * The refusals, one purpose-built function each (assembly, so their bytes are exact on every
  * architecture):
  *   too_short    a lone return: shorter than any jump graft writes there
@@ -31,6 +34,16 @@ __attribute__((noinline)) int price(int quantity) {
 __attribute__((noinline)) int cheap(int quantity) {
     return 7 * quantity;
 }
+
+#if defined(__arm__)
+/* The other ARM instruction set than the build's: a jump there must switch state (interworking:
+ * the jump's literal carries bit 0 for Thumb, not for A32). */
+#if defined(__thumb__)
+__attribute__((noinline, target("arm"))) int cheap_other(int quantity) { return 8 * quantity; }
+#else
+__attribute__((noinline, target("thumb"))) int cheap_other(int quantity) { return 8 * quantity; }
+#endif
+#endif
 
 int too_short(void);
 int pool_head(void);
@@ -99,5 +112,8 @@ int main(int argc, char **argv) {
 #endif
     /* Keep the refusal functions referenced (and so in the file even with --gc-sections). */
     if (argc > 5) printf("%d %d %d\n", too_short(), pool_head(), branch_into());
+#if defined(__arm__)
+    if (argc > 5) printf("%d\n", cheap_other(argc));
+#endif
     return 0;
 }
