@@ -156,9 +156,8 @@ struct FilePatchPlanner {
         case .jump(let text):
             let target = try file.function(named: text)
             checks.append("the target \(target.name) at \(hex(target.address)) is a function of the same file (\(Self.describe(target.instructionSet)) code)")
-            let absolute = isa == .arm || isa == .thumb || isa == .aarch64
-            if absolute, file.elf.isPositionIndependent {
-                throw GraftError.fileRefused(path: file.path, reason: "it is position-independent (ET_DYN): the absolute address a \(Self.describe(isa)) jump loads would not be relocated when the file is loaded at another address; graft patches ARM and AArch64 executables linked at a fixed address (ET_EXEC)")
+            if isa == .arm || isa == .thumb || isa == .aarch64, file.elf.isPositionIndependent {
+                return try relativeBranch(isa: isa, at: address, to: target, function: function, checks: &checks)
             }
             switch isa {
             case .x86_64:
@@ -181,6 +180,28 @@ struct FilePatchPlanner {
                 return (bytes, bytes.count == 10 ? "nop; ldr.w pc, [pc, #0]" : "ldr.w pc, [pc, #0]", target, bytes.count - 4)
             }
         }
+    }
+
+    /// A position-independent file (ET_DYN: a shared library, a PIE) is loaded at an address chosen
+    /// at run time, so the absolute address an ARM/AArch64 jump loads would be wrong: a relative
+    /// branch instead (`b`, `b.w`), which cannot switch between A32 and Thumb.
+    private func relativeBranch(isa: InstructionSet, at address: UInt64, to target: FileFunction, function: String,
+                                checks: inout [String]) throws -> ([UInt8], String, FileFunction?, Int) {
+        guard target.instructionSet == isa else {
+            throw GraftError.fileRefused(path: file.path, reason: "it is position-independent (ET_DYN), so \(function) can only branch relatively (the absolute address an ldr pc would load is not relocated), and a relative branch cannot switch from \(Self.describe(isa)) to \(target.name)'s \(Self.describe(target.instructionSet)) code")
+        }
+        let bytes: [UInt8]?
+        let name: String
+        switch isa {
+        case .aarch64: (bytes, name) = (AArch64.branch(from: address, to: target.address), "b (imm26)")
+        case .arm: (bytes, name) = (ARM32.branch(from: UInt32(address), to: UInt32(target.address)), "b (imm24)")
+        default: (bytes, name) = (Thumb2.branch(from: UInt32(address), to: UInt32(target.address)), "b.w (imm24)")
+        }
+        guard let bytes else {
+            throw GraftError.fileRefused(path: file.path, reason: "\(target.name) is out of reach of a relative branch from \(function), and the file is position-independent (an absolute jump would not be relocated)")
+        }
+        checks.append("the file is position-independent (ET_DYN): a relative branch, which needs no relocation")
+        return (bytes, name, target, bytes.count)
     }
 
     /// The address an instruction reads relative to the pc: ARM/AArch64 literal loads and `adr`,

@@ -87,7 +87,9 @@ public final class ProgramFile {
             throw GraftError.invalidLocation(text: text, reason: "a file patch goes at a function's entry, not NAME+OFFSET")
         }
         switch location.base {
-        case .address(let address):
+        case .address(let given):
+            // A Thumb function may be named with bit 0 set, as its symbol and a pointer to it carry it.
+            let address = architecture == .arm32 ? given & ~1 : given
             let candidates = elf.functionSymbols.map(function).filter { $0.address == address && $0.size > 0 }
             guard let found = candidates.first else {
                 let inside = elf.functionSymbols.map(function).first { $0.range.contains(address) }

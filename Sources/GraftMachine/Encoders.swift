@@ -55,6 +55,13 @@ public enum AArch64 {
         littleEndian(UInt32(0x5800_0050)) + littleEndian(UInt32(0xd61f_0200)) + littleEndian(to)
     }
 
+    /// `b target` (imm26): 4 bytes, position-independent, within ±128 MiB; nil out of reach or unaligned.
+    public static func branch(from: UInt64, to: UInt64) -> [UInt8]? {
+        let offset = Int64(bitPattern: to &- from)
+        guard offset % 4 == 0, offset >= -(1 << 27), offset < 1 << 27 else { return nil }
+        return littleEndian(UInt32(0x1400_0000) | UInt32(truncatingIfNeeded: offset >> 2) & 0x03ff_ffff)
+    }
+
     /// `mov x0, #N; ret` leaving exactly `value` in x0 (and its low half in w0): `movz` for 0…0xffff,
     /// `movn` for -0x10000…-1, else `ldr x0, #8; ret; .quad N` (16 bytes).
     public static func returnStub(_ value: Int64) -> [UInt8] {
@@ -79,6 +86,14 @@ public enum ARM32 {
 
     /// `bx lr`.
     public static let returnInstruction = littleEndian(UInt32(0xe12f_ff1e))
+
+    /// `b target` (imm24; the pc reads as the instruction + 8): 4 bytes, position-independent, within
+    /// ±32 MiB, A32 to A32 only (B does not change state); nil out of reach or unaligned.
+    public static func branch(from: UInt32, to: UInt32) -> [UInt8]? {
+        let offset = Int64(to) - Int64(from) - 8
+        guard offset % 4 == 0, offset >= -(1 << 25), offset < 1 << 25 else { return nil }
+        return littleEndian(UInt32(0xea00_0000) | UInt32(truncatingIfNeeded: offset >> 2) & 0x00ff_ffff)
+    }
 
     /// `mov r0, #N; bx lr` for `value` as a 32-bit register (a C int or unsigned; nil beyond 32 bits):
     /// `mov`/`mvn` with a rotated 8-bit immediate when one encodes it, else `movw r0, #lo` (+ `movt r0, #hi`,
@@ -118,6 +133,19 @@ public enum Thumb2 {
     /// switches to A32.
     public static func jumpAbsolute(at address: UInt32, to target: UInt32) -> [UInt8] {
         (address % 4 == 0 ? [] : nop) + loadPC + littleEndian(target)
+    }
+
+    /// `b.w target` (T4; the pc reads as the instruction + 4): 4 bytes, position-independent, within
+    /// ±16 MiB, Thumb to Thumb only; nil out of reach or odd.
+    public static func branch(from: UInt32, to: UInt32) -> [UInt8]? {
+        let offset = Int64(to & ~1) - Int64(from) - 4
+        guard offset % 2 == 0, offset >= -(1 << 24), offset < 1 << 24 else { return nil }
+        let value = UInt32(truncatingIfNeeded: offset)
+        let sign = (value >> 24) & 1, i1 = (value >> 23) & 1, i2 = (value >> 22) & 1
+        let j1 = ~(i1 ^ sign) & 1, j2 = ~(i2 ^ sign) & 1
+        let first = UInt16(0xf000 | sign << 10 | (value >> 12) & 0x3ff)
+        let second = UInt16(0x9000 | j1 << 13 | j2 << 11 | (value >> 1) & 0x7ff)
+        return littleEndian(first) + littleEndian(second)
     }
 
     /// The jump's length at `address` (8, or 10 at 2 mod 4).

@@ -14,6 +14,7 @@ struct PatchCommand: ParsableCommand {
           graft patch -p 4242 libc:getpid --return 42 --dry-run
           graft patch -p 4242 price --library ./libfix.so --to fixed_price
           graft patch -p 4242 --got nginx:write --library ./libfix.so --to logged_write
+          graft patch --file ./prog price --to cheap -o ./prog.patched    (a program file, not a process: graft patch --file FILE --help)
         With --library, the library is loaded first (once per process; see `graft inject`) and --to \
         names its function. When the library defines graft_original_<function> (include/graft.h: \
         GRAFT_ORIGINAL), graft relocates the instructions the jump overwrites into a trampoline and \

@@ -8,6 +8,7 @@ struct UnpatchCommand: ParsableCommand {
         abstract: "Revert patches exactly: the original bytes go back only where memory still holds graft's.",
         discussion: """
         Examples: graft unpatch -p 4242 1 3   |   graft unpatch -p 4242 --all   |   graft unpatch -p 4242 --forget 2
+        A patched program file: graft unpatch --file ./prog.patched --all (see graft unpatch --file FILE --help).
         A patch's trampoline is freed unless a thread still uses it (then a later unpatch frees it). \
         --all then unloads the libraries graft loaded (graft inject, --library) that nothing uses any more.
         """)

@@ -259,3 +259,31 @@ private let encodings = ["x86_64": "jmp rel32", "i386": "jmp rel32", "arm": "ldr
         expectOneLineError(try graftFile(["patch", "--file", text, "price", "--return", "1", "-o", text + ".out"]), "not an ELF file")
     }
 }
+
+/// A shared library nobody here wrote: the cross toolchain's own libc (Debian's armhf and arm64
+/// glibc), patched on file and loaded by its real dynamic loader under qemu-user.
+@Suite struct LibraryFilePatchCLITests {
+    @Test(arguments: [("arm", "arm-linux-gnueabihf"), ("aarch64", "aarch64-linux-gnu")])
+    func crossLibcGetpid(isa: String, triple: String) throws {
+        try #require(CrossTools.canBuildAndRun(isa), "\(CrossTools.compiler(for: isa)) or \(CrossTools.emulator(for: isa) ?? "") is not installed (make deps)")
+        let libc = "/usr/\(triple)/lib/libc.so.6"
+        let program = try Victims.path("libc_pid_\(isa)")
+        let dir = temporaryDirectory()
+        func run() throws -> String {
+            let result = try runCommand(which(CrossTools.emulator(for: isa)!), ["-L", "/usr/\(triple)", "-E", "LD_LIBRARY_PATH=\(dir)", program])
+            #expect(result.status == 0, "\(result.stderr)")
+            return result.stdout
+        }
+        #expect(try run().hasSuffix(" different\n"))
+        // ET_DYN: the jump is a relative branch (an absolute literal would not be relocated).
+        let jump = try graftFile(["patch", "--file", libc, "getpid", "--to", "getppid", "-o", dir + "/libc.so.6"])
+        #expect(jump.status == 0, "\(jump.stderr)")
+        #expect(jump.stdout.contains(isa == "arm" ? "(b.w (imm24))" : "(b (imm26))"), "\(jump.stdout)")
+        #expect(try run().hasSuffix(" same\n"))
+        #expect(try graftFile(["unpatch", "--file", dir + "/libc.so.6", "--all"]).status == 0)
+        #expect(fileBytes(dir + "/libc.so.6") == fileBytes(libc))
+        let stub = try graftFile(["patch", "--file", libc, "getpid", "--return", "4242", "-o", dir + "/libc.so.6"])
+        #expect(stub.status == 0, "\(stub.stderr)")
+        #expect(try run().hasPrefix("pid 4242 "))
+    }
+}

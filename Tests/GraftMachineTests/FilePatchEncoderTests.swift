@@ -139,3 +139,42 @@ import GraftMachine
         #expect(loop[1].branchTarget == 0x40_0010 && loop[1].isCall)
     }
 }
+
+/// Relative branches, for position-independent files (an absolute jump's literal is not relocated).
+@Suite struct RelativeBranchEncoderTests {
+    @Test func aarch64() throws {
+        #expect(AArch64.branch(from: 0xba040, to: 0xba080) == [0x10, 0x00, 0x00, 0x14])
+        let dis = try Disassembler(.aarch64)
+        for (from, to) in [(UInt64(0x40_0000), UInt64(0x40_0010)), (0x40_0010, 0x40_0000), (0x800_0000, 0x800_0000 + (1 << 27) - 4), (0x800_0000, 0)] {
+            let bytes = try #require(AArch64.branch(from: from, to: to))
+            #expect(dis.decodeOne(bytes, at: from)?.branchTarget == to)
+        }
+        #expect(AArch64.branch(from: 0, to: 1 << 27) == nil)
+        #expect(AArch64.branch(from: 0, to: 2) == nil)
+    }
+
+    @Test func arm32() throws {
+        #expect(ARM32.branch(from: 0x8000, to: 0x8008) == [0x00, 0x00, 0x00, 0xea])
+        #expect(ARM32.branch(from: 0x8008, to: 0x8000) == [0xfc, 0xff, 0xff, 0xea])
+        let dis = try Disassembler(.arm32)
+        for (from, to) in [(UInt32(0x1_0000), UInt32(0x1_0468)), (0x20_0000, 0x1_0000), (0x100_0000, 0x100_0008 + (1 << 25) - 4)] {
+            let bytes = try #require(ARM32.branch(from: from, to: to))
+            let insn = try #require(dis.decodeOne(bytes, at: UInt64(from)))
+            #expect(insn.branchTarget == UInt64(to) && insn.isJump)
+        }
+        #expect(ARM32.branch(from: 0, to: 8 + (1 << 25)) == nil)
+        #expect(ARM32.branch(from: 0, to: 0x102) == nil)
+    }
+
+    @Test func thumb2() throws {
+        // As graft wrote it into Debian's armhf libc (getpid -> getppid), and the CPU ran it under qemu-arm.
+        #expect(Thumb2.branch(from: 0x89c40, to: 0x89c50) == [0x00, 0xf0, 0x06, 0xb8])
+        let dis = try Disassembler(.arm32, thumb: true)
+        for (from, to) in [(UInt32(0x1000), UInt32(0x1000)), (0x1004, 0x1000), (0x1002, 0x9_0006), (0x90_0000, 0x10_0002), (0x100_0000, 0x100_0004 + (1 << 24) - 2)] {
+            let bytes = try #require(Thumb2.branch(from: from, to: to | 1))   // a Thumb symbol's bit 0 is ignored
+            let insn = try #require(dis.decodeOne(bytes, at: UInt64(from)))
+            #expect(insn.mnemonic == "b.w" && insn.branchTarget == UInt64(to), "\(insn)")
+        }
+        #expect(Thumb2.branch(from: 0, to: 4 + (1 << 24)) == nil)
+    }
+}
