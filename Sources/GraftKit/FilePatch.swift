@@ -59,6 +59,8 @@ public enum FilePatcher {
         guard inPlace != (output != nil) else {
             throw GraftError.usage("give exactly one of -o OUTPUT or --in-place: where the patched file goes")
         }
+        // Renaming over a symbolic link would replace the link: --in-place works on the file it names.
+        let path = inPlace ? realFile(path) : path
         let file = try ProgramFile(path: path)
         let input = try FilePatchRecord.load(for: path)
         let destination = output ?? path
@@ -108,6 +110,7 @@ public enum FilePatcher {
     /// `path.orig`. The file is replaced (new file, rename), keeping its permissions; a running file
     /// only with `force`.
     public static func unpatch(path: String, ids: [Int]?, force: Bool = false) throws -> FileUnpatchOutcome {
+        let path = realFile(path)
         var info = stat()
         guard stat(path, &info) == 0 else { throw GraftError.fileRefused(path: path, reason: "cannot stat it: \(Errno.describe(errno))") }
         let owner = (uid: info.st_uid, gid: info.st_gid)
@@ -152,6 +155,14 @@ public enum FilePatcher {
         return FileUnpatchOutcome(path: path, reverted: chosen, restoredFrom: nil, remaining: record.patches.count, identicalToSource: identical)
     }
 
+    /// `path` with symbolic links resolved (as given when it cannot be).
+    private static func realFile(_ path: String) -> String {
+        var info = stat()
+        guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFLNK, let resolved = realpath(path, nil) else { return path }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
     private static func planner(_ file: ProgramFile, _ record: FilePatchRecord?) -> FilePatchPlanner {
         var planner = FilePatchPlanner(file: file)
         planner.patched = (record?.patches ?? []).map { ($0.id, $0.addressValue..<($0.addressValue + UInt64($0.new.count))) }
@@ -170,7 +181,7 @@ public enum FilePatcher {
         var entry = FilePatchEntry(id: id, function: plan.function, address: hex(plan.address), fileOffset: hex(plan.fileOffset),
                                    instructionSet: plan.instructionSet, kind: "jump", encoding: plan.encoding,
                                    originalBytes: hexString(plan.originalBytes), newBytes: hexString(plan.newBytes),
-                                   appliedAt: utcTimestamp())
+                                   appliedAt: isoTimestamp())
         switch plan.action {
         case .jump:
             entry.target = plan.target?.name
@@ -181,15 +192,6 @@ public enum FilePatcher {
                                    originalBytes: entry.originalBytes, newBytes: entry.newBytes, appliedAt: entry.appliedAt)
         }
         return entry
-    }
-
-    private static func utcTimestamp() -> String {
-        var now = time(nil)
-        var parts = tm()
-        gmtime_r(&now, &parts)
-        var buffer = [CChar](repeating: 0, count: 32)
-        let count = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%SZ", &parts)
-        return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
 

@@ -123,9 +123,8 @@ struct FilePatchPlanner {
         var newInstructions = disassembler.decode(Array(newBytes.prefix(codeLength)), at: address)
         if codeLength < newBytes.count {
             let literal = Array(newBytes[codeLength...])
-            let value = literal.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
             newInstructions.append(Instruction(address: address + UInt64(codeLength), bytes: literal,
-                                               mnemonic: literal.count == 8 ? ".quad" : ".word", operands: hex(value)))
+                                               mnemonic: literal.count == 8 ? ".quad" : ".word", operands: hex(littleEndianValue(literal))))
         }
         let original = Array(code[Int(address - start)..<Int(end - start)])
         return FilePatchPlan(path: file.path, function: name, functionStart: start, functionSize: function.size, instructionSet: isa,
@@ -209,7 +208,7 @@ struct FilePatchPlanner {
     static func readAddress(_ instruction: Instruction, isa: InstructionSet) -> UInt64? {
         if let address = instruction.pcRelativeAddress { return address }
         guard isa == .x86_64, let offset = instruction.ripDisplacementOffset, offset + 4 <= instruction.bytes.count else { return nil }
-        let displacement = Int64(readLittleEndianInt32Public(instruction.bytes, at: offset))
+        let displacement = Int64(readLittleEndianInt32(instruction.bytes, at: offset))
         return UInt64(bitPattern: Int64(bitPattern: instruction.end) &+ displacement)
     }
 
@@ -231,9 +230,4 @@ struct FilePatchPlanner {
         case .thumb: return 4
         }
     }
-}
-
-/// The signed 32-bit little-endian value at `offset` of `bytes`.
-private func readLittleEndianInt32Public(_ bytes: [UInt8], at offset: Int) -> Int32 {
-    Int32(bitPattern: UInt32(bytes[offset]) | UInt32(bytes[offset + 1]) << 8 | UInt32(bytes[offset + 2]) << 16 | UInt32(bytes[offset + 3]) << 24)
 }

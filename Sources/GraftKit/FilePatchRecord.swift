@@ -67,35 +67,19 @@ public struct FilePatchRecord: Codable, Sendable, Equatable {
 /// Writing program files: a new file next to the old one, renamed over it — never a write into a
 /// file a process may be running ("Text file busy"; a running program would see its code change).
 enum ProgramFileWriter {
-    /// `bytes` to `path` through `path`'s directory's `.NAME.graft-tmp.PID`: created 0600, written,
-    /// given `mode` (and `owner` when graft may), fsynced, renamed over `path`.
+    /// `bytes` to `path` through `.NAME.graft-tmp.PID` beside it, given `mode` (and `owner` when
+    /// graft may), fsynced, renamed over `path` (`FileIO.replace`).
     static func replace(_ path: String, with bytes: [UInt8], mode: mode_t, owner: (uid: uid_t, gid: gid_t)?) throws {
         let slash = path.lastIndex(of: "/")
-        let directory = slash.map { String(path[..<$0]) } ?? "."
+        let directory = slash.map { String(path[...$0]) } ?? ""
         let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
-        let temporary = (directory.isEmpty ? "" : directory + "/") + ".\(name).graft-tmp.\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else {
-            throw GraftError.fileRefused(path: path, reason: "cannot create \(temporary) beside it: \(Errno.describe(errno))")
-        }
-        var ok = bytes.withUnsafeBytes { raw -> Bool in
-            var offset = 0
-            while offset < raw.count {
-                let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
-                if n < 0 { if errno == EINTR { continue }; return false }
-                offset += n
-            }
-            return true
-        }
-        var err = ok ? 0 : errno
-        if ok, let owner, geteuid() == 0 { _ = fchown(fd, owner.uid, owner.gid) }
-        if ok, fchmod(fd, mode & 0o7777) != 0 { ok = false; err = errno }
-        if ok, fsync(fd) != 0 { ok = false; err = errno }
-        close(fd)
-        if ok, rename(temporary, path) != 0 { ok = false; err = errno }
-        guard ok else {
-            unlink(temporary)
-            throw GraftError.fileRefused(path: path, reason: "cannot write it: \(Errno.describe(err))")
+        let temporary = directory + ".\(name).graft-tmp.\(getpid())"
+        do {
+            try FileIO.replace(path, with: bytes, temporary: temporary, mode: mode, owner: owner)
+        } catch {
+            guard case .systemCall(let step, let err, _) = error else { throw error }
+            throw GraftError.fileRefused(path: path, reason: step == "open" ? "cannot create \(temporary) beside it: \(Errno.describe(err))"
+                                                                      : "cannot write it (\(step)): \(Errno.describe(err))")
         }
     }
 

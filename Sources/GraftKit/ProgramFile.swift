@@ -174,8 +174,7 @@ public final class ProgramFile {
                 while word < stop {
                     let size = Int(min(4, stop - word))
                     let bytes = Array(code[Int(word - address)..<Int(word - address) + size])
-                    let value = bytes.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
-                    lines.append(Instruction(address: word, bytes: bytes, mnemonic: size == 4 ? ".word" : ".byte", operands: hex(value)))
+                    lines.append(Instruction(address: word, bytes: bytes, mnemonic: size == 4 ? ".word" : ".byte", operands: hex(littleEndianValue(bytes))))
                     word += UInt64(size)
                 }
                 cursor = stop

@@ -13,10 +13,7 @@ private func graftFile(_ arguments: [String]) throws -> (status: Int32, stdout: 
     try runCommand(try graftBinary(), arguments)
 }
 
-private func which(_ name: String) -> String {
-    let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/bin:/bin"
-    return path.split(separator: ":").map { "\($0)/\(name)" }.first { access($0, X_OK) == 0 } ?? "/usr/bin/\(name)"
-}
+private func which(_ name: String) -> String { CrossTools.path(of: name) ?? "/usr/bin/\(name)" }
 
 /// Runs a file_price program of `isa` (under qemu-user for ARM and AArch64); its stdout.
 private func runProgram(_ path: String, isa: String) throws -> String {
@@ -196,6 +193,20 @@ private let encodings = ["x86_64": "jmp rel32", "i386": "jmp rel32", "arm": "ldr
         let restore = try graftFile(["unpatch", "--file", program, "--all"])
         #expect(restore.stdout.contains("restored \(program) from \(program).orig"), "\(restore.stdout)")
         #expect(fileBytes(program) == pristine)
+    }
+
+    @Test func inPlaceThroughASymbolicLinkReplacesTheFileItNames() throws {
+        let (dir, program) = try programCopy("x86_64")
+        let link = dir + "/link"
+        #expect(symlink(program, link) == 0)
+        let result = try graftFile(["patch", "--file", link, "price", "--return", "4", "--in-place"])
+        #expect(result.status == 0, "\(result.stderr)")
+        var info = stat()
+        #expect(lstat(link, &info) == 0 && (info.st_mode & S_IFMT) == S_IFLNK)   // still the link
+        #expect(access(program + ".orig", F_OK) == 0)
+        #expect(try runProgram(link, isa: "x86_64") == "price 4\n")
+        #expect(try graftFile(["unpatch", "--file", link, "--all"]).status == 0)
+        #expect(fileBytes(program) == fileBytes(program + ".orig"))
     }
 
     @Test func runningFileIsRefusedUnlessForced() throws {

@@ -5,9 +5,12 @@ import Glibc
 /// with a reason when one is absent.
 public enum CrossTools {
     /// `name` is an executable file in a directory of $PATH.
-    public static func installed(_ name: String) -> Bool {
-        let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/bin:/bin"
-        return path.split(separator: ":").contains { access("\($0)/\(name)", X_OK) == 0 }
+    public static func installed(_ name: String) -> Bool { path(of: name) != nil }
+
+    /// Where $PATH finds the executable `name`.
+    public static func path(of name: String) -> String? {
+        let directories = getenv("PATH").map { String(cString: $0) } ?? "/usr/bin:/bin"
+        return directories.split(separator: ":").map { "\($0)/\(name)" }.first { access($0, X_OK) == 0 }
     }
 
     /// The compiler that builds `file_price_<isa>` (x86_64: the host's cc).
