@@ -298,3 +298,19 @@ private let encodings = ["x86_64": "jmp rel32", "i386": "jmp rel32", "arm": "ldr
         #expect(try run().hasPrefix("pid 4242 "))
     }
 }
+
+/// ELFFile reads 32-bit files now; the live engine must still refuse a 32-bit process rather than
+/// decode its code as x86_64.
+@Suite struct ThirtyTwoBitProcessCLITests {
+    @Test func liveCommandsRefuseAnI386Process() throws {
+        try #require(CrossTools.canBuildAndRun("i386"), "i686-linux-gnu-gcc is not installed (make deps)")
+        let victim = try Victim.launch("file_price_i386", arguments: ["wait"], stdin: true)
+        defer { victim.kill() }
+        let state = temporaryDirectory()
+        let pid = String(victim.pid)
+        let patch = try graft(["patch", "-p", pid, "price", "--return", "1"], stateDir: state)
+        expectOneLineError(patch, "process \(pid) runs 32-bit i386 code; graft attaches to x86_64 processes only")
+        expectOneLineError(try graft(["symbols", "-p", pid, "price"], stateDir: state), "runs 32-bit i386 code")
+        expectOneLineError(try graft(["hook", "-p", pid, "price", "--count", "1"], stateDir: state), "runs 32-bit i386 code")
+    }
+}
