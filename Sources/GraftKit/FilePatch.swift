@@ -96,8 +96,8 @@ public enum FilePatcher {
         if let backup, !backupExists {
             try ProgramFileWriter.replace(backup, with: original, mode: info.st_mode, owner: owner)
         }
-        var record = input ?? FilePatchRecord(file: destination, source: path, sourceBuildID: file.elf.buildID, nextID: 1, patches: [])
-        record.file = destination
+        var record = input ?? FilePatchRecord(file: absolute(destination), source: absolute(path), sourceBuildID: file.elf.buildID, nextID: 1, patches: [])
+        record.file = absolute(destination)
         record.nextID = id + 1
         record.patches.append(entry(plan, id: id))
         try ProgramFileWriter.replace(destination, with: bytes, mode: info.st_mode, owner: inPlace ? owner : nil)
@@ -148,11 +148,20 @@ public enum FilePatcher {
         var identical: Bool?
         if record.patches.isEmpty {
             unlink(FilePatchRecord.sidePath(for: path))
-            if record.source != path, let source = try? FileIO.readAll(path: record.source) { identical = source == bytes }
+            if record.source != absolute(path), let source = try? FileIO.readAll(path: record.source) { identical = source == bytes }
         } else {
             try record.save(for: path)
         }
         return FileUnpatchOutcome(path: path, reverted: chosen, restoredFrom: nil, remaining: record.patches.count, identicalToSource: identical)
+    }
+
+    /// `path` from the root, so the record names the same files from any working directory.
+    private static func absolute(_ path: String) -> String {
+        guard !path.hasPrefix("/"), let cwd = getcwd(nil, 0) else { return path }
+        defer { free(cwd) }
+        let directory = String(cString: cwd)
+        let relative = path.hasPrefix("./") ? String(path.dropFirst(2)) : path
+        return (directory == "/" ? "" : directory) + "/" + relative
     }
 
     /// `path` with symbolic links resolved (as given when it cannot be).
@@ -240,9 +249,10 @@ extension FileUnpatchOutcome {
 }
 
 extension FileFunction {
-    public var json: JSON {
+    /// `{"event":"symbol",…}` as the live `symbols` prints it, with the file as `path`.
+    public func json(path: String) -> JSON {
         .object([("event", "symbol"), ("address", .string(hex(address))), ("size", .uint(size)),
-                 ("instruction_set", .string(instructionSet.rawValue)), ("name", .string(name))]
+                 ("instruction_set", .string(instructionSet.rawValue)), ("path", .string(path)), ("name", .string(name))]
                 + (name != symbol.name ? [("mangled", JSON.string(symbol.name))] : []))
     }
 }

@@ -33,9 +33,9 @@ public struct FilePatchEntry: Codable, Sendable, Equatable {
 /// The side file `FILE.graft.json` next to a patched file: what graft changed in it, enough to put
 /// every byte back (`graft unpatch --file FILE`). Written atomically (temporary file, fsync, rename).
 public struct FilePatchRecord: Codable, Sendable, Equatable {
-    /// The patched file, as it was named.
+    /// The patched file (an absolute path).
     public var file: String
-    /// The file the first patch was made from (the pristine bytes), and its build-id.
+    /// The file the first patch was made from (the pristine bytes; an absolute path), and its build-id.
     public var source: String
     public var sourceBuildID: String?
     public var nextID: Int

@@ -42,7 +42,7 @@ struct FileSymbolsCommand: ParsableCommand {
         let (_, found) = try FilePatcher.symbols(path: file, matching: pattern)
         if found.isEmpty, let pattern { throw GraftError.symbolNotFound(name: pattern, module: file, suggestions: []) }
         if json {
-            for function in found { Output.json(function.json) }
+            for function in found { Output.json(function.json(path: file)) }
             return
         }
         let rows = found.map { [hex($0.address), String($0.size), $0.instructionSet.rawValue, $0.name] }

@@ -62,6 +62,11 @@ private let encodings = ["x86_64": "jmp rel32", "i386": "jmp rel32", "arm": "ldr
         #expect(try runProgram(cheap, isa: isa).hasPrefix("price 7\n"))
         #expect(fileMode(cheap) == 0o750)
         #expect(fileBytes(program) == pristine)   // the input is untouched
+        let recordBytes = try #require(fileBytes(cheap + ".graft.json"))
+        let record = try #require(try JSONSerialization.jsonObject(with: Data(recordBytes)) as? [String: Any])
+        #expect(record["source"] as? String == program && record["file"] as? String == cheap)
+        let entry = try #require((record["patches"] as? [[String: Any]])?.first)
+        #expect(entry["instructionSet"] as? String == isa && entry["kind"] as? String == "jump" && entry["target"] as? String == "cheap")
 
         for value in ["55", "-3"] {
             let returned = dir + "/return\(value)"
