@@ -120,10 +120,7 @@ struct FilePatchCommand: ParsableCommand {
         } else {
             Output.line("file patch \(outcome.id): \(place) now does: \(what)")
         }
-        Output.line("original bytes: \(hexBytes(plan.originalBytes))")
-        for instruction in plan.originalInstructions { Output.line("  \(hex(instruction.address))  \(instruction.text)") }
-        Output.line("new bytes:      \(hexBytes(plan.newBytes))")
-        for instruction in plan.newInstructions { Output.line("  \(hex(instruction.address))  \(instruction.text)") }
+        printBytes(original: plan.originalBytes, plan.originalInstructions, new: plan.newBytes, plan.newInstructions)
         guard !outcome.dryRun else { return }
         Output.line("wrote \(outcome.output) (mode 0\(String(outcome.mode, radix: 8))); record: \(outcome.recordPath)")
         if let backup = outcome.backup {
