@@ -4,6 +4,9 @@
 SWIFT ?= swift
 # Debian packages graft needs to build and test (checked one by one; only missing ones are installed).
 APT_PACKAGES := gcc g++ make pkg-config binutils file libunwind-dev liblzma-dev libcapstone-dev libdw-dev libelf-dev zlib1g-dev libbz2-dev libyaml-dev golang-go gdb python3-minimal musl-tools libiberty-dev
+# graft patch --file's tests: cross compilers and qemu-user (gcc-multilib conflicts with the ARM cross
+# compilers in Debian, so i386 builds with gcc-i686-linux-gnu).
+APT_PACKAGES += gcc-i686-linux-gnu gcc-arm-linux-gnueabihf gcc-aarch64-linux-gnu qemu-user
 VICTIMS := $(CURDIR)/.build/victims
 
 .PHONY: all deps build release release-check victims test demo bench completions clean

@@ -89,4 +89,12 @@ grep 'returned' "$WORK/typed.out"
 graft unpatch -p "$victim" --all
 last_is_a1() { [[ $(tail -n 1 "$WORK/victim.out") == a=1 ]]; }
 wait_for "a=1 after the revert" last_is_a1
-echo "release-check: ok ($GRAFT runs without the toolchain: version, symbols, patch, export/apply, hook --backtrace, typed hook --returns, unpatch)"
+# A program file (graft patch --file): x86_64, run here; Thumb-2 (capstone's ARM modes in the static
+# archive), checked by its disassembly.
+"$GRAFT" patch --file "$ROOT/.build/victims/file_price_x86_64" price --to cheap -o "$WORK/price" > /dev/null
+[[ $("$WORK/price") == "price 7" ]] || die "the file patch of file_price_x86_64 does not print price 7"
+if [[ -f $ROOT/.build/victims/file_price_thumb ]]; then
+    "$GRAFT" patch --file "$ROOT/.build/victims/file_price_thumb" thumb_even --to cheap -o "$WORK/thumb" | grep -q 'ldr.w pc, \[pc, #0\]' \
+        || die "the Thumb file patch does not show ldr.w pc, [pc, #0]"
+fi
+echo "release-check: ok ($GRAFT runs without the toolchain: version, symbols, patch, export/apply, hook --backtrace, typed hook --returns, unpatch, patch --file)"

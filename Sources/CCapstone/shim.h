@@ -61,4 +61,82 @@ static inline uint8_t graft_cs_x86_disp_size(const cs_insn *insn) {
     return insn->detail->x86.encoding.disp_size;
 }
 
+/// Number of ARM (A32/Thumb) operands.
+static inline int graft_cs_arm_op_count(const cs_insn *insn) {
+    if (insn->detail == NULL) return 0;
+    return insn->detail->arm.op_count;
+}
+
+/// Type of ARM operand `index` (ARM_OP_REG, ARM_OP_IMM, ARM_OP_MEM, …), ARM_OP_INVALID when out of range.
+static inline arm_op_type graft_cs_arm_op_type(const cs_insn *insn, int index) {
+    if (insn->detail == NULL || index < 0 || index >= insn->detail->arm.op_count) return ARM_OP_INVALID;
+    return insn->detail->arm.operands[index].type;
+}
+
+/// Immediate of ARM operand `index` (a branch's absolute target for b/bl/blx/cbz).
+static inline int32_t graft_cs_arm_op_imm(const cs_insn *insn, int index) {
+    if (insn->detail == NULL || index < 0 || index >= insn->detail->arm.op_count) return 0;
+    return insn->detail->arm.operands[index].imm;
+}
+
+/// Register of ARM operand `index` (valid when its type is ARM_OP_REG).
+static inline arm_reg graft_cs_arm_op_reg(const cs_insn *insn, int index) {
+    if (insn->detail == NULL || index < 0 || index >= insn->detail->arm.op_count) return ARM_REG_INVALID;
+    return (arm_reg)insn->detail->arm.operands[index].reg;
+}
+
+/// Base register of ARM memory operand `index` (valid when its type is ARM_OP_MEM).
+static inline arm_reg graft_cs_arm_op_mem_base(const cs_insn *insn, int index) {
+    if (insn->detail == NULL || index < 0 || index >= insn->detail->arm.op_count) return ARM_REG_INVALID;
+    return (arm_reg)insn->detail->arm.operands[index].mem.base;
+}
+
+/// Index register of ARM memory operand `index` (ARM_REG_INVALID: an immediate offset).
+static inline arm_reg graft_cs_arm_op_mem_index(const cs_insn *insn, int index) {
+    if (insn->detail == NULL || index < 0 || index >= insn->detail->arm.op_count) return ARM_REG_INVALID;
+    return (arm_reg)insn->detail->arm.operands[index].mem.index;
+}
+
+/// Displacement of ARM memory operand `index`.
+static inline int32_t graft_cs_arm_op_mem_disp(const cs_insn *insn, int index) {
+    if (insn->detail == NULL || index < 0 || index >= insn->detail->arm.op_count) return 0;
+    return insn->detail->arm.operands[index].mem.disp;
+}
+
+/// ARM operand `index` is subtracted from the base (`[pc, #-4]`, `[r0, -r1]`).
+static inline bool graft_cs_arm_op_subtracted(const cs_insn *insn, int index) {
+    if (insn->detail == NULL || index < 0 || index >= insn->detail->arm.op_count) return false;
+    return insn->detail->arm.operands[index].subtracted;
+}
+
+/// Number of AArch64 operands.
+static inline int graft_cs_arm64_op_count(const cs_insn *insn) {
+    if (insn->detail == NULL) return 0;
+    return insn->detail->arm64.op_count;
+}
+
+/// Type of AArch64 operand `index`, ARM64_OP_INVALID when out of range.
+static inline arm64_op_type graft_cs_arm64_op_type(const cs_insn *insn, int index) {
+    if (insn->detail == NULL || index < 0 || index >= insn->detail->arm64.op_count) return ARM64_OP_INVALID;
+    return insn->detail->arm64.operands[index].type;
+}
+
+/// Immediate of AArch64 operand `index` (the absolute target of b/bl/b.cond/cbz/tbz, ldr literal, adr).
+static inline int64_t graft_cs_arm64_op_imm(const cs_insn *insn, int index) {
+    if (insn->detail == NULL || index < 0 || index >= insn->detail->arm64.op_count) return 0;
+    return insn->detail->arm64.operands[index].imm;
+}
+
+/// The condition of an ARM instruction (ARM_CC_AL: always).
+static inline arm_cc graft_cs_arm_cc(const cs_insn *insn) {
+    if (insn->detail == NULL) return ARM_CC_INVALID;
+    return insn->detail->arm.cc;
+}
+
+/// The condition of an AArch64 instruction (`b.ne`: ARM64_CC_NE; ARM64_CC_INVALID: none).
+static inline arm64_cc graft_cs_arm64_cc(const cs_insn *insn) {
+    if (insn->detail == NULL) return ARM64_CC_INVALID;
+    return insn->detail->arm64.cc;
+}
+
 #endif

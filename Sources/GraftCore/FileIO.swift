@@ -39,6 +39,32 @@ public enum FileIO {
         }
     }
 
+    /// Replaces `path` atomically: `bytes` go to `temporary` (created or truncated, given exactly
+    /// `mode` and, when set and graft may, `owner`), which is fsynced and renamed over `path`, so a
+    /// reader — or a process running the old file — sees the old file or the new one, never half of
+    /// one. On failure the temporary is removed; the error names the step (`open` of the temporary,
+    /// `write`, `fchmod`, `fsync`, `rename`). The journal and patched program files are written so.
+    public static func replace(_ path: String, with bytes: [UInt8], temporary: String, mode: mode_t = 0o600,
+                               owner: (uid: uid_t, gid: gid_t)? = nil) throws(GraftError) {
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)  // never through a planted link
+        if fd < 0 { throw GraftError.systemCall(name: "open", errno: errno, context: temporary) }
+        var failed: (step: String, errno: Int32)?
+        var offset = 0
+        while offset < bytes.count, failed == nil {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if n < 0 { if errno != EINTR { failed = ("write", errno) } } else { offset += n }
+        }
+        if failed == nil, let owner, geteuid() == 0 { _ = fchown(fd, owner.uid, owner.gid) }
+        if failed == nil, fchmod(fd, mode & 0o7777) != 0 { failed = ("fchmod", errno) }
+        if failed == nil, fsync(fd) != 0 { failed = ("fsync", errno) }
+        close(fd)
+        if failed == nil, rename(temporary, path) != 0 { failed = ("rename", errno) }
+        if let failed {
+            unlink(temporary)
+            throw GraftError.systemCall(name: failed.step, errno: failed.errno, context: path)
+        }
+    }
+
     /// The whole content of a (small, virtual) file as UTF-8 text, or nil when it cannot be read.
     public static func readText(path: String) -> String? {
         guard let bytes = try? readAll(path: path) else { return nil }

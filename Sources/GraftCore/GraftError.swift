@@ -64,6 +64,15 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
     // Hooks.
     case hookRefused(function: String, address: UInt64, reason: String)
 
+    // Program files (`graft patch --file`).
+    /// A file patch or revert refused before anything was written: the file, and why.
+    case fileRefused(path: String, reason: String)
+    /// The process runs code graft does not attach to (a 32-bit i386 program): `code` names it.
+    case foreignProcess(pid: Int32, code: String)
+    /// Data the function's code reads (an ARM/AArch64 literal pool word, x86_64 rip-relative data) lies
+    /// inside the bytes a patch would overwrite; `reader` is the instruction reading it, when one does.
+    case literalInPatch(function: String, data: UInt64, reader: String?, start: UInt64, end: UInt64)
+
     /// A signal came before the first write: the operation was given up, nothing changed.
     case interrupted(signal: Int32)
 
@@ -165,6 +174,13 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
             return "journal \(path): \(reason)"
         case .hookRefused(let function, let address, let reason):
             return "cannot hook \(function) at \(hex(address)): \(reason)"
+        case .fileRefused(let path, let reason):
+            return "refusing to change \(path): \(reason)"
+        case .foreignProcess(let pid, let code):
+            return "process \(pid) runs \(code) code; graft attaches to x86_64 processes only (a program file of x86_64, i386, ARM or AArch64 can be patched with `graft patch --file`)"
+        case .literalInPatch(let function, let data, let reader, let start, let end):
+            let read = reader.map { " read by \($0)" } ?? ""
+            return "\(function) keeps data at \(hex(data)) (a literal pool\(read)) inside the bytes the patch would overwrite (\(hex(start))..<\(hex(end))): the code reading it would get the jump's bytes; refusing (patch a function whose first instructions are code)"
         case .usage(let text):
             return text
         }

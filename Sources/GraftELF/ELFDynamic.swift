@@ -109,8 +109,8 @@ public struct ELFDynamic: Sendable, Equatable {
 }
 
 extension ELFFile {
-    /// `EI_CLASS`: always 2 (`ELFCLASS64`); `init` refuses 32-bit files.
-    public var elfClass: UInt8 { 2 }
+    /// `EI_CLASS`: 2 (`ELFCLASS64`) or 1 (`ELFCLASS32`).
+    public var elfClass: UInt8 { is64Bit ? 2 : 1 }
     /// `EI_OSABI`: 0 (`ELFOSABI_SYSV`) or 3 (`ELFOSABI_GNU`, when the file uses GNU extensions).
     public var osabi: UInt8 { reader.u8(7) }
     /// `e_type`: 2 = `ET_EXEC`, 3 = `ET_DYN` (shared object or PIE).
@@ -119,8 +119,10 @@ extension ELFFile {
     /// Parses `PT_DYNAMIC` (and `PT_INTERP`, `PT_TLS`, `PT_GNU_RELRO`). Addresses in the dynamic
     /// section are link-time addresses, found in the file through the `PT_LOAD` segments; anything
     /// out of bounds or inconsistent is an `elfFormat` error, never a trap.
+    /// 64-bit files only: graft maps and relocates x86_64 libraries, nothing 32-bit.
     public func dynamicInfo() throws -> ELFDynamic {
-        try DynamicParser(file: self, reader: reader).parse()
+        guard is64Bit else { throw GraftError.elfFormat(path: path, reason: "32-bit ELF (ELFCLASS32): graft reads the dynamic section of 64-bit files only") }
+        return try DynamicParser(file: self, reader: reader).parse()
     }
 }
 

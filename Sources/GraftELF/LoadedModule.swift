@@ -71,7 +71,15 @@ public final class LoadedModule: @unchecked Sendable, CustomStringConvertible {
     public func elf() throws -> ELFFile {
         try state.withLock { state throws(GraftError) -> ELFFile in
             if let result = state.elf { return try result.get() }
-            let result = Result { () throws(GraftError) -> ELFFile in try open() }
+            let result = Result { () throws(GraftError) -> ELFFile in
+                let file = try open()
+                // ELFFile reads 32-bit files for `graft patch --file`; a live process graft attaches
+                // to is x86_64, so a 32-bit module (an i386 process) is refused here, as before.
+                guard file.is64Bit else {
+                    throw GraftError.elfFormat(path: path, reason: "32-bit ELF (ELFCLASS32): graft attaches to 64-bit (x86_64) processes only; a 32-bit program file can be patched with `graft patch --file`")
+                }
+                return file
+            }
             state.elf = result
             return try result.get()
         }

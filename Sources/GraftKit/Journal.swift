@@ -326,23 +326,13 @@ public struct Journal: Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let data = try encoder.encode(contents)
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { throw GraftError.journal(path: temporary, reason: "cannot create: \(Errno.describe(errno))") }
-        var ok = data.withUnsafeBytes { raw -> Bool in
-            var offset = 0
-            while offset < raw.count {
-                let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
-                if n < 0 { if errno == EINTR { continue }; return false }
-                offset += n
-            }
-            return true
-        }
-        ok = ok && fsync(fd) == 0
-        close(fd)
-        guard ok, rename(temporary, file) == 0 else {
-            let err = errno
-            unlink(temporary)
-            throw GraftError.journal(path: file, reason: "cannot write: \(Errno.describe(err))")
+        do {
+            try FileIO.replace(file, with: Array(data), temporary: temporary)
+        } catch {
+            // A typed `catch .systemCall(…)` pattern crashes Swift 6.3's compiler ("Found ownership error").
+            guard case .systemCall(let step, let err, _) = error else { throw error }
+            throw step == "open" ? GraftError.journal(path: temporary, reason: "cannot create: \(Errno.describe(err))")
+                                 : GraftError.journal(path: file, reason: "cannot write: \(Errno.describe(err))")
         }
     }
 }

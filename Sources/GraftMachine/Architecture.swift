@@ -69,7 +69,7 @@ public enum Architecture: String, Sendable, CaseIterable {
 }
 
 /// The signed 32-bit little-endian value at `bytes[offset..<offset+4]` (a rel32 or disp32 field).
-func readLittleEndianInt32(_ bytes: [UInt8], at offset: Int) -> Int32 {
+public func readLittleEndianInt32(_ bytes: [UInt8], at offset: Int) -> Int32 {
     let raw = UInt32(bytes[offset]) | UInt32(bytes[offset + 1]) << 8 | UInt32(bytes[offset + 2]) << 16 | UInt32(bytes[offset + 3]) << 24
     return Int32(bitPattern: raw)
 }
@@ -77,6 +77,11 @@ func readLittleEndianInt32(_ bytes: [UInt8], at offset: Int) -> Int32 {
 /// The little-endian 64-bit word at `offset` of `bytes` (a GOT slot, a vtable entry, a stack word).
 public func readLittleEndianUInt64(_ bytes: [UInt8], at offset: Int) -> UInt64 {
     (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[offset + $1]) << (8 * UInt64($1)) }
+}
+
+/// `bytes` (at most 8) read as one little-endian unsigned value: a literal word of 4 or 8 bytes.
+public func littleEndianValue(_ bytes: [UInt8]) -> UInt64 {
+    bytes.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
 }
 
 /// `value` as little-endian bytes, the byte order of every architecture graft supports.

@@ -1,9 +1,10 @@
 import GraftCore
 
 /// One decoded machine instruction, a plain value detached from capstone.
-/// The flags and `branchTarget` are computed for x86_64 and i386 only; on aarch64 and arm32 they are
-/// false/nil (capstone 4's arm groups are unreliable, e.g. aarch64 `bl` is not in CS_GRP_CALL) and
-/// only `mnemonic`, `operands` and `size` are meaningful.
+/// Every flag is computed for x86_64 and i386. On aarch64 and arm32 (capstone 4's arm groups are
+/// unreliable, e.g. aarch64 `bl` is not in CS_GRP_CALL, so they come from instruction ids) only
+/// `isCall`, `isReturn`, `isJump`, `isConditionalBranch`, `branchTarget` and `pcRelativeAddress` are;
+/// the x86 flags stay false.
 public struct Instruction: Sendable, Equatable {
     /// Where the instruction starts.
     public let address: UInt64
@@ -43,6 +44,9 @@ public struct Instruction: Sendable, Equatable {
     public let isInterrupt: Bool
     /// A string instruction with a rep/repe/repne prefix: it may be stopped part-way with the pc still on it.
     public let hasRepPrefix: Bool
+    /// arm32/aarch64: the address a pc-relative operand reads — a literal pool word (`ldr r0, [pc, #8]`,
+    /// `ldr x0, #0x400120`) or an `adr`'s result. nil otherwise (and always on x86: see `isRIPRelative`).
+    public let pcRelativeAddress: UInt64?
 
     /// The address just past the instruction.
     public var end: UInt64 { address + UInt64(size) }
@@ -51,7 +55,8 @@ public struct Instruction: Sendable, Equatable {
                 isCall: Bool = false, isReturn: Bool = false, isJump: Bool = false,
                 isConditionalBranch: Bool = false, branchTarget: UInt64? = nil,
                 isRIPRelative: Bool = false, isEndbr64: Bool = false, isSyscall: Bool = false,
-                isInterrupt: Bool = false, hasRepPrefix: Bool = false, ripDisplacementOffset: Int? = nil) {
+                isInterrupt: Bool = false, hasRepPrefix: Bool = false, ripDisplacementOffset: Int? = nil,
+                pcRelativeAddress: UInt64? = nil) {
         self.address = address
         self.bytes = bytes
         self.mnemonic = mnemonic
@@ -67,6 +72,7 @@ public struct Instruction: Sendable, Equatable {
         self.isInterrupt = isInterrupt
         self.hasRepPrefix = hasRepPrefix
         self.ripDisplacementOffset = ripDisplacementOffset
+        self.pcRelativeAddress = pcRelativeAddress
     }
 }
 

@@ -106,6 +106,21 @@ public enum ProcFS {
         } else {
             close(fd)
         }
+        if !journalOnly, let foreign = foreignArchitecture(pid) { throw GraftError.foreignProcess(pid: pid, code: foreign) }
+    }
+
+    /// What code the process runs when it is not x86_64 ("32-bit i386", …), from its program's ELF
+    /// header (`EI_CLASS`, `e_machine`); nil for x86_64 or when /proc/PID/exe cannot be read.
+    static func foreignArchitecture(_ pid: Int32) -> String? {
+        let fd = open("/proc/\(pid)/exe", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var header = [UInt8](repeating: 0, count: 20)
+        guard pread(fd, &header, 20, 0) == 20, header[0..<4] == [0x7f, 0x45, 0x4c, 0x46] else { return nil }
+        let machine = UInt16(header[18]) | UInt16(header[19]) << 8
+        if header[4] == 2 && machine == 62 { return nil }
+        let name = [3: "i386", 40: "ARM", 62: "x86_64", 183: "AArch64"][Int(machine)] ?? "ELF machine \(machine)"
+        return "\(header[4] == 1 ? "32" : "64")-bit \(name)"
     }
 
     /// No such process, ourselves (unless `allowSelf`), zombie (returned as it is with

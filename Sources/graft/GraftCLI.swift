@@ -25,8 +25,16 @@ struct GraftCLI {
         } else {
             Passthrough.hasTerminator = false
         }
+        // `graft symbols|patch|unpatch --file FILE …` work on a program file (FileCommands.swift).
+        if let fileCommand = FileMode.command(for: arguments) {
+            return run(fileCommand, Array(arguments.dropFirst()))
+        }
+        return run(GraftCommand.self, arguments)
+    }
+
+    static func run(_ root: any ParsableCommand.Type, _ arguments: [String]) -> Int32 {
         do {
-            var command = try GraftCommand.parseAsRoot(arguments)
+            var command = try root.parseAsRoot(arguments)
             try command.run()
             return 0
         } catch let error as GraftError {
@@ -35,12 +43,12 @@ struct GraftCLI {
         } catch let exit as CommandFailed {
             return exit.code
         } catch {
-            let code = GraftCommand.exitCode(for: error)
+            let code = root.exitCode(for: error)
             if code == .success {
-                print(GraftCommand.fullMessage(for: error))
+                print(root.fullMessage(for: error))
                 return 0
             }
-            let message = GraftCommand.message(for: error)
+            let message = root.message(for: error)
             let firstLine = message.split(separator: "\n").first.map(String.init) ?? message
             Output.error(firstLine.replacingOccurrences(of: "Error: ", with: ""))
             return code.rawValue == 0 ? 1 : code.rawValue

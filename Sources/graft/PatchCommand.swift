@@ -16,6 +16,7 @@ struct PatchCommand: ParsableCommand {
           graft patch -p 4242 --got nginx:write --library ./libfix.so --to logged_write
           graft patch -n nginx ngx_http_parse_chunked --library ./libfix.so --to fixed_parse_chunked
           graft patch -p 8153,8293 value_a --return 5 --each
+          graft patch --file ./prog price --to cheap -o ./prog.patched    (a program file, not a process: graft patch --file FILE --help)
         With --library, the library is loaded first (once per process; see `graft inject`) and --to \
         names its function. When the library defines graft_original_<function> (include/graft.h: \
         GRAFT_ORIGINAL), graft relocates the instructions the jump overwrites into a trampoline and \
@@ -129,10 +130,7 @@ struct PatchCommand: ParsableCommand {
             let id = outcome.record.map { "patch \($0.id)" } ?? "patch"
             Output.line("\(id): \(plan.location) at \(hex(plan.address)) now does: \(what)")
         }
-        Output.line("original bytes: \(hexBytes(plan.originalBytes))")
-        for instruction in plan.originalInstructions { Output.line("  \(hex(instruction.address))  \(instruction.text)") }
-        Output.line("new bytes:      \(hexBytes(plan.newBytes))")
-        for instruction in plan.newInstructions { Output.line("  \(hex(instruction.address))  \(instruction.text)") }
+        printBytes(original: plan.originalBytes, plan.originalInstructions, new: plan.newBytes, plan.newInstructions)
         if plan.encoding == "jmp [rip+0]" {
             Output.line("  \(hex(plan.address + 6))  .quad \(hex(plan.target?.address ?? 0))")
         }
@@ -268,6 +266,14 @@ extension PatchCommand {
                                + (plan.originalPointerSymbol.map { ["\($0) = \(hex(plan.original.address)) (\(plan.original))"] } ?? []))
         }
     }
+}
+
+/// A patch's bytes before and after, each with its instructions (live and file patches alike).
+func printBytes(original: [UInt8], _ originalInstructions: [Instruction], new: [UInt8], _ newInstructions: [Instruction]) {
+    Output.line("original bytes: \(hexBytes(original))")
+    for instruction in originalInstructions { Output.line("  \(hex(instruction.address))  \(instruction.text)") }
+    Output.line("new bytes:      \(hexBytes(new))")
+    for instruction in newInstructions { Output.line("  \(hex(instruction.address))  \(instruction.text)") }
 }
 
 func formatMilliseconds(_ ms: Double) -> String {

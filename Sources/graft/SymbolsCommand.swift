@@ -6,7 +6,7 @@ struct SymbolsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "symbols",
         abstract: "List the functions mapped in a process: address, size, module, name.",
-        discussion: "Examples: graft symbols -p 4242 'value_*'; graft symbols -p 4242 'libc:getpid*'; graft symbols -n nginx 'ngx_http_*'")
+        discussion: "Examples: graft symbols -p 4242 'value_*'; graft symbols -p 4242 'libc:getpid*'; graft symbols -n nginx 'ngx_http_*'; graft symbols --file ./prog (a program file's functions)")
 
     @OptionGroup var process: ProcessOptions
 

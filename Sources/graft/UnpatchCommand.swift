@@ -9,6 +9,7 @@ struct UnpatchCommand: ParsableCommand {
         discussion: """
         Examples: graft unpatch -p 4242 1 3   |   graft unpatch -p 4242 --all   |   graft unpatch -p 4242 --forget 2   |   graft unpatch -p 8153 --all --children   |   graft unpatch -n nginx --all
         --children also reverts, in every descendant of the process (forked workers), the patches they inherited from it.
+        A patched program file: graft unpatch --file ./prog.patched --all (see graft unpatch --file FILE --help).
         A patch's trampoline is freed unless a thread still uses it (then a later unpatch frees it). \
         --all then unloads the libraries graft loaded (graft inject, --library) that nothing uses any more.
         """)
