@@ -2,7 +2,10 @@
 // `shapes A B C D` — the areas (as integers) of a shapes::Circle (radius 2: 12), a shapes::Square
 // (side 3: 9), a shapes::Ring (a Circle subclass that does not override area(): 12) and a
 // shapes::LabeledCircle (Circle and Labeled: multiple inheritance, two vtables; 12), each called
-// through a `Shape *`, then the label of the LabeledCircle through a `Labeled *`.
+// through a `Shape *`, then the label of the LabeledCircle through a `Labeled *`, then the areas of a
+// shapes::Box<int> (a class template, side 2: 8), a shapes::Prism (a virtual base: its vtable starts
+// with a vbase offset; 18) and a shapes::Cube (a Prism subclass, constructed through a construction
+// vtable `_ZTC…`, inheriting area(): 18).
 // argv: [1] lifetime s (120).
 #include "victim.h"
 
@@ -35,6 +38,18 @@ struct LabeledCircle : Circle, Labeled {
     explicit LabeledCircle(double r) : Circle(r) {}
     const char *label() const override { return "labeled"; }
 };
+template <typename T> struct Box : Shape {
+    T side;
+    explicit Box(T s) : side(s) {}
+    double area() const override { return 2.0 * side * side; }
+};
+struct Prism : virtual Shape {
+    double area() const override { return 18; }
+};
+struct Cube : Prism {
+    Cube() {}
+    const char *name() const override { return "cube"; }
+};
 // Overloads: a LOCATION `shapes::twice` is ambiguous, `shapes::twice(long)` is not.
 __attribute__((noinline, used)) long twice(long x) { return 2 * x; }
 __attribute__((noinline, used)) double twice(double x) { return 2 * x; }
@@ -47,9 +62,11 @@ int main(int argc, char **argv) {
     victim_begin((unsigned)victim_arg(argc, argv, 1, VICTIM_DEFAULT_LIFETIME));
     shapes::Shape *all[4] = {new shapes::Circle(2), new shapes::Square(3), new shapes::Ring(2), new shapes::LabeledCircle(2)};
     shapes::Labeled *labeled = static_cast<shapes::LabeledCircle *>(all[3]);
+    shapes::Shape *more[3] = {new shapes::Box<int>(2), new shapes::Prism(), new shapes::Cube()};
     victim_ready();
     for (;;) {
-        printf("shapes %ld %ld %ld %ld %s\n", areaOf(all[0]), areaOf(all[1]), areaOf(all[2]), areaOf(all[3]), labelOf(labeled));
+        printf("shapes %ld %ld %ld %ld %s %ld %ld %ld\n", areaOf(all[0]), areaOf(all[1]), areaOf(all[2]), areaOf(all[3]), labelOf(labeled),
+               areaOf(more[0]), areaOf(more[1]), areaOf(more[2]));
         volatile long sink = shapes::twice(3L) + (long)shapes::twice(1.5);
         (void)sink;
         victim_sleep_ms(10);

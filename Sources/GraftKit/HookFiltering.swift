@@ -8,6 +8,22 @@ struct FilteredCall: HookFilterFields {
     var returnValue: UInt64?
     var tid: Int32 { hit.tid }
     func argument(_ index: Int) -> UInt64? { index < hit.arguments.count ? hit.arguments[index] : nil }
+
+    /// A parameter by its name from the debug information (or a libc prototype): integers, enums and
+    /// decoded flags by value, pointers by address, C/Go strings as text; floats and structs are not
+    /// compared (nil: the comparison is false).
+    func value(named name: String) -> HookFilterValue? {
+        guard let argument = hit.typedArguments?.first(where: { $0.name == name }) else { return nil }
+        switch argument.value {
+        case .signed(let value), .enumerator(_, let value): return .integer(value)
+        case .unsigned(let value), .pointer(let value), .decoded(_, let value), .raw(let value), .inMemory(let value):
+            return .integer(Int64(bitPattern: value))
+        case .boolean(let value): return .integer(value ? 1 : 0)
+        case .character(let value): return .integer(Int64(value))
+        case .string(let bytes?, _, _): return .string(String(decoding: bytes, as: UTF8.self))
+        default: return nil
+        }
+    }
 }
 
 /// `--filter` applied to a hook session's events, between the engine and the caller: a call that
@@ -94,9 +110,15 @@ final class HookCallFilter {
         onMatch()
         guard reportsCalls else { return }
         let shown = shownArguments[hit.hook]
-        onEvent(.hit(hit.arguments.count <= shown ? hit
-                     : HookHit(hook: hit.hook, location: hit.location, tid: hit.tid, address: hit.address,
-                               arguments: Array(hit.arguments.prefix(shown)), backtrace: hit.backtrace, wallTime: hit.wallTime)))
+        guard hit.arguments.count > shown || (hit.typedArguments?.count ?? 0) > shown else {
+            onEvent(.hit(hit))
+            return
+        }
+        // What the filter needed read beyond `--args N` is not shown.
+        var cut = HookHit(hook: hit.hook, location: hit.location, tid: hit.tid, address: hit.address,
+                          arguments: Array(hit.arguments.prefix(shown)), backtrace: hit.backtrace, wallTime: hit.wallTime)
+        cut.typedArguments = hit.typedArguments.map { Array($0.prefix(shown)) }
+        onEvent(.hit(cut))
     }
 
     /// `--count` over matching calls: once reached, the kept calls still running may return (at most
@@ -126,10 +148,12 @@ final class HookCallFilter {
 
 extension HookFilter {
     /// What a session must check before it starts: every field the filter reads exists for these
-    /// hooks. `names` are the parameter names typed arguments provide (none yet: raw registers).
-    public func check(for specs: [HookSpec], names available: Set<String> = []) throws {
-        if let name = names.first(where: { !available.contains($0) }) {
-            throw GraftError.usage("--filter '\(text)': no field '\(name)': the fields are tid, pid, ret and arg0…arg\(Self.maxArguments - 1) (graft reads raw registers; parameter names need typed arguments)")
+    /// hooks. `names` are the parameter names the hooks' typed arguments provide (nil: not known
+    /// before the session, launch mode: a name unknown at a call compares false).
+    public func check(for specs: [HookSpec], names available: Set<String>? = []) throws {
+        if let available, let name = names.first(where: { !available.contains($0) }) {
+            let known = available.isEmpty ? "graft found no parameter names: no debug information or libc prototype for these functions" : "their parameters: \(available.sorted().joined(separator: ", "))"
+            throw GraftError.usage("--filter '\(text)': no field '\(name)': the fields are tid, pid, ret, arg0…arg\(Self.maxArguments - 1) and the hooked functions' parameters by name (\(known))")
         }
         if usesReturnValue, let spec = specs.first(where: { !$0.returns && $0.setReturn == nil }) {
             throw GraftError.usage("--filter '\(text)' reads ret, the return value: add --returns (\(spec.location) reports none)")

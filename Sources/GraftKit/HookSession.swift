@@ -85,7 +85,11 @@ public final class HookSession: @unchecked Sendable {
                     flush: () -> Void = {}, onEvent: (HookEvent) -> Void,
                     onEnd: (HookSummary) -> Void = { _ in }) throws -> HookSummary {
         guard !specs.isEmpty || watch != nil else { throw GraftError.usage("give at least one LOCATION to hook") }
-        try filter?.check(for: specs)
+        if let filter {
+            // Parameter names come from the hooks' types, known before the attach with -p.
+            let names = command == nil && !filter.names.isEmpty ? HookEngine.parameterNames(pid: pid, specs: specs, journal: journal) : nil
+            try filter.check(for: specs, names: filter.names.isEmpty ? [] : names)
+        }
         if command == nil {
             try ProcFS.preflightTarget(pid)
             HookEngine.prefetchSignatures(pid: pid, specs: specs, journal: journal)  // DWARF read before the stop
@@ -110,6 +114,9 @@ public final class HookSession: @unchecked Sendable {
             var engineSpecs = specs
             if let highest = filter.highestArgument {
                 for i in engineSpecs.indices { engineSpecs[i].argumentCount = max(engineSpecs[i].argumentCount, highest + 1) }
+            }
+            if !filter.names.isEmpty {  // typed arguments, every parameter (the decoder stops at the signature's)
+                for i in engineSpecs.indices { engineSpecs[i].argumentCount = HookFilter.maxArguments; engineSpecs[i].raw = false }
             }
             let calls = HookCallFilter(filter: filter, pid: tracee.pid, specs: specs, shownArguments: specs.map(\.argumentCount),
                                        reportsCalls: reportsCalls, countLimit: limits.count,

@@ -35,6 +35,19 @@ extension HookEngine {
         }
     }
 
+    /// The parameter names of the hooks' functions (for `--filter NAME …`), read before the attach.
+    static func parameterNames(pid: Int32, specs: [HookSpec], journal: Journal) -> Set<String> {
+        guard let index = try? Graft.symbolIndex(pid: pid, journal: journal) else { return [] }
+        var names: Set<String> = []
+        for spec in specs {
+            guard let location = try? Location.parse(spec.location), let resolved = try? index.resolve(location),
+                  let signature = signature(at: resolved.address, index: index) else { continue }
+            // Unnamed parameters are the filter's arg0…arg15 (raw registers) already.
+            for parameter in signature.parameters where !parameter.name.isEmpty { names.insert(parameter.name) }
+        }
+        return names
+    }
+
     /// The signature of the function whose entry is at runtime `address` (or 4 bytes after it, past
     /// an endbr64).
     static func signature(at address: UInt64, index: SymbolIndex) -> FunctionSignature? {

@@ -57,11 +57,8 @@ extension Graft {
     public func patchVTable(pid: Int32, className: String, method: String?, index slotIndex: Int?, to: String,
                             library: String? = nil, dryRun: Bool = false) throws -> VTablePatchOutcome {
         guard (method == nil) != (slotIndex == nil) else { throw GraftError.usage("give one of --method SIGNATURE or --slot N with --vtable") }
-        guard let mangled = Demangler.mangleClassName(className) else {
-            throw GraftError.usage("'\(className)' is not a class name graft can look up (identifiers separated by ::, no template arguments)")
-        }
         return try withLibraryTarget(pid: pid, to: to, library: library, dryRun: dryRun) { instance, contents, target, libraryRecord in
-            let plan = try planVTable(instance: instance, contents: contents, className: className, vtableSymbol: "_ZTV" + mangled,
+            let plan = try planVTable(instance: instance, contents: contents, className: className,
                                       method: method, slotIndex: slotIndex, to: target, library: libraryRecord)
             if dryRun { return VTablePatchOutcome(plan: plan, record: nil, dryRun: true) }
             if let signal = cancellation?() { throw GraftError.interrupted(signal: signal) }
@@ -69,10 +66,11 @@ extension Graft {
         }
     }
 
-    func planVTable(instance: ProcessInstance, contents: JournalContents, className: String, vtableSymbol: String,
+    func planVTable(instance: ProcessInstance, contents: JournalContents, className: String,
                     method: String?, slotIndex: Int?, to: String, library: LibraryRecord?) throws -> VTablePatchPlan {
         let pid = instance.pid
         let index = try symbolIndex(pid: pid, contents: contents)
+        let vtableSymbol = try Graft.vtableSymbol(of: className, in: index)
         // The vtable: the first module defining it (the executable first), as the loader binds it.
         var found: (LoadedModule, ELFSymbol)?
         for module in index.modules where module.hasExecutableMapping {
@@ -86,7 +84,14 @@ extension Graft {
         }
         let address = module.runtimeAddress(symbol)
         let words = try readWords(pid: pid, at: address, count: Int(symbol.size / 8))
-        let groups = Graft.vtableGroups(words, at: address)
+        // The class's typeinfo marks each group's address point; with virtual bases the vtable starts
+        // with vbase/vcall offsets, not with offset-to-top.
+        let typeinfo = (try? module.elf())?.definedSymbols(named: "_ZTI" + vtableSymbol.dropFirst(4)).first.map { module.runtimeAddress($0) }
+        let groups = Graft.vtableGroups(words, at: address, typeinfo: typeinfo).map { group in
+            // A group's slots end where code pointers do (the next group's vbase/vcall offsets follow).
+            VTableGroup(offsetToTop: group.offsetToTop, firstSlot: group.firstSlot,
+                        slots: Array(group.slots.prefix { $0 == 0 || index.mapping(containing: $0)?.executable == true }))
+        }
         guard let primary = groups.first, !primary.slots.isEmpty else {
             throw GraftError.usage("\(className)'s vtable (\(vtableSymbol)) has no virtual function slots")
         }
@@ -128,7 +133,10 @@ extension Graft {
         }
         for other in index.modules where other.hasExecutableMapping {
             guard let elf = try? other.elf() else { continue }
-            for vtable in elf.definedSymbols(where: { $0.hasPrefix("_ZTV") && $0 != vtableSymbol }) where vtable.kind == .object && vtable.size >= 24 {
+            // Subclasses' vtables, and construction vtables (`_ZTC…`: used while a subclass with a
+            // virtual base is being constructed) that hold the method.
+            for vtable in elf.definedSymbols(where: { ($0.hasPrefix("_ZTV") || $0.hasPrefix("_ZTC")) && $0 != vtableSymbol })
+            where vtable.kind == .object && vtable.size >= 24 {
                 guard let slots = try? readWords(pid: pid, at: other.runtimeAddress(vtable), count: Int(vtable.size / 8)),
                       slots.dropFirst(2).contains(value) else { continue }
                 let name = Demangler.demangle(vtable.name) ?? vtable.name
@@ -142,13 +150,29 @@ extension Graft {
                                notChanged: notChanged, checks: checks)
     }
 
+    /// `_ZTV` + the class's Itanium name: mangled from the name (`shapes::Circle` → `_ZTVN6shapes6CircleE`),
+    /// or for a class template's instance (`shapes::Box<int>`) found among the vtables by demangled name.
+    static func vtableSymbol(of className: String, in index: SymbolIndex) throws -> String {
+        if let mangled = Demangler.mangleClassName(className) { return "_ZTV" + mangled }
+        let wanted = ("vtable for " + className).filter { $0 != " " }
+        for module in index.modules where module.hasExecutableMapping {
+            guard let elf = try? module.elf() else { continue }
+            for vtable in elf.definedSymbols(where: { $0.hasPrefix("_ZTV") }) where vtable.kind == .object {
+                if Demangler.demangle(vtable.name)?.filter({ $0 != " " }) == wanted { return vtable.name }
+            }
+        }
+        throw GraftError.usage("no vtable for \(className) in process \(index.pid.map(String.init) ?? "?"): a class template's instance is named as the compiler spells it (shapes::Box<int>), a class with no virtual method has none")
+    }
+
     /// The groups of a `_ZTV` object's words: each starts with offset-to-top and the typeinfo
     /// pointer (the same typeinfo in every group of one class); the slots run to the next group.
-    static func vtableGroups(_ words: [UInt64], at address: UInt64) -> [VTableGroup] {
+    static func vtableGroups(_ words: [UInt64], at address: UInt64, typeinfo known: UInt64? = nil) -> [VTableGroup] {
         guard words.count >= 3 else { return [] }
-        let typeinfo = words[1]
-        var starts = [0]
-        var i = 3
+        // The primary group: offset-to-top 0, then the typeinfo (after any vbase/vcall offsets).
+        let first = known.flatMap { typeinfo in (1..<words.count).first { words[$0] == typeinfo && words[$0 - 1] == 0 } }.map { $0 - 1 } ?? 0
+        let typeinfo = words[first + 1]
+        var starts = [first]
+        var i = first + 3
         while i < words.count {
             // A later group: a (small negative) offset-to-top followed by the same typeinfo.
             if words[i] == typeinfo, Int64(bitPattern: words[i - 1]) < 0, Int64(bitPattern: words[i - 1]) > -(1 << 20) {

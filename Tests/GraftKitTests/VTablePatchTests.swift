@@ -14,16 +14,16 @@ import TestSupport
         let victim = try Victim.launch("shapes")
         defer { victim.kill() }
         let graft = Graft(journal: temporaryJournal())
-        expectLine(victim, { $0 == "shapes 12 9 12 12 labeled" })
+        expectLine(victim, { $0 == "shapes 12 9 12 12 labeled 8 18 18" })
         let outcome = try graft.patchVTable(pid: victim.pid, className: "shapes::Circle", method: method, index: slot, to: "fast_area",
                                             library: try Victims.path("libvtfix.so"))
         #expect(outcome.plan.method == "shapes::Circle::area() const")
         #expect(outcome.plan.slotIndex == 2, "slots 0 and 1 are the destructors")
         #expect(Set(outcome.plan.notChanged) == ["shapes::Ring", "shapes::LabeledCircle"])
-        expectLine(victim, { $0 == "shapes 120 9 12 12 labeled" }, "a Circle's area through the replacement (original × 10); Ring and LabeledCircle keep theirs")
+        expectLine(victim, { $0 == "shapes 120 9 12 12 labeled 8 18 18" }, "a Circle's area through the replacement (original × 10); Ring and LabeledCircle keep theirs")
         #expect(try graft.unpatch(pid: victim.pid, ids: nil).map(\.outcome) == [.reverted])
         victim.drain()
-        expectLine(victim, { $0 == "shapes 12 9 12 12 labeled" })
+        expectLine(victim, { $0 == "shapes 12 9 12 12 labeled 8 18 18" })
     }
 
     @Test func multipleInheritanceSaysWhichVtableIsNotChanged() throws {
@@ -35,6 +35,27 @@ import TestSupport
                                             library: try Victims.path("libvtfix.so"), dryRun: true)
         #expect(outcome.plan.notChanged.contains { $0.contains("secondary vtable 1") && $0.contains("thunk") })
         #expect(outcome.plan.checks.first?.contains("multiple inheritance") == true)
+    }
+
+    /// A virtual base: Prism's vtable starts with a vbase offset, not offset-to-top; Cube inherits
+    /// area() and is constructed through a construction vtable. Only Prism objects change, and both
+    /// others are named. A class template's vtable by its source name.
+    @Test func virtualBasesConstructionVtablesAndTemplates() throws {
+        let victim = try Victim.launch("shapes")
+        defer { victim.kill() }
+        let graft = Graft(journal: temporaryJournal())
+        expectLine(victim, { $0 == "shapes 12 9 12 12 labeled 8 18 18" })
+        let outcome = try graft.patchVTable(pid: victim.pid, className: "shapes::Prism", method: "area", index: nil, to: "fast_area",
+                                            library: try Victims.path("libvtfix.so"))
+        #expect(outcome.plan.method == "shapes::Prism::area() const")
+        #expect(Set(outcome.plan.notChanged) == ["shapes::Cube", "construction vtable for shapes::Prism-in-shapes::Cube"], "\(outcome.plan.notChanged)")
+        expectLine(victim, { $0 == "shapes 12 9 12 12 labeled 8 180 18" }, "a Prism's area × 10; the Cube keeps its own vtable's")
+        #expect(try graft.unpatch(pid: victim.pid, ids: nil).map(\.outcome) == [.reverted])
+        victim.drain()
+        expectLine(victim, { $0 == "shapes 12 9 12 12 labeled 8 18 18" })
+        let box = try graft.patchVTable(pid: victim.pid, className: "shapes::Box<int>", method: "area", index: nil, to: "fast_area",
+                                        library: try Victims.path("libvtfix.so"), dryRun: true)
+        #expect(box.plan.method == "shapes::Box<int>::area() const")
     }
 
     @Test func refusalsNameTheProblem() throws {

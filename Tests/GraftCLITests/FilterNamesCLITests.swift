@@ -1,0 +1,33 @@
+import Foundation
+import Glibc
+import Testing
+import TestSupport
+
+/// `graft hook --filter` on parameters by name (issue 14: `--filter 'qty > 2'`), from the typed
+/// arguments' debug information: integers and strings compared, unknown names refused with the real ones.
+@Suite struct FilterNamesCLITests {
+    func hits(_ filter: String) throws -> [[String: Any]] {
+        let result = try runCommand(try graftBinary(), ["hook", "price", "--json", "--filter", filter, "--state-dir", temporaryDirectory(),
+                                                        "--", try Victims.path("typed_args"), "4"], input: "go\n")
+        #expect(result.status == 0, "\(filter): \(result.stderr)")
+        let events = try jsonLines(result.stdout.split(separator: "\n").filter { $0.hasPrefix("{") }.joined(separator: "\n"))
+        return events.filter { $0["event"] as? String == "hit" }
+    }
+
+    @Test func parametersCompareByName() throws {
+        #expect(try hits("qty > 2").count == 4)             // price("apple", 3), four rounds
+        #expect(try hits("qty > 3").count == 0)
+        #expect(try hits("item == \"apple\" && qty == 3").count == 4)
+        #expect(try hits("item != 'apple'").count == 0)
+        // --args 0: the filter's reads are not shown.
+        #expect(try hits("qty == 3").allSatisfy { ($0["args"] as? [Any])?.isEmpty == true })
+    }
+
+    @Test func anUnknownNameListsTheParameters() throws {
+        let victim = try Victim.launch("typed_args", arguments: ["1000"], stdin: true)
+        defer { victim.kill() }
+        let result = try graft(["hook", "-p", String(victim.pid), "price", "--filter", "quantity > 2"], stateDir: temporaryDirectory())
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("no field 'quantity'") && result.stderr.contains("their parameters: item, qty"), "\(result.stderr)")
+    }
+}
