@@ -158,7 +158,11 @@ public struct Journal: Sendable {
     func directory(for instance: ProcessInstance) -> String {
         if explicit { return directory }
         let name = "/\(instance.pid)-\(instance.startTime).json"
-        for candidate in [directory] + otherDirectories where access(candidate + name, F_OK) == 0 { return candidate }
+        // Only directories graft may trust: a directory another user made in /run/graft (sticky,
+        // world-writable) under this user's uid is passed over, whatever it holds.
+        for candidate in [directory] + otherDirectories where access(candidate + name, F_OK) == 0 && Journal.directoryProblem(candidate) == nil {
+            return candidate
+        }
         return directory
     }
 
