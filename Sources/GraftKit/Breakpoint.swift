@@ -17,6 +17,8 @@ final class Breakpoint {
     var atFunctionEntry = false
     /// A Go function's entry: its arguments are in Go's registers (rax, rbx, rcx, rdi, rsi, r8–r11).
     var goABI = false
+    /// A Go ABI0 (assembly) function's entry: every argument is on the stack above the return address.
+    var stackArguments = false
     /// `graft hook --hardware`: the debug register (DR0–DR3) that holds it; no int3 was written, the
     /// trap leaves rip at `address` and the thread goes on there (see `DebugSlots`).
     var hardwareSlot: Int?

@@ -148,7 +148,10 @@ extension HookEngine {
                                     displaced: displaced, slot: nil, entryHook: hook)
         breakpoint.atFunctionEntry = address == start || goStackCheck > 0
             || (address == start + UInt64(X86_64.endbr64.count) && site.code.starts(with: X86_64.endbr64))
-        breakpoint.goABI = breakpoint.atFunctionEntry && isGo
+        // Go assembly functions keep ABI0 (arguments and results on the stack); .symtab names them `….abi0`.
+        let isABI0 = isGo && located.symbol.name.hasSuffix(".abi0")
+        breakpoint.goABI = breakpoint.atFunctionEntry && isGo && !isABI0
+        breakpoint.stackArguments = breakpoint.atFunctionEntry && isABI0
         if goStackCheck > 0 { return (breakpoint, "\(function) (after the stack check)") }
         return (breakpoint, address == resolved.address ? function : "\(function) (after endbr64)")
     }

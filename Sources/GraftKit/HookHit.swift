@@ -77,9 +77,10 @@ extension HookEngine {
             }
             let wall = wallClock()
             // No array at all for the common --args 0 (integerArguments allocates one per call).
-            // Go's register ABI: rax, rbx, rcx, rdi, rsi, r8–r11; C's (SysV): rdi, rsi, rdx, rcx, r8, r9.
-            let inRegisters = breakpoint.goABI ? 9 : 6
-            var arguments = spec.argumentCount == 0 ? []
+            // Go's register ABI: rax, rbx, rcx, rdi, rsi, r8–r11; C's (SysV): rdi, rsi, rdx, rcx, r8, r9;
+            // Go's ABI0 (assembly functions): none, every argument on the stack.
+            let inRegisters = breakpoint.stackArguments ? 0 : breakpoint.goABI ? 9 : 6
+            var arguments = spec.argumentCount == 0 || inRegisters == 0 ? []
                 : Array((breakpoint.goABI ? registers.goIntegerArguments : registers.integerArguments).prefix(spec.argumentCount))
             if spec.argumentCount > inRegisters {
                 // The rest: on the stack above the return address.

@@ -18,6 +18,7 @@ extension HookEngine {
         let spec = specs[hook.index]
         guard spec.argumentCount > 0 || spec.returns, !spec.raw,
               let breakpoint = breakpoints[hook.address] ?? debugSlots?.hooks[hook.address], breakpoint.atFunctionEntry,
+              !breakpoint.stackArguments,  // ABI0: raw stack words (no register assignment to type)
               let signature = HookEngine.signature(at: hook.address, index: index) else { return }
         decoders[hook.index] = ArgumentDecoder(signature: signature, goABI: breakpoint.goABI)
     }

@@ -1,5 +1,6 @@
 // go_loop: the first article's program. main.a returns 1, main.b returns 2; prints `ready`, then
-// `a=%d` of a() every argv[1] ms (default 10), and calls main.add(3, 4) each time. Built with -gcflags=-l so a and b stay real
+// `a=%d` of a() every argv[1] ms (default 10), and calls main.add(3, 4) and strings.IndexByte("hello", 'l')
+// (an ABI0 assembly function underneath) each time. Built with -gcflags=-l so a and b stay real
 // functions (no inlining). argv: [1] interval ms, [2] lifetime s (default 120).
 package main
 
@@ -7,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -18,6 +20,10 @@ func b() int { return 2 }
 func add(x, y int) int { return x + y }
 
 var sink int
+
+// greeting: strings.IndexByte(greeting, 'l') reaches the ABI0 assembly function
+// internal/bytealg.IndexByteString.abi0 with (ptr, 5, 'l') on the stack.
+var greeting = "hello"
 
 func arg(i int, def int) int {
 	if i < len(os.Args) {
@@ -40,6 +46,7 @@ func main() {
 	for {
 		fmt.Printf("a=%d\n", a())
 		sink += add(3, 4)
+		sink += strings.IndexByte(greeting, 'l')
 		time.Sleep(interval)
 	}
 }

@@ -80,6 +80,22 @@ import TestSupport
     }
 }
 
+/// Go's assembly functions keep ABI0: every argument on the stack (`.symtab` names them `….abi0`).
+@Suite struct GoABI0Tests {
+    @Test func assemblyFunctionsTakeTheirArgumentsFromTheStack() throws {
+        let victim = try Victim.launch("go_loop")
+        defer { victim.kill() }
+        let run = HookRun(HookSession(pid: victim.pid, specs: [HookSpec(location: "internal/bytealg.IndexByteString.abi0", argumentCount: 3)],
+                                      limits: HookLimits(count: 2), journal: temporaryJournal()))
+        _ = try run.waitEnd(timeout: 30)
+        #expect(run.hits.count == 2)
+        for hit in run.hits {
+            // strings.IndexByte("hello", 'l'): the string's data pointer, its length 5, then the byte.
+            #expect(hit.arguments.count == 3 && hit.arguments[1] == 5 && hit.arguments[2] & 0xff == UInt64(UInt8(ascii: "l")), "\(hit.arguments)")
+        }
+    }
+}
+
 /// A goroutine blocked inside a hooked call resumes on whichever thread the scheduler picks: its
 /// return belongs to the goroutine (Go's g, in r14), not to the thread it was called on.
 @Suite struct GoroutineReturnTests {
