@@ -8,6 +8,22 @@ struct FilteredCall: HookFilterFields {
     var returnValue: UInt64?
     var tid: Int32 { hit.tid }
     func argument(_ index: Int) -> UInt64? { index < hit.arguments.count ? hit.arguments[index] : nil }
+
+    /// A parameter by name, from the typed arguments (DWARF or a libc prototype): integers,
+    /// pointers, enums and decoded flags compare as integers, strings as strings; a floating-point
+    /// value is not comparable (nil).
+    func value(named name: String) -> HookFilterValue? {
+        guard let argument = hit.typedArguments?.first(where: { $0.name == name }) else { return nil }
+        switch argument.value {
+        case .signed(let v): return .integer(v)
+        case .unsigned(let v), .pointer(let v), .decoded(_, let v): return .integer(Int64(bitPattern: v))
+        case .boolean(let b): return .integer(b ? 1 : 0)
+        case .character(let c): return .integer(Int64(c))
+        case .enumerator(_, let v): return .integer(v)
+        case .string(let bytes, _, _): return bytes.map { .string(String(decoding: $0, as: UTF8.self)) }
+        default: return nil
+        }
+    }
 }
 
 /// `--filter` applied to a hook session's events, between the engine and the caller: a call that
@@ -35,6 +51,8 @@ final class HookCallFilter {
     private(set) var durations: [[UInt64]]
     private(set) var rejected = 0
     private var drainingSince: UInt64?
+    /// Hooks whose first call was checked for the parameter names the filter uses.
+    private var namesChecked: Set<Int> = []
 
     init(filter: HookFilter, pid: Int32, specs: [HookSpec], shownArguments: [Int], reportsCalls: Bool, countLimit: Int?,
          onMatch: @escaping () -> Void, stop: @escaping () -> Void) {
@@ -57,6 +75,15 @@ final class HookCallFilter {
     func handle(_ event: HookEvent, onEvent: (HookEvent) -> Void) {
         switch event {
         case .hit(let hit):
+            if !filter.names.isEmpty, namesChecked.insert(hit.hook).inserted {
+                let known = Set(hit.typedArguments?.map(\.name) ?? [])
+                let missing = filter.names.filter { !known.contains($0) }
+                if !missing.isEmpty {
+                    let have = hit.typedArguments.map { $0.isEmpty ? "it has none" : "its parameters: \($0.map(\.name).joined(separator: ", "))" }
+                        ?? "graft knows no types for it"
+                    onEvent(.notice("--filter: \(hit.location) has no parameter \(missing.map { "'\($0)'" }.joined(separator: ", ")) (\(have)); comparisons on it are false"))
+                }
+            }
             let call = FilteredCall(hit: hit, pid: pid, returnValue: nil)
             let state: State = filter.usesReturnValue ? .undecided : (filter.matches(call) ? .kept : .dropped)
             if state == .kept { keep(call, onEvent: onEvent) } else if state == .dropped { rejected += 1 }
@@ -94,9 +121,15 @@ final class HookCallFilter {
         onMatch()
         guard reportsCalls else { return }
         let shown = shownArguments[hit.hook]
-        onEvent(.hit(hit.arguments.count <= shown ? hit
-                     : HookHit(hook: hit.hook, location: hit.location, tid: hit.tid, address: hit.address,
-                               arguments: Array(hit.arguments.prefix(shown)), backtrace: hit.backtrace, wallTime: hit.wallTime)))
+        guard hit.arguments.count > shown || (hit.typedArguments?.count ?? 0) > shown else {
+            onEvent(.hit(hit))
+            return
+        }
+        var cut = HookHit(hook: hit.hook, location: hit.location, tid: hit.tid, address: hit.address,
+                          arguments: Array(hit.arguments.prefix(shown)), backtrace: hit.backtrace, wallTime: hit.wallTime)
+        cut.typedArguments = shown == 0 ? nil : hit.typedArguments.map { Array($0.prefix(shown)) }
+        cut.goABI = hit.goABI
+        onEvent(.hit(cut))
     }
 
     /// `--count` over matching calls: once reached, the kept calls still running may return (at most
@@ -127,9 +160,12 @@ final class HookCallFilter {
 extension HookFilter {
     /// What a session must check before it starts: every field the filter reads exists for these
     /// hooks. `names` are the parameter names typed arguments provide (none yet: raw registers).
-    public func check(for specs: [HookSpec], names available: Set<String> = []) throws {
-        if let name = names.first(where: { !available.contains($0) }) {
-            throw GraftError.usage("--filter '\(text)': no field '\(name)': the fields are tid, pid, ret and arg0…arg\(Self.maxArguments - 1) (graft reads raw registers; parameter names need typed arguments)")
+    /// `names`: the parameter names known before the session (nil: learnt from each hook's typed
+    /// arguments as calls come; a name a hook lacks is then a notice, and its comparisons false).
+    public func check(for specs: [HookSpec], names available: Set<String>? = nil) throws {
+        let raw = !specs.isEmpty && specs.allSatisfy(\.raw)
+        if let name = names.first(where: { raw || !(available?.contains($0) ?? true) }) {
+            throw GraftError.usage("--filter '\(text)': no field '\(name)': the fields are tid, pid, ret, arg0…arg\(Self.maxArguments - 1) and parameter names from typed arguments\(raw ? ", which --raw turns off" : "")")
         }
         if usesReturnValue, let spec = specs.first(where: { !$0.returns && $0.setReturn == nil }) {
             throw GraftError.usage("--filter '\(text)' reads ret, the return value: add --returns (\(spec.location) reports none)")
