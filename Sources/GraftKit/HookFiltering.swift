@@ -9,18 +9,18 @@ struct FilteredCall: HookFilterFields {
     var tid: Int32 { hit.tid }
     func argument(_ index: Int) -> UInt64? { index < hit.arguments.count ? hit.arguments[index] : nil }
 
-    /// A parameter by its name from the debug information (or a libc prototype): integers, enums and
-    /// decoded flags by value, pointers by address, C/Go strings as text; floats and structs are not
-    /// compared (nil: the comparison is false).
+    /// A parameter by name, from the typed arguments (DWARF or a libc prototype): integers,
+    /// pointers, enums and decoded flags compare as integers, strings as strings; a floating-point
+    /// value is not comparable (nil).
     func value(named name: String) -> HookFilterValue? {
         guard let argument = hit.typedArguments?.first(where: { $0.name == name }) else { return nil }
         switch argument.value {
-        case .signed(let value), .enumerator(_, let value): return .integer(value)
-        case .unsigned(let value), .pointer(let value), .decoded(_, let value), .raw(let value), .inMemory(let value):
-            return .integer(Int64(bitPattern: value))
-        case .boolean(let value): return .integer(value ? 1 : 0)
-        case .character(let value): return .integer(Int64(value))
-        case .string(let bytes?, _, _): return .string(String(decoding: bytes, as: UTF8.self))
+        case .signed(let v): return .integer(v)
+        case .unsigned(let v), .pointer(let v), .decoded(_, let v): return .integer(Int64(bitPattern: v))
+        case .boolean(let b): return .integer(b ? 1 : 0)
+        case .character(let c): return .integer(Int64(c))
+        case .enumerator(_, let v): return .integer(v)
+        case .string(let bytes, _, _): return bytes.map { .string(String(decoding: $0, as: UTF8.self)) }
         default: return nil
         }
     }
@@ -51,6 +51,8 @@ final class HookCallFilter {
     private(set) var durations: [[UInt64]]
     private(set) var rejected = 0
     private var drainingSince: UInt64?
+    /// Hooks whose first call was checked for the parameter names the filter uses.
+    private var namesChecked: Set<Int> = []
 
     init(filter: HookFilter, pid: Int32, specs: [HookSpec], shownArguments: [Int], reportsCalls: Bool, countLimit: Int?,
          onMatch: @escaping () -> Void, stop: @escaping () -> Void) {
@@ -73,6 +75,15 @@ final class HookCallFilter {
     func handle(_ event: HookEvent, onEvent: (HookEvent) -> Void) {
         switch event {
         case .hit(let hit):
+            if !filter.names.isEmpty, namesChecked.insert(hit.hook).inserted {
+                let known = Set(hit.typedArguments?.map(\.name) ?? [])
+                let missing = filter.names.filter { !known.contains($0) }
+                if !missing.isEmpty {
+                    let have = hit.typedArguments.map { $0.isEmpty ? "it has none" : "its parameters: \($0.map(\.name).joined(separator: ", "))" }
+                        ?? "graft knows no types for it"
+                    onEvent(.notice("--filter: \(hit.location) has no parameter \(missing.map { "'\($0)'" }.joined(separator: ", ")) (\(have)); comparisons on it are false"))
+                }
+            }
             let call = FilteredCall(hit: hit, pid: pid, returnValue: nil)
             let state: State = filter.usesReturnValue ? .undecided : (filter.matches(call) ? .kept : .dropped)
             if state == .kept { keep(call, onEvent: onEvent) } else if state == .dropped { rejected += 1 }
@@ -114,10 +125,10 @@ final class HookCallFilter {
             onEvent(.hit(hit))
             return
         }
-        // What the filter needed read beyond `--args N` is not shown.
         var cut = HookHit(hook: hit.hook, location: hit.location, tid: hit.tid, address: hit.address,
                           arguments: Array(hit.arguments.prefix(shown)), backtrace: hit.backtrace, wallTime: hit.wallTime)
-        cut.typedArguments = hit.typedArguments.map { Array($0.prefix(shown)) }
+        cut.typedArguments = shown == 0 ? nil : hit.typedArguments.map { Array($0.prefix(shown)) }
+        cut.goABI = hit.goABI
         onEvent(.hit(cut))
     }
 
@@ -148,12 +159,15 @@ final class HookCallFilter {
 
 extension HookFilter {
     /// What a session must check before it starts: every field the filter reads exists for these
-    /// hooks. `names` are the parameter names the hooks' typed arguments provide (nil: not known
-    /// before the session, launch mode: a name unknown at a call compares false).
-    public func check(for specs: [HookSpec], names available: Set<String>? = []) throws {
-        if let available, let name = names.first(where: { !available.contains($0) }) {
-            let known = available.isEmpty ? "graft found no parameter names: no debug information or libc prototype for these functions" : "their parameters: \(available.sorted().joined(separator: ", "))"
-            throw GraftError.usage("--filter '\(text)': no field '\(name)': the fields are tid, pid, ret, arg0…arg\(Self.maxArguments - 1) and the hooked functions' parameters by name (\(known))")
+    /// hooks. `names`: the parameter names known before the session (from the hooks' types with
+    /// -p); nil: learnt from each hook's typed arguments as calls come (launch mode: a name a hook
+    /// lacks is then a notice, and its comparisons false).
+    public func check(for specs: [HookSpec], names available: Set<String>? = nil) throws {
+        let raw = !specs.isEmpty && specs.allSatisfy(\.raw)
+        if let name = names.first(where: { raw || !(available?.contains($0) ?? true) }) {
+            let known = raw ? ", which --raw turns off"
+                : available.map { $0.isEmpty ? " (graft found none for these functions: no debug information or libc prototype)" : " (their parameters: \($0.sorted().joined(separator: ", ")))" } ?? ""
+            throw GraftError.usage("--filter '\(text)': no field '\(name)': the fields are tid, pid, ret, arg0…arg\(Self.maxArguments - 1) and parameter names from typed arguments\(known)")
         }
         if usesReturnValue, let spec = specs.first(where: { !$0.returns && $0.setReturn == nil }) {
             throw GraftError.usage("--filter '\(text)' reads ret, the return value: add --returns (\(spec.location) reports none)")

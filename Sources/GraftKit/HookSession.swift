@@ -112,12 +112,9 @@ public final class HookSession: @unchecked Sendable {
             // The engine reads the arguments the filter needs and reports every call; `--count`
             // counts matching calls, in the filter.
             var engineSpecs = specs
-            if let highest = filter.highestArgument {
-                for i in engineSpecs.indices { engineSpecs[i].argumentCount = max(engineSpecs[i].argumentCount, highest + 1) }
-            }
-            if !filter.names.isEmpty {  // typed arguments, every parameter (the decoder stops at the signature's)
-                for i in engineSpecs.indices { engineSpecs[i].argumentCount = HookFilter.maxArguments; engineSpecs[i].raw = false }
-            }
+            // Parameter names need the typed arguments, decoded up to --args: every one graft reads.
+            let needed = filter.names.isEmpty ? (filter.highestArgument.map { $0 + 1 } ?? 0) : HookFilter.maxArguments
+            for i in engineSpecs.indices { engineSpecs[i].argumentCount = max(engineSpecs[i].argumentCount, needed) }
             let calls = HookCallFilter(filter: filter, pid: tracee.pid, specs: specs, shownArguments: specs.map(\.argumentCount),
                                        reportsCalls: reportsCalls, countLimit: limits.count,
                                        onMatch: { [self] in matchedHits.add(1, ordering: .relaxed) },

@@ -76,7 +76,7 @@ struct HookCommand: ParsableCommand {
     @Flag(name: [.customShort("q"), .long], help: "Print only the summary, not every call.")
     var quiet = false
 
-    @Option(name: .long, help: ArgumentHelp("Keep only calls matching EXPR, e.g. 'tid == 4243', 'arg0 > 2 && ret < 0' (fields tid, pid, ret, arg0…arg15; == != < <= > >=; && || ! and parentheses; see docs/hooks.md).", valueName: "EXPR"))
+    @Option(name: .long, help: ArgumentHelp("Keep only calls matching EXPR, e.g. 'tid == 4243', 'arg0 > 2 && ret < 0' (fields tid, pid, ret, arg0…arg15, parameter names; == != < <= > >=; && || ! and parentheses; see docs/hooks.md).", valueName: "EXPR"))
     var filter: String?
 
     @Option(name: .long, help: ArgumentHelp("Order of the summary: hits (default) or time (total time in the calls; needs --returns).", valueName: "hits|time"))

@@ -59,8 +59,14 @@ import Testing
         #expect(try HookFilter(parsing: "tid == 1").highestArgument == nil)
         #expect(throws: (any Error).self) { try filter.check(for: [HookSpec(location: "f")]) }
         try filter.check(for: [HookSpec(location: "f", returns: true)])
-        #expect(throws: (any Error).self) { try HookFilter(parsing: "qty > 2").check(for: [HookSpec(location: "f")]) }
+        // Names come from typed arguments, learnt as calls come (a missing one is a notice then);
+        // refused up front when given the known names, or when --raw turns types off.
+        try HookFilter(parsing: "qty > 2").check(for: [HookSpec(location: "f")])
+        #expect(throws: (any Error).self) { try HookFilter(parsing: "qty > 2").check(for: [HookSpec(location: "f")], names: ["item"]) }
         try HookFilter(parsing: "qty > 2").check(for: [HookSpec(location: "f")], names: ["qty"])
+        var raw = HookSpec(location: "f")
+        raw.raw = true
+        #expect(throws: (any Error).self) { try HookFilter(parsing: "qty > 2").check(for: [raw]) }
     }
 
     /// Each mistake is one line naming the column (1-based) and what is there.
