@@ -49,8 +49,9 @@ final class HookEngine {
     /// False: calls are counted (summary, `StopState.hits`) but no `.hit`/`.returned` events are
     /// built or delivered — `graft hook --quiet`, the cheapest hook.
     var reportsCalls = true
-    /// Per hook: how its arguments and result are typed (nil: raw registers). `loadSignatures`.
-    var decoders: [ArgumentDecoder?] = []
+    /// Per hook, once looked up at its first reported hit: how its arguments and result are typed
+    /// (`.some(nil)`: raw registers). `HookSignatures.swift`.
+    var decoders: [Int: ArgumentDecoder?] = [:]
 
     init(tracee: Tracee, specs: [HookSpec], limits: HookLimits, journal: Journal, stopState: StopState) throws {
         self.tracee = tracee
@@ -81,7 +82,6 @@ final class HookEngine {
         do {
             try tracee.setOptions([.clone, .fork, .vfork, .exec])
             try arm()
-            loadSignatures()
         } catch {
             breakpoints.restoreAll(in: tracee)
             // No thread has run since the attach: nothing can be inside a scratch page yet.

@@ -2,24 +2,28 @@ import GraftCore
 import GraftELF
 import GraftPtrace
 
-/// Types for the hooks that print arguments or results: the function's DWARF (its file's, or a
-/// separate debug file's: `DebugInfo`), else a libc prototype (`LibcPrototypes`), else none (raw
+/// Types for the hooks that print arguments or results: a libc prototype (`LibcPrototypes`), else
+/// the function's DWARF (its file's, or a separate debug file's: `DebugInfo`), else none (raw
 /// registers). Only for hooks at a function's entry (elsewhere the registers no longer hold the
 /// arguments), and never for hooks that print neither (they keep the pc-only fast path).
 extension HookEngine {
-    func loadSignatures() {
-        decoders = Array(repeating: nil, count: specs.count)
-        for hook in armed {
-            let spec = specs[hook.index]
-            guard spec.argumentCount > 0 || spec.returns, !spec.raw,
-                  let breakpoint = breakpoints[hook.address], breakpoint.atFunctionEntry,
-                  let signature = HookEngine.signature(at: hook.address, index: index) else { continue }
-            decoders[hook.index] = ArgumentDecoder(signature: signature, goABI: breakpoint.goABI)
+    /// The decoder of `hook`, looked up at its first reported hit (only that thread is stopped then,
+    /// and a hook armed later, in a library loaded later, or in the debug registers, is covered
+    /// alike); cached, a miss too. nil: no types (or `--raw`, or not at a function's entry).
+    func decoder(_ hook: Int, _ breakpoint: Breakpoint) -> ArgumentDecoder? {
+        if let cached = decoders[hook] { return cached }
+        let spec = specs[hook]
+        var made: ArgumentDecoder?
+        if spec.argumentCount > 0 || spec.returns, !spec.raw, breakpoint.atFunctionEntry,
+           let signature = HookEngine.signature(at: breakpoint.address, index: index) {
+            made = ArgumentDecoder(signature: signature, goABI: breakpoint.goABI)
         }
+        decoders[hook] = .some(made)
+        return made
     }
 
     /// Before the attach (`-p`): the types of the hooks that will want them, looked up while the
-    /// process runs, so that `loadSignatures`, with every thread stopped, finds libdw's files open
+    /// process runs, so that the lookup at the first hit (`decoder`), with a thread stopped, finds libdw's files open
     /// and its address tables built (libc's separate debug file: ~0.15 s the first time).
     /// Best effort: any failure is left to the arming to report.
     static func prefetchSignatures(pid: Int32, specs: [HookSpec], journal: Journal) {
