@@ -3,7 +3,7 @@
 #   make test   installs what is missing, builds, runs every test
 SWIFT ?= swift
 # Debian packages graft needs to build and test (checked one by one; only missing ones are installed).
-APT_PACKAGES := gcc g++ make pkg-config binutils file libunwind-dev liblzma-dev libcapstone-dev libdw-dev libelf-dev zlib1g-dev libbz2-dev golang-go gdb python3-minimal musl-tools
+APT_PACKAGES := gcc g++ make pkg-config binutils file libunwind-dev liblzma-dev libcapstone-dev libdw-dev libelf-dev zlib1g-dev libbz2-dev golang-go gdb python3-minimal musl-tools libiberty-dev
 VICTIMS := $(CURDIR)/.build/victims
 
 .PHONY: all deps build release release-check victims test demo bench completions clean

@@ -17,7 +17,7 @@ let package = Package(
     ],
     targets: [
         // C: only what Swift cannot import (variadic ptrace, wait macros, gettid, process_vm_*).
-        .target(name: "CGraftShim", linkerSettings: [.linkedLibrary("stdc++")]),  // __cxa_demangle
+        .target(name: "CGraftShim", linkerSettings: [.linkedLibrary("stdc++"), .linkedLibrary("iberty")]),  // __cxa_demangle, rust_demangle
         .systemLibrary(name: "CLibunwind", pkgConfig: "libunwind-ptrace",
                        providers: [.apt(["libunwind-dev"])]),
         .systemLibrary(name: "CCapstone", pkgConfig: "capstone",

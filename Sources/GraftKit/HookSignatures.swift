@@ -26,13 +26,19 @@ extension HookEngine {
     /// process runs, so that the lookup at the first hit (`decoder`), with a thread stopped, finds libdw's files open
     /// and its address tables built (libc's separate debug file: ~0.15 s the first time).
     /// Best effort: any failure is left to the arming to report.
-    static func prefetchSignatures(pid: Int32, specs: [HookSpec], journal: Journal) {
-        let wanted = specs.filter { ($0.argumentCount > 0 || $0.returns) && !$0.raw }
-        guard !wanted.isEmpty, let index = try? Graft.symbolIndex(pid: pid, journal: journal) else { return }
+    /// Returns the parameter names found (what `--filter` may name). `all`: every spec, not only
+    /// those that print arguments or results (a filter on names reads them).
+    @discardableResult
+    static func prefetchSignatures(pid: Int32, specs: [HookSpec], journal: Journal, all: Bool = false) -> Set<String> {
+        let wanted = specs.filter { (all || $0.argumentCount > 0 || $0.returns) && !$0.raw }
+        guard !wanted.isEmpty, let index = try? Graft.symbolIndex(pid: pid, journal: journal) else { return [] }
+        var names: Set<String> = []
         for spec in wanted {
-            guard let location = try? Location.parse(spec.location), let resolved = try? index.resolve(location) else { continue }
-            _ = signature(at: resolved.address, index: index)
+            guard let location = try? Location.parse(spec.location), let resolved = try? index.resolve(location),
+                  let signature = signature(at: resolved.address, index: index) else { continue }
+            for (i, parameter) in signature.parameters.enumerated() { names.insert(parameter.name.isEmpty ? "arg\(i)" : parameter.name) }
         }
+        return names
     }
 
     /// The signature of the function whose entry is at runtime `address` (or 4 bytes after it, past

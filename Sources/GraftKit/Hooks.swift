@@ -99,6 +99,8 @@ public enum HookEvent: Sendable {
     case armed([ArmedHook])
     case hit(HookHit)
     case returned(HookReturn)
+    /// `graft watch`: the watched variable was written (or accessed).
+    case watched(WatchHit)
     /// Something the user should know that is not a call: a fork child released, an exec.
     case notice(String)
     /// Trace mode: one executed instruction (only when `TraceOptions.reportSteps`).
@@ -140,6 +142,35 @@ public struct HookStatistics: Sendable {
     }
 }
 
+extension HookStatistics {
+    /// Time spent in the hook's calls: the sampled durations' mean × the returns seen (exact up to a
+    /// million returns, an estimate beyond). 0 without `--returns`.
+    public var totalTimeNanoseconds: UInt64 {
+        guard !durations.isEmpty else { return 0 }
+        let sum = durations.reduce(0.0) { $0 + Double($1) }
+        return UInt64(sum / Double(durations.count) * Double(returns))
+    }
+}
+
+/// How a summary lists its hooks (`--sort`).
+public enum HookSummaryOrder: String, Sendable, CaseIterable {
+    /// Most calls first (the default).
+    case hits
+    /// Most time in the calls first (needs `--returns`).
+    case time
+
+    /// `hooks` in this order; ties keep the hooks' order on the command line.
+    public func sorted(_ hooks: [HookStatistics]) -> [HookStatistics] {
+        let keyed = hooks.enumerated().map { (offset: $0.offset, stats: $0.element) }
+        return keyed.sorted { a, b in
+            let (x, y): (UInt64, UInt64) = self == .hits
+                ? (UInt64(a.stats.hits), UInt64(b.stats.hits))
+                : (a.stats.totalTimeNanoseconds, b.stats.totalTimeNanoseconds)
+            return x != y ? x > y : a.offset < b.offset
+        }.map(\.stats)
+    }
+}
+
 public struct HookSummary: Sendable {
     public let hooks: [HookStatistics]
     public let end: HookSessionEnd
@@ -147,6 +178,8 @@ public struct HookSummary: Sendable {
     /// Breakpoints removed and the code verified equal to what it was before the session.
     public let codeRestored: Bool
     public var totalHits: Int { hooks.reduce(0) { $0 + $1.hits } }
+    /// Calls that did not match `--filter` (not in `hooks`' figures).
+    public var filteredOut = 0
 }
 
 extension Graft {

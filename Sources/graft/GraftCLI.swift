@@ -50,7 +50,7 @@ struct GraftCLI {
 
 /// The words after `--` for commands that start a program.
 enum Passthrough {
-    static let subcommands: Set<String> = ["hook", "trace"]
+    static let subcommands: Set<String> = ["hook", "trace", "watch"]
     nonisolated(unsafe) static var command: [String] = []
     nonisolated(unsafe) static var hasTerminator = false
 }
@@ -69,7 +69,7 @@ struct GraftCommand: ParsableCommand {
         LOCATION+OFFSET, or 0xADDRESS. Every failure prints one line `graft: error: …` and exits non-zero.
         """,
         version: "0.1.0",
-        subcommands: [SymbolsCommand.self, InjectCommand.self, PatchCommand.self, ListCommand.self, UnpatchCommand.self, HookCommand.self, TraceCommand.self, DemoCommand.self]
+        subcommands: [SymbolsCommand.self, InjectCommand.self, PatchCommand.self, ListCommand.self, UnpatchCommand.self, HookCommand.self, WatchCommand.self, TraceCommand.self, DemoCommand.self]
     )
 }
 

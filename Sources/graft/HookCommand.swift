@@ -4,6 +4,8 @@ import GraftKit
 import GraftELF
 import Glibc
 
+extension HookSummaryOrder: ExpressibleByArgument {}
+
 struct HookCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "hook",
@@ -17,6 +19,9 @@ struct HookCommand: ParsableCommand {
           graft hook -p 4242 libc:open --args 2
           graft hook -p 4242 libc:getppid --backtrace --count 10
           graft hook -p 4242 value_a --set-return 7 --skip
+          graft hook -p 4242 price --hardware
+          graft hook -p 4242 hook_f --args 2 --filter 'arg0 > 2 && tid == 4243'
+          graft hook -p 4242 'libc:str*' --returns --quiet --sort time
           graft hook hook_f --returns -- ./hook_count 100
         """)
 
@@ -61,6 +66,12 @@ struct HookCommand: ParsableCommand {
     @Flag(name: [.customShort("q"), .long], help: "Print only the summary, not every call.")
     var quiet = false
 
+    @Option(name: .long, help: ArgumentHelp("Keep only calls matching EXPR, e.g. 'tid == 4243', 'arg0 > 2 && ret < 0' (fields tid, pid, ret, arg0…arg15; == != < <= > >=; && || ! and parentheses; see docs/hooks.md).", valueName: "EXPR"))
+    var filter: String?
+
+    @Option(name: .long, help: ArgumentHelp("Order of the summary: hits (default) or time (total time in the calls; needs --returns).", valueName: "hits|time"))
+    var sort: HookSummaryOrder = .hits
+
     @Option(name: .customLong("state-dir"), help: ArgumentHelp("Journal directory.", visibility: .hidden))
     var stateDirectory: String?
 
@@ -72,6 +83,12 @@ struct HookCommand: ParsableCommand {
 
     @Option(name: .customLong("max-hooks"), help: "The most functions patterns may bring (default 1000).")
     var maxHooks = 1_000
+
+    @Flag(name: .customLong("no-wait"), help: "Refuse a LOCATION in a library the process has not loaded yet, instead of hooking it when the process loads it.")
+    var noWait = false
+
+    @Flag(name: .long, help: "Use the CPU's debug registers (DR0–DR3) instead of int3s: no byte of code changes; at most four functions (three with --returns).")
+    var hardware = false
 
     func validate() throws {
         SymbolNames.mangled = mangled
@@ -85,6 +102,8 @@ struct HookCommand: ParsableCommand {
         if argumentCount < 0 || argumentCount > 16 { throw ValidationError("--args takes 0 to 16") }
         if let count, count <= 0 { throw ValidationError("--count must be at least 1") }
         if let duration, !(duration > 0) { throw ValidationError("--duration must be a positive number of seconds") }
+        if sort == .time && !returns && setReturn == nil { throw ValidationError("--sort time needs --returns (the calls' durations)") }
+        if let filter { _ = try HookFilter(parsing: filter) }
     }
 
     func run() throws {
@@ -112,7 +131,12 @@ struct HookCommand: ParsableCommand {
             session = try HookSession(launching: command, specs: specs, limits: limits, journal: journal)
         }
         session.reportsCalls = !quiet
+        session.hardware = hardware
+        session.waitsForLibraries = !noWait
+        session.filter = try filter.map { try HookFilter(parsing: $0) }
         let printer = HookPrinter(json: json, quiet: quiet, argumentCount: argumentCount, launched: !command.isEmpty)
+        printer.order = sort
+        printer.filtered = filter != nil
         printer.hitsSoFar = { [session] in session.hitsSoFar }
         printer.ending = SessionEnding(count: count, duration: duration, pid: pid, unit: "call")
         TerminationSignals.deferAll(holdStop: command.isEmpty, announceStop: true, session: true)
@@ -146,6 +170,10 @@ final class HookPrinter {
     let status: StatusLine
     /// The session's count (quiet mode gets no hit events to count).
     var hitsSoFar: () -> Int = { 0 }
+    /// The summary's order (`--sort`).
+    var order = HookSummaryOrder.hits
+    /// Text mode lists this many hooks in the summary, then a count of the rest (JSON lists all).
+    static let summaryRows = 50
     var names: [Int: String] = [:]
 
     init(json: Bool, quiet: Bool, argumentCount: Int, launched: Bool = false) {
@@ -180,7 +208,7 @@ final class HookPrinter {
             if json { jsonLine(value) } else { textLine(value) }
         case .notice(let text):
             status.notice(text, json: json)
-        case .step, .traceCall, .traceProgress:
+        case .step, .traceCall, .traceProgress, .watched:
             break
         }
     }
@@ -279,7 +307,7 @@ final class HookPrinter {
                 out.append(argument.json.serialized)
             }
         } else {
-            // Raw registers: {"name":"arg1","type":null,"value":"0x…","register":"rdi","raw":"0x…"}.
+            // Raw registers: {"name":"arg0","type":null,"value":"0x…","register":"rdi","raw":"0x…"}.
             let registers = hit.goABI ? rawGoRegisters : rawRegisters
             for (i, argument) in hit.arguments.enumerated() {
                 if i > 0 { out.append(UInt8(ascii: ",")) }
@@ -351,12 +379,12 @@ final class HookPrinter {
     /// `{"name":"argN","type":null,"value":"` for each argument register.
     private struct RawPrefix { let prefix: [UInt8] }
     private static func rawPrefixes(_ names: [String]) -> [RawPrefix] {
-        names.enumerated().map { RawPrefix(prefix: Array("{\"name\":\"arg\($0.offset + 1)\",\"type\":null,\"register\":\"\($0.element)\",\"value\":\"".utf8)) }
+        names.enumerated().map { RawPrefix(prefix: Array("{\"name\":\"arg\($0.offset)\",\"type\":null,\"register\":\"\($0.element)\",\"value\":\"".utf8)) }
     }
     private let rawRegisters = HookPrinter.rawPrefixes(["rdi", "rsi", "rdx", "rcx", "r8", "r9"])
     private let rawGoRegisters = HookPrinter.rawPrefixes(["rax", "rbx", "rcx", "rdi", "rsi", "r8", "r9", "r10", "r11"])
     private func stackArgumentPrefix(_ slot: Int, _ index: Int) -> [UInt8] {
-        Array("{\"name\":\"arg\(index + 1)\",\"type\":null,\"register\":\"rsp+\(8 + slot * 8)\",\"value\":\"".utf8)
+        Array("{\"name\":\"arg\(index)\",\"type\":null,\"register\":\"rsp+\(8 + slot * 8)\",\"value\":\"".utf8)
     }
 
 
@@ -367,37 +395,52 @@ final class HookPrinter {
 
     func clearStatus() { status.clear() }
 
+    /// A `--filter` was given: the JSON summary carries `filtered_out`.
+    var filtered = false
+
     func summary(_ summary: HookSummary) {
         clearStatus()
         let seconds = max(Double(summary.elapsedNanoseconds) / 1e9, 1e-9)
+        let sorted = order.sorted(summary.hooks)
         if json {
-            let hooks = summary.hooks.map { stats -> JSON in
+            let hooks = sorted.map { stats -> JSON in
                 var fields: [(String, JSON)] = [("hook", .string(stats.location)), ("function", .string(stats.function)),
                                                 ("hits", .int(Int64(stats.hits))), ("calls_per_second", .double(Double(stats.hits) / seconds))]
                 if stats.returns > 0 {
                     fields.append(("returns", .int(Int64(stats.returns))))
                     if let p50 = stats.durationPercentile(50) { fields.append(("p50_ns", .uint(p50))) }
                     if let p99 = stats.durationPercentile(99) { fields.append(("p99_ns", .uint(p99))) }
+                    fields.append(("time_ns", .uint(stats.totalTimeNanoseconds)))
                 }
                 return .object(fields)
             }
-            print(JSON.object([("event", "summary"), ("hooks", .array(hooks)), ("total_hits", .int(Int64(summary.totalHits))),
+            print(JSON.object([("event", "summary"), ("hooks", .array(hooks)), ("total_hits", .int(Int64(summary.totalHits)))]
+                              + (filtered ? [("filtered_out", .int(Int64(summary.filteredOut)))] : []) + [
                                ("seconds", .double(seconds)), ("ended_by", .string(describe(summary.end, countOption: "--count"))),
                                ("code_restored", .bool(summary.codeRestored))]).serialized)
         } else {
             var rows = [["hook", "function", "hits", "calls/s"]]
             let withReturns = summary.hooks.contains { $0.returns > 0 }
-            if withReturns { rows[0] += ["p50", "p99"] }
-            for stats in summary.hooks {
+            if withReturns { rows[0] += ["p50", "p99", "time"] }
+            for stats in sorted.prefix(Self.summaryRows) {
                 var row = [stats.location, stats.function, String(stats.hits), String(format1(Double(stats.hits) / seconds))]
                 if withReturns {
                     row.append(stats.durationPercentile(50).map(formatDuration) ?? "-")
                     row.append(stats.durationPercentile(99).map(formatDuration) ?? "-")
+                    row.append(stats.returns > 0 ? formatDuration(stats.totalTimeNanoseconds) : "-")
                 }
                 rows.append(row)
             }
             if !quiet { print("") }
             for line in Output.table(rows) { print(line) }
+            if sorted.count > Self.summaryRows {
+                let rest = sorted.dropFirst(Self.summaryRows)
+                let calls = rest.reduce(0) { $0 + $1.hits }
+                print("… and \(rest.count) more hook\(rest.count == 1 ? "" : "s") with \(calls) call\(calls == 1 ? "" : "s") (--json lists every hook)")
+            }
+            if summary.filteredOut > 0 {
+                print("\(summary.filteredOut) call\(summary.filteredOut == 1 ? "" : "s") did not match --filter")
+            }
             print("\(summary.totalHits) call\(summary.totalHits == 1 ? "" : "s") in \(format1(seconds)) s; ended by \(describe(summary.end, countOption: "--count")); breakpoints removed\(summary.codeRestored ? ", code verified" : ", CODE NOT VERIFIED")")
         }
         fflush(nil)
