@@ -56,6 +56,18 @@ import TestSupport
                 "\(session.transcript)")
     }
 
+    /// Types are looked up at a hook's first call: a hook in the debug registers and one in a library
+    /// loaded later get them too.
+    @Test func debugRegistersAndLaterLibraries() throws {
+        let hardware = calls(try hook("typed_args", ["price", "scale"], ["--hardware"]))
+        #expect(hardware.contains("price(item=\"apple\", qty=3)") && hardware.contains("scale returned -0.75"), "\(hardware)")
+        let result = try runCommand(try graftBinary(), ["hook", "liblate:late_f", "--args", "1", "--returns", "--state-dir", temporaryDirectory(), "--",
+                                                        try Victims.path("dlopen_later"), try Victims.path("liblate.so"), "3"], input: "go\n")
+        #expect(result.status == 0, "\(result.stderr)")
+        let late = calls(result.stdout.split(separator: "\n").map(String.init))
+        #expect(late.contains("liblate:late_f(x=3)") && late.contains("liblate:late_f returned 6"), "\(late)")
+    }
+
     /// `--filter` on parameter names: numbers, strings, enumerators; with -p an unknown name is
     /// refused before the attach.
     @Test func filterOnParameterNames() throws {
