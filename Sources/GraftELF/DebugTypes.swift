@@ -62,7 +62,7 @@ public struct DebugType: Sendable, Equatable, CustomStringConvertible {
 
 /// One parameter as declared.
 public struct DebugParameter: Sendable, Equatable {
-    /// Empty when the declaration names none (a prototype `int f(int)`): printed as `argN`.
+    /// Empty when the declaration names none (a prototype `int f(int)`): named `argN` (from 0, as `--filter` counts).
     public let name: String
     public let type: DebugType
     public init(name: String, type: DebugType) {

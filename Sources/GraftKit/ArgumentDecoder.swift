@@ -168,7 +168,7 @@ public struct ArgumentDecoder: Sendable {
             default:
                 value = ArgumentDecoder.value(of: parameter.type, words: slot.words, read: read)
             }
-            result.append(TypedArgument(name: parameter.name.isEmpty ? "arg\(i + 1)" : parameter.name, type: parameter.type.name,
+            result.append(TypedArgument(name: parameter.name.isEmpty ? "arg\(i)" : parameter.name, type: parameter.type.name,
                                         value: value, register: slot.location, raw: first))
         }
         return result

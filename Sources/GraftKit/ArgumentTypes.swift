@@ -121,7 +121,7 @@ public enum ArgumentValue: Sendable, Equatable {
 /// One argument of a hit, typed: what `graft hook` prints as `name=value` and `--json` as
 /// `{"name":…,"type":…,"value":…,"register":…,"raw":…}`.
 public struct TypedArgument: Sendable, Equatable {
-    /// As declared; `argN` (from 1) when the declaration names none.
+    /// As declared; `argN` (from 0, as `--filter` counts) when the declaration names none.
     public let name: String
     /// As C (or Go) spells it: `const char *`.
     public let type: String
@@ -147,13 +147,13 @@ public struct TypedArgument: Sendable, Equatable {
 
 extension HookHit {
     /// The arguments by name, for filters (`--filter 'qty > 2'`): the typed ones, else the raw
-    /// registers as `arg1`, `arg2`, … (`.raw`).
+    /// registers as `arg0`, `arg1`, … (`.raw`).
     public var namedArguments: [String: ArgumentValue] {
         var named: [String: ArgumentValue] = [:]
         if let typedArguments {
             for argument in typedArguments { named[argument.name] = argument.value }
         } else {
-            for (i, value) in arguments.enumerated() { named["arg\(i + 1)"] = .raw(value) }
+            for (i, value) in arguments.enumerated() { named["arg\(i)"] = .raw(value) }
         }
         return named
     }

@@ -66,8 +66,9 @@ final class HookEngine {
     var loaderBreakpoint: Breakpoint?
     /// False (`--no-wait`): a module not loaded yet is an error, as it was.
     var waitsForLibraries = true
-    /// Per hook: how its arguments and result are typed (nil: raw registers). `loadSignatures`.
-    var decoders: [ArgumentDecoder?] = []
+    /// Per hook, once looked up at its first reported hit: how its arguments and result are typed
+    /// (`.some(nil)`: raw registers). `HookSignatures.swift`.
+    var decoders: [Int: ArgumentDecoder?] = [:]
     /// Called with each fork child once it is released (its breakpoints removed, detached):
     /// `hook --follow` hooks it in a session of its own.
     var onForkChild: ((Int32) -> Void)?
@@ -101,7 +102,6 @@ final class HookEngine {
         do {
             try tracee.setOptions([.clone, .fork, .vfork, .exec])
             try arm()
-            loadSignatures()
         } catch {
             breakpoints.restoreAll(in: tracee)
             // No thread has run since the attach: nothing can be inside a scratch page yet.

@@ -1,7 +1,7 @@
 import GraftCore
 
 /// A value a filter compares: an integer (registers are read as two's-complement 64-bit) or a
-/// string (a decoded `char *` argument, once typed arguments exist).
+/// string (a decoded `char *` argument, an enumerator, decoded flags).
 public enum HookFilterValue: Sendable, Equatable {
     case integer(Int64)
     case string(String)

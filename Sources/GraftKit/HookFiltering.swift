@@ -8,20 +8,16 @@ struct FilteredCall: HookFilterFields {
     var returnValue: UInt64?
     var tid: Int32 { hit.tid }
     func argument(_ index: Int) -> UInt64? { index < hit.arguments.count ? hit.arguments[index] : nil }
-
-    /// A parameter by name, from the typed arguments (DWARF or a libc prototype): integers,
-    /// pointers, enums and decoded flags compare as integers, strings as strings; a floating-point
-    /// value is not comparable (nil).
+    /// A typed argument by its parameter name: strings, enumerators and decoded flags as text,
+    /// the rest as integers (a float only when it is a whole number).
     func value(named name: String) -> HookFilterValue? {
         guard let argument = hit.typedArguments?.first(where: { $0.name == name }) else { return nil }
         switch argument.value {
-        case .signed(let v): return .integer(v)
-        case .unsigned(let v), .pointer(let v), .decoded(_, let v): return .integer(Int64(bitPattern: v))
-        case .boolean(let b): return .integer(b ? 1 : 0)
-        case .character(let c): return .integer(Int64(c))
-        case .enumerator(_, let v): return .integer(v)
-        case .string(let bytes, _, _): return bytes.map { .string(String(decoding: $0, as: UTF8.self)) }
-        default: return nil
+        case .string, .decoded: return argument.value.string.map { .string($0) }
+        case .enumerator(let label?, _): return .string(label)
+        case .enumerator(nil, let v), .signed(let v): return .integer(v)
+        case .floating(let v, _): return Int64(exactly: v).map { .integer($0) }
+        default: return argument.value.number.flatMap { Int64(exactly: $0) }.map { .integer($0) } ?? .integer(Int64(bitPattern: argument.raw))
         }
     }
 }

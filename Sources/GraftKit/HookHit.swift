@@ -55,7 +55,7 @@ extension HookEngine {
                     var event = HookReturn(hook: last.hook, location: spec.location, tid: tid, value: value,
                                            returnedValue: registers.rax, durationNanoseconds: now &- last.start,
                                            wallTime: wallClock())
-                    if last.hook < decoders.count, let decoder = decoders[last.hook] {
+                    if let decoder = decoders[last.hook] ?? nil {
                         var returned = registers
                         returned.rax = value  // what the function returned, before --set-return
                         event.typedValue = typedResult(decoder, returned, tid: tid)
@@ -106,7 +106,7 @@ extension HookEngine {
                 var event = HookHit(hook: hook, location: spec.location, tid: tid, address: breakpoint.address,
                                     arguments: arguments, backtrace: frames, wallTime: wall)
                 event.goABI = breakpoint.goABI
-                if spec.argumentCount > 0, hook < decoders.count, let decoder = decoders[hook] {
+                if spec.argumentCount > 0 || spec.returns, let decoder = decoder(hook, breakpoint), spec.argumentCount > 0 {
                     event.typedArguments = typedArguments(decoder, limit: spec.argumentCount, registers, tid: tid)
                 }
                 onEvent(.hit(event))

@@ -85,15 +85,16 @@ public final class HookSession: @unchecked Sendable {
                     flush: () -> Void = {}, onEvent: (HookEvent) -> Void,
                     onEnd: (HookSummary) -> Void = { _ in }) throws -> HookSummary {
         guard !specs.isEmpty || watch != nil else { throw GraftError.usage("give at least one LOCATION to hook") }
-        if let filter {
-            // Parameter names come from the hooks' types, known before the attach with -p.
-            let names = command == nil && !filter.names.isEmpty ? HookEngine.parameterNames(pid: pid, specs: specs, journal: journal) : nil
-            try filter.check(for: specs, names: filter.names.isEmpty ? [] : names)
-        }
+        // Parameter names a filter may use: known before the attach with -p (the types are looked up
+        // then); a program graft starts has not loaded them yet: its names are taken as written.
+        var names: Set<String> = []
         if command == nil {
             try ProcFS.preflightTarget(pid)
-            HookEngine.prefetchSignatures(pid: pid, specs: specs, journal: journal)  // DWARF read before the stop
+            names = HookEngine.prefetchSignatures(pid: pid, specs: specs, journal: journal, all: filter?.names.isEmpty == false)
+        } else if let filter {
+            names = Set(filter.names)
         }
+        try filter?.check(for: specs, names: names)
         return try withSessionThreads(name: "graft-hooks", state: stopState, duration: limits.duration, check: stopCheck) { tracer, watcher in
             stopState.tracerThread.store(tracer.kernelThreadID, ordering: .relaxed)
             defer { stopState.tracerThread.store(0, ordering: .relaxed) }
@@ -112,9 +113,12 @@ public final class HookSession: @unchecked Sendable {
             // The engine reads the arguments the filter needs and reports every call; `--count`
             // counts matching calls, in the filter.
             var engineSpecs = specs
-            // Parameter names need the typed arguments, decoded up to --args: every one graft reads.
-            let needed = filter.names.isEmpty ? (filter.highestArgument.map { $0 + 1 } ?? 0) : HookFilter.maxArguments
-            for i in engineSpecs.indices { engineSpecs[i].argumentCount = max(engineSpecs[i].argumentCount, needed) }
+            if let highest = filter.highestArgument {
+                for i in engineSpecs.indices { engineSpecs[i].argumentCount = max(engineSpecs[i].argumentCount, highest + 1) }
+            }
+            if !filter.names.isEmpty {  // parameter names: every typed argument is read
+                for i in engineSpecs.indices { engineSpecs[i].argumentCount = HookFilter.maxArguments }
+            }
             let calls = HookCallFilter(filter: filter, pid: tracee.pid, specs: specs, shownArguments: specs.map(\.argumentCount),
                                        reportsCalls: reportsCalls, countLimit: limits.count,
                                        onMatch: { [self] in matchedHits.add(1, ordering: .relaxed) },

@@ -2,49 +2,42 @@ import GraftCore
 import GraftELF
 import GraftPtrace
 
-/// Types for the hooks that print arguments or results: the function's DWARF (its file's, or a
-/// separate debug file's: `DebugInfo`), else a libc prototype (`LibcPrototypes`), else none (raw
+/// Types for the hooks that print arguments or results: a libc prototype (`LibcPrototypes`), else
+/// the function's DWARF (its file's, or a separate debug file's: `DebugInfo`), else none (raw
 /// registers). Only for hooks at a function's entry (elsewhere the registers no longer hold the
 /// arguments), and never for hooks that print neither (they keep the pc-only fast path).
 extension HookEngine {
-    func loadSignatures() {
-        decoders = Array(repeating: nil, count: specs.count)
-        for hook in armed { loadSignature(hook) }
-    }
-
-    /// The decoder of one armed hook (a watch's entry in `armed` is not a hook: skipped).
-    func loadSignature(_ hook: ArmedHook) {
-        guard hook.index < specs.count, hook.index < decoders.count else { return }
-        let spec = specs[hook.index]
-        guard spec.argumentCount > 0 || spec.returns, !spec.raw,
-              let breakpoint = breakpoints[hook.address] ?? debugSlots?.hooks[hook.address], breakpoint.atFunctionEntry,
-              !breakpoint.stackArguments,  // ABI0: raw stack words (no register assignment to type)
-              let signature = HookEngine.signature(at: hook.address, index: index) else { return }
-        decoders[hook.index] = ArgumentDecoder(signature: signature, goABI: breakpoint.goABI)
+    /// The decoder of `hook`, looked up at its first reported hit (only that thread is stopped then,
+    /// and a hook armed later, in a library loaded later, or in the debug registers, is covered
+    /// alike); cached, a miss too. nil: no types (or `--raw`, or not at a function's entry).
+    func decoder(_ hook: Int, _ breakpoint: Breakpoint) -> ArgumentDecoder? {
+        if let cached = decoders[hook] { return cached }
+        let spec = specs[hook]
+        var made: ArgumentDecoder?
+        if spec.argumentCount > 0 || spec.returns, !spec.raw, breakpoint.atFunctionEntry,
+           !breakpoint.stackArguments,  // Go ABI0: raw stack words, no register assignment to type
+           let signature = HookEngine.signature(at: breakpoint.address, index: index) {
+            made = ArgumentDecoder(signature: signature, goABI: breakpoint.goABI)
+        }
+        decoders[hook] = .some(made)
+        return made
     }
 
     /// Before the attach (`-p`): the types of the hooks that will want them, looked up while the
-    /// process runs, so that `loadSignatures`, with every thread stopped, finds libdw's files open
+    /// process runs, so that the lookup at the first hit (`decoder`), with a thread stopped, finds libdw's files open
     /// and its address tables built (libc's separate debug file: ~0.15 s the first time).
     /// Best effort: any failure is left to the arming to report.
-    static func prefetchSignatures(pid: Int32, specs: [HookSpec], journal: Journal) {
-        let wanted = specs.filter { ($0.argumentCount > 0 || $0.returns) && !$0.raw }
-        guard !wanted.isEmpty, let index = try? Graft.symbolIndex(pid: pid, journal: journal) else { return }
-        for spec in wanted {
-            guard let location = try? Location.parse(spec.location), let resolved = try? index.resolve(location) else { continue }
-            _ = signature(at: resolved.address, index: index)
-        }
-    }
-
-    /// The parameter names of the hooks' functions (for `--filter NAME …`), read before the attach.
-    static func parameterNames(pid: Int32, specs: [HookSpec], journal: Journal) -> Set<String> {
-        guard let index = try? Graft.symbolIndex(pid: pid, journal: journal) else { return [] }
+    /// Returns the parameter names found (what `--filter` may name). `all`: every spec, not only
+    /// those that print arguments or results (a filter on names reads them).
+    @discardableResult
+    static func prefetchSignatures(pid: Int32, specs: [HookSpec], journal: Journal, all: Bool = false) -> Set<String> {
+        let wanted = specs.filter { (all || $0.argumentCount > 0 || $0.returns) && !$0.raw }
+        guard !wanted.isEmpty, let index = try? Graft.symbolIndex(pid: pid, journal: journal) else { return [] }
         var names: Set<String> = []
-        for spec in specs {
+        for spec in wanted {
             guard let location = try? Location.parse(spec.location), let resolved = try? index.resolve(location),
                   let signature = signature(at: resolved.address, index: index) else { continue }
-            // Unnamed parameters are the filter's arg0…arg15 (raw registers) already.
-            for parameter in signature.parameters where !parameter.name.isEmpty { names.insert(parameter.name) }
+            for (i, parameter) in signature.parameters.enumerated() { names.insert(parameter.name.isEmpty ? "arg\(i)" : parameter.name) }
         }
         return names
     }

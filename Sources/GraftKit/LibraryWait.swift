@@ -68,7 +68,6 @@ extension HookEngine {
             }
         }
         if !armedNow.isEmpty {
-            for hook in armedNow { loadSignature(hook) }
             armed += armedNow
             onEvent(.armed(armedNow))
         }

@@ -332,7 +332,7 @@ final class HookPrinter {
                 out.append(argument.json.serialized)
             }
         } else {
-            // Raw registers: {"name":"arg1","type":null,"value":"0x…","register":"rdi","raw":"0x…"}.
+            // Raw registers: {"name":"arg0","type":null,"value":"0x…","register":"rdi","raw":"0x…"}.
             let registers = hit.goABI ? rawGoRegisters : rawRegisters
             for (i, argument) in hit.arguments.enumerated() {
                 if i > 0 { out.append(UInt8(ascii: ",")) }
@@ -404,12 +404,12 @@ final class HookPrinter {
     /// `{"name":"argN","type":null,"value":"` for each argument register.
     private struct RawPrefix { let prefix: [UInt8] }
     private static func rawPrefixes(_ names: [String]) -> [RawPrefix] {
-        names.enumerated().map { RawPrefix(prefix: Array("{\"name\":\"arg\($0.offset + 1)\",\"type\":null,\"register\":\"\($0.element)\",\"value\":\"".utf8)) }
+        names.enumerated().map { RawPrefix(prefix: Array("{\"name\":\"arg\($0.offset)\",\"type\":null,\"register\":\"\($0.element)\",\"value\":\"".utf8)) }
     }
     private let rawRegisters = HookPrinter.rawPrefixes(["rdi", "rsi", "rdx", "rcx", "r8", "r9"])
     private let rawGoRegisters = HookPrinter.rawPrefixes(["rax", "rbx", "rcx", "rdi", "rsi", "r8", "r9", "r10", "r11"])
     private func stackArgumentPrefix(_ slot: Int, _ index: Int) -> [UInt8] {
-        Array("{\"name\":\"arg\(index + 1)\",\"type\":null,\"register\":\"rsp+\(8 + slot * 8)\",\"value\":\"".utf8)
+        Array("{\"name\":\"arg\(index)\",\"type\":null,\"register\":\"rsp+\(8 + slot * 8)\",\"value\":\"".utf8)
     }
 
 

@@ -24,7 +24,7 @@ import TestSupport
             let hits = events.filter { $0["event"] as? String == "hit" }
             #expect(hits.count == kept, "\(filter): \(hits.count) hits")
             // --args 1: the filter read arg1, the line shows one argument.
-            #expect(hits.allSatisfy { ($0["args"] as? [[String: Any]])?.count == 1 }, "\(filter)")
+            #expect(hits.allSatisfy { ($0["args"] as? [[String: Any]])?.count == 1 }, "\(filter)")  // args are objects (typed arguments)
             if !extra.isEmpty {
                 let returns = events.filter { $0["event"] as? String == "return" }
                 #expect(returns.count == kept && Set(returns.compactMap { $0["value"] as? String }) == Set((2...10).map { "0x\(String(8 * $0, radix: 16))" }))

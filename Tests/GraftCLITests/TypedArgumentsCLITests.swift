@@ -56,6 +56,38 @@ import TestSupport
                 "\(session.transcript)")
     }
 
+    /// Types are looked up at a hook's first call: a hook in the debug registers and one in a library
+    /// loaded later get them too.
+    @Test func debugRegistersAndLaterLibraries() throws {
+        let hardware = calls(try hook("typed_args", ["price", "scale"], ["--hardware"]))
+        #expect(hardware.contains("price(item=\"apple\", qty=3)") && hardware.contains("scale returned -0.75"), "\(hardware)")
+        let result = try runCommand(try graftBinary(), ["hook", "liblate:late_f", "--args", "1", "--returns", "--state-dir", temporaryDirectory(), "--",
+                                                        try Victims.path("dlopen_later"), try Victims.path("liblate.so"), "3"], input: "go\n")
+        #expect(result.status == 0, "\(result.stderr)")
+        let late = calls(result.stdout.split(separator: "\n").map(String.init))
+        #expect(late.contains("liblate:late_f(x=3)") && late.contains("liblate:late_f returned 6"), "\(late)")
+    }
+
+    /// `--filter` on parameter names: numbers, strings, enumerators; with -p an unknown name is
+    /// refused before the attach.
+    @Test func filterOnParameterNames() throws {
+        func hits(_ filter: String) throws -> [String] {
+            let result = try runCommand(try graftBinary(), ["hook", "price", "paint", "--args", "2", "--filter", filter, "--state-dir", temporaryDirectory(),
+                                                            "--", try Victims.path("typed_args"), "2"], input: "go\n")
+            #expect(result.status == 0, "\(filter): \(result.stderr)")
+            return calls(result.stdout.split(separator: "\n").map(String.init)).filter { $0.contains("(") }
+        }
+        #expect(try hits("qty == 3") == ["price(item=\"apple\", qty=3)", "price(item=\"apple\", qty=3)"])
+        #expect(try hits("qty > 3") == [])
+        #expect(try hits("item == \"apple\"").count == 2)
+        #expect(try hits("c == \"GREEN\"") == ["paint(c=GREEN, level=200)", "paint(c=GREEN, level=200)"])
+        let victim = try Victim.launch("typed_args", arguments: ["100000"], stdin: true)
+        defer { victim.kill() }
+        expectOneLineError(try graft(["hook", "-p", String(victim.pid), "price", "--filter", "nosuch > 1"], stateDir: temporaryDirectory()), "no field 'nosuch'")
+        let session = try graft(["hook", "-p", String(victim.pid), "price", "--filter", "qty == 3", "--duration", "0.2"], stateDir: temporaryDirectory())
+        #expect(session.status == 0, "\(session.stderr)")
+    }
+
     @Test func separateDebugFileByBuildID() throws {
         let debug = Victims.directory + "/debug"
         let lines = calls(try hook("typed_args_stripped", ["price", "scale", "paint", "say", "initial", "name_of"],
@@ -103,7 +135,7 @@ import TestSupport
             .first { $0["event"] as? String == "hit" })
         let rawArgs = try #require(rawHit["args"] as? [[String: Any]])
         #expect(rawArgs.map { $0["register"] as? String } == ["rdi", "rsi"] && rawArgs[1]["value"] as? String == "0x3"
-                && rawArgs[1]["name"] as? String == "arg2" && rawArgs[1]["type"] is NSNull, "\(rawArgs)")
+                && rawArgs[1]["name"] as? String == "arg1" && rawArgs[1]["type"] is NSNull, "\(rawArgs)")
     }
 
     /// Go: DWARF names the parameters, read with Go's register ABI; a string takes two registers
