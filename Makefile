@@ -3,7 +3,7 @@
 #   make test   installs what is missing, builds, runs every test
 SWIFT ?= swift
 # Debian packages graft needs to build and test (checked one by one; only missing ones are installed).
-APT_PACKAGES := gcc g++ make pkg-config binutils file libunwind-dev liblzma-dev libcapstone-dev golang-go gdb python3-minimal musl-tools
+APT_PACKAGES := gcc g++ make pkg-config binutils file libunwind-dev liblzma-dev libcapstone-dev libdw-dev libelf-dev zlib1g-dev libbz2-dev libyaml-dev golang-go gdb python3-minimal musl-tools libiberty-dev
 # graft patch --file's tests: cross compilers and qemu-user (gcc-multilib conflicts with the ARM cross
 # compilers in Debian, so i386 builds with gcc-i686-linux-gnu).
 APT_PACKAGES += gcc-i686-linux-gnu gcc-arm-linux-gnueabihf gcc-aarch64-linux-gnu qemu-user
@@ -26,17 +26,18 @@ build: deps
 	$(SWIFT) build
 
 # One file to copy to a host without Swift: the release binary needs only glibc. The Swift runtime
-# is linked statically (--static-swift-stdlib); libunwind, liblzma, capstone and libstdc++ come from
+# is linked statically (--static-swift-stdlib); libunwind, liblzma, capstone, libyaml, libstdc++ and elfutils'
+# libdw/libelf (with zlib and bzip2) come from
 # their static archives: a directory holding only those archives is searched first (pkg-config
 # files whose libdir points there). The archives are not PIC, so the binary is not PIE.
 STATIC := $(CURDIR)/.build/static-link
 release: deps
 	@rm -rf $(STATIC) && mkdir -p $(STATIC)/lib $(STATIC)/pkgconfig
 	@libdir=$$(pkg-config --variable=libdir libunwind-ptrace); \
-	for a in libunwind-ptrace libunwind-generic libunwind liblzma libcapstone; do \
+	for a in libunwind-ptrace libunwind-generic libunwind liblzma libcapstone libdw libelf libz libbz2 libyaml; do \
 	  test -f $$libdir/$$a.a || { echo "no $$libdir/$$a.a (static archive)"; exit 1; }; ln -s $$libdir/$$a.a $(STATIC)/lib/; done; \
 	ln -s $$(g++ -print-file-name=libstdc++.a) $(STATIC)/lib/; \
-	for pc in libunwind-ptrace capstone; do \
+	for pc in libunwind-ptrace capstone libdw libelf yaml-0.1; do \
 	  sed 's|^libdir=.*|libdir=$(STATIC)/lib|' $$(pkg-config --variable=pcfiledir $$pc)/$$pc.pc > $(STATIC)/pkgconfig/$$pc.pc; done
 	$(SWIFT) build -c release --static-swift-stdlib --pkg-config-path $(STATIC)/pkgconfig \
 	  -Xswiftc -Xclang-linker -Xswiftc -no-pie -Xswiftc -Xclang-linker -Xswiftc -static-libgcc

@@ -17,22 +17,28 @@ let package = Package(
     ],
     targets: [
         // C: only what Swift cannot import (variadic ptrace, wait macros, gettid, process_vm_*).
-        .target(name: "CGraftShim", linkerSettings: [.linkedLibrary("stdc++")]),  // __cxa_demangle
+        .target(name: "CGraftShim", linkerSettings: [.linkedLibrary("stdc++"), .linkedLibrary("iberty")]),  // __cxa_demangle, rust_demangle
         .systemLibrary(name: "CLibunwind", pkgConfig: "libunwind-ptrace",
                        providers: [.apt(["libunwind-dev"])]),
         .systemLibrary(name: "CCapstone", pkgConfig: "capstone",
                        providers: [.apt(["libcapstone-dev"])]),
+        // elfutils' libdw: DWARF for typed hook arguments (GraftELF/DWARFReader.swift).
+        .systemLibrary(name: "CLibdw", pkgConfig: "libdw",
+                       providers: [.apt(["libdw-dev"])]),
+        // libyaml: patch files (graft export/apply), docs/service.md says why YAML.
+        .systemLibrary(name: "CYaml", pkgConfig: "yaml-0.1",
+                       providers: [.apt(["libyaml-dev"])]),
         // Errors and small shared value types used by every layer.
         .target(name: "GraftCore"),
         // Architectures as data + pure encoders/decoders: bytes in, bytes out.
         .target(name: "GraftMachine", dependencies: ["GraftCore", "CCapstone"]),
         // ELF files, /proc/PID/maps, symbol index, the location grammar. Never touches a process.
-        .target(name: "GraftELF", dependencies: ["GraftCore", "CGraftShim"]),
+        .target(name: "GraftELF", dependencies: ["GraftCore", "CGraftShim", "CLibdw"]),
         // Process control. The ONLY module that calls ptrace/waitpid.
         .target(name: "GraftPtrace", dependencies: ["GraftCore", "CGraftShim"]),
         // The engine: patches + journal, hook sessions, the step tracer, the unwinder. It calls
         // CGraftShim directly for the clock, CPU following and scheduling policies.
-        .target(name: "GraftKit", dependencies: ["GraftCore", "GraftMachine", "GraftELF", "GraftPtrace", "CGraftShim", "CLibunwind"]),
+        .target(name: "GraftKit", dependencies: ["GraftCore", "GraftMachine", "GraftELF", "GraftPtrace", "CGraftShim", "CLibunwind", "CYaml"]),
         // The CLI: one file per command, no logic of its own.
         .executableTarget(name: "graft", dependencies: [
             "GraftKit", .product(name: "ArgumentParser", package: "swift-argument-parser", condition: .when(traits: ["CLI"])),

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `make release-check`: the release binary works on a host without Swift. It runs in a private mount
 # namespace (unshare --mount; in a user namespace of its own when not root) where the Swift
-# toolchain's folder is an empty tmpfs and the shared libunwind, liblzma, capstone, libstdc++ and
-# libgcc_s libraries read as empty files; there it must print its version, list a process's symbols,
-# patch a running victim (and see the change), hook it with a backtrace, and revert the patch. Its
+# toolchain's folder is an empty tmpfs and the shared libunwind, liblzma, capstone, libyaml, libstdc++,
+# libgcc_s, libdw, libelf, zlib and bzip2 libraries read as empty files; there it must print its version, list a process's symbols,
+# patch a running victim (and see the change), export and re-apply it (libyaml), hook it with a backtrace and with a typed
+# return value (DWARF), and revert the patch. Its
 # NEEDED entries must be glibc's alone.
 #   GRAFT=path   the binary to check (default .build/release/graft)
 set -euo pipefail
@@ -34,7 +35,8 @@ toolchain=$2
 mount -t tmpfs -o size=1m,mode=0755 graft-release-check "$toolchain"
 hidden=0
 for lib in /usr/lib/x86_64-linux-gnu /lib/x86_64-linux-gnu; do
-    for so in "$lib"/libunwind*.so* "$lib"/liblzma.so* "$lib"/libcapstone.so* "$lib"/libstdc++.so* "$lib"/libgcc_s.so*; do
+    for so in "$lib"/libunwind*.so* "$lib"/liblzma.so* "$lib"/libcapstone.so* "$lib"/libyaml*.so* "$lib"/libstdc++.so* "$lib"/libgcc_s.so* \
+              "$lib"/libdw.so* "$lib"/libdw-*.so "$lib"/libelf.so* "$lib"/libelf-*.so "$lib"/libz.so* "$lib"/libbz2.so*; do
         [[ -f $so && ! -L $so ]] || continue
         mount --bind /dev/null "$so"
         hidden=$((hidden + 1))
@@ -73,9 +75,17 @@ victim=${pids[1]}
 wait_for "c_loop's ready line" grep -qx ready "$WORK/victim.out"
 graft patch -p "$victim" value_a --to value_b
 wait_for "a=2 from the patched victim" grep -qx a=2 "$WORK/victim.out"
+# A patch file round trip (libyaml, linked in): export, then apply finds it applied already.
+graft export -p "$victim" > "$WORK/fix.yaml" || die "graft export failed"
+applied=$(graft apply -p "$victim" "$WORK/fix.yaml") || die "graft apply failed: $applied"
+grep -q 'nothing to do' <<< "$applied" || die "graft apply did not find the patch applied: $applied"
 graft hook -p "$victim" value_b --backtrace --count 1 > "$WORK/hook.out" || die "graft hook failed: $(cat "$WORK/hook.out")"
 grep -q 'c_loop!main' "$WORK/hook.out" || die "no backtrace through main in: $(cat "$WORK/hook.out")"
 cat "$WORK/hook.out"
+# Typed results from c_loop's DWARF (libdw, linked statically): `int value_b(void)` returns 2.
+graft hook -p "$victim" value_b --returns --count 1 > "$WORK/typed.out" || die "graft hook --returns failed: $(cat "$WORK/typed.out")"
+grep -q 'value_b returned 2 in ' "$WORK/typed.out" || die "no typed return value (DWARF) in: $(cat "$WORK/typed.out")"
+grep 'returned' "$WORK/typed.out"
 graft unpatch -p "$victim" --all
 last_is_a1() { [[ $(tail -n 1 "$WORK/victim.out") == a=1 ]]; }
 wait_for "a=1 after the revert" last_is_a1
@@ -87,4 +97,4 @@ if [[ -f $ROOT/.build/victims/file_price_thumb ]]; then
     "$GRAFT" patch --file "$ROOT/.build/victims/file_price_thumb" thumb_even --to cheap -o "$WORK/thumb" | grep -q 'ldr.w pc, \[pc, #0\]' \
         || die "the Thumb file patch does not show ldr.w pc, [pc, #0]"
 fi
-echo "release-check: ok ($GRAFT runs without the toolchain: version, symbols, patch, hook --backtrace, unpatch, patch --file)"
+echo "release-check: ok ($GRAFT runs without the toolchain: version, symbols, patch, export/apply, hook --backtrace, typed hook --returns, unpatch, patch --file)"

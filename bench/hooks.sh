@@ -19,6 +19,8 @@
 #             file); armed at its "hooked bench_f at ..." line, hits from its "N calls in ..." line
 #   graft-json   ... --json: one JSON line per hit; armed at {"event":"armed",...}, hits from the last
 #             {"event":"summary","hooks":[{"hits":N,...}]} line
+#   graft-hw-text, graft-hw-quiet   the same as graft-text / graft-quiet with --hardware: the hook in
+#             a debug register (DR0) instead of an int3 (issue 13: a hardware hook's cost beside an int3's)
 #   graft-quiet  ... --json --quiet: no line per hit, the summary only (a count, like gdb silent,
 #             bpftrace count() and the C tools)
 # Each tool runs D seconds (its own timer, or the harness's from its "armed" line), R times, median
@@ -36,11 +38,13 @@
 #   BENCH_THREADS="1 4"  victim thread counts
 #   BENCH_MODES="pinned unpinned pinned+poller unpinned+poller"
 #   BENCH_CPU=1          the CPU for pinned mode
-#   BENCH_TOOLS="none rearm onestop gdb bpftrace frida graft"  (graft = graft-quiet graft-text graft-json)
+#   BENCH_TOOLS="none rearm onestop gdb bpftrace frida graft"  (graft = graft-quiet graft-text graft-json
+#                        graft-hw-quiet graft-hw-text)
 #   BENCH_WORK=32        multiply-adds between calls in the victim (see hook_victim.c: keeps frida from
 #                        crashing it); 0 = the tightest loop
 #   GRAFT=path           graft binary (default .build/release/graft); GRAFT_HOOK_ARGS: options added
-#                        after `bench_f --duration D` in every graft mode (e.g. "--args 2")
+#                        after `bench_f --duration D` in every graft mode (e.g. "--args 2"; bench_f has
+#                        no DWARF, so these are raw registers: typed arguments are bench/typed_args.sh's)
 #   BENCH_NO_INSTALL=1   install nothing; skip what is missing
 #   BENCH_OUT=path       report file (default bench/results/hooks-<UTC date>.md)
 set -euo pipefail
@@ -56,14 +60,14 @@ MODES=${BENCH_MODES:-"pinned unpinned pinned+poller unpinned+poller"}
 CPU=${BENCH_CPU:-1}
 TOOLS=${BENCH_TOOLS:-"none rearm onestop gdb bpftrace frida graft"}
 TOOLS=" $TOOLS "
-TOOLS=${TOOLS// graft / graft-quiet graft-text graft-json }
+TOOLS=${TOOLS// graft / graft-quiet graft-text graft-json graft-hw-quiet graft-hw-text }
 TOOLS=$(xargs <<< "$TOOLS")
-GRAFT_MODES="graft-quiet graft-text graft-json"
+GRAFT_MODES="graft-quiet graft-text graft-json graft-hw-quiet graft-hw-text"
 is_graft() { [[ $1 == graft-* ]]; }
-want_graft() { want graft-quiet || want graft-text || want graft-json; }
+want_graft() { want graft-quiet || want graft-text || want graft-json || want graft-hw-quiet || want graft-hw-text; }
 for tool in $TOOLS; do
-    case $tool in none|rearm|onestop|gdb|bpftrace|frida|graft-quiet|graft-text|graft-json) ;;
-        *) die "unknown tool in BENCH_TOOLS: $tool (none rearm onestop gdb bpftrace frida graft graft-quiet graft-text graft-json)" ;; esac
+    case $tool in none|rearm|onestop|gdb|bpftrace|frida|graft-quiet|graft-text|graft-json|graft-hw-quiet|graft-hw-text) ;;
+        *) die "unknown tool in BENCH_TOOLS: $tool (none rearm onestop gdb bpftrace frida graft graft-quiet graft-text graft-json graft-hw-quiet graft-hw-text)" ;; esac
 done
 for mode in $MODES; do
     case $mode in pinned|unpinned|pinned+poller|unpinned+poller) ;;
@@ -206,6 +210,8 @@ EOF
         graft-text) CMD=("$GRAFT" hook -p "$VICTIM_PID" bench_f "${GRAFT_CMD[@]}"); PATTERN='^hooked ' ;;
         graft-json) CMD=("$GRAFT" hook -p "$VICTIM_PID" bench_f "${GRAFT_CMD[@]}" --json); PATTERN='"event":"armed"' ;;
         graft-quiet) CMD=("$GRAFT" hook -p "$VICTIM_PID" bench_f "${GRAFT_CMD[@]}" --json --quiet); PATTERN='"event":"armed"' ;;
+        graft-hw-text) CMD=("$GRAFT" hook -p "$VICTIM_PID" bench_f "${GRAFT_CMD[@]}" --hardware); PATTERN='^hooked ' ;;
+        graft-hw-quiet) CMD=("$GRAFT" hook -p "$VICTIM_PID" bench_f "${GRAFT_CMD[@]}" --hardware --json --quiet); PATTERN='"event":"armed"' ;;
     esac
 }
 
@@ -224,8 +230,8 @@ parse_hits() {
             grep -q '^armed' "$f" || return 1
             h=$(grep -o '^@n: [0-9]*' "$f" | tail -1 | awk '{ print $2 }'); h=${h:-0} ;;
         frida) h=$(grep -o '"hits": *[0-9]*' "$f" | tail -1 | grep -o '[0-9]*$') ;;
-        graft-json|graft-quiet) h=$(grep '"event":"summary"' "$f" | tail -1 | grep -o '"hits":[0-9]*' | head -1 | cut -d: -f2) ;;
-        graft-text) h=$(grep -E '^[0-9]+ calls? in [0-9.]+ s; ended by' "$f" | tail -1 | cut -d' ' -f1) ;;
+        graft-json|graft-quiet|graft-hw-quiet) h=$(grep '"event":"summary"' "$f" | tail -1 | grep -o '"hits":[0-9]*' | head -1 | cut -d: -f2) ;;
+        graft-text|graft-hw-text) h=$(grep -E '^[0-9]+ calls? in [0-9.]+ s; ended by' "$f" | tail -1 | cut -d' ' -f1) ;;
     esac
     [[ -n "${h:-}" ]] || return 1
     echo "$h ${m:--} ${c:--}"
@@ -370,6 +376,8 @@ label() {
         graft-text) echo "graft hook (default: a text line per hit)" ;;
         graft-json) echo "graft hook --json (a JSON line per hit)" ;;
         graft-quiet) echo "graft hook --json --quiet (count only)" ;;
+        graft-hw-text) echo "graft hook --hardware (DR0; a text line per hit)" ;;
+        graft-hw-quiet) echo "graft hook --hardware --json --quiet (DR0; count only)" ;;
     esac
 }
 

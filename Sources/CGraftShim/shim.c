@@ -431,6 +431,14 @@ char *graft_demangle(const char *name) {
     return out;
 }
 
+/* libiberty (binutils' demangler, libiberty-dev): Rust's v0 (`_R…`) and legacy (`_ZN…17h<hash>E`)
+ * manglings. DMGL_PARAMS | DMGL_ANSI, as c++filt. NULL when `name` is not a Rust symbol. */
+extern char *rust_demangle(const char *mangled, int options);
+
+char *graft_rust_demangle(const char *name) {
+    return rust_demangle(name, (1 << 0) | (1 << 1));
+}
+
 extern char *swift_demangle(const char *mangled, size_t length, char *output, size_t *outputSize, uint32_t flags);
 
 char *graft_swift_demangle(const char *name) {

@@ -29,6 +29,8 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
     case moduleNotFound(name: String, available: [String])
     case ambiguousModule(name: String, candidates: [String])
     case symbolNotFound(name: String, module: String?, suggestions: [String])
+    /// Not found where a stripped file (no `.symtab`) may well hold it without a name.
+    case symbolNotFoundStripped(name: String, module: String, suggestions: [String])
     case ambiguousSymbol(name: String, candidates: [String])
     case noSymbolAt(address: UInt64)
     case elfFormat(path: String, reason: String)
@@ -117,6 +119,10 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
             let whereText = module.map { " in \($0)" } ?? ""
             let hint = suggestions.isEmpty ? "" : "; did you mean \(suggestions.prefix(5).joined(separator: ", "))?"
             return "no function '\(name)'\(whereText)\(hint)"
+        case .symbolNotFoundStripped(let name, let module, let suggestions):
+            let hint = suggestions.isEmpty ? "" : "; did you mean \(suggestions.prefix(5).joined(separator: ", "))?"
+            return "no function '\(name)': \(module) is stripped (no .symtab: only its exported functions have names); " +
+                "name its code as \(module)+0xOFF, the form graft prints for code without a name\(hint)"
         case .ambiguousSymbol(let name, let candidates):
             return "'\(name)' is defined in several modules: \(candidates.joined(separator: ", ")); name one as MODULE:\(name)"
         case .noSymbolAt(let address):

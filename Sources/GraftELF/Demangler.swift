@@ -2,22 +2,33 @@ import CGraftShim
 import Glibc
 
 /// Source names of mangled symbols, from the toolchains' own demanglers (not hand-written):
-/// libstdc++'s `__cxa_demangle` for C++ (Itanium) and Rust's legacy mangling (`_ZN…17h<hash>E`),
-/// the Swift runtime's `swift_demangle` for Swift (`$s…`).
+/// binutils' libiberty `rust_demangle` for Rust (v0 `_R…`, and legacy `_ZN…17h<hash>E` without the
+/// hash), libstdc++'s `__cxa_demangle` for C++ (Itanium), the Swift runtime's `swift_demangle` for
+/// Swift (`$s…`).
 public enum Demangler {
     /// `Circle::area() const` for `_ZNK6Circle4areaEv`, `main.price(Swift.Int) -> Swift.Int` for
-    /// `$s4main5priceyS2iF`; nil when `name` is not a mangled name graft knows.
+    /// `$s4main5priceyS2iF`, `shapes::area` for `_RNvCs1234_6shapes4area`; nil when `name` is not a
+    /// mangled name graft knows.
     public static func demangle(_ name: String) -> String? {
         guard isMangled(name) else { return nil }
-        guard let raw = name.hasPrefix("_Z") ? graft_demangle(name) : graft_swift_demangle(name) else { return nil }
+        let raw: UnsafeMutablePointer<CChar>?
+        if name.hasPrefix("_R") {
+            raw = graft_rust_demangle(name)
+        } else if name.hasPrefix("_Z") {
+            // Rust's legacy mangling is Itanium-shaped: libiberty knows it by its hash and drops it.
+            raw = graft_rust_demangle(name) ?? graft_demangle(name)
+        } else {
+            raw = graft_swift_demangle(name)
+        }
+        guard let raw else { return nil }
         defer { free(raw) }
         let text = String(cString: raw)
         return text == name ? nil : text
     }
 
-    /// Itanium (`_Z`) or Swift (`$s`, `_$s`, `$S`, `_T0`) mangling.
+    /// Itanium (`_Z`), Rust v0 (`_R`) or Swift (`$s`, `_$s`, `$S`, `_T0`) mangling.
     public static func isMangled(_ name: String) -> Bool {
-        name.hasPrefix("_Z") || name.hasPrefix("$s") || name.hasPrefix("_$s") || name.hasPrefix("$S") || name.hasPrefix("_T0")
+        name.hasPrefix("_Z") || name.hasPrefix("_R") || name.hasPrefix("$s") || name.hasPrefix("_$s") || name.hasPrefix("$S") || name.hasPrefix("_T0")
     }
 
     /// The Itanium nested name of a class as `_ZTV`/`_ZTI` take it: `6Circle`, `N6shapes6CircleE`

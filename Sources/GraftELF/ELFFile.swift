@@ -52,7 +52,9 @@ public final class ELFFile: @unchecked Sendable {
     private let tables: [SymbolTable]
     /// `name@plt` for each PLT stub whose GOT slot a relocation names (see `pltSymbol(containing:)`).
     public let pltSymbols: [ELFSymbol]
-    private let cache = Locked(SymbolCache())
+    /// `.gopclntab`, read for names when `.symtab` is gone (`ELFGoFunctions.swift`).
+    let goFunctionTable: Reader.GoFunctionTable?
+    let cache = Locked(SymbolCache())
 
     struct SymbolTable {
         var offset: Int, count: Int, stringsOffset: Int, stringsSize: Int, isDynamic: Bool
@@ -72,6 +74,7 @@ public final class ELFFile: @unchecked Sendable {
         var byName: [String: [ELFSymbol]]?
         var demangled: [String: [ELFSymbol]]?
         var isGoProgram: Bool?
+        var unwindFunctions: [CodeRange]?   // ELFUnwindFunctions.swift
     }
 
     public init(path: String) throws {
@@ -109,6 +112,7 @@ public final class ELFFile: @unchecked Sendable {
             self.tables = try reader.symbolTables(sections, is64: header.is64)
             self.pltSymbols = reader.pltStubs(header: header, sections: sections)
             self.hasSymtab = tables.contains { !$0.isDynamic }
+            self.goFunctionTable = hasSymtab ? nil : reader.goFunctionTable(header: header, sections: sections)
             self.hasDynsym = tables.contains { $0.isDynamic }
         } catch {
             munmap(mapped, length)
@@ -155,7 +159,7 @@ public final class ELFFile: @unchecked Sendable {
     /// register ABI, and its threads belong to Go's scheduler. Looked up once.
     public var isGoProgram: Bool {
         if let known = cache.withLock({ $0.isGoProgram }) { return known }
-        let isGo = !definedSymbols(named: "runtime.main").isEmpty
+        let isGo = !definedSymbols(named: "runtime.main").isEmpty || symbols(named: "runtime.main").contains { $0.kind == .function }
         cache.withLock { $0.isGoProgram = isGo }
         return isGo
     }
@@ -292,6 +296,7 @@ public final class ELFFile: @unchecked Sendable {
         for table in file.tables.sorted(by: { $0.isDynamic && !$1.isDynamic }) {
             reader.functions(in: table, into: &all)
         }
+        if let go = file.goFunctionTable { all += reader.goFunctions(go) }  // a stripped Go binary
         // Sort by (value, original position): integer keys only, so equal values keep .dynsym first.
         // Then keep one copy of each (name, value) pair, scanning the short run of symbols that share
         // the value: the .dynsym copy, and of two versions the default one.

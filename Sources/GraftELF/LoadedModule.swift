@@ -32,6 +32,7 @@ public final class LoadedModule: @unchecked Sendable, CustomStringConvertible {
     /// The file name: `libc.so.6`. A memfd's (`/memfd:libfix.so`, how graft hands a library to a
     /// process in another mount namespace) is the name it was created with: `libfix.so`.
     public var name: String {
+        if path == VDSO.mapsPath { return VDSO.moduleName }
         let file = basename(of: path)
         return file.hasPrefix("memfd:") && file.count > 6 ? String(file.dropFirst(6)) : file
     }
@@ -93,6 +94,7 @@ public final class LoadedModule: @unchecked Sendable, CustomStringConvertible {
     public var description: String { "\(name) at \(hex(start)) (\(path)\(isDeleted ? ", deleted" : ""))" }
 
     private func open() throws(GraftError) -> ELFFile {
+        if path == VDSO.mapsPath, let mapping = mappings.first { return try VDSO.open(pid: pid, mapping: mapping) }
         if isDeleted {
             // The path now names another file (upgrade) or nothing; only the kernel's handle on the
             // mapped file is trustworthy. /proc/PID/map_files needs CAP_SYS_ADMIN (root).

@@ -9,22 +9,34 @@ public struct ResolvedLocation: Sendable, CustomStringConvertible {
     public let symbol: ELFSymbol?
     /// Runtime address of `symbol`.
     public let symbolAddress: UInt64?
+    /// Without a symbol: the function around `address` that `.eh_frame` describes (runtime
+    /// addresses), named `module+0xOFF` after its start (`ELFFile.unwindFunction`).
+    public var unnamedFunction: CodeRange?
 
-    public init(address: UInt64, module: LoadedModule?, symbol: ELFSymbol?, symbolAddress: UInt64?) {
+    public init(address: UInt64, module: LoadedModule?, symbol: ELFSymbol?, symbolAddress: UInt64?,
+                unnamedFunction: CodeRange? = nil) {
         self.address = address
         self.module = module
         self.symbol = symbol
         self.symbolAddress = symbolAddress
+        self.unnamedFunction = unnamedFunction
+    }
+
+    /// `module+0xOFF` of the unnamed function's start, nil with a symbol or without a range.
+    public var unnamedFunctionName: String? {
+        guard symbol == nil, let module, let range = unnamedFunction else { return nil }
+        return "\(module.name)+\(hex(range.start &- module.start))"
     }
 
     /// `address - symbolAddress`, 0 without a symbol.
     public var offset: UInt64 { symbolAddress.map { address &- $0 } ?? 0 }
 
-    /// `libc.so.6!getpid+0x4`, `victim!main`; `0x7f12 (libc.so.6)` in a module but outside any
-    /// function symbol; `0x1234` when nothing is known.
+    /// `libc.so.6!getpid+0x4`, `victim!main`; `libc.so.6+0x2724a` (the module's first mapped byte
+    /// + offset) in a module but outside any function symbol; `0x1234` when nothing is known. Every
+    /// form is a LOCATION that resolves back to `address`.
     public var description: String {
         guard let module else { return hex(address) }
-        guard let symbol else { return "\(hex(address)) (\(module.name))" }
+        guard let symbol else { return "\(module.name)+\(hex(address &- module.start))" }
         return "\(module.name)!\(symbol.displayName)" + (offset == 0 ? "" : "+\(hex(offset))")
     }
 }
@@ -67,6 +79,10 @@ public final class SymbolIndex: @unchecked Sendable {
         // `ld.so ./program` or mapped above its libraries; /proc/PID/exe settles it.
         if let executable, let index = modules.firstIndex(where: { $0.path == executable }), index != 0 {
             modules.insert(modules.remove(at: index), at: 0)
+        }
+        // The vDSO: no file, but an ELF image in memory (`VDSO`), named linux-vdso.so.1.
+        if let vdso = mappings.first(where: { $0.path == VDSO.mapsPath }) {
+            modules.append(LoadedModule(path: VDSO.mapsPath, mappings: [vdso], root: root, pid: pid))
         }
         self.modules = modules + extra
     }
@@ -188,27 +204,39 @@ public final class SymbolIndex: @unchecked Sendable {
                 throw GraftError.moduleNotFound(name: missing, available: available)
             }
             let elf = try module.elf()
-            let symbols = elf.symbols(named: name)
+            let symbols = elf.symbols(named: name) + (name.hasSuffix("@plt") ? elf.pltSymbols.filter { $0.name == name } : [])
             if symbols.isEmpty, let found = try resolveSourceName(name, in: [module], offset: offset, location: location) {
                 return found
             }
             guard !symbols.isEmpty else {
-                throw GraftError.symbolNotFound(name: name, module: module.name,
-                                                suggestions: Suggestions.best(for: name, among: elf.functionSymbols.map(\.name)))
+                let close = Suggestions.best(for: name, among: elf.functionSymbols.map(\.name))
+                if !elf.hasSymtab { throw GraftError.symbolNotFoundStripped(name: name, module: module.name, suggestions: close) }
+                throw GraftError.symbolNotFound(name: name, module: module.name, suggestions: close)
             }
             let symbol = try choose(symbols, in: module, name: name)
             return try located(symbol, in: module, offset: offset, location: location)
         case .symbol(nil, let name):
+            // `MODULE+0xOFF` first when no module has a function of that name: the failed lookup's
+            // suggestions would scan every symbol of every module.
+            if let module = try? self.module(named: name), module.start > 0,
+               !modules.contains(where: { $0.hasExecutableMapping && ((try? $0.elf())?.symbols(named: name).isEmpty == false) }) {
+                let address = module.start &+ offset
+                return symbolize(address) ?? ResolvedLocation(address: address, module: module, symbol: nil, symbolAddress: nil)
+            }
             do {
                 return try resolveBare(name, offset: offset, location: location)
-            } catch GraftError.symbolNotFound(let missing, let inModule, let suggestions) {
+            } catch let error as GraftError {
                 // `MODULE+0xOFF`, as graft prints code without a symbol: the module's first
-                // mapped byte plus OFF.
-                if location.offset > 0, let module = try? self.module(named: name), module.start > 0 {
-                    let address = module.start &+ offset
-                    return symbolize(address) ?? ResolvedLocation(address: address, module: module, symbol: nil, symbolAddress: nil)
+                // mapped byte plus OFF (`MODULE+0` too: the module's first byte).
+                switch error {
+                case .symbolNotFound, .symbolNotFoundStripped:
+                    if let module = try? self.module(named: name), module.start > 0 {
+                        let address = module.start &+ offset
+                        return symbolize(address) ?? ResolvedLocation(address: address, module: module, symbol: nil, symbolAddress: nil)
+                    }
+                default: break
                 }
-                throw GraftError.symbolNotFound(name: missing, module: inModule, suggestions: suggestions)
+                throw error
             }
         }
     }
@@ -217,7 +245,8 @@ public final class SymbolIndex: @unchecked Sendable {
         var hits: [(module: LoadedModule, symbol: ELFSymbol)] = []
         for module in modules where module.hasExecutableMapping {
             guard let elf = try? module.elf() else { continue }
-            let symbols = elf.symbols(named: name)
+            // `function@plt`, as traces and backtraces name a PLT stub, is a location too.
+            let symbols = elf.symbols(named: name) + (name.hasSuffix("@plt") ? elf.pltSymbols.filter { $0.name == name } : [])
             if !symbols.isEmpty { hits.append((module, try choose(symbols, in: module, name: name))) }
         }
         if hits.isEmpty, let found = try resolveSourceName(name, in: modules, offset: offset, location: location) {
@@ -228,7 +257,12 @@ public final class SymbolIndex: @unchecked Sendable {
             for module in modules where module.hasExecutableMapping {
                 if let elf = try? module.elf() { names.append(contentsOf: elf.functionSymbols.map(\.name)) }
             }
-            throw GraftError.symbolNotFound(name: name, module: nil, suggestions: Suggestions.best(for: name, among: names))
+            let close = Suggestions.best(for: name, among: names)
+            // The program itself stripped: what the user looks for is most likely in it, unnamed.
+            if let program = modules.first, program.hasExecutableMapping, let elf = try? program.elf(), !elf.hasSymtab {
+                throw GraftError.symbolNotFoundStripped(name: name, module: program.name, suggestions: close)
+            }
+            throw GraftError.symbolNotFound(name: name, module: nil, suggestions: close)
         }
         var seen: Set<UInt64> = []
         let distinct = hits.filter { seen.insert($0.module.runtimeAddress($0.symbol)).inserted }
@@ -295,7 +329,11 @@ public final class SymbolIndex: @unchecked Sendable {
         guard let module = module(containing: address) else { return nil }
         guard let elf = try? module.elf(),
               let symbol = elf.symbol(containing: module.linkAddress(address)) ?? elf.pltSymbol(containing: module.linkAddress(address)) else {
-            return ResolvedLocation(address: address, module: module, symbol: nil, symbolAddress: nil)
+            let link = module.linkAddress(address)
+            let range = (try? module.elf())?.unwindFunction(containing: link).map {
+                CodeRange(start: address &- (link &- $0.start), size: $0.size)
+            }
+            return ResolvedLocation(address: address, module: module, symbol: nil, symbolAddress: nil, unnamedFunction: range)
         }
         return ResolvedLocation(address: address, module: module, symbol: symbol, symbolAddress: module.runtimeAddress(symbol))
     }
@@ -341,7 +379,10 @@ public enum Suggestions {
                 let d = distance(q, c, limit: maxDistance)
                 if d <= maxDistance { scored.append((1, d, name)); continue }
             }
-            if min(c.count, q.count) >= 3, contains(c, q) || contains(q, c) {
+            // One name inside the other only as its first or last whole word (`main` in
+            // `__libc_start_main` and `main.main`; not in `textdomain`, `getdomainname` or
+            // `_IO_switch_to_main_wget_area`).
+            if min(c.count, q.count) >= 3, containsWord(c, q) || containsWord(q, c) {
                 scored.append((2, abs(c.count - q.count), name))
             }
         }
@@ -377,11 +418,18 @@ public enum Suggestions {
         return previous[b.count]
     }
 
-    private static func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
+    /// `needle` occurs in `haystack` as its first or last word: no letter or digit right before or
+    /// after it, and nothing but underscores before it or nothing after it.
+    static func containsWord(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
         guard needle.count <= haystack.count else { return false }
         if needle.isEmpty { return true }
+        func isWordByte(_ b: UInt8) -> Bool { (b >= 0x30 && b <= 0x39) || (b >= 0x61 && b <= 0x7a) || (b >= 0x41 && b <= 0x5a) }
         for start in 0...(haystack.count - needle.count) where haystack[start] == needle[0] {
-            if Array(haystack[start..<(start + needle.count)]) == needle { return true }
+            let end = start + needle.count
+            guard Array(haystack[start..<end]) == needle else { continue }
+            if start > 0, isWordByte(haystack[start - 1]), isWordByte(needle[0]) { continue }
+            if end < haystack.count, isWordByte(haystack[end]), isWordByte(needle[needle.count - 1]) { continue }
+            if end == haystack.count || haystack[..<start].allSatisfy({ $0 == 0x5f }) { return true }
         }
         return false
     }

@@ -17,6 +17,9 @@ final class Breakpoint {
     var atFunctionEntry = false
     /// A Go function's entry: its arguments are in Go's registers (rax, rbx, rcx, rdi, rsi, r8–r11).
     var goABI = false
+    /// `graft hook --hardware`: the debug register (DR0–DR3) that holds it; no int3 was written, the
+    /// trap leaves rip at `address` and the thread goes on there (see `DebugSlots`).
+    var hardwareSlot: Int?
     /// Where the thread goes on when nothing but its pc has to change (the out-of-line copy, the
     /// end of a nop, a jump's target); nil when the displaced instruction touches other registers
     /// or memory. The pc-only fast path (`pcOnlyHit`) needs no more than this.

@@ -13,8 +13,21 @@ struct LocatedFunction {
     /// Set when the LOCATION named an IFUNC: the IFUNC (`libc.so.6!strlen`), and this is the
     /// implementation the process uses (`__strlen_avx2`).
     var ifunc: String? = nil
-    /// `module!function`.
-    var function: String { "\(module.name)!\(symbol.displayName)" }
+    /// Code without a symbol (a stripped file): `symbol` is made up from its `.eh_frame` range.
+    var unnamed = false
+    /// `module!function`; `module+0xOFF` for code without a symbol.
+    var function: String { unnamed ? "\(module.name)+\(hex(start &- module.start))" : "\(module.name)!\(symbol.displayName)" }
+
+    /// A function of `module` without a symbol, at runtime `start` and `size` bytes long (from
+    /// `.eh_frame`, or a bound): a made-up symbol named as graft prints it, `module+0xOFF`.
+    static func unnamed(_ resolved: ResolvedLocation, module: LoadedModule, start: UInt64, size: UInt64, ifunc: String? = nil) -> LocatedFunction {
+        let name = "\(module.name)+\(hex(start &- module.start))"
+        let symbol = ELFSymbol(name: name, value: module.linkAddress(start), size: size, kind: .function, isGlobal: false, fromDynsym: false)
+        // `resolved` keeps no symbol: it prints as `module+0xOFF` of its own address.
+        return LocatedFunction(resolved: ResolvedLocation(address: resolved.address, module: module, symbol: nil, symbolAddress: start,
+                                                          unnamedFunction: CodeRange(start: start, size: size)),
+                               module: module, symbol: symbol, start: start, ifunc: ifunc, unnamed: true)
+    }
 }
 
 /// A located function with its code decoded from the ELF file, and the instruction graft will change.
@@ -76,6 +89,10 @@ struct CodeSiteResolver {
     func locate(_ text: String, use: String) throws -> LocatedFunction {
         let resolved = try index.resolve(try Location.parse(text))
         try requireExecutable(resolved.address, asTarget: false)
+        if resolved.symbol == nil, let module = resolved.module, let range = resolved.unnamedFunction {
+            // Stripped code: the function `.eh_frame` describes bounds it (`libc.so.6+0x271d0`).
+            return LocatedFunction.unnamed(resolved, module: module, start: range.start, size: range.size)
+        }
         guard let module = resolved.module, let symbol = resolved.symbol, let start = resolved.symbolAddress else {
             throw GraftError.noSymbolAt(address: resolved.address)
         }
@@ -92,14 +109,18 @@ struct CodeSiteResolver {
                 return LocatedFunction(resolved: implementation, module: chosenModule, symbol: implementationSymbol,
                                        start: implementationStart, ifunc: located.function)
             }
-            // A stripped library names no implementation: one of its own, spanning to the next
-            // function graft knows there (at most 4 KiB).
+            // A stripped library names no implementation: it is `module+0xOFF`, bounded by its
+            // `.eh_frame` function, else by the next function graft knows there (at most 4 KiB).
             let link = chosenModule.linkAddress(chosen)
-            let next = (try? chosenModule.elf())?.functionSymbols.first(where: { $0.value > link })?.value ?? link + 4096
-            let synthetic = ELFSymbol(name: "\(symbol.name)[ifunc implementation]", value: link, size: min(next - link, 4096), kind: .function,
-                                      isGlobal: false, fromDynsym: false)
-            return LocatedFunction(resolved: ResolvedLocation(address: chosen, module: chosenModule, symbol: synthetic, symbolAddress: chosen),
-                                   module: chosenModule, symbol: synthetic, start: chosen, ifunc: located.function)
+            let size: UInt64
+            if let range = implementation.unnamedFunction, range.start == chosen {
+                size = range.size
+            } else {
+                let next = (try? chosenModule.elf())?.functionSymbols.first(where: { $0.value > link })?.value ?? link + 4096
+                size = min(next - link, 4096)
+            }
+            return LocatedFunction.unnamed(ResolvedLocation(address: chosen, module: chosenModule, symbol: nil, symbolAddress: nil),
+                                           module: chosenModule, start: chosen, size: size, ifunc: located.function)
         }
         return located
     }
@@ -107,12 +128,20 @@ struct CodeSiteResolver {
     /// What the loader chose for an IFUNC in this process: the module's `R_X86_64_IRELATIVE` slot
     /// whose addend is the resolver (the module's own calls go through it; the loader fills it at
     /// start-up with the resolver's answer). nil when there is none or it is not filled.
+    ///
+    /// Without such a slot, an IFUNC the vDSO implements (`time`, `gettimeofday`, `clock_gettime`,
+    /// `clock_getres`, `getcpu`: glibc's x86_64 resolvers return the vDSO's `__vdso_NAME` whenever
+    /// the kernel provides one, `dl_vdso_vsym`) is that vDSO function.
     func implementation(ofIFUNC symbol: ELFSymbol, in module: LoadedModule) -> UInt64? {
-        guard let relocations = try? module.elf().dynamicInfo().relocations,
-              let slot = relocations.first(where: { $0.type == 37 && UInt64(bitPattern: $0.addend) == symbol.value }),
-              let bytes = try? readMemory(module.loadBias &+ slot.offset, 8) else { return nil }
-        let value = readLittleEndianUInt64(bytes, at: 0)
-        return value == 0 || value == module.runtimeAddress(symbol) ? nil : value
+        if let relocations = try? module.elf().dynamicInfo().relocations,
+           let slot = relocations.first(where: { $0.type == 37 && UInt64(bitPattern: $0.addend) == symbol.value }),
+           let bytes = try? readMemory(module.loadBias &+ slot.offset, 8) {
+            let value = readLittleEndianUInt64(bytes, at: 0)
+            return value == 0 || value == module.runtimeAddress(symbol) ? nil : value
+        }
+        guard let vdso = index.modules.first(where: { $0.path == VDSO.mapsPath }), vdso !== module,
+              let function = (try? vdso.elf())?.symbols(named: "__vdso_" + symbol.name).first else { return nil }
+        return vdso.runtimeAddress(function)
     }
 
     /// Decodes `count` bytes of the function from its start (from the file when it can be read) and
@@ -141,7 +170,9 @@ struct CodeSiteResolver {
         if asTarget {
             guard mapping.executable else { throw GraftError.targetNotExecutable(address: address, mapping: description) }
         } else {
-            guard mapping.executable, mapping.isFileBacked else {
+            // The vDSO is no file, but graft reads its image (`VDSO`) and may write it like text:
+            // ptrace's forced write gives the process its own copy of the page.
+            guard mapping.executable, mapping.isFileBacked || mapping.path == VDSO.mapsPath else {
                 throw GraftError.addressNotExecutable(address: address, mapping: description)
             }
         }

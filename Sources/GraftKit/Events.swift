@@ -100,6 +100,9 @@ extension PatchRecord {
             ("applied_at", .string(appliedAt)),
         ]
         if let revertedAt { fields.append(("reverted_at", .string(revertedAt))) }
+        if let inheritedFrom {
+            fields.append(("inherited_from", .object([("pid", .int(Int64(inheritedFrom))), ("patch", inheritedPatch.map { .int(Int64($0)) } ?? .null)])))
+        }
         if let library {
             fields.append(("library", .object([("path", .string(library)), ("build_id", libraryBuildID.map { .string($0) } ?? .null),
                                                ("base", libraryBase.map { .string($0) } ?? .null)])))

@@ -82,13 +82,7 @@ extension Graft {
             let close = Suggestions.best(for: symbol, among: imports, limit: 5)
             throw GraftError.usage("\(module.name) has no GOT slot for \(symbol): it does not import it\(close.isEmpty ? "" : " (close imports: \(close.joined(separator: ", ")))")")
         }
-        let target = try index.resolve(try Location.parse(to))
-        let resolver = CodeSiteResolver(index: index, disassembler: try Disassembler(.x86_64),
-                                        readMemory: { try ProcessMemory.read(pid: pid, at: $0, count: $1) })
-        try resolver.requireExecutable(target.address, asTarget: true)
-        if target.symbol?.kind == .ifunc, let module = target.module, let name = target.symbol?.name {
-            throw GraftError.ifuncSymbol(function: "\(module.name)!\(name)", use: "jumping to", pid: pid)
-        }
+        let target = try Graft.wordPatchTarget(to, index: index, pid: pid)
         let label = "\(module.name)!\(symbol)@got"
         let loaderCode = index.modules.filter { $0.name.hasPrefix("ld-linux") || $0.name.hasPrefix("ld-musl") || $0.name.hasPrefix("ld-2.") }
             .flatMap { $0.mappings.filter(\.executable).map { $0.start..<$0.end } }
@@ -224,5 +218,20 @@ extension Graft {
             }
             return try body(instance, &contents, target, libraryRecord)
         }
+    }
+}
+
+extension Graft {
+    /// The function a GOT or vtable slot is pointed at (`--to`): a LOCATION in executable code, not
+    /// an IFUNC's resolver (the slot would call the resolver instead of the function it picks).
+    static func wordPatchTarget(_ to: String, index: SymbolIndex, pid: Int32) throws -> ResolvedLocation {
+        let target = try index.resolve(try Location.parse(to))
+        let resolver = CodeSiteResolver(index: index, disassembler: try Disassembler(.x86_64),
+                                        readMemory: { try ProcessMemory.read(pid: pid, at: $0, count: $1) })
+        try resolver.requireExecutable(target.address, asTarget: true)
+        if target.symbol?.kind == .ifunc, let module = target.module, let name = target.symbol?.name {
+            throw GraftError.ifuncSymbol(function: "\(module.name)!\(name)", use: "jumping to", pid: pid)
+        }
+        return target
     }
 }

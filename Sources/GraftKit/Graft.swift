@@ -112,6 +112,7 @@ public struct Graft: Sendable {
     /// to a function whose library defines `graft_original_<function>` gets a trampoline.
     public func patch(pid: Int32, location: String, action: PatchAction, dryRun: Bool = false, midFunction: Bool = false,
                       library: String? = nil) throws -> PatchOutcome {
+        try ProcFS.preflightTarget(pid)  // the permission answer before any journal's
         let instance = try ProcessInstance.current(pid)
         return try journal.withLock(instance, cancel: cancellation) {
             var contents = try journal.load(instance)
@@ -247,6 +248,19 @@ public struct Graft: Sendable {
                 let memory = (try? ProcessMemory.read(pid: pid, at: record.addressValue, count: record.new.count)) ?? []
                 return PatchStatus(record: record, state: Graft.state(of: record, memory: memory), memoryBytes: memory)
             }
+        }
+    }
+
+    /// As root: the journals other users made for this process (see `Journal.foreignJournals`),
+    /// their patches checked against memory like `list`'s; read only, never acted on.
+    public func foreignPatches(pid: Int32) throws -> [(journal: Journal.Foreign, statuses: [PatchStatus])] {
+        let instance = try ProcessInstance.current(pid)
+        return journal.foreignJournals(instance).map { foreign in
+            let statuses = (foreign.contents?.patches ?? []).map { record in
+                let memory = (try? ProcessMemory.read(pid: pid, at: record.addressValue, count: record.new.count)) ?? []
+                return PatchStatus(record: record, state: Graft.state(of: record, memory: memory), memoryBytes: memory)
+            }
+            return (foreign, statuses)
         }
     }
 

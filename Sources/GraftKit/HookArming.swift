@@ -13,6 +13,11 @@ extension HookEngine {
     /// passes its checks.
     func arm() throws {
         var plans: [(hook: Int, breakpoint: Breakpoint, function: String)] = []
+        if let watchSpec, let slots = debugSlots {
+            let (watch, notice) = try planWatch(watchSpec)
+            slots.watch = watch
+            if let notice { armNotices.append(notice) }
+        }
         let contents = try journal.load(ProcessInstance.current(tracee.pid))
         var kept: [HookSpec] = []
         for spec in specs {
@@ -21,6 +26,12 @@ extension HookEngine {
                 (breakpoint, function) = try plan(spec, hook: kept.count, journal: contents)
             } catch let error as GraftError where spec.fromPattern && tracee.processDeath() == nil {
                 skipped.append("\(spec.location) (\(HookEngine.shortReason(error)))")
+                continue
+            } catch GraftError.moduleNotFound(let module, let available) where !spec.fromPattern {
+                // A library the process has not loaded yet: armed when it does (LibraryWait.swift).
+                try checkCanWait(for: module, available: available)
+                kept.append(spec)
+                waitingHooks.append((kept.count - 1, module))
                 continue
             }
             if let other = plans.first(where: { $0.breakpoint.address == breakpoint.address }) {
@@ -35,34 +46,51 @@ extension HookEngine {
         if kept.isEmpty && hadSpecs {
             throw GraftError.usage("no function the patterns matched can take a hook: \(skipped.prefix(5).joined(separator: "; "))")
         }
-        for (hook, breakpoint, function) in plans {
-            switch breakpoint.displaced {
-            case .outOfLine:
-                do {
-                    breakpoint.slot = try scratch.place(breakpoint.instruction, via: nil)
-                } catch let error as GraftError {
-                    if let death = tracee.processDeath() { throw death }
-                    if case .hookRefused = error { throw error }
-                    throw GraftError.hookRefused(function: function, address: breakpoint.address,
-                                                 reason: "'\(breakpoint.instruction.text)' can only run out of line, from a scratch page graft maps in the process: \(error)")
-                }
-            case .push where stepper == nil:
-                // A push could be emulated (rsp -= 8 and a POKEDATA of the register), but run from
-                // a copy it costs nothing beyond the pc: per hit one PTRACE_POKEDATA and a whole
-                // SETREGS fewer (~2.4 µs of ~16 µs). Emulated when no scratch page can be had (a
-                // seccomp filter that would not allow the mmap: Tracee.remoteSyscall asks it first),
-                // and while tracing (the stepped thread must not count the copy's jump back).
-                breakpoint.slot = try? scratch.place(breakpoint.instruction, via: nil)
-            default:
-                break
-            }
-            breakpoints.insert(breakpoint)
-            stats.append(HookStatistics(location: specs[hook].location, function: function))
-            armed.append(ArmedHook(index: hook, location: specs[hook].location, function: function, address: breakpoint.address,
-                                   instruction: breakpoint.instruction.text,
-                                   strategy: breakpoint.slot != nil ? "out of line" : breakpoint.displaced.strategy))
+        if debugSlots != nil {
+            try armHardware(plans)
+            return
         }
+        stats = specs.map { HookStatistics(location: $0.location, function: "(not loaded yet)") }
+        for (hook, breakpoint, function) in plans {
+            try placeCopy(breakpoint, function: function, via: nil)
+            breakpoints.insert(breakpoint)
+            stats[hook] = HookStatistics(location: specs[hook].location, function: function)
+            armed.append(armedHook(hook, breakpoint, function))
+        }
+        if !waitingHooks.isEmpty { try placeLoaderBreakpoint(contents: contents) }
         try breakpoints.writeAll(to: tracee)
+    }
+
+    /// What `.armed` says of a hook.
+    func armedHook(_ hook: Int, _ breakpoint: Breakpoint, _ function: String) -> ArmedHook {
+        ArmedHook(index: hook, location: specs[hook].location, function: function, address: breakpoint.address,
+                  instruction: breakpoint.instruction.text,
+                  strategy: breakpoint.slot != nil ? "out of line" : breakpoint.displaced.strategy)
+    }
+
+    /// Places the out-of-line copy a breakpoint's displaced instruction needs (mapped by thread `tid`,
+    /// nil: any thread that can make a remote call).
+    func placeCopy(_ breakpoint: Breakpoint, function: String, via tid: Int32?) throws {
+        switch breakpoint.displaced {
+        case .outOfLine:
+            do {
+                breakpoint.slot = try scratch.place(breakpoint.instruction, via: tid)
+            } catch let error as GraftError {
+                if let death = tracee.processDeath() { throw death }
+                if case .hookRefused = error { throw error }
+                throw GraftError.hookRefused(function: function, address: breakpoint.address,
+                                             reason: "'\(breakpoint.instruction.text)' can only run out of line, from a scratch page graft maps in the process: \(error)")
+            }
+        case .push where stepper == nil:
+            // A push could be emulated (rsp -= 8 and a POKEDATA of the register), but run from
+            // a copy it costs nothing beyond the pc: per hit one PTRACE_POKEDATA and a whole
+            // SETREGS fewer (~2.4 µs of ~16 µs). Emulated when no scratch page can be had (a
+            // seccomp filter that would not allow the mmap: Tracee.remoteSyscall asks it first),
+            // and while tracing (the stepped thread must not count the copy's jump back).
+            breakpoint.slot = try? scratch.place(breakpoint.instruction, via: tid)
+        default:
+            break
+        }
     }
 
     /// Why a pattern's function was skipped, in a few words.
@@ -85,35 +113,77 @@ extension HookEngine {
         let located = try resolver.locate(spec.location, use: "hooking")
         let resolved = located.resolved, start = located.start
         let function = resolved.description
+        if let ifunc = located.ifunc {
+            armNotices.append("\(ifunc) is an IFUNC: hooking the implementation this process uses, \(function)" +
+                              (resolved.module?.path == VDSO.mapsPath ? " (the vDSO's: callers reach it without entering libc)" : ""))
+        }
         // Code from the file (memory may hold a breakpoint), up to the hooked instruction + 15.
         let site = try resolver.decode(located, count: Int(max(located.symbol.size, resolved.address - start + 16)))
-        let address = site.address
+        let isGo = (try? located.module.elf())?.isGoProgram == true
+        // A Go function's entry runs again after its stack grew (morestack copies the stack and
+        // restarts the function) or after a preemption request: hooked there, one call would be two
+        // hits. Past the stack check (as delve does) it is one, with rsp and the argument registers
+        // still as at the entry.
+        let goStackCheck = isGo && site.address == start ? Self.goStackCheckLength(site.instructions) : 0
+        let address = site.address + UInt64(goStackCheck)
         let instruction = site.instructions[try site.instructionIndex(at: address, function: function)]
         if let patch = CodeSite.appliedPatch(in: contents, overlapping: address..<address + 1) {
             throw GraftError.hookRefused(function: function, address: address,
                                          reason: "graft patch \(patch.id) is applied there; hooks and patches do not overlap (run `graft unpatch -p \(tracee.pid) \(patch.id)` first)")
         }
-        let memory = try tracee.readMemory(at: address, count: instruction.size)
-        guard memory == instruction.bytes else {
-            let hint = memory.first == X86_64.int3 ? "an int3 is there: another debugger (or another graft hook session) has a breakpoint on it" : "the code in memory differs from the file"
-            throw GraftError.unexpectedBytes(address: address, expected: instruction.bytes, found: memory, hint: hint)
-        }
         let displaced = X86DisplacedInstruction.classify(instruction)
-        if case .refused(let reason) = displaced {
-            throw GraftError.hookRefused(function: function, address: address, reason: reason)
+        // A debug register (`--hardware`) changes no byte and displaces nothing: the code may differ
+        // from the file (another tool's int3 around it, a checksummed mapping) and any instruction will do.
+        if debugSlots == nil {
+            let memory = try tracee.readMemory(at: address, count: instruction.size)
+            guard memory == instruction.bytes else {
+                let hint = memory.first == X86_64.int3 ? "an int3 is there: another debugger (or another graft hook session) has a breakpoint on it" : "the code in memory differs from the file"
+                throw GraftError.unexpectedBytes(address: address, expected: instruction.bytes, found: memory, hint: hint)
+            }
+            if case .refused(let reason) = displaced {
+                throw GraftError.hookRefused(function: function, address: address, reason: reason)
+            }
         }
         let breakpoint = Breakpoint(address: address, originalByte: instruction.bytes[0], instruction: instruction,
                                     displaced: displaced, slot: nil, entryHook: hook)
-        breakpoint.atFunctionEntry = address == start || (address == start + UInt64(X86_64.endbr64.count) && site.code.starts(with: X86_64.endbr64))
-        breakpoint.goABI = breakpoint.atFunctionEntry && (try? located.module.elf())?.isGoProgram == true
+        breakpoint.atFunctionEntry = address == start || goStackCheck > 0
+            || (address == start + UInt64(X86_64.endbr64.count) && site.code.starts(with: X86_64.endbr64))
+        breakpoint.goABI = breakpoint.atFunctionEntry && isGo
+        if goStackCheck > 0 { return (breakpoint, "\(function) (after the stack check)") }
         return (breakpoint, address == resolved.address ? function : "\(function) (after endbr64)")
+    }
+
+    /// The bytes of a Go function's stack-check prologue (`cmp rsp, [r14+0x10]; jbe morestack`, or
+    /// `lea r12, [rsp-N]; cmp r12, [r14+0x10]; jbe …` for larger frames), 0 when it does not start
+    /// with one. Only flags and r12 change in it: rsp, the return address at [rsp] and the argument
+    /// registers are as at the entry after it.
+    static func goStackCheckLength(_ instructions: [Instruction]) -> Int {
+        func isGuardCompare(_ instruction: Instruction, _ register: String) -> Bool {
+            instruction.mnemonic == "cmp" && instruction.operands == "\(register), qword ptr [r14 + 0x10]"
+        }
+        let first = instructions.prefix(3)
+        if first.count >= 2, isGuardCompare(first[first.startIndex], "rsp"), first[first.startIndex + 1].mnemonic == "jbe" {
+            return first.prefix(2).reduce(0) { $0 + $1.size }
+        }
+        if first.count == 3, first[first.startIndex].mnemonic == "lea", first[first.startIndex].operands.hasPrefix("r12, [rsp - "),
+           isGuardCompare(first[first.startIndex + 1], "r12"), first[first.startIndex + 2].mnemonic == "jbe" {
+            return first.reduce(0) { $0 + $1.size }
+        }
+        return 0
     }
 
     /// Makes sure a return breakpoint sits at `address`; false when graft cannot put one there (the
     /// return is then not reported, and the user told once).
     func ensureReturnSite(_ address: UInt64, via tid: Int32, onEvent: (HookEvent) -> Void) throws -> Bool {
+        try ensureReturnSite(address, via: tid, goABI: false, onEvent: onEvent)
+    }
+
+    /// `goABI`: the call is Go code's, so the site's pending calls are owned by goroutines (`returnOwner`).
+    func ensureReturnSite(_ address: UInt64, via tid: Int32, goABI: Bool, onEvent: (HookEvent) -> Void) throws -> Bool {
+        if debugSlots != nil { return try ensureHardwareReturnSite(address, thread: tid, goABI: goABI, onEvent: onEvent) }
         if let existing = breakpoints[address] {
             existing.isReturnSite = true
+            existing.goABI = existing.goABI || goABI
             return true
         }
         if refusedReturnSites.contains(address) { return false }
@@ -135,6 +205,7 @@ extension HookEngine {
         if case .refused(let reason) = displaced { return refuse(reason) }
         let breakpoint = Breakpoint(address: address, originalByte: code[0], instruction: instruction, displaced: displaced,
                                     slot: nil, entryHook: nil, isReturnSite: true)
+        breakpoint.goABI = goABI  // a return into Go code: pending calls are the goroutine's
         if case .outOfLine = displaced {
             do {
                 breakpoint.slot = try scratch.place(instruction, via: tid)

@@ -16,15 +16,21 @@ final class HookEngine {
     var specs: [HookSpec]
     /// Pattern-expanded functions `arm` skipped, with why (reported as a notice once armed).
     var skipped: [String] = []
+    /// Said once armed: what `arm` chose that the LOCATION did not name (an IFUNC's implementation, a
+    /// watched variable's first 8 bytes), hooks waiting for their library.
+    var armNotices: [String] = []
     let limits: HookLimits
     let journal: Journal
     let stopState: StopState
-    let index: SymbolIndex
+    /// Rebuilt when the loader maps a library a waiting hook needs (`loaderStateChanged`).
+    var index: SymbolIndex
     let disassembler: Disassembler
     lazy var unwinder = RemoteUnwinder(index: index)
 
     let breakpoints = BreakpointTable()
-    var pending: [Int32: [PendingReturn]] = [:]
+    /// Calls whose return graft waits for, by owner (`returnOwner`): the thread, or for Go code the
+    /// goroutine, which may return on another thread than the one it was called on.
+    var pending: [UInt64: [PendingReturn]] = [:]
     let scratch: ScratchPages
     var stats: [HookStatistics] = []
     var armed: [ArmedHook] = []
@@ -49,6 +55,22 @@ final class HookEngine {
     /// False: calls are counted (summary, `StopState.hits`) but no `.hit`/`.returned` events are
     /// built or delivered — `graft hook --quiet`, the cheapest hook.
     var reportsCalls = true
+    /// `--hardware` and `graft watch`: the hooks (and the watch) live in the debug registers, no
+    /// int3 is written (see `DebugSlots`, HardwareHooks.swift). Set before `run`.
+    var debugSlots: DebugSlots?
+    /// `graft watch`: the variable, planned by `arm`.
+    var watchSpec: WatchSpec?
+    /// Hooks in a module the process has not loaded yet (by hook index, with the module's name as
+    /// given), armed when the loader maps it; `loaderBreakpoint` is where graft hears of it.
+    var waitingHooks: [(hook: Int, module: String)] = []
+    var loaderBreakpoint: Breakpoint?
+    /// False (`--no-wait`): a module not loaded yet is an error, as it was.
+    var waitsForLibraries = true
+    /// Per hook: how its arguments and result are typed (nil: raw registers). `loadSignatures`.
+    var decoders: [ArgumentDecoder?] = []
+    /// Called with each fork child once it is released (its breakpoints removed, detached):
+    /// `hook --follow` hooks it in a session of its own.
+    var onForkChild: ((Int32) -> Void)?
 
     init(tracee: Tracee, specs: [HookSpec], limits: HookLimits, journal: Journal, stopState: StopState) throws {
         self.tracee = tracee
@@ -79,6 +101,7 @@ final class HookEngine {
         do {
             try tracee.setOptions([.clone, .fork, .vfork, .exec])
             try arm()
+            loadSignatures()
         } catch {
             breakpoints.restoreAll(in: tracee)
             // No thread has run since the attach: nothing can be inside a scratch page yet.
@@ -95,6 +118,7 @@ final class HookEngine {
         started = graft_monotonic_ns()
         watcher.startDuration()
         onEvent(.armed(armed))
+        for notice in armNotices { onEvent(.notice(notice)) }
         if !skipped.isEmpty {
             onEvent(.notice("skipped \(skipped.count) function\(skipped.count == 1 ? "" : "s") the pattern matched that cannot take a hook: \(skipped.prefix(20).joined(separator: "; "))\(skipped.count > 20 ? "; …" : "")"))
         }
@@ -181,6 +205,7 @@ final class HookEngine {
     /// Handles one event while the session runs; true when something was reported.
     func handle(_ event: TraceEvent, onEvent: (HookEvent) -> Void) throws -> Bool {
         if let stepper, let reported = try stepper.intercept(event, host: self, onEvent: onEvent) { return reported }
+        if debugSlots != nil, let reported = try handleHardware(event, onEvent: onEvent) { return reported }
         switch event {
         case .trap(let tid):
             if pcOnlyPath, let reported = try pcOnlyHit(tid, onEvent: onEvent) { return reported }
@@ -192,6 +217,7 @@ final class HookEngine {
                 return false
             }
             registers.rip = address
+            if breakpoint === loaderBreakpoint { loaderStateChanged(tid, onEvent: onEvent) }
             if let stepper, vforkChildren.isEmpty || !vforkChildren.contains(tid), stepper.wantsToTrace(breakpoint) {
                 try stepper.begin(tid, registers: &registers, breakpoint: breakpoint, host: self, onEvent: onEvent)
                 return true
@@ -236,7 +262,11 @@ final class HookEngine {
             }
             releaseForkChild(child)
             try continueThread(parent)
-            onEvent(.notice("fork child \(child) released without breakpoints"))
+            if let onForkChild {
+                onForkChild(child)
+            } else {
+                onEvent(.notice("fork child \(child) released without breakpoints"))
+            }
             return true
         case .exec(let tid):
             if vforkChildren.contains(tid) {
@@ -254,7 +284,7 @@ final class HookEngine {
             onEvent(.notice("process \(tracee.pid) called exec: its code is new, the hooks are gone"))
             return true
         case .threadExited(let tid, let status):
-            pending[tid] = nil
+            pending[HookEngine.threadOwner(tid)] = nil  // a goroutine's calls outlive the thread
             unwinder.forget(tid)
             if draining, session.end == nil, pending.values.allSatisfy(\.isEmpty) { session.end = .count }
             if vforkChildren.remove(tid) != nil { return false }

@@ -38,7 +38,8 @@ extension HookEngine {
     /// Reports the call or return at `breakpoint` and runs the displaced instruction on `registers`.
     func hit(_ breakpoint: Breakpoint, tid: Int32, registers: inout Registers, onEvent: (HookEvent) -> Void) throws -> Bool {
         var reported = false
-        if breakpoint.isReturnSite, var frames = pending[tid], !frames.isEmpty {
+        let owner = returnOwner(breakpoint, tid: tid, registers: registers)
+        if breakpoint.isReturnSite, var frames = pending[owner], !frames.isEmpty {
             // Frames below the current one were abandoned (longjmp, exceptions): forget them.
             while let last = frames.last, last.entryRSP &+ 8 < registers.rsp { frames.removeLast() }
             // More than one frame returns here at once after a tail call (outer jumped to inner: both
@@ -51,13 +52,19 @@ extension HookEngine {
                 let now = graft_monotonic_ns()
                 record(duration: now &- last.start, hook: last.hook)
                 if reportsCalls, spec.returns || spec.setReturn != nil {
-                    onEvent(.returned(HookReturn(hook: last.hook, location: spec.location, tid: tid, value: value,
-                                                 returnedValue: registers.rax, durationNanoseconds: now &- last.start,
-                                                 wallTime: wallClock())))
+                    var event = HookReturn(hook: last.hook, location: spec.location, tid: tid, value: value,
+                                           returnedValue: registers.rax, durationNanoseconds: now &- last.start,
+                                           wallTime: wallClock())
+                    if last.hook < decoders.count, let decoder = decoders[last.hook] {
+                        var returned = registers
+                        returned.rax = value  // what the function returned, before --set-return
+                        event.typedValue = typedResult(decoder, returned, tid: tid)
+                    }
+                    onEvent(.returned(event))
                     reported = true
                 }
             }
-            pending[tid] = frames
+            pending[owner] = frames
         }
         if let hook = breakpoint.entryHook, !draining {
             let spec = specs[hook]
@@ -95,8 +102,13 @@ extension HookEngine {
                 }
             }
             if reportsCalls {
-                onEvent(.hit(HookHit(hook: hook, location: spec.location, tid: tid, address: breakpoint.address,
-                                     arguments: arguments, backtrace: frames, wallTime: wall)))
+                var event = HookHit(hook: hook, location: spec.location, tid: tid, address: breakpoint.address,
+                                    arguments: arguments, backtrace: frames, wallTime: wall)
+                event.goABI = breakpoint.goABI
+                if spec.argumentCount > 0, hook < decoders.count, let decoder = decoders[hook] {
+                    event.typedArguments = typedArguments(decoder, limit: spec.argumentCount, registers, tid: tid)
+                }
+                onEvent(.hit(event))
             }
             reported = true
             if spec.skip {
@@ -117,8 +129,8 @@ extension HookEngine {
             }
             if spec.catchesReturn {
                 let returnAddress = try tracee.readWord(at: registers.rsp, via: tid)
-                if try ensureReturnSite(returnAddress, via: tid, onEvent: onEvent) {
-                    var frames = pending[tid, default: []]
+                if try ensureReturnSite(returnAddress, via: tid, goABI: breakpoint.goABI, onEvent: onEvent) {
+                    var frames = pending[owner, default: []]
                     // The same function entered again at the same stack slot with the same return
                     // address while its earlier call is still pending: that call was left without
                     // returning (longjmp, an exception), or its return would have come first. A
@@ -127,13 +139,23 @@ extension HookEngine {
                         frames.removeLast()
                     }
                     frames.append(PendingReturn(hook: hook, entryRSP: registers.rsp, returnAddress: returnAddress, start: graft_monotonic_ns()))
-                    pending[tid] = frames
+                    pending[owner] = frames
                 }
             }
         }
         try execute(breakpoint, tid: tid, registers: &registers)
         return reported
     }
+
+    /// Whose pending calls a stop at `breakpoint` looks at: the thread's; in Go code (a Go function's
+    /// entry, or a return site of one) the goroutine's — its `g`, which Go's ABIInternal keeps in r14
+    /// in Go code — since a goroutine blocked in a call may resume on another thread and return there.
+    func returnOwner(_ breakpoint: Breakpoint, tid: Int32, registers: Registers) -> UInt64 {
+        breakpoint.goABI && registers.r14 != 0 ? registers.r14 : HookEngine.threadOwner(tid)
+    }
+
+    /// A thread as an owner of pending calls (g pointers are heap addresses, never below 2^32).
+    static func threadOwner(_ tid: Int32) -> UInt64 { UInt64(UInt32(bitPattern: tid)) }
 
     func record(duration: UInt64, hook: Int) {
         stats[hook].returns += 1
@@ -148,6 +170,8 @@ extension HookEngine {
     /// Runs the instruction the int3 displaced (`X86DisplacedInstruction.execute`, pure): on the
     /// registers, or by sending the thread to its copy.
     func execute(_ breakpoint: Breakpoint, tid: Int32, registers: inout Registers) throws {
+        // A debug-register breakpoint displaced nothing: the instruction runs when the thread goes on.
+        if breakpoint.hardwareSlot != nil { return }
         try breakpoint.runDisplaced(on: &registers, tid: tid, tracee: tracee)
     }
 }

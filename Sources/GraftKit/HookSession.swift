@@ -29,8 +29,23 @@ public final class HookSession: @unchecked Sendable {
     /// measured, but no `.hit`/`.returned` events are built or delivered, and no arguments or
     /// backtraces read: the cheapest hook (`graft hook --quiet`). Set before `run`.
     public var reportsCalls = true
-    /// Calls counted so far over all hooks; readable from any thread while `run` runs.
-    public var hitsSoFar: Int { stopState.hits.load(ordering: .relaxed) }
+    /// Hooks in the debug registers (DR0–DR3) instead of int3s: no byte of code changes; at most
+    /// four (three with returns). Set before `run`.
+    public var hardware = false
+    /// `graft watch`: a data breakpoint on this variable (with or without hooks). Set before `run`.
+    public var watch: WatchSpec?
+    /// A hook whose module is not loaded yet waits for the process to load it (true, the default)
+    /// or is an error (`--no-wait`). Set before `run`.
+    public var waitsForLibraries = true
+    /// `--filter`: only matching calls are reported and counted (`HookCallFilter`). Set before `run`.
+    public var filter: HookFilter?
+    private let matchedHits = Atomic<Int>(0)
+    /// Calls counted so far over all hooks (matching ones with a filter); readable from any thread
+    /// while `run` runs.
+    /// Called on the tracer thread with each process the target forks, once graft has released it
+    /// (breakpoints out of its copy, detached): `HookFleet`'s `follow` hooks it. Set before `run`.
+    public var onForkChild: (@Sendable (Int32) -> Void)?
+    public var hitsSoFar: Int { filter == nil ? stopState.hits.load(ordering: .relaxed) : matchedHits.load(ordering: .relaxed) }
     /// The kernel thread id of the session's tracer thread while `run` runs (0 otherwise), for
     /// diagnostics: its scheduling policy and CPU are visible in /proc/self/task/TID/stat.
     public var tracerThreadID: Int32 { stopState.tracerThread.load(ordering: .relaxed) }
@@ -69,21 +84,56 @@ public final class HookSession: @unchecked Sendable {
     public func run(stopCheck: @escaping @Sendable () -> HookSessionEnd? = { nil },
                     flush: () -> Void = {}, onEvent: (HookEvent) -> Void,
                     onEnd: (HookSummary) -> Void = { _ in }) throws -> HookSummary {
-        guard !specs.isEmpty else { throw GraftError.usage("give at least one LOCATION to hook") }
-        if command == nil { try ProcFS.preflightTarget(pid) }
+        guard !specs.isEmpty || watch != nil else { throw GraftError.usage("give at least one LOCATION to hook") }
+        try filter?.check(for: specs)
+        if command == nil {
+            try ProcFS.preflightTarget(pid)
+            HookEngine.prefetchSignatures(pid: pid, specs: specs, journal: journal)  // DWARF read before the stop
+        }
         return try withSessionThreads(name: "graft-hooks", state: stopState, duration: limits.duration, check: stopCheck) { tracer, watcher in
             stopState.tracerThread.store(tracer.kernelThreadID, ordering: .relaxed)
             defer { stopState.tracerThread.store(0, ordering: .relaxed) }
             let tracee = try openTarget(command: command, pid: pid, tracer: tracer)
             pid = tracee.pid
+            guard let filter else {
+                let engine = try HookEngine.detachingOnFailure(tracee) {
+                    try HookEngine(tracee: tracee, specs: specs, limits: limits, journal: journal, stopState: stopState)
+                }
+                engine.reportsCalls = reportsCalls
+                configure(engine)
+                return try runEngine(engine, launched: command != nil, status: &launchedExitStatus, ended: onEnd) {
+                    try engine.run(flush: flush, onEvent: onEvent, watcher: watcher)
+                }
+            }
+            // The engine reads the arguments the filter needs and reports every call; `--count`
+            // counts matching calls, in the filter.
+            var engineSpecs = specs
+            if let highest = filter.highestArgument {
+                for i in engineSpecs.indices { engineSpecs[i].argumentCount = max(engineSpecs[i].argumentCount, highest + 1) }
+            }
+            let calls = HookCallFilter(filter: filter, pid: tracee.pid, specs: specs, shownArguments: specs.map(\.argumentCount),
+                                       reportsCalls: reportsCalls, countLimit: limits.count,
+                                       onMatch: { [self] in matchedHits.add(1, ordering: .relaxed) },
+                                       stop: { [stopState] in stopState.request(.count) })
             let engine = try HookEngine.detachingOnFailure(tracee) {
-                try HookEngine(tracee: tracee, specs: specs, limits: limits, journal: journal, stopState: stopState)
+                try HookEngine(tracee: tracee, specs: engineSpecs, limits: HookLimits(duration: limits.duration), journal: journal,
+                               stopState: stopState)
             }
-            engine.reportsCalls = reportsCalls
-            return try runEngine(engine, launched: command != nil, status: &launchedExitStatus, ended: onEnd) {
-                try engine.run(flush: flush, onEvent: onEvent, watcher: watcher)
+            engine.reportsCalls = true
+            configure(engine)
+            let summary = try runEngine(engine, launched: command != nil, status: &launchedExitStatus, ended: { onEnd(calls.summary($0)) }) {
+                try engine.run(flush: flush, onEvent: { calls.handle($0, onEvent: onEvent) }, watcher: watcher)
             }
+            return calls.summary(summary)
         }
+    }
+
+    /// What the session's settings tell its engine before `run`.
+    private func configure(_ engine: HookEngine) {
+        if hardware || watch != nil { engine.debugSlots = DebugSlots() }
+        engine.watchSpec = watch
+        engine.waitsForLibraries = waitsForLibraries
+        engine.onForkChild = onForkChild
     }
 }
 

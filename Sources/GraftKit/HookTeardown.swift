@@ -63,7 +63,12 @@ extension HookEngine {
                 try? tracee.setRegisters(again, of: tid)
             }
         }
-        let restored = breakpoints.restoreAll(in: tracee)
+        // The same for a debug-register hit still queued.
+        if debugSlots != nil {
+            for tid in tracee.threadIDs where hasPendingSignal(tid, SIGTRAP) && ownsHardwareTrap(tid) { consumePendingTrap(tid) }
+        }
+        let disarmed = disarmHardware()
+        let restored = breakpoints.restoreAll(in: tracee) && disarmed
         // No thread may stay in a scratch page: step each one out.
         for tid in tracee.threadIDs {
             var steps = 0
@@ -111,6 +116,8 @@ extension HookEngine {
                 if var registers = try? tracee.registers(of: tid), breakpoints[registers.rip &- 1] != nil {
                     registers.rip &-= 1
                     try? tracee.setRegisters(registers, of: tid)
+                } else if ownsHardwareTrap(tid) {
+                    // A debug-register hit: dropped (the hooked instruction runs once DR7 is clear).
                 } else {
                     tracee.hold(signal: SIGTRAP, for: tid)
                 }

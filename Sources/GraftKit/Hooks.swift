@@ -21,6 +21,8 @@ public struct HookSpec: Sendable, Equatable {
     /// Expanded from a pattern (`Graft.hookSpecs`): a function that cannot take a hook (too short,
     /// an IFUNC, a first instruction graft cannot displace) is skipped with a notice, not fatal.
     public var fromPattern = false
+    /// Report arguments and results as raw registers even when their types are known (`--raw`).
+    public var raw = false
 
     public init(location: String, argumentCount: Int = 0, backtrace: Bool = false, returns: Bool = false,
                 setReturn: Int64? = nil, skip: Bool = false) {
@@ -70,6 +72,11 @@ public struct HookHit: Sendable {
     public let backtrace: [BacktraceFrame]
     /// CLOCK_REALTIME nanoseconds of the hit.
     public let wallTime: UInt64
+    /// The arguments as their types say (DWARF, or a libc prototype), nil when graft knows no
+    /// types for the function or `--raw` asked for registers (`ArgumentDecoder`).
+    public var typedArguments: [TypedArgument]? = nil
+    /// The arguments were read with Go's register ABI (rax, rbx, rcx, rdi, rsi, r8–r11).
+    public var goABI = false
 }
 
 /// One return of a hooked function.
@@ -83,12 +90,17 @@ public struct HookReturn: Sendable {
     public let returnedValue: UInt64
     public let durationNanoseconds: UInt64
     public let wallTime: UInt64
+    /// The result as its type says (`3`, `2.5` from xmm0, a string), nil when the type is unknown,
+    /// `void`, or `--raw` was asked for.
+    public var typedValue: TypedArgument? = nil
 }
 
 public enum HookEvent: Sendable {
     case armed([ArmedHook])
     case hit(HookHit)
     case returned(HookReturn)
+    /// `graft watch`: the watched variable was written (or accessed).
+    case watched(WatchHit)
     /// Something the user should know that is not a call: a fork child released, an exec.
     case notice(String)
     /// Trace mode: one executed instruction (only when `TraceOptions.reportSteps`).
@@ -130,6 +142,35 @@ public struct HookStatistics: Sendable {
     }
 }
 
+extension HookStatistics {
+    /// Time spent in the hook's calls: the sampled durations' mean × the returns seen (exact up to a
+    /// million returns, an estimate beyond). 0 without `--returns`.
+    public var totalTimeNanoseconds: UInt64 {
+        guard !durations.isEmpty else { return 0 }
+        let sum = durations.reduce(0.0) { $0 + Double($1) }
+        return UInt64(sum / Double(durations.count) * Double(returns))
+    }
+}
+
+/// How a summary lists its hooks (`--sort`).
+public enum HookSummaryOrder: String, Sendable, CaseIterable {
+    /// Most calls first (the default).
+    case hits
+    /// Most time in the calls first (needs `--returns`).
+    case time
+
+    /// `hooks` in this order; ties keep the hooks' order on the command line.
+    public func sorted(_ hooks: [HookStatistics]) -> [HookStatistics] {
+        let keyed = hooks.enumerated().map { (offset: $0.offset, stats: $0.element) }
+        return keyed.sorted { a, b in
+            let (x, y): (UInt64, UInt64) = self == .hits
+                ? (UInt64(a.stats.hits), UInt64(b.stats.hits))
+                : (a.stats.totalTimeNanoseconds, b.stats.totalTimeNanoseconds)
+            return x != y ? x > y : a.offset < b.offset
+        }.map(\.stats)
+    }
+}
+
 public struct HookSummary: Sendable {
     public let hooks: [HookStatistics]
     public let end: HookSessionEnd
@@ -137,6 +178,8 @@ public struct HookSummary: Sendable {
     /// Breakpoints removed and the code verified equal to what it was before the session.
     public let codeRestored: Bool
     public var totalHits: Int { hooks.reduce(0) { $0 + $1.hits } }
+    /// Calls that did not match `--filter` (not in `hooks`' figures).
+    public var filteredOut = 0
 }
 
 extension Graft {

@@ -58,6 +58,11 @@ public struct PatchRecord: Codable, Sendable, Equatable {
     public var originalPointerSymbol: String?
     /// What the pointer holds after a revert: the original function, whole again (hex).
     public var originalEntry: String?
+    /// A patch this process inherited from an ancestor it was forked from (after that ancestor was
+    /// patched): the ancestor's pid, start time and patch id. graft found its bytes here.
+    public var inheritedFrom: Int32?
+    public var inheritedFromStartTime: UInt64?
+    public var inheritedPatch: Int?
 
     public var addressValue: UInt64 { hexValue(address) ?? 0 }
     public var original: [UInt8] { bytes(fromHex: originalBytes) ?? [] }
@@ -108,26 +113,57 @@ public struct LibraryRecord: Codable, Sendable, Equatable {
 /// (`PID-STARTTIME.json`), replaced atomically (write to a temporary file, fsync, rename), and a lock
 /// file (`PID-STARTTIME.lock`, flock) so two graft commands on one process cannot interleave.
 ///
-/// The directory is `$GRAFT_STATE_DIR`, else `/run/graft` for root (a tmpfs: like the processes it
-/// describes, the journal does not survive a reboot), else `$XDG_RUNTIME_DIR/graft`, else
-/// `~/.local/state/graft`.
+/// The directory is `$GRAFT_STATE_DIR` (or `--state-dir`), else this user's first usable default
+/// (`/run/graft/UID`, `$XDG_RUNTIME_DIR/graft`, `~/.local/state/graft`, `/tmp/graft-UID`: see
+/// JournalLocation.swift, with the rules that decide whether a journal can be trusted).
 public struct Journal: Sendable {
+    /// Where new journals go.
     public let directory: String
+    /// Given by the user (`--state-dir`, `$GRAFT_STATE_DIR`): the only place looked at.
+    let explicit: Bool
+    /// This user's other default directories, where a journal made earlier may be.
+    let otherDirectories: [String]
 
     public init(directory: String? = nil) {
-        self.directory = directory ?? Journal.defaultDirectory()
+        let env = ProcessInfo.processInfo.environment
+        if let directory {
+            self.directory = directory
+            explicit = true
+            otherDirectories = []
+        } else if let dir = env["GRAFT_STATE_DIR"], !dir.isEmpty {
+            self.directory = dir
+            explicit = true
+            otherDirectories = []
+        } else {
+            let defaults = Journal.defaultDirectories(environment: env)
+            // The first default that exists and can be trusted, or can be made.
+            let usable = defaults.first { dir in
+                var info = stat()
+                if lstat(dir, &info) == 0 { return Journal.directoryProblem(dir) == nil && access(dir, W_OK) == 0 }
+                let parent = String(dir[..<(dir.lastIndex(of: "/") ?? dir.startIndex)])
+                if access(parent, W_OK) == 0 { return true }
+                // Root makes /run/graft itself; ~/.local/state is made below a home of the user's.
+                if parent == Journal.sharedRoot { return geteuid() == 0 && access("/run", W_OK) == 0 }
+                return dir.hasSuffix("/.local/state/graft")
+            } ?? defaults.last!
+            self.directory = usable
+            explicit = false
+            otherDirectories = defaults.filter { $0 != usable }
+        }
     }
 
-    public static func defaultDirectory() -> String {
-        let env = ProcessInfo.processInfo.environment
-        if let dir = env["GRAFT_STATE_DIR"], !dir.isEmpty { return dir }
-        if geteuid() == 0 { return "/run/graft" }
-        if let runtime = env["XDG_RUNTIME_DIR"], !runtime.isEmpty { return runtime + "/graft" }
-        return (env["HOME"] ?? "/tmp") + "/.local/state/graft"
+    public static func defaultDirectory() -> String { Journal().directory }
+
+    /// The directory holding `instance`'s journal: where one already is, else `directory`.
+    func directory(for instance: ProcessInstance) -> String {
+        if explicit { return directory }
+        let name = "/\(instance.pid)-\(instance.startTime).json"
+        for candidate in [directory] + otherDirectories where access(candidate + name, F_OK) == 0 { return candidate }
+        return directory
     }
 
     public func path(for instance: ProcessInstance) -> String {
-        "\(directory)/\(instance.pid)-\(instance.startTime).json"
+        "\(directory(for: instance))/\(instance.pid)-\(instance.startTime).json"
     }
 
     /// Takes the per-instance lock for the duration of `body`. Waits up to `timeout` seconds for
@@ -136,9 +172,11 @@ public struct Journal: Sendable {
     public func withLock<T>(_ instance: ProcessInstance, timeout: Double? = nil, cancel: (@Sendable () -> Int32?)? = nil,
                             _ body: () throws -> T) throws -> T {
         let timeout = try timeout ?? Journal.lockTimeoutFromEnvironment()
-        try ensureDirectory()
-        let lockPath = "\(directory)/\(instance.pid)-\(instance.startTime).lock"
-        let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        let home = directory(for: instance)
+        try ensureDirectory(home)
+        Journal.prune(directory: home)  // journals and locks of processes that are gone
+        let lockPath = "\(home)/\(instance.pid)-\(instance.startTime).lock"
+        let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { throw GraftError.journal(path: lockPath, reason: "cannot open the lock file: \(Errno.describe(errno))") }
         defer { close(fd) }
         let deadline = Double(graft_monotonic_ns()) / 1e9 + timeout
@@ -187,22 +225,42 @@ public struct Journal: Sendable {
         return nil
     }
 
-    /// An empty directory name would put the journal in `/` (`--state-dir ''`).
-    private func requireDirectoryName() throws {
+    public func load(_ instance: ProcessInstance) throws -> JournalContents {
         if directory.isEmpty {
             throw GraftError.journal(path: "''", reason: "the journal directory is an empty path; give --state-dir (or GRAFT_STATE_DIR) a directory")
         }
+        let home = directory(for: instance)
+        let file = path(for: instance)
+        if access(file, F_OK) == 0, let problem = Journal.directoryProblem(home) {
+            throw GraftError.journal(path: file, reason: "not trusted: the directory \(home): \(problem)")
+        }
+        guard var contents = try Journal.read(file) else {
+            let exe = FileIO.readLink("/proc/\(instance.pid)/exe") ?? "unknown"
+            var contents = JournalContents(pid: instance.pid, startTime: instance.startTime, executable: exe, nextID: 1, patches: [])
+            adoptInherited(&contents, instance: instance)
+            return contents
+        }
+        adoptInherited(&contents, instance: instance)
+        return contents
     }
 
-    public func load(_ instance: ProcessInstance) throws -> JournalContents {
-        try requireDirectoryName()
-        let file = path(for: instance)
-        guard let text = ProcFS.readFile(file) else {
-            if access(file, F_OK) == 0 {
+    /// The journal at `path`, nil when there is none; refused when `uid` (the invoking user) cannot
+    /// trust the file (see `fileProblem`) or it is not a graft journal.
+    static func read(_ file: String, uid: uid_t = geteuid()) throws -> JournalContents? {
+        let fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        if fd < 0 {
+            if errno == ENOENT { return nil }
+            if errno == ELOOP { throw GraftError.journal(path: file, reason: "not trusted: it is a symbolic link") }
+            throw GraftError.journal(path: file, reason: "cannot read: \(Errno.describe(errno))")
+        }
+        let text: String
+        do {
+            defer { close(fd) }
+            if let problem = fileProblem(fd, uid: uid) { throw GraftError.journal(path: file, reason: "not trusted: \(problem)") }
+            guard let bytes = try? FileIO.readAll(path: "/proc/self/fd/\(fd)") else {
                 throw GraftError.journal(path: file, reason: "cannot read: \(Errno.describe(errno))")
             }
-            let exe = FileIO.readLink("/proc/\(instance.pid)/exe") ?? "unknown"
-            return JournalContents(pid: instance.pid, startTime: instance.startTime, executable: exe, nextID: 1, patches: [])
+            text = String(decoding: bytes, as: UTF8.self)
         }
         let contents: JournalContents
         do {
@@ -262,7 +320,7 @@ public struct Journal: Sendable {
     }
 
     public func save(_ contents: JournalContents, for instance: ProcessInstance) throws {
-        try ensureDirectory()
+        try ensureDirectory(directory(for: instance))
         let file = path(for: instance)
         let temporary = file + ".tmp.\(getpid())"
         let encoder = JSONEncoder()
@@ -275,18 +333,6 @@ public struct Journal: Sendable {
             guard case .systemCall(let step, let err, _) = error else { throw error }
             throw step == "open" ? GraftError.journal(path: temporary, reason: "cannot create: \(Errno.describe(err))")
                                  : GraftError.journal(path: file, reason: "cannot write: \(Errno.describe(err))")
-        }
-    }
-
-    private func ensureDirectory() throws {
-        try requireDirectoryName()
-        var components: [String] = []
-        for part in directory.split(separator: "/") {
-            components.append(String(part))
-            let partial = (directory.hasPrefix("/") ? "/" : "") + components.joined(separator: "/")
-            if mkdir(partial, 0o700) != 0 && errno != EEXIST {
-                throw GraftError.journal(path: directory, reason: "cannot create the directory: \(Errno.describe(errno))")
-            }
         }
     }
 }

@@ -60,14 +60,33 @@ extension Stepper {
     func functionIndex(at pc: UInt64, host: some StepperHost) -> Int {
         if let cached = functionIndexCache, pc >= cached.start, pc < cached.end { return cached.index }
         guard let resolved = host.index.symbolize(pc) else {
-            return profile.intern(TraceFunction(module: nil, name: nil, start: 0))
+            // Memory no file backs (JIT code, the vDSO): one entry per mapping, named by the first
+            // address seen in it.
+            let mapping = host.index.mapping(containing: pc)
+            let key = "@" + hex(mapping?.start ?? 0)
+            if let known = unnamedCode[key] { return known }
+            let index = profile.intern(TraceFunction(module: nil, name: nil, start: mapping == nil ? 0 : pc))
+            unnamedCode[key] = index
+            return index
         }
         let module = resolved.module?.name
+        let moduleStart = resolved.module?.start ?? 0
         if let symbol = resolved.symbol, let start = resolved.symbolAddress {
-            let index = profile.intern(TraceFunction(module: module, name: symbol.displayName, start: start))
+            let index = profile.intern(TraceFunction(module: module, name: symbol.displayName, start: start, moduleStart: moduleStart))
             if symbol.size > 0 { functionIndexCache = (start, start &+ symbol.size, index) }
             return index
         }
-        return profile.intern(TraceFunction(module: module, name: nil, start: 0))
+        if let range = resolved.unnamedFunction {
+            let index = profile.intern(TraceFunction(module: module, name: nil, start: range.start, moduleStart: moduleStart))
+            functionIndexCache = (range.start, range.start &+ range.size, index)
+            return index
+        }
+        // No symbol and no .eh_frame function: the module's unnamed code is one entry, named by the
+        // first address the trace saw in it.
+        let key = module ?? ""
+        if let known = unnamedCode[key] { return known }
+        let index = profile.intern(TraceFunction(module: module, name: nil, start: pc, moduleStart: moduleStart))
+        unnamedCode[key] = index
+        return index
     }
 }

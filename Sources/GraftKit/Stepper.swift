@@ -42,6 +42,15 @@ final class Stepper {
     /// A signal to deliver with the next step; and whether the last step delivered one.
     var pendingSignal: Int32 = 0
     var deliveredSignal = false
+    /// The signal the last step delivered (when `deliveredSignal`).
+    var deliveredSignalNumber: Int32 = 0
+    /// Handler runs let run free (`--signals`), by signal; whether the user was told once.
+    var handlersSkipped: [Int32: Int] = [:]
+    var toldSkipping = false
+    /// A skipped handler interrupted this `syscall`: it runs free after the handler (`skipHandler`).
+    var freeSyscall: UInt64?
+    /// The stepped thread changed while a call or handler ran free (a goroutine moved to another thread).
+    var toldThreadChange = false
     /// A breakpoint whose original byte is back for one step of the stepped thread.
     var pendingRearm: UInt64?
     var baseDepth = 0
@@ -62,6 +71,8 @@ final class Stepper {
     var stopping: Set<Int32> = []
     var held: Set<Int32> = []
     var functionIndexCache: (start: UInt64, end: UInt64, index: Int)?
+    /// The profile entry of unnamed code without an `.eh_frame` function, by module (or mapping).
+    var unnamedCode: [String: Int] = [:]
     /// What the thread must do after the instruction just accounted (see `continueAfterAccount`).
     var action: Action = .next
 
@@ -196,16 +207,22 @@ final class Stepper {
             try stepTrap(host, onEvent: onEvent)
             defer { progressReported = false }
             return options.reportSteps || progressReported
-        case (.trap(let who), .steppingOver(let returnAddress, let rsp)) where who == tid:
-            var registers = try host.tracee.registers(of: tid)
+        case (.trap(let who), .steppingOver(let returnAddress, let rsp)):
+            // Back from the call or handler graft let run: step on from the return address. The same
+            // stack pointer on another thread is the same stack: a goroutine that moved (Go's
+            // scheduler may resume a preempted goroutine on another thread). Follow it there.
+            if who != tid, (try? host.tracee.programCounter(of: who)) != returnAddress &+ 1 { return nil }
+            var registers = try host.tracee.registers(of: who)
             guard registers.rip &- 1 == returnAddress, registers.rsp == rsp &+ 8 else { return nil }
-            // Back from the call graft let run: step on from the return address.
+            if who != tid { adopt(who, onEvent: onEvent) }
             registers.rip = returnAddress
-            try host.tracee.setRegisters(registers, of: tid)
+            try host.tracee.setRegisters(registers, of: who)
             mode = .stepping
             lastPC = returnAddress
             lastSite = site(at: returnAddress, host: host)
-            try advance(&registers, host, onEvent: onEvent)
+            if try accountFreeSyscall(&registers, host: host, onEvent: onEvent) {
+                try advance(&registers, host, onEvent: onEvent)
+            }
             return false
         case (.signal(let who, let signal), .stepping) where who == tid:
             host.session.signalsSeen.insert(signal)
@@ -279,6 +296,10 @@ final class Stepper {
             // The interrupted instruction did not run; the handler is entered like a call whose
             // return address (the signal trampoline) is on the stack.
             deliveredSignal = false
+            if !options.signals.steps(deliveredSignalNumber),
+               try skipHandler(signal: deliveredSignalNumber, registers: registers, host: host, onEvent: onEvent) {
+                return
+            }
             let returnAddress = (try? host.tracee.readWord(at: registers.rsp, via: tid)) ?? 0
             profile.enter(functionIndex(at: registers.rip, host: host), returnAddress: returnAddress, entryRSP: registers.rsp)
             lastPC = registers.rip

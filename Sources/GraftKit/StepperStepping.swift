@@ -120,6 +120,7 @@ extension Stepper {
         guard let tid else { return }
         if pendingSignal != 0 {
             deliveredSignal = true
+            deliveredSignalNumber = pendingSignal
             signalsDelivered += 1
         }
         try host.tracee.step(tid, signal: pendingSignal)

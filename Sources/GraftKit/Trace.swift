@@ -4,6 +4,32 @@ import GraftELF
 import GraftPtrace
 import Glibc
 
+/// What `graft trace` does with a signal handler that interrupts the stepped thread.
+public enum TraceSignalHandlers: String, Sendable, CaseIterable {
+    /// Runtime signals (`TraceSignalHandlers.runtimeSignals`: Go's SIGURG preemption, SIGPROF
+    /// sampling) run free; any other handler is stepped. The default.
+    case auto
+    /// Every handler is stepped, its instructions counted under the interrupted function.
+    case step
+    /// Every handler runs free: the thread is let go at full speed until it is back at the
+    /// interrupted instruction with the interrupted stack pointer, then stepped on.
+    case skip
+
+    /// Signals whose handlers belong to a language runtime or a profiler rather than to the code being
+    /// traced: SIGURG (Go's asynchronous preemption, every 10 ms of a running goroutine) and SIGPROF
+    /// (setitimer/timer_create sampling profilers, Go's pprof).
+    public static let runtimeSignals: Set<Int32> = [SIGURG, SIGPROF]
+
+    /// Whether a handler run for `signal` is stepped.
+    public func steps(_ signal: Int32) -> Bool {
+        switch self {
+        case .step: return true
+        case .skip: return false
+        case .auto: return !Self.runtimeSignals.contains(signal)
+        }
+    }
+}
+
 /// What `graft trace` steps, and when it stops.
 public struct TraceOptions: Sendable {
     /// The thread to step from now on (default: the main thread). Ignored with `function`.
@@ -24,9 +50,12 @@ public struct TraceOptions: Sendable {
     public var reportSteps: Bool
     /// Keep the other threads stopped while a thread is stepped.
     public var allStop: Bool
+    /// Signal handlers: stepped, or let run free (`--signals`).
+    public var signals: TraceSignalHandlers
 
     public init(tid: Int32? = nil, steps: UInt64? = nil, duration: Double? = nil, function: String? = nil, calls: Int = 1,
-                depth: Int? = nil, disassemble: Bool = false, reportSteps: Bool = true, allStop: Bool = false) {
+                depth: Int? = nil, disassemble: Bool = false, reportSteps: Bool = true, allStop: Bool = false,
+                signals: TraceSignalHandlers = .auto) {
         self.tid = tid
         self.steps = steps
         self.duration = duration
@@ -36,6 +65,7 @@ public struct TraceOptions: Sendable {
         self.disassemble = disassemble
         self.reportSteps = reportSteps
         self.allStop = allStop
+        self.signals = signals
     }
 }
 
@@ -53,9 +83,10 @@ public struct TraceStep: Sendable {
     /// Frames on the shadow call stack when it ran.
     public let depth: Int
 
-    /// `module!function+0xoff`.
+    /// `module!function+0xoff`; without a symbol `module+0xOFF` of the pc itself (both LOCATIONs).
     public var location: String {
-        function.name == nil ? function.displayName : function.displayName + (offset == 0 ? "" : "+\(hex(offset))")
+        if function.name == nil, function.module != nil { return "\(function.module ?? "")+\(hex(pc &- function.moduleStart))" }
+        return function.name == nil ? function.displayName : function.displayName + (offset == 0 ? "" : "+\(hex(offset))")
     }
 }
 
@@ -88,6 +119,10 @@ public struct TraceSummary: Sendable {
     public let tid: Int32?
     /// Signals delivered to the stepped thread while it was stepped.
     public let signalsDelivered: Int
+    /// Signal handler runs let run free (`TraceSignalHandlers`), by signal number.
+    public let handlersSkipped: [Int32: Int]
+    /// All of them.
+    public var handlerRunsSkipped: Int { handlersSkipped.values.reduce(0, +) }
 }
 
 /// A single-step trace of one thread of a live process: instruction by instruction, with a shadow
@@ -161,7 +196,8 @@ public final class TraceSession: @unchecked Sendable {
                 TraceSummary(steps: stepper.profile.instructions, singleSteps: stepper.singleSteps,
                              callsTraced: stepper.callsTraced, elapsedNanoseconds: stepper.elapsed,
                              end: summary.end, codeRestored: summary.codeRestored, profile: stepper.profile,
-                             tid: stepper.lastTid, signalsDelivered: stepper.signalsDelivered)
+                             tid: stepper.lastTid, signalsDelivered: stepper.signalsDelivered,
+                             handlersSkipped: stepper.handlersSkipped)
             }
             let summary = try runEngine(engine, launched: command != nil, status: &launchedExitStatus,
                                         ended: { onEnd(traceSummary($0)) }) {

@@ -1,35 +1,41 @@
 import GraftCore
 
-/// A function as a trace names it: the module's basename and the symbol, or the module alone when
-/// the pc has no symbol (a PLT stub, a stripped static function).
+/// A function as a trace names it: the module's basename and the symbol; without a symbol (a
+/// stripped static function) the module and where the function starts.
 public struct TraceFunction: Sendable, Hashable {
     public let module: String?
     public let name: String?
-    /// Runtime address of the symbol's first byte (0 without a symbol).
+    /// Runtime address of the function's first byte: the symbol's; without one, the start of the
+    /// `.eh_frame` function around it, else the first address the trace saw in that module's unnamed
+    /// code; 0 for nothing at all.
     public let start: UInt64
+    /// Runtime address of the module's first mapped byte (what `module+0xOFF` counts from).
+    public let moduleStart: UInt64
 
-    public init(module: String?, name: String?, start: UInt64) {
+    public init(module: String?, name: String?, start: UInt64, moduleStart: UInt64 = 0) {
         self.module = module
         self.name = name
         self.start = start
+        self.moduleStart = moduleStart
     }
 
-    /// `module!name`, `module!??` without a symbol, `??` outside any file.
+    /// `module!name`; without a symbol `module+0xOFF` (the function's start: a LOCATION graft
+    /// accepts), `0x…` in memory no file backs, `??` for nothing known.
     public var displayName: String {
         switch (module, name) {
         case (let module?, let name?): return "\(module)!\(name)"
-        case (let module?, nil): return "\(module)!??"
         case (nil, let name?): return name
-        case (nil, nil): return "??"
+        default: return unnamed
         }
     }
 
     /// The frame name in folded stacks and flame graphs: the bare function name (as perf script and
-    /// flamegraph.pl show it), `[module]` without a symbol, `[unknown]` outside any file.
-    public var foldedName: String {
-        if let name { return name }
-        if let module { return "[\(module)]" }
-        return "[unknown]"
+    /// flamegraph.pl show it); without a symbol the same `module+0xOFF` as `displayName`.
+    public var foldedName: String { name ?? unnamed }
+
+    private var unnamed: String {
+        if let module { return start == 0 ? "\(module)+0x0" : "\(module)+\(hex(start &- moduleStart))" }
+        return start == 0 ? "??" : hex(start)
     }
 }
 

@@ -1,6 +1,7 @@
 import GraftCore
 import GraftELF
 import GraftPtrace
+import Glibc
 
 /// What `unpatch` did to one patch.
 public struct UnpatchResult: Sendable {
@@ -67,6 +68,7 @@ extension Graft {
             }
             var done: [Done] = []
             var toRevert: [Int] = []
+            let maps = (try? ProcMaps.read(pid: pid)) ?? []
             for (index, target) in targets.enumerated() {
                 let memory: [UInt8]
                 do {
@@ -76,7 +78,13 @@ extension Graft {
                     throw error
                 }
                 switch Graft.state(new: target.new, original: target.original, recorded: target.recorded, memory: memory) {
-                case .applied: done.append(.already); toRevert.append(index)  // decided in the stop window below
+                case .applied:
+                    // The journal's original bytes are written back only if they are the module's.
+                    if let problem = Graft.originalBytesProblem(contents.patches[positions[index]], maps: maps, pid: pid) {
+                        done.append(.failed(problem))
+                        continue
+                    }
+                    done.append(.already); toRevert.append(index)  // decided in the stop window below
                 case .reverted, .notPresent: done.append(.already)
                 case .changed: done.append(.changed(memory))
                 }
@@ -142,6 +150,31 @@ extension Graft {
             try journal.save(contents, for: instance)
             return results
         }
+    }
+
+    /// Why the record's original bytes must not be written back (nil: they may): for code in a
+    /// file-backed mapping, they differ from the file's bytes at that address — the same check
+    /// `patch` makes before its first write, here against a journal someone may have altered (to
+    /// int3s, say). GOT and vtable words are relocated data, not the file's bytes: not checked;
+    /// code in anonymous memory has no file to check against.
+    static func originalBytesProblem(_ record: PatchRecord, maps: [Mapping], pid: Int32) -> String? {
+        guard record.kind == "jump" || record.kind == "return" else { return nil }
+        let address = record.addressValue, original = record.original
+        guard let mapping = maps.first(where: { $0.contains(address) }), mapping.isFileBacked,
+              address + UInt64(original.count) <= mapping.end else { return nil }
+        // The mapped file itself: its path when it is still the same inode, else map_files (root).
+        var info = stat()
+        let path = !mapping.isDeleted && stat(mapping.path, &info) == 0 && info.st_ino == mapping.inode
+            ? mapping.path : "/proc/\(pid)/map_files/\(String(mapping.start, radix: 16))-\(String(mapping.end, radix: 16))"
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        let offset = mapping.offset + (address - mapping.start)
+        var file = [UInt8](repeating: 0, count: original.count)
+        let n = file.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset)) }
+        guard n == original.count else { return nil }
+        if file == original { return nil }
+        return "the journal's original bytes \(hexBytes(original)) are not \(mapping.path)'s (\(hexBytes(file)) at file offset \(hex(offset))): the record was altered; not written back, memory keeps what it holds"
     }
 
     /// The trampolines of reverted patches (just now, or kept earlier because a thread used

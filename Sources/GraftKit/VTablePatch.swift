@@ -111,10 +111,7 @@ extension Graft {
         }
         let value = primary.slots[chosen]
         let slot = primary.firstSlot + UInt64(chosen) * 8
-        let target = try index.resolve(try Location.parse(to))
-        let resolver = CodeSiteResolver(index: index, disassembler: try Disassembler(.x86_64),
-                                        readMemory: { try ProcessMemory.read(pid: pid, at: $0, count: $1) })
-        try resolver.requireExecutable(target.address, asTarget: true)
+        let target = try Graft.wordPatchTarget(to, index: index, pid: pid)
         if let record = CodeSite.appliedPatch(in: contents, overlapping: slot..<(slot + 8)) {
             throw GraftError.alreadyPatched(address: slot, id: record.id, function: record.function, pid: pid)
         }

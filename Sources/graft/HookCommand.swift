@@ -4,6 +4,8 @@ import GraftKit
 import GraftELF
 import Glibc
 
+extension HookSummaryOrder: ExpressibleByArgument {}
+
 struct HookCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "hook",
@@ -14,27 +16,44 @@ struct HookCommand: ParsableCommand {
         `-- COMMAND` graft starts COMMAND, arms the hooks before its main runs, and exits with its status.
         Examples:
           graft hook -p 4242 hook_f --args 2 --returns
+          graft hook -p 4242 libc:open --args 2
           graft hook -p 4242 libc:getppid --backtrace --count 10
           graft hook -p 4242 value_a --set-return 7 --skip
+          graft hook -p 4242 price --hardware
+          graft hook -p 4242 hook_f --args 2 --filter 'arg0 > 2 && tid == 4243'
+          graft hook -p 4242 'libc:str*' --returns --quiet --sort time
           graft hook hook_f --returns -- ./hook_count 100
         """)
 
-    @Option(name: [.customShort("p"), .customLong("pid")], parsing: .unconditional,
-            help: ArgumentHelp("The process to hook (or give `-- COMMAND`).", valueName: "pid"))
-    var pidArgument: ProcessID?
-    /// A positive number, when given, once `validate()` has run.
-    var pid: Int32? { pidArgument.map { $0.value ?? 0 } }
+    @Option(name: [.customShort("p"), .customLong("pid")], parsing: .unconditionalSingleValue,
+            help: ArgumentHelp("The process to hook (several: -p 8153,8293, or -p repeated; or give `-- COMMAND`).", valueName: "pid"))
+    var pidArguments: [ProcessIDList] = []
+
+    @Option(name: [.customShort("n"), .customLong("name")],
+            help: ArgumentHelp("Hook every process whose executable (or comm) is NAME.", valueName: "name"))
+    var names: [String] = []
+
+    @Flag(name: .long, help: "Also hook the processes the hooked ones fork after the session started (their calls carry their pid).")
+    var follow = false
+
+    /// The one process of a plain session (-p with one pid), once `validate()` has run.
+    var pid: Int32? { pidArguments.isEmpty ? nil : pidArguments.flatMap(\.items).first?.value ?? 0 }
+    /// Several processes (a list, -n) or --follow: one session per process (`HookFleet`).
+    var isFleet: Bool { follow || !names.isEmpty || pidArguments.flatMap(\.items).count > 1 }
 
     @Argument(help: "Functions to hook (LOCATION: NAME, MODULE:NAME, NAME+OFFSET, 0xADDRESS).")
     var locations: [String] = []
 
-    @Option(name: .customLong("args"), help: ArgumentHelp("Report this many integer arguments (SysV: rdi, rsi, rdx, rcx, r8, r9, then the stack).", valueName: "N"))
+    @Option(name: .customLong("args"), help: ArgumentHelp("Report this many arguments: typed and named from DWARF (or a libc prototype) when known, else integer registers (SysV: rdi, rsi, rdx, rcx, r8, r9, then the stack).", valueName: "N"))
     var argumentCount: Int = 0
+
+    @Flag(name: .long, help: "Report arguments and return values as raw registers even when their types are known.")
+    var raw = false
 
     @Flag(name: .long, help: "Report a stack trace with every call (libunwind, .eh_frame).")
     var backtrace = false
 
-    @Flag(name: .long, help: "Report each call's return value (rax: an integer or pointer; a float or double result is in xmm0, not shown) and duration.")
+    @Flag(name: .long, help: "Report each call's return value (typed when known: a float or double from xmm0; else rax in hex) and duration.")
     var returns = false
 
     @Option(name: .customLong("set-return"), parsing: .unconditional,
@@ -57,6 +76,12 @@ struct HookCommand: ParsableCommand {
     @Flag(name: [.customShort("q"), .long], help: "Print only the summary, not every call.")
     var quiet = false
 
+    @Option(name: .long, help: ArgumentHelp("Keep only calls matching EXPR, e.g. 'tid == 4243', 'arg0 > 2 && ret < 0' (fields tid, pid, ret, arg0…arg15; == != < <= > >=; && || ! and parentheses; see docs/hooks.md).", valueName: "EXPR"))
+    var filter: String?
+
+    @Option(name: .long, help: ArgumentHelp("Order of the summary: hits (default) or time (total time in the calls; needs --returns).", valueName: "hits|time"))
+    var sort: HookSummaryOrder = .hits
+
     @Option(name: .customLong("state-dir"), help: ArgumentHelp("Journal directory.", visibility: .hidden))
     var stateDirectory: String?
 
@@ -69,23 +94,37 @@ struct HookCommand: ParsableCommand {
     @Option(name: .customLong("max-hooks"), help: "The most functions patterns may bring (default 1000).")
     var maxHooks = 1_000
 
+    @Flag(name: .customLong("no-wait"), help: "Refuse a LOCATION in a library the process has not loaded yet, instead of hooking it when the process loads it.")
+    var noWait = false
+
+    @Flag(name: .long, help: "Use the CPU's debug registers (DR0–DR3) instead of int3s: no byte of code changes; at most four functions (three with --returns).")
+    var hardware = false
+
     func validate() throws {
         SymbolNames.mangled = mangled
-        try pidArgument?.check()
+        for argument in pidArguments { try argument.check() }
         if locations.isEmpty { throw ValidationError("give at least one LOCATION to hook") }
         if Passthrough.hasTerminator && command.isEmpty { throw ValidationError("give a command to start after `--`") }
-        if pid == nil && command.isEmpty { throw ValidationError("give -p PID, or a command after `--`") }
-        if pid != nil && !command.isEmpty { throw ValidationError("give -p PID or `-- COMMAND`, not both") }
+        if pid == nil && names.isEmpty && command.isEmpty { throw ValidationError("give -p PID, -n NAME, or a command after `--`") }
+        if (pid != nil || !names.isEmpty) && !command.isEmpty { throw ValidationError("give -p PID (or -n NAME) or `-- COMMAND`, not both") }
+        if follow && !command.isEmpty { throw ValidationError("--follow goes with -p PID or -n NAME, not with `-- COMMAND`") }
         if skip && setReturn == nil { throw ValidationError("--skip needs --set-return INT (the value to return)") }
         if (setReturn != nil) && locations.count > 1 { throw ValidationError("--set-return applies to one LOCATION; give exactly one") }
         if argumentCount < 0 || argumentCount > 16 { throw ValidationError("--args takes 0 to 16") }
         if let count, count <= 0 { throw ValidationError("--count must be at least 1") }
         if let duration, !(duration > 0) { throw ValidationError("--duration must be a positive number of seconds") }
+        if sort == .time && !returns && setReturn == nil { throw ValidationError("--sort time needs --returns (the calls' durations)") }
+        if let filter { _ = try HookFilter(parsing: filter) }
     }
 
     func run() throws {
-        let template = HookSpec(location: "", argumentCount: argumentCount, backtrace: backtrace, returns: returns,
+        if isFleet {
+            try runFleet()
+            return
+        }
+        var template = HookSpec(location: "", argumentCount: argumentCount, backtrace: backtrace, returns: returns,
                                 setReturn: setReturn, skip: skip)
+        template.raw = raw
         let specs: [HookSpec]
         if let pid {
             specs = try Graft(journal: Journal(directory: stateDirectory)).hookSpecs(pid: pid, locations: locations, template: template, maxHooks: maxHooks)
@@ -107,7 +146,12 @@ struct HookCommand: ParsableCommand {
             session = try HookSession(launching: command, specs: specs, limits: limits, journal: journal)
         }
         session.reportsCalls = !quiet
+        session.hardware = hardware
+        session.waitsForLibraries = !noWait
+        session.filter = try filter.map { try HookFilter(parsing: $0) }
         let printer = HookPrinter(json: json, quiet: quiet, argumentCount: argumentCount, launched: !command.isEmpty)
+        printer.order = sort
+        printer.filtered = filter != nil
         printer.hitsSoFar = { [session] in session.hitsSoFar }
         printer.ending = SessionEnding(count: count, duration: duration, pid: pid, unit: "call")
         TerminationSignals.deferAll(holdStop: command.isEmpty, announceStop: true, session: true)
@@ -141,10 +185,19 @@ final class HookPrinter {
     let status: StatusLine
     /// The session's count (quiet mode gets no hit events to count).
     var hitsSoFar: () -> Int = { 0 }
+    /// The summary's order (`--sort`).
+    var order = HookSummaryOrder.hits
+    /// Text mode lists this many hooks in the summary, then a count of the rest (JSON lists all).
+    static let summaryRows = 50
     var names: [Int: String] = [:]
 
-    init(json: Bool, quiet: Bool, argumentCount: Int, launched: Bool = false) {
-        self.status = StatusLine(sharedTerminal: launched)
+    /// Set when several processes are hooked (`HookFleet`): every line says whose call it was
+    /// (`[PID/TID]`, JSON `"pid"`), and the summary is headed by the process.
+    var pid: Int32?
+
+    init(json: Bool, quiet: Bool, argumentCount: Int, launched: Bool = false, status: StatusLine? = nil, pid: Int32? = nil) {
+        self.status = status ?? StatusLine(sharedTerminal: launched)
+        self.pid = pid
         self.json = json
         self.quiet = quiet
         self.argumentCount = argumentCount
@@ -160,11 +213,11 @@ final class HookPrinter {
             for hook in hooks {
                 names[hook.index] = hook.location
                 if json {
-                    emit(JSON.object([("event", "armed"), ("hook", .string(hook.location)), ("function", .string(hook.function)),
+                    emit(JSON.object([("event", "armed")] + (pid.map { [("pid", JSON.int(Int64($0)))] } ?? []) + [("hook", .string(hook.location)), ("function", .string(hook.function)),
                                       ("address", .string(hex(hook.address))), ("instruction", .string(hook.instruction)),
                                       ("strategy", .string(hook.strategy))]).serialized)
                 } else if !quiet {
-                    emit("hooked \(hook.function) at \(hex(hook.address)) (\(hook.instruction): \(hook.strategy))")
+                    emit("\(pid.map { "process \($0): " } ?? "")hooked \(hook.function) at \(hex(hook.address)) (\(hook.instruction): \(hook.strategy))")
                 }
             }
         case .hit(let hit):
@@ -175,7 +228,7 @@ final class HookPrinter {
             if json { jsonLine(value) } else { textLine(value) }
         case .notice(let text):
             status.notice(text, json: json)
-        case .step, .traceCall, .traceProgress:
+        case .step, .traceCall, .traceProgress, .watched:
             break
         }
     }
@@ -208,9 +261,10 @@ final class HookPrinter {
     private func bytes(hook: Int, location: String) -> HookBytes {
         if hook >= 0, hook < hookBytes.count, let cached = hookBytes[hook] { return cached }
         let name = JSON.string(location).serialized
+        let owner = pid.map { "\"pid\":\($0)," } ?? ""
         let made = HookBytes(textHit: Array("] \(location)(".utf8), textReturn: Array("] \(location) returned ".utf8),
-                             jsonHit: Array("{\"event\":\"hit\",\"hook\":\(name),\"tid\":".utf8),
-                             jsonReturn: Array("{\"event\":\"return\",\"hook\":\(name),\"tid\":".utf8))
+                             jsonHit: Array("{\"event\":\"hit\",\(owner)\"hook\":\(name),\"tid\":".utf8),
+                             jsonReturn: Array("{\"event\":\"return\",\(owner)\"hook\":\(name),\"tid\":".utf8))
         if hook >= 0 {
             if hook >= hookBytes.count { hookBytes.append(contentsOf: repeatElement(nil, count: hook + 1 - hookBytes.count)) }
             hookBytes[hook] = made
@@ -225,6 +279,10 @@ final class HookPrinter {
         wallClock.append(wallTime, to: out)
         out.append(UInt8(ascii: " "))
         out.append(UInt8(ascii: "["))
+        if let pid {
+            out.appendDecimal(Int64(pid))
+            out.append(UInt8(ascii: "/"))
+        }
         out.appendDecimal(Int64(tid))
         out.append(rest)
         return out
@@ -243,6 +301,13 @@ final class HookPrinter {
         let out = openTextLine(hit.wallTime, tid: hit.tid, bytes(hook: hit.hook, location: hit.location).textHit)
         if argumentCount == 0 {
             out.append(ellipsis)
+        } else if let typed = hit.typedArguments {
+            for (i, argument) in typed.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")); out.append(UInt8(ascii: " ")) }
+                out.append(argument.name)
+                out.append(UInt8(ascii: "="))
+                out.append(argument.value.text)
+            }
         } else {
             for (i, argument) in hit.arguments.enumerated() {
                 if i > 0 { out.append(UInt8(ascii: ",")); out.append(UInt8(ascii: " ")) }
@@ -261,10 +326,23 @@ final class HookPrinter {
         out.append(timeKey)
         out.appendDecimal(hit.wallTime)
         out.append(argsKey)
-        for (i, argument) in hit.arguments.enumerated() {
-            out.append(i > 0 ? commaQuote : quote)
-            out.appendHex(argument)
-            out.append(UInt8(ascii: "\""))
+        if let typed = hit.typedArguments {
+            for (i, argument) in typed.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                out.append(argument.json.serialized)
+            }
+        } else {
+            // Raw registers: {"name":"arg1","type":null,"value":"0x…","register":"rdi","raw":"0x…"}.
+            let registers = hit.goABI ? rawGoRegisters : rawRegisters
+            for (i, argument) in hit.arguments.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                out.append(i < registers.count ? registers[i].prefix : stackArgumentPrefix(i - registers.count, i))
+                out.appendHex(argument)
+                out.append(rawKey)
+                out.appendHex(argument)
+                out.append(UInt8(ascii: "\""))
+                out.append(UInt8(ascii: "}"))
+            }
         }
         out.append(UInt8(ascii: "]"))
         if !hit.backtrace.isEmpty {
@@ -279,7 +357,7 @@ final class HookPrinter {
 
     private func textLine(_ value: HookReturn) {
         let out = openTextLine(value.wallTime, tid: value.tid, bytes(hook: value.hook, location: value.location).textReturn)
-        out.appendHex(value.value)
+        if let typed = value.typedValue { out.append(typed.value.text) } else { out.appendHex(value.value) }
         if value.returnedValue != value.value {
             out.append(madeToReturn)
             out.appendHex(value.returnedValue)
@@ -301,6 +379,10 @@ final class HookPrinter {
             out.appendHex(value.returnedValue)
             out.append(UInt8(ascii: "\""))
         }
+        if let typed = value.typedValue {
+            out.append(resultKey)
+            out.append(JSON.object([("type", .string(typed.type)), ("value", typed.value.json), ("register", .string(typed.register))]).serialized)
+        }
         out.append(UInt8(ascii: "}"))
         out.append(UInt8(ascii: "\n"))
     }
@@ -316,6 +398,19 @@ final class HookPrinter {
     private let valueKey = Array(",\"value\":\"".utf8)
     private let durationKey = Array("\",\"duration_ns\":".utf8)
     private let returnedKey = Array(",\"returned\":\"".utf8)
+    private let resultKey = Array(",\"result\":".utf8)
+    private let rawKey = Array("\",\"raw\":\"".utf8)
+
+    /// `{"name":"argN","type":null,"value":"` for each argument register.
+    private struct RawPrefix { let prefix: [UInt8] }
+    private static func rawPrefixes(_ names: [String]) -> [RawPrefix] {
+        names.enumerated().map { RawPrefix(prefix: Array("{\"name\":\"arg\($0.offset + 1)\",\"type\":null,\"register\":\"\($0.element)\",\"value\":\"".utf8)) }
+    }
+    private let rawRegisters = HookPrinter.rawPrefixes(["rdi", "rsi", "rdx", "rcx", "r8", "r9"])
+    private let rawGoRegisters = HookPrinter.rawPrefixes(["rax", "rbx", "rcx", "rdi", "rsi", "r8", "r9", "r10", "r11"])
+    private func stackArgumentPrefix(_ slot: Int, _ index: Int) -> [UInt8] {
+        Array("{\"name\":\"arg\(index + 1)\",\"type\":null,\"register\":\"rsp+\(8 + slot * 8)\",\"value\":\"".utf8)
+    }
 
 
     /// Called before graft blocks: push the lines out, refresh the status line.
@@ -325,37 +420,54 @@ final class HookPrinter {
 
     func clearStatus() { status.clear() }
 
+    /// A `--filter` was given: the JSON summary carries `filtered_out`.
+    var filtered = false
+
     func summary(_ summary: HookSummary) {
         clearStatus()
         let seconds = max(Double(summary.elapsedNanoseconds) / 1e9, 1e-9)
+        let sorted = order.sorted(summary.hooks)
         if json {
-            let hooks = summary.hooks.map { stats -> JSON in
+            let hooks = sorted.map { stats -> JSON in
                 var fields: [(String, JSON)] = [("hook", .string(stats.location)), ("function", .string(stats.function)),
                                                 ("hits", .int(Int64(stats.hits))), ("calls_per_second", .double(Double(stats.hits) / seconds))]
                 if stats.returns > 0 {
                     fields.append(("returns", .int(Int64(stats.returns))))
                     if let p50 = stats.durationPercentile(50) { fields.append(("p50_ns", .uint(p50))) }
                     if let p99 = stats.durationPercentile(99) { fields.append(("p99_ns", .uint(p99))) }
+                    fields.append(("time_ns", .uint(stats.totalTimeNanoseconds)))
                 }
                 return .object(fields)
             }
-            print(JSON.object([("event", "summary"), ("hooks", .array(hooks)), ("total_hits", .int(Int64(summary.totalHits))),
+            print(JSON.object([("event", "summary")] + (pid.map { [("pid", JSON.int(Int64($0)))] } ?? [])
+                              + [("hooks", .array(hooks)), ("total_hits", .int(Int64(summary.totalHits)))]
+                              + (filtered ? [("filtered_out", .int(Int64(summary.filteredOut)))] : []) + [
                                ("seconds", .double(seconds)), ("ended_by", .string(describe(summary.end, countOption: "--count"))),
                                ("code_restored", .bool(summary.codeRestored))]).serialized)
         } else {
             var rows = [["hook", "function", "hits", "calls/s"]]
             let withReturns = summary.hooks.contains { $0.returns > 0 }
-            if withReturns { rows[0] += ["p50", "p99"] }
-            for stats in summary.hooks {
+            if withReturns { rows[0] += ["p50", "p99", "time"] }
+            for stats in sorted.prefix(Self.summaryRows) {
                 var row = [stats.location, stats.function, String(stats.hits), String(format1(Double(stats.hits) / seconds))]
                 if withReturns {
                     row.append(stats.durationPercentile(50).map(formatDuration) ?? "-")
                     row.append(stats.durationPercentile(99).map(formatDuration) ?? "-")
+                    row.append(stats.returns > 0 ? formatDuration(stats.totalTimeNanoseconds) : "-")
                 }
                 rows.append(row)
             }
             if !quiet { print("") }
+            if let pid { print("process \(pid):") }
             for line in Output.table(rows) { print(line) }
+            if sorted.count > Self.summaryRows {
+                let rest = sorted.dropFirst(Self.summaryRows)
+                let calls = rest.reduce(0) { $0 + $1.hits }
+                print("… and \(rest.count) more hook\(rest.count == 1 ? "" : "s") with \(calls) call\(calls == 1 ? "" : "s") (--json lists every hook)")
+            }
+            if summary.filteredOut > 0 {
+                print("\(summary.filteredOut) call\(summary.filteredOut == 1 ? "" : "s") did not match --filter")
+            }
             print("\(summary.totalHits) call\(summary.totalHits == 1 ? "" : "s") in \(format1(seconds)) s; ended by \(describe(summary.end, countOption: "--count")); breakpoints removed\(summary.codeRestored ? ", code verified" : ", CODE NOT VERIFIED")")
         }
         fflush(nil)

@@ -21,6 +21,10 @@ struct InjectCommand: ParsableCommand {
     @Argument(help: "The shared library (.so) to load.")
     var library: String
 
+    func validate() throws {
+        try process.requireTargets(single: true, command: "inject")
+    }
+
     func run() throws {
         let outcome = try withTerminationDeferred {
             try process.cancellableGraft.inject(pid: process.pid, path: library)

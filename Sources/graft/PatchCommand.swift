@@ -14,6 +14,8 @@ struct PatchCommand: ParsableCommand {
           graft patch -p 4242 libc:getpid --return 42 --dry-run
           graft patch -p 4242 price --library ./libfix.so --to fixed_price
           graft patch -p 4242 --got nginx:write --library ./libfix.so --to logged_write
+          graft patch -n nginx ngx_http_parse_chunked --library ./libfix.so --to fixed_parse_chunked
+          graft patch -p 8153,8293 value_a --return 5 --each
           graft patch --file ./prog price --to cheap -o ./prog.patched    (a program file, not a process: graft patch --file FILE --help)
         With --library, the library is loaded first (once per process; see `graft inject`) and --to \
         names its function. When the library defines graft_original_<function> (include/graft.h: \
@@ -22,6 +24,9 @@ struct PatchCommand: ParsableCommand {
         the original.
         --got MODULE:SYMBOL redirects only MODULE's calls to SYMBOL: its GOT slot (one aligned word) \
         gets the --to address; graft_original_<function> gets what the slot led to.
+        Several processes (-p 8153,8293, -n NAME): all or nothing — every process's checks run \
+        first, and a process that refuses means none is patched (reverted where already applied); \
+        --each patches those that accept.
         """)
 
     @OptionGroup var process: ProcessOptions
@@ -59,7 +64,14 @@ struct PatchCommand: ParsableCommand {
     @Flag(name: .customLong("dry-run"), help: "Show the checks, the address and the bytes, disassembled; write nothing.")
     var dryRun = false
 
+    @Flag(name: .long, help: "With several processes: patch every one that accepts, past a refusal (default: all or nothing).")
+    var each = false
+
     func validate() throws {
+        try process.requireTargets(command: "patch")
+        if process.isMany && (got != nil || vtable != nil) {
+            throw ValidationError("--got and --vtable work on one process; give one pid with -p")
+        }
         if library != nil && target == nil {
             throw ValidationError("--library needs --to NAME: the function of the library to jump to")
         }
@@ -91,6 +103,10 @@ struct PatchCommand: ParsableCommand {
             return
         }
         let action: PatchAction = target.map { .jump(to: $0) } ?? .returnValue(returnValue!)
+        if process.isMany {
+            try runMany(action: action)
+            return
+        }
         let outcome = try withTerminationDeferred {
             try process.cancellableGraft.patch(pid: process.pid, location: location ?? "", action: action, dryRun: dryRun, midFunction: midFunction,
                                                  library: library)
@@ -142,6 +158,65 @@ struct PatchCommand: ParsableCommand {
 }
 
 extension PatchCommand {
+    /// One patch over several processes: all or nothing unless --each; one line per process.
+    func runMany(action: PatchAction) throws {
+        let pids = try process.targets()
+        let results = try withTerminationDeferred {
+            process.cancellableGraft.patch(pids: pids, location: location ?? "", action: action, dryRun: dryRun,
+                                           midFunction: midFunction, library: library, each: each)
+        }
+        let refused = results.filter { $0.outcome == .refused }
+        for result in results {
+            let pid = result.pid
+            if process.json {
+                if let patch = result.patch, result.outcome == .patched {
+                    Output.json(patch.json)
+                    continue
+                }
+                var fields: [(String, JSON)] = [("event", .string("patch-\(result.outcome.rawValue)")), ("pid", .int(Int64(pid)))]
+                if let id = result.patch?.record?.id { fields.append(("id", .int(Int64(id)))) }
+                if let error = result.error { fields.append(("message", .string(error.description))) }
+                if let error = result.rollbackError { fields.append(("rollback_error", .string(error.description))) }
+                Output.json(.object(fields))
+                continue
+            }
+            let name = "process \(pid) (\(ProcFSName.of(pid)))"
+            switch result.outcome {
+            case .patched:
+                guard let patch = result.patch else { continue }
+                let what: String
+                switch patch.plan.action {
+                case .jump: what = "jump to \(patch.plan.target?.description ?? "?")"
+                case .returnValue(let value): what = "return \(value)"
+                }
+                if patch.dryRun {
+                    Output.line("\(name): dry run: would patch \(patch.plan.location) at \(hex(patch.plan.address)) with \(what); checks passed")
+                } else {
+                    Output.line("\(name): patch \(patch.record?.id ?? 0): \(patch.plan.location) at \(hex(patch.plan.address)) now does: \(what) (stopped \(formatMilliseconds(Double(patch.stopWindowNanoseconds) / 1e6)))")
+                }
+            case .refused:
+                Output.line("\(name): refused: \(result.error?.description ?? "?")")
+            case .rolledBack:
+                Output.line("\(name): patch \(result.patch?.record?.id ?? 0) reverted again (another process refused; all or nothing)")
+            case .notPatched:
+                if let error = result.rollbackError {
+                    Output.line("\(name): patch \(result.patch?.record?.id ?? 0) is applied and could not be reverted: \(error.description)")
+                } else {
+                    Output.line("\(name): not patched (another process refused; all or nothing)")
+                }
+            }
+        }
+        guard !refused.isEmpty else { return }
+        let names = refused.map { String($0.pid) }.joined(separator: ", ")
+        if each {
+            throw GraftError.usage("\(results.count - refused.count) of \(results.count) processes patched; refused in process\(refused.count == 1 ? "" : "es") \(names) (see above)")
+        }
+        if refused.count == 1, let error = refused[0].error, !process.json {
+            throw GraftError.usage("process \(refused[0].pid) refused (\(error.description)); none of the \(results.count) processes was patched (--each patches those that accept)")
+        }
+        throw GraftError.usage("refused in process\(refused.count == 1 ? "" : "es") \(names); none of the \(results.count) processes was patched (--each patches those that accept)")
+    }
+
     func runVTable(className: String, to: String) throws {
         let outcome = try withTerminationDeferred {
             try process.cancellableGraft.patchVTable(pid: process.pid, className: className, method: method, index: slot, to: to,

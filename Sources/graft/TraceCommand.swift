@@ -20,6 +20,7 @@ struct TraceCommand: ParsableCommand {
           graft trace -p 4242 --steps 20 --disasm
           graft trace -p 4242 --function trace_a --summary
           graft trace -p 4242 --function trace_a --depth 1 --json
+          graft trace -p 4242 --function main.spin --signals skip --summary
           graft trace -p 4242 --duration 2 --folded out.folded --svg out.svg
           graft trace --function trace_a --summary -- ./trace_calls
         """)
@@ -68,6 +69,13 @@ struct TraceCommand: ParsableCommand {
     @Flag(name: .customLong("all-stop"), help: "Keep the other threads stopped while a thread is stepped.")
     var allStop = false
 
+    @Option(name: .long, help: ArgumentHelp("Signal handlers that interrupt the stepped thread: step (trace them) or skip (let them run free). Default: skip runtime signals (SIGURG: Go's preemption; SIGPROF), step the others.", valueName: "step|skip"))
+    var signals: SignalsChoice?
+
+    enum SignalsChoice: String, ExpressibleByArgument {
+        case step, skip
+    }
+
     @Option(name: .customLong("state-dir"), help: ArgumentHelp("Journal directory.", visibility: .hidden))
     var stateDirectory: String?
 
@@ -110,7 +118,8 @@ struct TraceCommand: ParsableCommand {
             function = matches[0].location
         }
         let options = TraceOptions(tid: tid, steps: steps, duration: duration, function: function, calls: calls, depth: depth,
-                                   disassemble: disasm, reportSteps: perStep, allStop: allStop)
+                                   disassemble: disasm, reportSteps: perStep, allStop: allStop,
+                                   signals: signals.map { $0 == .step ? .step : .skip } ?? .auto)
         let journal = Journal(directory: stateDirectory)
         let session: TraceSession
         if let pid {
@@ -252,7 +261,7 @@ final class TracePrinter {
         case .traceProgress(let count, let function):
             steps = count
             current = function
-        case .hit, .returned:
+        case .hit, .returned, .watched:
             break
         }
     }
@@ -293,6 +302,7 @@ final class TracePrinter {
                                ("tid", result.tid.map { .int(Int64($0)) } ?? .null), ("pid", .int(Int64(pid))),
                                ("elapsed_ns", .uint(result.elapsedNanoseconds)), ("steps_per_second", .double(Double(result.steps) / seconds)),
                                ("signals_delivered", .int(Int64(result.signalsDelivered))),
+                               ("handlers_skipped", .int(Int64(result.handlerRunsSkipped))),
                                ("ended_by", .string(describe(result.end, countOption: "--steps"))), ("code_restored", .bool(result.codeRestored))]).serialized)
             fflush(nil)
             return
@@ -326,6 +336,10 @@ final class TracePrinter {
             print("")
         }
         for file in files { print("wrote \(file)") }
+        if result.handlerRunsSkipped > 0 {
+            let bySignal = result.handlersSkipped.sorted { $0.key < $1.key }.map { "\($0.value) \(signalName($0.key))" }.joined(separator: ", ")
+            print("signal handlers run free, not stepped: \(bySignal) (--signals step traces them)")
+        }
         print(footer)
         fflush(nil)
     }

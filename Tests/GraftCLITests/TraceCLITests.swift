@@ -56,6 +56,50 @@ import TestSupport
         #expect(victim.waitForLine(timeout: 10, where: { $0 == "traced 1 83" }) != nil)
     }
 
+    /// `--signals skip`: SIGUSR1 handlers run free, each traced call counts its 113 instructions, the
+    /// JSON summary and the text summary say how many handler runs were skipped.
+    @Test func signalsSkipIsCountedInTheSummary() throws {
+        let victim = try Victim.launch("trace_calls", arguments: ["signals", "120"], stdin: true)
+        defer { victim.kill() }
+        for json in [true, false] {
+            let session = try Victim.launchCommand(try graftBinary(), arguments: ["trace", "-p", String(victim.pid), "--function", "trace_a", "--summary", "--calls", "5",
+                                                                                "--signals", "skip", "--state-dir", temporaryDirectory()] + (json ? ["--json"] : []),
+                                                   waitForReady: false)
+            defer { session.kill() }
+            if json {
+                #expect(session.waitForLine(timeout: 60, where: { $0.contains("\"event\":\"armed\"") }) != nil)
+            } else {
+                try waitUntil("graft to arm trace_a (stderr: \(session.stderrOutput))", timeout: 60) {
+                    session.stderrOutput.contains("graft: waiting for a call of trace_calls!trace_a") || !session.isAlive
+                }
+            }
+            // Five calls (565 instructions, ~20 ms stepped): SIGUSR1 comes every 200 µs.
+            victim.writeStdin("go\ngo\ngo\ngo\ngo\n")
+            #expect(session.waitExit(timeout: 30).flatMap(WaitStatus.exitCode) == 0)
+            let text = session.drain().joined(separator: "\n")
+            if json {
+                let summary = try #require(try jsonLines(text).last)
+                #expect(summary["steps"] as? Int == 565 && (summary["handlers_skipped"] as? Int ?? 0) > 0, "\(summary)")
+                #expect(summary["handlers_skipped"] as? Int == summary["signals_delivered"] as? Int)
+            } else {
+                #expect(text.contains("signal handlers run free, not stepped: ") && text.contains(" SIGUSR1 (--signals step traces them)"), "\(text)")
+                #expect(text.contains("565 instructions of thread"), "\(text)")
+            }
+        }
+        let bad = try graft(["trace", "-p", String(victim.pid), "--function", "trace_a", "--signals", "never"], stateDir: temporaryDirectory())
+        #expect(bad.status != 0 && bad.stderr.contains("--signals"), "\(bad.stderr)")
+    }
+
+    /// A stripped program has no `main` symbol: the error says the program is stripped and how to
+    /// name its code, and suggests nothing absurd (`main` is not a word of `textdomain`).
+    @Test func strippedProgramSaysSo() throws {
+        for command in [["trace", "--function", "main"], ["hook", "main"]] {
+            let result = try runCommand(try graftBinary(), command + ["--state-dir", temporaryDirectory(), "--", "/bin/true"])
+            expectOneLineError(result, "no function 'main': true is stripped (no .symtab: only its exported functions have names); name its code as true+0xOFF")
+            #expect(!result.stderr.contains("textdomain") && !result.stderr.contains("getdomainname"), "\(result.stderr)")
+        }
+    }
+
     @Test func foldedStacksAndAWellFormedFlameGraph() throws {
         let victim = try Victim.launch("trace_calls", arguments: ["", "120"], stdin: true)
         defer { victim.kill() }

@@ -25,19 +25,79 @@ import TestSupport
         #expect(returned.allSatisfy { $0 == 7 })
     }
 
+    /// go_loop built with -ldflags=-s: no .symtab, the names come from .gopclntab — the same names
+    /// at the same addresses as the unstripped build's, and Go's ABI applies.
+    @Test func strippedGoBinaryNamesFromPclntab() throws {
+        let stripped = try ELFFile(path: try Victims.path("go_loop_stripped"))
+        let full = try ELFFile(path: try Victims.path("go_loop"))
+        #expect(!stripped.hasSymtab && full.hasSymtab)
+        #expect(stripped.isGoProgram)
+        for name in ["main.a", "main.b", "main.add", "main.main", "runtime.main", "runtime.mallocgc"] {
+            let mine = stripped.symbols(named: name).first?.value
+            #expect(mine != nil && mine == full.symbols(named: name).first?.value, "\(name)")
+        }
+        // Every Go function the full build names, the stripped one names at the same address.
+        let named = Set(full.functionSymbols.filter { $0.name.contains(".") }.map { "\($0.name)@\($0.value)" })
+        let recovered = Set(stripped.functionSymbols.map { "\($0.name)@\($0.value)" })
+        let missing = named.subtracting(recovered).filter { !$0.contains(".abi0@") }
+        #expect(missing.count < named.count / 50, "\(missing.prefix(10))")
+
+        let victim = try Victim.launch("go_loop_stripped")
+        defer { victim.kill() }
+        var hits: [[UInt64]] = []
+        var frames: [String] = []
+        let summary = try HookSession(pid: victim.pid, specs: [HookSpec(location: "main.add", argumentCount: 2, backtrace: true)],
+                                      limits: HookLimits(count: 2), journal: temporaryJournal())
+            .run(onEvent: { event in
+                if case .hit(let hit) = event { hits.append(hit.arguments); frames = hit.backtrace.map(\.description) }
+            })
+        #expect(summary.hooks.first?.hits == 2)
+        #expect(hits.allSatisfy { $0 == [3, 4] }, "\(hits)")
+        #expect(frames.first == "go_loop_stripped!main.add" && frames.contains { $0.hasPrefix("go_loop_stripped!main.main+0x") }, "\(frames)")
+    }
+
     /// `libc:strlen` is an IFUNC on Debian: graft hooks the implementation this process uses (the
     /// loader's answer in libc's IRELATIVE slot), which printf's %s calls.
     @Test func anIFUNCIsHookedWhereTheProcessCallsGo() throws {
         let victim = try Victim.launch("shapes")
         defer { victim.kill() }
         var armed: [ArmedHook] = []
+        var notices: [String] = []
         let summary = try HookSession(pid: victim.pid, specs: [HookSpec(location: "libc:strlen")], limits: HookLimits(count: 3),
                                       journal: temporaryJournal())
-            .run(onEvent: { event in if case .armed(let hooks) = event { armed = hooks } })
+            .run(onEvent: { event in
+                if case .armed(let hooks) = event { armed = hooks }
+                if case .notice(let text) = event { notices.append(text) }
+            })
         #expect(summary.hooks.first?.hits == 3)
-        #expect(armed.first?.function.contains("strlen") == true && armed.first?.function.contains("libc.so.6!strlen") == true)
+        // Debian's libc is stripped: the implementation has no name, and is spelled libc.so.6+0xOFF.
+        let function = try #require(armed.first?.function)
+        #expect(function.hasPrefix("libc.so.6+0x"), "\(function)")
+        #expect(notices.contains("libc.so.6!strlen is an IFUNC: hooking the implementation this process uses, \(function)"), "\(notices)")
         let graft = Graft(journal: temporaryJournal())
         let plan = try graft.preparePatch(pid: victim.pid, location: "libc:strlen", action: .returnValue(3))
         #expect(plan.checks.first?.contains("libc.so.6!strlen is an IFUNC: graft patches the implementation") == true)
+    }
+}
+
+/// A goroutine blocked inside a hooked call resumes on whichever thread the scheduler picks: its
+/// return belongs to the goroutine (Go's g, in r14), not to the thread it was called on.
+@Suite struct GoroutineReturnTests {
+    @Test func everyCountedCallsReturnIsPairedThoughGoroutinesMoveBetweenThreads() throws {
+        let victim = try Victim.launch("go_goroutines", arguments: ["8", "60"])
+        defer { victim.kill() }
+        let run = HookRun(HookSession(pid: victim.pid, specs: [HookSpec(location: "main.slow", argumentCount: 1, returns: true)],
+                                      limits: HookLimits(count: 400), journal: temporaryJournal()))
+        try #require(run.waitArmed(), "session did not arm")
+        let summary = try run.waitEnd(timeout: 60)
+        #expect(summary.end == .count)
+        let hits = run.hits, returns = run.returns
+        #expect(hits.count == 400)
+        // Every counted call's return, each 2 × its argument (Go returns in rax too).
+        #expect(returns.count == hits.count, "\(returns.count) returns for \(hits.count) calls")
+        #expect(returns.map(\.value).sorted() == hits.map { 2 * $0.arguments[0] }.sorted())
+        // And they did move: some returns came back on another thread than their call's.
+        let callThreads = Dictionary(grouping: hits, by: { $0.arguments[0] }).mapValues { Set($0.map(\.tid)) }
+        #expect(returns.contains { !(callThreads[$0.value / 2] ?? []).contains($0.tid) })
     }
 }

@@ -50,6 +50,10 @@ import TestSupport
         expectError({ "\($0)".contains("no slot 9") }) {
             _ = try graft.patchVTable(pid: victim.pid, className: "shapes::Circle", method: nil, index: 9, to: "libc:abort")
         }
+        // An IFUNC's resolver is no method to call: the slot would call it instead of what it picks.
+        expectError({ "\($0)".contains("IFUNC") }) {
+            _ = try graft.patchVTable(pid: victim.pid, className: "shapes::Circle", method: "area", index: nil, to: "libc:strlen")
+        }
         #expect(Demangler.demangle("_ZNK6shapes6Circle4areaEv") == "shapes::Circle::area() const")
         #expect(Demangler.demangle("$s4main5priceyS2iF") == "main.price(Swift.Int) -> Swift.Int", "Swift, through the Swift runtime's demangler")
         #expect(Demangler.demangle("_ZN4core3fmt5write17h0123456789abcdefE")?.hasPrefix("core::fmt::write") == true, "Rust's legacy mangling")

@@ -191,3 +191,8 @@ char *graft_demangle(const char *name);
 /* The Swift runtime's demangler (swift_demangle, in libswiftCore, which every Swift program links):
  * a Swift symbol's readable name, malloc'd, or NULL. The caller frees it. */
 char *graft_swift_demangle(const char *name);
+
+/* binutils' libiberty demangler (rust_demangle): a Rust symbol's path, v0 (`_RNvCs…_3foo3bar`) or
+ * legacy (`_ZN3foo3bar17h0123456789abcdefE`, without the hash), malloc'd, or NULL when `name` is not
+ * one. The caller frees it. */
+char *graft_rust_demangle(const char *name);

@@ -1,0 +1,138 @@
+import CGraftShim
+import GraftCore
+
+/// One call's fields for `HookFilter`: its hit and, once known, its return.
+struct FilteredCall: HookFilterFields {
+    let hit: HookHit
+    let pid: Int32
+    var returnValue: UInt64?
+    var tid: Int32 { hit.tid }
+    func argument(_ index: Int) -> UInt64? { index < hit.arguments.count ? hit.arguments[index] : nil }
+}
+
+/// `--filter` applied to a hook session's events, between the engine and the caller: a call that
+/// does not match is neither reported nor counted (the summary, `--count` and `hitsSoFar` count
+/// matching calls). A filter that reads `ret` decides at the return: the hit is held until then and
+/// reported just before its return. The engine itself is unchanged: it reads the arguments the
+/// filter needs (they are cut back to `--args N` in what is reported).
+final class HookCallFilter {
+    let filter: HookFilter
+    let pid: Int32
+    let specs: [HookSpec]
+    /// `--args N` of each hook as the user gave it.
+    let shownArguments: [Int]
+    let reportsCalls: Bool
+    let countLimit: Int?
+    let stop: () -> Void
+    /// Called for each matching call (the session's `hitsSoFar`).
+    let onMatch: () -> Void
+
+    enum State { case kept, dropped, undecided }
+    /// Per thread, the calls whose return is still to come, innermost last.
+    private var open: [Int32: [(hook: Int, call: FilteredCall, state: State)]] = [:]
+    private(set) var matched: [Int]
+    private(set) var returned: [Int]
+    private(set) var durations: [[UInt64]]
+    private(set) var rejected = 0
+    private var drainingSince: UInt64?
+
+    init(filter: HookFilter, pid: Int32, specs: [HookSpec], shownArguments: [Int], reportsCalls: Bool, countLimit: Int?,
+         onMatch: @escaping () -> Void, stop: @escaping () -> Void) {
+        self.filter = filter
+        self.pid = pid
+        self.specs = specs
+        self.shownArguments = shownArguments
+        self.reportsCalls = reportsCalls
+        self.countLimit = countLimit
+        self.onMatch = onMatch
+        self.stop = stop
+        matched = Array(repeating: 0, count: specs.count)
+        returned = Array(repeating: 0, count: specs.count)
+        durations = Array(repeating: [], count: specs.count)
+    }
+
+    /// Whether a hook's calls report a return event (`--returns`, `--set-return`).
+    private func reportsReturn(_ hook: Int) -> Bool { specs[hook].returns || specs[hook].setReturn != nil }
+
+    func handle(_ event: HookEvent, onEvent: (HookEvent) -> Void) {
+        switch event {
+        case .hit(let hit):
+            let call = FilteredCall(hit: hit, pid: pid, returnValue: nil)
+            let state: State = filter.usesReturnValue ? .undecided : (filter.matches(call) ? .kept : .dropped)
+            if state == .kept { keep(call, onEvent: onEvent) } else if state == .dropped { rejected += 1 }
+            if reportsReturn(hit.hook) { open[hit.tid, default: []].append((hit.hook, call, state)) }
+        case .returned(let value):
+            guard var frames = open[value.tid], let at = frames.lastIndex(where: { $0.hook == value.hook }) else { break }
+            // Frames above it were left without a return (longjmp, exceptions): undecided ones are dropped.
+            for abandoned in frames[(at + 1)...] where abandoned.state == .undecided { rejected += 1 }
+            var frame = frames[at]
+            frames.removeSubrange(at...)
+            open[value.tid] = frames.isEmpty ? nil : frames
+            if frame.state == .undecided {
+                frame.call.returnValue = value.value
+                if filter.matches(frame.call) {
+                    keep(frame.call, onEvent: onEvent)
+                    frame.state = .kept
+                } else {
+                    rejected += 1
+                }
+            }
+            if frame.state == .kept {
+                returned[value.hook] += 1
+                if durations[value.hook].count < 1_000_000 { durations[value.hook].append(value.durationNanoseconds) }
+                if reportsCalls { onEvent(event) }
+            }
+        default:
+            onEvent(event)
+        }
+        checkCount()
+    }
+
+    private func keep(_ call: FilteredCall, onEvent: (HookEvent) -> Void) {
+        let hit = call.hit
+        matched[hit.hook] += 1
+        onMatch()
+        guard reportsCalls else { return }
+        let shown = shownArguments[hit.hook]
+        onEvent(.hit(hit.arguments.count <= shown ? hit
+                     : HookHit(hook: hit.hook, location: hit.location, tid: hit.tid, address: hit.address,
+                               arguments: Array(hit.arguments.prefix(shown)), backtrace: hit.backtrace, wallTime: hit.wallTime)))
+    }
+
+    /// `--count` over matching calls: once reached, the kept calls still running may return (at most
+    /// one second), then the session ends.
+    private func checkCount() {
+        guard let countLimit, matched.reduce(0, +) >= countLimit else { return }
+        let waiting = open.values.contains { $0.contains { $0.state == .kept } }
+        let now = graft_monotonic_ns()
+        if drainingSince == nil { drainingSince = now }
+        if !waiting || now &- (drainingSince ?? now) > 1_000_000_000 { stop() }
+    }
+
+    /// The engine's summary with the matching calls' figures.
+    func summary(_ summary: HookSummary) -> HookSummary {
+        var hooks = summary.hooks
+        for i in hooks.indices {
+            hooks[i].hits = matched[i]
+            hooks[i].returns = returned[i]
+            hooks[i].durations = durations[i]
+        }
+        var out = HookSummary(hooks: hooks, end: summary.end, elapsedNanoseconds: summary.elapsedNanoseconds,
+                              codeRestored: summary.codeRestored)
+        out.filteredOut = rejected
+        return out
+    }
+}
+
+extension HookFilter {
+    /// What a session must check before it starts: every field the filter reads exists for these
+    /// hooks. `names` are the parameter names typed arguments provide (none yet: raw registers).
+    public func check(for specs: [HookSpec], names available: Set<String> = []) throws {
+        if let name = names.first(where: { !available.contains($0) }) {
+            throw GraftError.usage("--filter '\(text)': no field '\(name)': the fields are tid, pid, ret and arg0…arg\(Self.maxArguments - 1) (graft reads raw registers; parameter names need typed arguments)")
+        }
+        if usesReturnValue, let spec = specs.first(where: { !$0.returns && $0.setReturn == nil }) {
+            throw GraftError.usage("--filter '\(text)' reads ret, the return value: add --returns (\(spec.location) reports none)")
+        }
+    }
+}

@@ -1,0 +1,3 @@
+module graft/victims/go_busy
+
+go 1.19

@@ -1,0 +1,3 @@
+module graft/victims/go_goroutines
+
+go 1.19
