@@ -46,7 +46,9 @@ public enum FileIO {
     /// `write`, `fchmod`, `fsync`, `rename`). The journal and patched program files are written so.
     public static func replace(_ path: String, with bytes: [UInt8], temporary: String, mode: mode_t = 0o600,
                                owner: (uid: uid_t, gid: gid_t)? = nil) throws(GraftError) {
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)  // never through a planted link
+        // O_NOFOLLOW: in a directory others can write (a shared journal directory), a symbolic link
+        // planted at the temporary name must not redirect the write.
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
         if fd < 0 { throw GraftError.systemCall(name: "open", errno: errno, context: temporary) }
         var failed: (step: String, errno: Int32)?
         var offset = 0
