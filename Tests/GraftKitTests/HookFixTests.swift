@@ -232,7 +232,9 @@ import TestSupport
             let run = HookRun(session)
             #expect(run.waitArmed(), "round \(round)")
             #expect(run.armedHooks.first?.strategy == "out of line", "round \(round): \(run.armedHooks.map(\.strategy))")
-            // Not a synchronisation: each round ends at another moment of the hitting (armed above).
+            // Hitting has begun (a loaded machine may not run the threads for a while after arming)…
+            try waitUntil("round \(round): a first hit") { session.hitsSoFar > 0 }
+            // …and, not a synchronisation: each round ends at another moment of the hitting.
             usleep(UInt32(20_000 + round * 7_000))
             let summary = try run.finish()
             #expect(summary.codeRestored && summary.totalHits > 0, "round \(round): \(summary.totalHits) hits")
