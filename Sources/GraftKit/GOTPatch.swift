@@ -74,19 +74,45 @@ extension Graft {
         let pid = instance.pid
         let index = try symbolIndex(pid: pid, contents: contents)
         let module = try index.module(named: moduleName)
-        let elf = try module.elf()
-        let relocations = try elf.dynamicInfo().relocations
+        let slots = try gotSlots(of: symbol, in: module, index: index, contents: contents, pid: pid)
+        let target = try Graft.wordPatchTarget(to, index: index, pid: pid)
+        let label = "\(module.name)!\(symbol)@got"
+        let loaderCode = index.modules.filter { $0.name.hasPrefix("ld-linux") || $0.name.hasPrefix("ld-musl") || $0.name.hasPrefix("ld-2.") }
+            .flatMap { $0.mappings.filter(\.executable).map { $0.start..<$0.end } }
+        let pointer = try PatchPlanner.checkedOriginalPointer(of: target, function: label, index: index)
+        return try slots.map { found in
+            if found.value == target.address { throw GraftError.usage("\(label) already holds \(target)") }
+            var checks = found.checks
+            if let pointer { checks.append("\(pointer.1) is a writable pointer: it gets \(hex(found.original.address)) (the original) before the slot is written") }
+            return GOTPatchPlan(instance: instance, module: module.name, modulePath: module.path, buildID: try? module.elf().buildID, symbol: symbol,
+                                slot: found.slot, relocation: found.relocation, currentValue: found.value, bound: found.bound,
+                                original: found.original, target: target, originalPointer: pointer?.0, originalPointerSymbol: pointer?.1,
+                                library: library, checks: checks, loaderCode: loaderCode)
+        }
+    }
+
+    /// One GOT slot of an import as it is now: where, its relocation, its word, whether the loader
+    /// bound it, and the function the module's calls reach through it.
+    struct GOTSlot {
+        let slot: UInt64
+        let relocation: String
+        let value: UInt64
+        let bound: Bool
+        let original: ResolvedLocation
+        let checks: [String]
+    }
+
+    /// `module`'s GOT slots for `symbol` (the slot side of a plan, no target needed: `apply` checks
+    /// a patch file's entry with it before loading any library).
+    func gotSlots(of symbol: String, in module: LoadedModule, index: SymbolIndex, contents: JournalContents, pid: Int32) throws -> [GOTSlot] {
+        let relocations = try module.elf().dynamicInfo().relocations
         let slots = relocations.filter { ($0.type == 6 || $0.type == 7) && $0.symbolName == symbol && $0.symbol?.isDefined != true }
         guard !slots.isEmpty else {
             let imports = Set(relocations.filter { $0.type == 6 || $0.type == 7 }.compactMap(\.symbolName)).sorted()
             let close = Suggestions.best(for: symbol, among: imports, limit: 5)
             throw GraftError.usage("\(module.name) has no GOT slot for \(symbol): it does not import it\(close.isEmpty ? "" : " (close imports: \(close.joined(separator: ", ")))")")
         }
-        let target = try Graft.wordPatchTarget(to, index: index, pid: pid)
         let label = "\(module.name)!\(symbol)@got"
-        let loaderCode = index.modules.filter { $0.name.hasPrefix("ld-linux") || $0.name.hasPrefix("ld-musl") || $0.name.hasPrefix("ld-2.") }
-            .flatMap { $0.mappings.filter(\.executable).map { $0.start..<$0.end } }
-        let pointer = try PatchPlanner.checkedOriginalPointer(of: target, function: label, index: index)
         return try slots.map { relocation in
             let slot = module.loadBias &+ relocation.offset
             guard slot & 7 == 0, let mapping = index.mapping(containing: slot), mapping.path == module.path || mapping.path.isEmpty else {
@@ -113,12 +139,7 @@ extension Graft {
                 original = definition
                 checks.append("the slot is not bound yet (lazy binding: it points into \(module.name)'s PLT); the loader would bind it to \(definition), which graft_original_ gets; once written, the loader never binds it")
             }
-            if value == target.address { throw GraftError.usage("\(label) already holds \(target)") }
-            if let pointer { checks.append("\(pointer.1) is a writable pointer: it gets \(hex(original.address)) (the original) before the slot is written") }
-            return GOTPatchPlan(instance: instance, module: module.name, modulePath: module.path, buildID: elf.buildID, symbol: symbol, slot: slot,
-                                relocation: relocation.typeName, currentValue: value, bound: bound, original: original, target: target,
-                                originalPointer: pointer?.0, originalPointerSymbol: pointer?.1, library: library, checks: checks,
-                                loaderCode: loaderCode)
+            return GOTSlot(slot: slot, relocation: relocation.typeName, value: value, bound: bound, original: original, checks: checks)
         }
     }
 

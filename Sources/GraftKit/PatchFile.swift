@@ -19,7 +19,24 @@ import Glibc
 ///     library_build_id: "…"
 ///     original: "55 48 89 e5 8b 05"          # the file's bytes there: apply refuses others
 ///     new: "b8 07 00 00 00 c3"               # what graft wrote (a jump's depend on addresses)
+///   - location: "got_lazy!write@got"          # a GOT slot (`patch --got got_lazy:write`)
+///     module: "got_lazy"                     # the importing module, with its build_id
+///     kind: "got"
+///     symbol: "write"
+///     target: "logged_write"                 # with library/library_build_id as for a jump
+///     original: "libc.so.6!write"            # what the slot's word led to: apply refuses another
+///   - location: "shapes::Circle::vtable[2] (shapes::Circle::area() const)"
+///     module: "shapes"                       # the vtable's module, with its build_id
+///     kind: "vtable"
+///     class: "shapes::Circle"
+///     slot: 2
+///     method: "shapes::Circle::area() const" # what the slot holds (as graft names it)
+///     target: "fast_area"
+///     original: "shapes!shapes::Circle::area() const"
 /// ```
+///
+/// A slot's word is an address, which differs from process to process: the file keeps the
+/// function it leads to (a LOCATION), and apply compares that.
 public struct PatchFile: Sendable, Equatable {
     public struct Entry: Sendable, Equatable {
         public var location: String
@@ -32,6 +49,17 @@ public struct PatchFile: Sendable, Equatable {
         public var libraryBuildID: String?
         public var original: [UInt8]
         public var new: [UInt8]
+        /// `got`: the imported symbol. `vtable`: the class, the slot's index and its method's name.
+        public var symbol: String?
+        public var className: String?
+        public var slot: Int?
+        public var method: String?
+        /// `got`, `vtable`: the function the slot's original word leads to (`original` in the file;
+        /// `original`/`new` bytes are empty for these kinds).
+        public var originalFunction: String?
+
+        /// A GOT or vtable entry: one word, not bytes of code.
+        public var isWordPatch: Bool { kind == "got" || kind == "vtable" }
 
         public init(location: String, module: String, buildID: String?, kind: String, returnValue: Int64? = nil, target: String? = nil,
                     library: String? = nil, libraryBuildID: String? = nil, original: [UInt8], new: [UInt8]) {
@@ -44,6 +72,7 @@ public struct PatchFile: Sendable, Equatable {
         public var summary: String {
             switch kind {
             case "return": return "\(location): return \(returnValue ?? 0)"
+            case "got", "vtable": return "\(location): calls \(target ?? "?")\(library.map { " in \($0)" } ?? "") instead of \(originalFunction ?? "?")"
             default: return "\(location): jump to \(target ?? "?")\(library.map { " in \($0)" } ?? "")"
             }
         }
@@ -64,12 +93,20 @@ public struct PatchFile: Sendable, Equatable {
             var fields: [(String, String)] = [("location", quoted(entry.location)), ("module", quoted(entry.module))]
             if let buildID = entry.buildID { fields.append(("build_id", quoted(buildID))) }
             fields.append(("kind", quoted(entry.kind)))
+            if let symbol = entry.symbol { fields.append(("symbol", quoted(symbol))) }
+            if let className = entry.className { fields.append(("class", quoted(className))) }
+            if let slot = entry.slot { fields.append(("slot", String(slot))) }
+            if let method = entry.method { fields.append(("method", quoted(method))) }
             if let value = entry.returnValue { fields.append(("return_value", String(value))) }
             if let target = entry.target { fields.append(("target", quoted(target))) }
             if let library = entry.library { fields.append(("library", quoted(library))) }
             if let id = entry.libraryBuildID { fields.append(("library_build_id", quoted(id))) }
-            fields.append(("original", quoted(hexBytes(entry.original))))
-            fields.append(("new", quoted(hexBytes(entry.new))))
+            if entry.isWordPatch {
+                fields.append(("original", quoted(entry.originalFunction ?? "")))
+            } else {
+                fields.append(("original", quoted(hexBytes(entry.original))))
+                fields.append(("new", quoted(hexBytes(entry.new))))
+            }
             for (index, (key, value)) in fields.enumerated() {
                 text += (index == 0 ? "  - " : "    ") + key + ": " + value + "\n"
             }
@@ -116,7 +153,8 @@ public struct PatchFile: Sendable, Equatable {
         case .scalar(let value, _, _) where value.isEmpty: items = []
         default: throw fail("line \(list.line): `patches` must be a list")
         }
-        let known: Set<String> = ["location", "module", "build_id", "kind", "return_value", "target", "library", "library_build_id", "original", "new"]
+        let known: Set<String> = ["location", "module", "build_id", "kind", "return_value", "target", "library", "library_build_id", "original", "new",
+                                   "symbol", "class", "slot", "method"]
         for (number, item) in items.enumerated() {
             guard case .mapping(let pairs, let line) = item else { throw fail("line \(item.line): patch \(number + 1) is not a mapping") }
             let name = "patch \(number + 1) (line \(line))"
@@ -136,9 +174,17 @@ public struct PatchFile: Sendable, Equatable {
                 return value
             }
             let kind = try required("kind")
+            let word = kind == "got" || kind == "vtable"
             var entry = Entry(location: try required("location"), module: try required("module"), buildID: fields["build_id"], kind: kind,
-                              original: try bytes("original"), new: try bytes("new"))
+                              original: word ? [] : try bytes("original"), new: word ? [] : try bytes("new"))
             if entry.original.count != entry.new.count { throw fail("\(name): \(entry.original.count) original bytes but \(entry.new.count) new ones") }
+            if word {
+                if fields["new"] != nil { throw fail("\(name): a \(kind) patch has no `new` bytes (its word is the target's address, per process)") }
+                entry.originalFunction = try required("original")
+                entry.target = try required("target")
+                entry.library = fields["library"]
+                entry.libraryBuildID = fields["library_build_id"]
+            }
             switch kind {
             case "return":
                 guard let text = fields["return_value"], let value = Int64(text) else { throw fail("\(name): a return patch needs `return_value: INT`") }
@@ -147,8 +193,15 @@ public struct PatchFile: Sendable, Equatable {
                 entry.target = try required("target")
                 entry.library = fields["library"]
                 entry.libraryBuildID = fields["library_build_id"]
+            case "got":
+                entry.symbol = try required("symbol")
+            case "vtable":
+                entry.className = try required("class")
+                guard let text = fields["slot"], let slot = Int(text), slot >= 0 else { throw fail("\(name): a vtable patch needs `slot: N` (the slot's index)") }
+                entry.slot = slot
+                entry.method = fields["method"]
             default:
-                throw fail("\(name): kind `\(kind)` is not one graft applies (return, jump)")
+                throw fail("\(name): kind `\(kind)` is not one graft applies (return, jump, got, vtable)")
             }
             entries.append(entry)
         }

@@ -31,15 +31,27 @@ public struct ApplyResult: Sendable {
 extension Graft {
     // MARK: - Export
 
-    /// The patches applied to `pid` now (memory holds graft's bytes), as a patch file; GOT and
-    /// vtable patches are not exported (returned as notes, with their ids).
+    /// The patches applied to `pid` now (memory holds graft's bytes), as a patch file; a patch
+    /// graft cannot name again (an unknown kind, a GOT or vtable slot whose original function is in
+    /// no module) is not exported (returned as a note, with its id).
     public func export(pid: Int32) throws -> (file: PatchFile, skipped: [String]) {
         var entries: [PatchFile.Entry] = []
         var skipped: [String] = []
+        var index: SymbolIndex?
         for status in try list(pid: pid) where status.state == .applied {
             let record = status.record
+            if record.kind == "got" || record.kind == "vtable" {
+                if index == nil { index = try Graft.symbolIndex(pid: pid, journal: journal) }
+                guard let entry = wordEntry(record, index: index!) else {
+                    skipped.append("patch \(record.id) (\(record.kind) \(record.function)): what its slot held is in no module graft can name")
+                    continue
+                }
+                // One `--got` patch covers every slot of the symbol in the module: one entry.
+                if !entries.contains(entry) { entries.append(entry) }
+                continue
+            }
             guard record.kind == "jump" || record.kind == "return" else {
-                skipped.append("patch \(record.id) (\(record.kind) \(record.function)): GOT and vtable patches are not exported")
+                skipped.append("patch \(record.id) (\(record.kind) \(record.function)): a kind patch files do not hold")
                 continue
             }
             let module = record.module.split(separator: "/").last.map(String.init) ?? record.module
@@ -66,10 +78,10 @@ extension Graft {
         for index in results.indices {
             do {
                 switch try check(file.entries[index], pid: pid) {
-                case .applied(let id):
+                case .applied(let ids):
                     results[index].outcome = .alreadyApplied
-                    results[index].patchID = id
-                    results[index].message = "already applied (patch \(id)); nothing written"
+                    results[index].patchID = ids.first
+                    results[index].message = "already applied (patch \(ids.map(String.init).joined(separator: ", "))); nothing written"
                 case .original:
                     pending.append(index)
                 }
@@ -87,19 +99,21 @@ extension Graft {
             return results
         }
         var written: [Int] = []
+        var writtenIDs: [Int] = []
         for index in pending {
             let entry = file.entries[index]
             do {
-                let outcome = try patch(pid: pid, location: entry.location, action: entry.action, library: entry.library)
+                let ids = entry.isWordPatch ? try writeWord(entry, pid: pid)
+                    : try patch(pid: pid, location: entry.location, action: entry.action, library: entry.library).record.map { [$0.id] } ?? []
                 results[index].outcome = .applied
-                results[index].patchID = outcome.record?.id
+                results[index].patchID = ids.first
                 written.append(index)
+                writtenIDs += ids
             } catch let error as GraftError {
                 results[index].outcome = .refused
                 results[index].message = error.description
                 // Whole or not at all: what this run wrote in this process goes back.
-                let ids = written.compactMap { results[$0].patchID }
-                if !ids.isEmpty { _ = try? unpatch(pid: pid, ids: ids) }
+                if !writtenIDs.isEmpty { _ = try? unpatch(pid: pid, ids: writtenIDs) }
                 for done in written {
                     results[done].outcome = .notApplied
                     results[done].message = "reverted again: another entry of the file refused in this process"
@@ -118,15 +132,15 @@ extension Graft {
         for entry in file.entries {
             var result = ApplyResult(pid: pid, entry: entry, outcome: .notPresent)
             do {
-                if case .applied(let id) = try check(entry, pid: pid, reverting: true) {
-                    let reverted = try unpatch(pid: pid, ids: [id])
+                if case .applied(let ids) = try check(entry, pid: pid, reverting: true) {
+                    let reverted = try unpatch(pid: pid, ids: ids)
                     if let bad = reverted.first(where: { $0.outcome == .changed || $0.outcome == .failed }) {
                         result.outcome = .refused
                         result.message = bad.message
                     } else {
                         result.outcome = .reverted
                     }
-                    result.patchID = id
+                    result.patchID = ids.first
                 } else {
                     result.message = "not applied here; nothing to revert"
                 }
@@ -139,12 +153,13 @@ extension Graft {
         return results
     }
 
-    private enum EntryState { case applied(Int), original }
+    private enum EntryState { case applied([Int]), original }
 
     /// Where `entry` stands in `pid`: applied (graft's record of it, by id), or the original bytes
     /// there, ready for it; otherwise the refusal, by name. `reverting`: the library file the
     /// entry names is not checked (what is applied is reverted whatever the library is now).
     private func check(_ entry: PatchFile.Entry, pid: Int32, reverting: Bool = false) throws -> EntryState {
+        if entry.isWordPatch { return try checkWord(entry, pid: pid, reverting: reverting).map { .applied($0) } ?? .original }
         let index = try Graft.symbolIndex(pid: pid, journal: journal)
         let resolved = try index.resolve(try Location.parse(entry.location))
         guard let module = resolved.module else { throw GraftError.usage("\(entry.location): no module at \(hex(resolved.address))") }
@@ -176,7 +191,7 @@ extension Graft {
             let same = record.kind == entry.kind && record.original == entry.original
                 && (entry.kind == "return" ? record.returnValue == entry.returnValue && record.new == entry.new
                     : (record.target == entry.target || record.target?.hasSuffix("!" + (entry.target ?? "")) == true))
-            if same { return .applied(record.id) }
+            if same { return .applied([record.id]) }
             throw GraftError.usage("\(entry.location) is patched by graft already, differently (patch \(record.id): \(record.kind) \(record.target ?? record.returnValue.map(String.init) ?? "")); refused")
         }
         if memory == entry.original { return .original }

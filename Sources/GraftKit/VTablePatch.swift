@@ -66,10 +66,20 @@ extension Graft {
         }
     }
 
-    func planVTable(instance: ProcessInstance, contents: JournalContents, className: String,
-                    method: String?, slotIndex: Int?, to: String, library: LibraryRecord?) throws -> VTablePatchPlan {
-        let pid = instance.pid
-        let index = try symbolIndex(pid: pid, contents: contents)
+    /// The slot side of a vtable patch, no target needed (`apply` checks a patch file's entry with
+    /// it before loading any library): the class's vtable, its groups, the chosen slot and its word.
+    struct VTableSlot {
+        let module: LoadedModule
+        let vtableSymbol: String
+        let address: UInt64
+        let groups: [VTableGroup]
+        let names: [String]
+        let chosen: Int
+        let value: UInt64
+        let slot: UInt64
+    }
+
+    func vtableSlot(of className: String, method: String?, slotIndex: Int?, index: SymbolIndex, pid: Int32) throws -> VTableSlot {
         let vtableSymbol = try Graft.vtableSymbol(of: className, in: index)
         // The vtable: the first module defining it (the executable first), as the loader binds it.
         var found: (LoadedModule, ELFSymbol)?
@@ -116,6 +126,17 @@ extension Graft {
         }
         let value = primary.slots[chosen]
         let slot = primary.firstSlot + UInt64(chosen) * 8
+        return VTableSlot(module: module, vtableSymbol: vtableSymbol, address: address, groups: groups, names: names,
+                          chosen: chosen, value: value, slot: slot)
+    }
+
+    func planVTable(instance: ProcessInstance, contents: JournalContents, className: String,
+                    method: String?, slotIndex: Int?, to: String, library: LibraryRecord?) throws -> VTablePatchPlan {
+        let pid = instance.pid
+        let index = try symbolIndex(pid: pid, contents: contents)
+        let found = try vtableSlot(of: className, method: method, slotIndex: slotIndex, index: index, pid: pid)
+        let (module, vtableSymbol, address, groups, names, chosen, value, slot) =
+            (found.module, found.vtableSymbol, found.address, found.groups, found.names, found.chosen, found.value, found.slot)
         let target = try Graft.wordPatchTarget(to, index: index, pid: pid)
         if let record = CodeSite.appliedPatch(in: contents, overlapping: slot..<(slot + 8)) {
             throw GraftError.alreadyPatched(address: slot, id: record.id, function: record.function, pid: pid)

@@ -10,7 +10,9 @@ struct ExportCommand: ParsableCommand {
         discussion: """
         Each patch: the function (MODULE!NAME[+0xOFF]), the module's name and build-id, the kind \
         (return N, jump to a LOCATION or a library's function), its original and new bytes. \
-        GOT and vtable patches are not exported (a warning names them).
+        A GOT or vtable patch: the slot's module and build-id, the symbol (got) or class and slot \
+        (vtable), the target, and the function the slot led to (its word is an address that differs \
+        per process). A patch graft cannot name again is not exported (a warning names it).
         Examples: graft export -p 4242 > fix.yaml   |   graft export -p 4242 --json
         """)
 
@@ -39,7 +41,8 @@ struct ApplyCommand: ParsableCommand {
         abstract: "Apply a patch file (from `graft export`) to processes, where the build-id and the original bytes match; idempotent.",
         discussion: """
         Every entry is checked in a process before anything is written there (module and build-id, \
-        memory holding the file's original bytes, then graft's usual checks); one refusal means \
+        memory holding the file's original bytes — for a GOT or vtable slot, the slot leading to the \
+        file's original function —, then graft's usual checks); one refusal means \
         nothing is written in that process, and is named. An entry already applied is left as it is. \
         Without -p or -n: every process running a program the file names (its modules' executables).
         Examples:
@@ -129,7 +132,16 @@ extension PatchFile.Entry {
         if let returnValue { fields.append(("return_value", .int(returnValue))) }
         if let target { fields.append(("target", .string(target))) }
         if let library { fields.append(("library", .string(library))) }
-        fields += [("original_bytes", .string(hexString(original))), ("new_bytes", .string(hexString(new)))]
+        if let libraryBuildID { fields.append(("library_build_id", .string(libraryBuildID))) }
+        if let symbol { fields.append(("symbol", .string(symbol))) }
+        if let className { fields.append(("class", .string(className))) }
+        if let slot { fields.append(("slot", .int(Int64(slot)))) }
+        if let method { fields.append(("method", .string(method))) }
+        if let originalFunction {
+            fields.append(("original", .string(originalFunction)))
+        } else {
+            fields += [("original_bytes", .string(hexString(original))), ("new_bytes", .string(hexString(new)))]
+        }
         return .object(fields)
     }
 }
