@@ -18,6 +18,9 @@ final class BreakpointTable {
         byAddress[breakpoint.address] = breakpoint
     }
 
+    /// Forgets one breakpoint without writing (its code was unmapped: a dlclose).
+    func remove(at address: UInt64) { byAddress[address] = nil }
+
     /// Forgets every breakpoint (after exec the code is new; after `restoreAll` it is back).
     func removeAll() { byAddress.removeAll() }
 
