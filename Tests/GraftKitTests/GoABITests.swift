@@ -100,4 +100,20 @@ import TestSupport
         let callThreads = Dictionary(grouping: hits, by: { $0.arguments[0] }).mapValues { Set($0.map(\.tid)) }
         #expect(returns.contains { !(callThreads[$0.value / 2] ?? []).contains($0.tid) })
     }
+
+    /// A frame past StackBig has a longer stack check (`mov r12, rsp; sub r12, N; jb; cmp; jbe`): the
+    /// hook goes after it too, or each call whose stack grows is counted twice (morestack runs the
+    /// entry again).
+    @Test func aLargeFrameCallIsCountedOnceThoughItsStackGrows() throws {
+        let victim = try Victim.launch("go_goroutines", arguments: ["0", "60", "big"], stdin: true)
+        defer { victim.kill() }
+        let run = HookRun(HookSession(pid: victim.pid, specs: [HookSpec(location: "main.big", argumentCount: 1)], journal: temporaryJournal()))
+        try #require(run.waitArmed(), "session did not arm")
+        #expect(run.armedHooks.first?.function == "go_goroutines!main.big (after the stack check)")
+        victim.writeStdin("go\n")
+        #expect(victim.waitForLine(timeout: 30, where: { $0 == "big 4950" }) != nil, "\(victim.transcript)")
+        let summary = try run.finish()
+        #expect(summary.hooks[0].hits == 100)
+        #expect(run.hits.map(\.arguments[0]).sorted() == (0..<100).map(UInt64.init))
+    }
 }
