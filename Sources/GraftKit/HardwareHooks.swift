@@ -56,6 +56,9 @@ extension HookEngine {
             throw GraftError.usage("--returns with --hardware puts each pending call's return address in a spare debug register: four hooks leave none; hook at most three functions")
         }
         for (hook, breakpoint, function) in plans {
+            if breakpoint.goABI && specs[hook].catchesReturn {
+                armNotices.append("\(function) is Go code: with --hardware, the return of a call whose goroutine blocks and resumes on another thread is not reported (only the calling thread's debug registers hold the return address); without --hardware every return is")
+            }
             let slot = slots.shared.count
             breakpoint.hardwareSlot = slot
             slots.shared.append(.init(address: breakpoint.address, condition: .execute, length: 1))

@@ -101,6 +101,24 @@ import TestSupport
         #expect(returns.contains { !(callThreads[$0.value / 2] ?? []).contains($0.tid) })
     }
 
+    /// With --hardware a return address is in the calling thread's debug register only: a goroutine
+    /// that resumes elsewhere returns unseen. Said at arming, and what is reported is still right.
+    @Test func hardwareReturnsOfGoroutinesAreSaidToBePartial() throws {
+        let victim = try Victim.launch("go_goroutines", arguments: ["8", "60"])
+        defer { victim.kill() }
+        let session = HookSession(pid: victim.pid, specs: [HookSpec(location: "main.slow", argumentCount: 1, returns: true)],
+                                  limits: HookLimits(count: 200), journal: temporaryJournal())
+        session.hardware = true
+        let run = HookRun(session)
+        try #require(run.waitArmed(), "session did not arm")
+        _ = try run.waitEnd(timeout: 60)
+        #expect(run.notices.contains { $0.contains("main.slow (after the stack check) is Go code: with --hardware, the return of a call whose goroutine blocks") })
+        let hits = run.hits, returns = run.returns
+        #expect(hits.count == 200 && returns.count <= hits.count)
+        let arguments = Set(hits.map(\.arguments[0]))
+        #expect(returns.allSatisfy { $0.value % 2 == 0 && arguments.contains($0.value / 2) })
+    }
+
     /// A frame past StackBig has a longer stack check (`mov r12, rsp; sub r12, N; jb; cmp; jbe`): the
     /// hook goes after it too, or each call whose stack grows is counted twice (morestack runs the
     /// entry again).
