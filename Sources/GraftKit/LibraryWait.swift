@@ -40,10 +40,10 @@ extension HookEngine {
     /// module is mapped now. A module that appeared without the function (or with code graft cannot
     /// hook) is said in a notice and no longer waited for.
     func loaderStateChanged(_ tid: Int32, onEvent: (HookEvent) -> Void) {
-        guard let fresh = try? Graft.symbolIndex(pid: tracee.pid, journal: journal),
+        forgetUnloadedBreakpoints(onEvent: onEvent)
+        guard !waitingHooks.isEmpty, let fresh = try? Graft.symbolIndex(pid: tracee.pid, journal: journal),
               Set(fresh.modules.map(\.path)) != Set(index.modules.map(\.path)),
               let contents = try? journal.load(ProcessInstance.current(tracee.pid)) else { return }
-        forgetUnloadedBreakpoints(fresh, onEvent: onEvent)
         index = fresh
         unwinder = RemoteUnwinder(index: fresh)
         var armedNow: [ArmedHook] = []
@@ -80,19 +80,22 @@ extension HookEngine {
     /// A dlclose: the breakpoints in code no longer mapped where they were are forgotten, never
     /// written again (the range may hold another library, or data, by the teardown), and their hooks
     /// wait for the library again, so a second dlopen is hooked too.
-    func forgetUnloadedBreakpoints(_ fresh: SymbolIndex, onEvent: (HookEvent) -> Void) {
+    func forgetUnloadedBreakpoints(onEvent: (HookEvent) -> Void) {
         for breakpoint in Array(breakpoints.all) where breakpoint !== loaderBreakpoint {
-            guard let before = index.mapping(containing: breakpoint.address) else { continue }
-            if let now = fresh.mapping(containing: breakpoint.address), now.path == before.path, now.inode == before.inode,
-               now.start == before.start, now.offset == before.offset { continue }
+            // Unmapped (the read fails), or mapped again without graft's int3: not graft's any more
+            // (unless the stepper took the int3 out for one step: it puts it back).
+            if (try? tracee.readMemory(at: breakpoint.address, count: 1)) == [X86_64.int3] || stepper?.pendingRearm == breakpoint.address {
+                continue
+            }
             breakpoints.remove(at: breakpoint.address)
             for owner in pending.keys { pending[owner]?.removeAll { $0.returnAddress == breakpoint.address } }
             guard let hook = breakpoint.entryHook else { continue }
-            var module = before.path.split(separator: "/").last.map(String.init) ?? before.path
+            let path = index.mapping(containing: breakpoint.address)?.path ?? hex(breakpoint.address)
+            var module = path.split(separator: "/").last.map(String.init) ?? path
             if case .symbol(let named?, _)? = (try? Location.parse(specs[hook].location))?.base { module = named }
             armed.removeAll { $0.index == hook }
             waitingHooks.append((hook, module))
-            onEvent(.notice("\(before.path) was unloaded: \(specs[hook].location) is hooked again if the process loads it again"))
+            onEvent(.notice("\(path) was unloaded: \(specs[hook].location) is hooked again if the process loads it again"))
         }
     }
 }
