@@ -57,7 +57,7 @@ import TestSupport
         let run = HookRun(HookSession(pid: victim.pid, specs: [HookSpec(location: "liblate:late_f", argumentCount: 1)],
                                       limits: HookLimits(count: 10), journal: temporaryJournal()))
         try #require(run.waitArmed(), "session did not start")
-        victim.writeStdin("go\n")
+        victim.writeStdin("go\ngo\n")
         #expect(victim.waitForLine(timeout: 30, where: { $0 == "closed" }) != nil, "\(victim.transcript)")
         try waitUntil("the unloaded notice") { run.notices.contains { $0.contains("liblate.so was unloaded: liblate:late_f is hooked again") } }
         victim.writeStdin("go\n")
@@ -75,9 +75,28 @@ import TestSupport
         defer { victim.kill() }
         let run = HookRun(HookSession(pid: victim.pid, specs: [HookSpec(location: "liblate:late_f")], journal: temporaryJournal()))
         try #require(run.waitArmed(), "session did not start")
-        victim.writeStdin("go\n")
+        victim.writeStdin("go\ngo\n")
         #expect(victim.waitForLine(timeout: 30, where: { $0 == "closed" }) != nil, "\(victim.transcript)")
         try waitUntil("five calls") { run.hits.count == 5 }
+        let summary = try run.finish()
+        #expect(summary.codeRestored, "\(run.notices)")
+        victim.writeStdin("go\n")
+        #expect(victim.waitForLine(timeout: 30, where: { $0 == "again 5 sum 30" }) != nil, "\(victim.transcript)")
+        #expect(victim.waitExit(timeout: 10) == 0)
+    }
+
+    /// A library loaded before the session (no loader breakpoint) and dlclosed during it: teardown
+    /// finds no int3 of graft's there and writes nothing (the old byte would land in whatever is
+    /// mapped there by then).
+    @Test func aLibraryUnloadedDuringTheSessionIsNotWritten() throws {
+        let victim = try Victim.launch("dlopen_later", arguments: [try Victims.path("liblate.so"), "5", "120", "reopen"], stdin: true)
+        defer { victim.kill() }
+        victim.writeStdin("go\n")
+        #expect(victim.waitForLine(timeout: 30, where: { $0 == "late 5 sum 30" }) != nil, "\(victim.transcript)")
+        let run = HookRun(HookSession(pid: victim.pid, specs: [HookSpec(location: "liblate:late_f")], journal: temporaryJournal()))
+        try #require(run.waitArmed(), "session did not start")
+        victim.writeStdin("go\n")
+        #expect(victim.waitForLine(timeout: 30, where: { $0 == "closed" }) != nil, "\(victim.transcript)")
         let summary = try run.finish()
         #expect(summary.codeRestored, "\(run.notices)")
         victim.writeStdin("go\n")
