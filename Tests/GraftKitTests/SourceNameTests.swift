@@ -62,8 +62,9 @@ import TestSupport
         defer { victim.kill() }
         let graft = Graft(journal: temporaryJournal())
         let specs = try graft.hookSpecs(pid: victim.pid, locations: ["shapes::*::area*", "shapes:main"], template: HookSpec(location: ""))
-        #expect(specs.map(\.location) == ["shapes:shapes::Circle::area() const", "shapes:shapes::Square::area() const", "shapes:main"])
-        #expect(specs.map(\.fromPattern) == [true, true, false])
+        #expect(specs.map(\.location) == ["shapes:shapes::Circle::area() const", "shapes:shapes::Square::area() const",
+                                          "shapes:shapes::Prism::area() const", "shapes:shapes::Box<int>::area() const", "shapes:main"])
+        #expect(specs.map(\.fromPattern) == [true, true, true, true, false])
         expectError({ "\($0)".contains("brings the hooks to") && "\($0)".contains("more than --max-hooks 10") }) {
             _ = try graft.hookSpecs(pid: victim.pid, locations: ["libc:*"], template: HookSpec(location: ""), maxHooks: 10)
         }
