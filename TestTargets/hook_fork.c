@@ -8,9 +8,9 @@
  *       `child status <exit code>` or `child killed by signal <N>`, calls hook_f(2), prints
  *       `parent done`, then sleeps until killed (or its lifetime ends: SIGALRM).
  *       Calls: parent 2 (both after `go`), child 3.
- *   "vfork": hook_f(1); vfork(); the child only execs /bin/true (it shares the parent's memory,
- *       int3 bytes included, until then); the parent then prints `child status 0` (or as above),
- *       calls hook_f(2), prints `parent done` and sleeps like fork mode.
+ *   "vfork": hook_f(1); vfork_true(): vfork(), the child only execs /bin/true (it shares the
+ *       parent's memory, int3 bytes included, until then); the parent prints `child status 0` (or as
+ *       above) and vfork_true returns 0; then it calls hook_f(2), prints `parent done` and sleeps like fork mode.
  *   "exec": hook_f(1); prints `exec now`; execs /proc/self/exe with argv[1] = "after-exec": the
  *       new image (same pid, no `ready`, no `go`) prints `after exec`, calls hook_f(20) and
  *       hook_f(21), prints `after done` and exits 0.
@@ -38,6 +38,19 @@ static void report_child(pid_t child) {
     if (WIFEXITED(status)) printf("child status %d\n", WEXITSTATUS(status));
     else if (WIFSIGNALED(status)) printf("child killed by signal %d\n", WTERMSIG(status));
     else printf("child wait status 0x%x\n", status);
+}
+
+/* vfork mode: vforks a child that execs /bin/true and reports its status before returning (a call
+ * whose return comes after the child's exec). */
+USED int vfork_true(void) {
+    pid_t child = vfork();
+    if (child == 0) {
+        execl("/bin/true", "true", (char *)NULL);
+        _exit(127);
+    }
+    if (child < 0) { perror("vfork"); exit(1); }
+    report_child(child);
+    return 0;
 }
 
 static const char *exec_lifetime = "120";
@@ -112,9 +125,8 @@ int main(int argc, char **argv) {
         return 1;
     }
 
-    pid_t child;
     if (fork_mode) {
-        child = fork();
+        pid_t child = fork();
         if (child == 0) {
             sink += hook_f(10);
             sink += hook_f(11);
@@ -123,15 +135,11 @@ int main(int argc, char **argv) {
             fflush(stdout);
             _exit(0);
         }
+        if (child < 0) { perror("fork"); return 1; }
+        report_child(child);
     } else {
-        child = vfork();
-        if (child == 0) {
-            execl("/bin/true", "true", (char *)NULL);
-            _exit(127);
-        }
+        sink += vfork_true();
     }
-    if (child < 0) { perror(fork_mode ? "fork" : "vfork"); return 1; }
-    report_child(child);
     sink += hook_f(2);
     puts("parent done");
     fflush(stdout);

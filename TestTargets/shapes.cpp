@@ -50,6 +50,18 @@ struct Cube : Prism {
     Cube() {}
     const char *name() const override { return "cube"; }
 };
+// A virtual base that is not nearly empty: Marked's vtable has a secondary group for Tagged, whose
+// vcall offsets (0 for twice(), which Marked does not override) follow Marked's own slots.
+struct Tagged {
+    long tag = 7;
+    virtual ~Tagged() {}
+    virtual long get() const { return tag; }
+    virtual long twice() const { return 2 * tag; }
+};
+struct Marked : virtual Tagged {
+    virtual long mark() const { return 1; }
+    long get() const override { return 8; }
+};
 // Overloads: a LOCATION `shapes::twice` is ambiguous, `shapes::twice(long)` is not.
 __attribute__((noinline, used)) long twice(long x) { return 2 * x; }
 __attribute__((noinline, used)) double twice(double x) { return 2 * x; }
@@ -63,6 +75,9 @@ int main(int argc, char **argv) {
     shapes::Shape *all[4] = {new shapes::Circle(2), new shapes::Square(3), new shapes::Ring(2), new shapes::LabeledCircle(2)};
     shapes::Labeled *labeled = static_cast<shapes::LabeledCircle *>(all[3]);
     shapes::Shape *more[3] = {new shapes::Box<int>(2), new shapes::Prism(), new shapes::Cube()};
+    shapes::Marked *volatile marked = new shapes::Marked();
+    volatile long marks = marked->mark() + static_cast<shapes::Tagged *>(marked)->twice();  // 1 + 14
+    (void)marks;
     victim_ready();
     for (;;) {
         printf("shapes %ld %ld %ld %ld %s %ld %ld %ld\n", areaOf(all[0]), areaOf(all[1]), areaOf(all[2]), areaOf(all[3]), labelOf(labeled),

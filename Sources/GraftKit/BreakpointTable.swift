@@ -18,6 +18,9 @@ final class BreakpointTable {
         byAddress[breakpoint.address] = breakpoint
     }
 
+    /// Forgets one breakpoint without writing (its code was unmapped: a dlclose).
+    func remove(at address: UInt64) { byAddress[address] = nil }
+
     /// Forgets every breakpoint (after exec the code is new; after `restoreAll` it is back).
     func removeAll() { byAddress.removeAll() }
 
@@ -41,6 +44,10 @@ final class BreakpointTable {
     func restoreAll(in tracee: Tracee) -> Bool {
         var ok = true
         for breakpoint in byAddress.values {
+            // Unmapped, or no int3 there any more (a dlclose'd library; other code or data mapped at
+            // its address): nothing of graft's is left, and the old byte must not be written.
+            guard let current = try? tracee.readMemory(at: breakpoint.address, count: 1),
+                  current == [X86_64.int3] || current == [breakpoint.originalByte] else { continue }
             do {
                 try tracee.writeMemory(at: breakpoint.address, bytes: [breakpoint.originalByte])
                 let back = try tracee.readMemory(at: breakpoint.address, count: breakpoint.instruction.size)

@@ -56,6 +56,9 @@ extension HookEngine {
             throw GraftError.usage("--returns with --hardware puts each pending call's return address in a spare debug register: four hooks leave none; hook at most three functions")
         }
         for (hook, breakpoint, function) in plans {
+            if breakpoint.goABI && specs[hook].catchesReturn {
+                armNotices.append("\(function) is Go code: with --hardware, the return of a call whose goroutine blocks and resumes on another thread is not reported (only the calling thread's debug registers hold the return address); without --hardware every return is")
+            }
             let slot = slots.shared.count
             breakpoint.hardwareSlot = slot
             slots.shared.append(.init(address: breakpoint.address, condition: .execute, length: 1))
@@ -127,10 +130,16 @@ extension HookEngine {
         switch event {
         case .trap(let tid):
             return try hardwareTrap(tid, onEvent: onEvent)
-        case .signal(let tid, _), .groupStop(let tid, _), .interrupted(let tid), .earlyStop(let tid), .other(let tid, _):
+        case .signal(let tid, _), .groupStop(let tid, _), .interrupted(let tid), .other(let tid, _):
             armIfNew(tid)
         case .newThread(_, let child) where session.earlyStops.contains(child):
             armIfNew(child)
+        // An early stop is not armed: it may be a fork child's, which graft releases, and whose
+        // registers would stay armed after the detach (it would die of SIGTRAP at its first hit).
+        // A thread's is armed at its clone event.
+        case .exec(let tid) where vforkChildren.contains(tid):
+            slots.control[tid] = nil    // a vfork child's exec: the parent's threads keep theirs
+            slots.returnSlots[tid] = nil
         case .exec:
             slots.control.removeAll()   // exec clears every thread's debug registers
             slots.returnSlots.removeAll()

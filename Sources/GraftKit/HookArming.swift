@@ -157,8 +157,9 @@ extension HookEngine {
     }
 
     /// The bytes of a Go function's stack-check prologue (`cmp rsp, [r14+0x10]; jbe morestack`, or
-    /// `lea r12, [rsp-N]; cmp r12, [r14+0x10]; jbe …` for larger frames), 0 when it does not start
-    /// with one. Only flags and r12 change in it: rsp, the return address at [rsp] and the argument
+    /// `lea r12, [rsp-N]; cmp r12, [r14+0x10]; jbe …` for larger frames, `mov r12, rsp; sub r12, N;
+    /// jb …; cmp r12, [r14+0x10]; jbe …` for frames past StackBig), 0 when it does not start with
+    /// one. Only flags and r12 change in it: rsp, the return address at [rsp] and the argument
     /// registers are as at the entry after it.
     static func goStackCheckLength(_ instructions: [Instruction]) -> Int {
         func isGuardCompare(_ instruction: Instruction, _ register: String) -> Bool {
@@ -171,6 +172,11 @@ extension HookEngine {
         if first.count == 3, first[first.startIndex].mnemonic == "lea", first[first.startIndex].operands.hasPrefix("r12, [rsp - "),
            isGuardCompare(first[first.startIndex + 1], "r12"), first[first.startIndex + 2].mnemonic == "jbe" {
             return first.reduce(0) { $0 + $1.size }
+        }
+        let huge = Array(instructions.prefix(5))
+        if huge.count == 5, huge[0].mnemonic == "mov", huge[0].operands == "r12, rsp", huge[1].mnemonic == "sub",
+           huge[1].operands.hasPrefix("r12, "), huge[2].mnemonic == "jb", isGuardCompare(huge[3], "r12"), huge[4].mnemonic == "jbe" {
+            return huge.reduce(0) { $0 + $1.size }
         }
         return 0
     }

@@ -40,6 +40,7 @@ extension HookEngine {
     /// module is mapped now. A module that appeared without the function (or with code graft cannot
     /// hook) is said in a notice and no longer waited for.
     func loaderStateChanged(_ tid: Int32, onEvent: (HookEvent) -> Void) {
+        forgetUnloadedBreakpoints(onEvent: onEvent)
         guard !waitingHooks.isEmpty, let fresh = try? Graft.symbolIndex(pid: tracee.pid, journal: journal),
               Set(fresh.modules.map(\.path)) != Set(index.modules.map(\.path)),
               let contents = try? journal.load(ProcessInstance.current(tracee.pid)) else { return }
@@ -57,7 +58,9 @@ extension HookEngine {
                 try placeCopy(breakpoint, function: function, via: tid)
                 try tracee.writeMemory(at: breakpoint.address, bytes: [X86_64.int3])
                 breakpoints.insert(breakpoint)
-                stats[hook] = HookStatistics(location: specs[hook].location, function: function)
+                if stats[hook].function != function {  // loaded again after a dlclose: the counts go on
+                    stats[hook] = HookStatistics(location: specs[hook].location, function: function)
+                }
                 armedNow.append(armedHook(hook, breakpoint, function))
                 return false
             } catch GraftError.moduleNotFound {
@@ -70,6 +73,28 @@ extension HookEngine {
         if !armedNow.isEmpty {
             armed += armedNow
             onEvent(.armed(armedNow))
+        }
+    }
+
+    /// A dlclose: the breakpoints in code no longer mapped where they were are forgotten, never
+    /// written again (the range may hold another library, or data, by the teardown), and their hooks
+    /// wait for the library again, so a second dlopen is hooked too.
+    func forgetUnloadedBreakpoints(onEvent: (HookEvent) -> Void) {
+        for breakpoint in Array(breakpoints.all) where breakpoint !== loaderBreakpoint {
+            // Unmapped (the read fails), or mapped again without graft's int3: not graft's any more
+            // (unless the stepper took the int3 out for one step: it puts it back).
+            if (try? tracee.readMemory(at: breakpoint.address, count: 1)) == [X86_64.int3] || stepper?.pendingRearm == breakpoint.address {
+                continue
+            }
+            breakpoints.remove(at: breakpoint.address)
+            for owner in pending.keys { pending[owner]?.removeAll { $0.returnAddress == breakpoint.address } }
+            guard let hook = breakpoint.entryHook else { continue }
+            let path = index.mapping(containing: breakpoint.address)?.path ?? hex(breakpoint.address)
+            var module = path.split(separator: "/").last.map(String.init) ?? path
+            if case .symbol(let named?, _)? = (try? Location.parse(specs[hook].location))?.base { module = named }
+            armed.removeAll { $0.index == hook }
+            waitingHooks.append((hook, module))
+            onEvent(.notice("\(path) was unloaded: \(specs[hook].location) is hooked again if the process loads it again"))
         }
     }
 }

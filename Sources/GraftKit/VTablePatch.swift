@@ -98,9 +98,10 @@ extension Graft {
         // with vbase/vcall offsets, not with offset-to-top.
         let typeinfo = (try? module.elf())?.definedSymbols(named: "_ZTI" + vtableSymbol.dropFirst(4)).first.map { module.runtimeAddress($0) }
         let groups = Graft.vtableGroups(words, at: address, typeinfo: typeinfo).map { group in
-            // A group's slots end where code pointers do (the next group's vbase/vcall offsets follow).
+            // A group's slots end where code pointers do (the next group's vbase/vcall offsets follow,
+            // often 0: no slot holds 0, a pure virtual one holds __cxa_pure_virtual).
             VTableGroup(offsetToTop: group.offsetToTop, firstSlot: group.firstSlot,
-                        slots: Array(group.slots.prefix { $0 == 0 || index.mapping(containing: $0)?.executable == true }))
+                        slots: Array(group.slots.prefix { index.mapping(containing: $0)?.executable == true }))
         }
         guard let primary = groups.first, !primary.slots.isEmpty else {
             throw GraftError.usage("\(className)'s vtable (\(vtableSymbol)) has no virtual function slots")

@@ -86,7 +86,7 @@ struct SessionEnding {
     /// `ends after 100 calls, after 5 s, on Ctrl-C or SIGTERM, or when process 4242 exits`.
     var text: String {
         var parts: [String] = []
-        if let count { parts.append("after \(count) \(unit)\(count == 1 ? "" : "s")") }
+        if let count { parts.append("after \(count) \(count == 1 ? unit : plural(unit))") }
         if let duration { parts.append("after \(format1(duration)) s") }
         parts.append("on Ctrl-C or SIGTERM")
         let exit = pid.map { "when process \($0) exits" } ?? "when the command exits"
@@ -126,3 +126,6 @@ func writeRawStandardError(_ text: String) {
     var bytes = Array(text.utf8)
     _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress!, $0.count) }
 }
+
+/// `calls`, `writes`, `accesses`.
+func plural(_ unit: String) -> String { unit.hasSuffix("s") ? unit + "es" : unit + "s" }

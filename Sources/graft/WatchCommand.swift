@@ -191,12 +191,12 @@ final class WatchPrinter {
         let total = summary.totalHits
         let ended = describe(summary.end, countOption: "--count")
         if json {
-            print(JSON.object([("event", "summary"), ("variable", .string(variable)), ("\(unit)s", .int(Int64(total))),
+            print(JSON.object([("event", "summary"), ("variable", .string(variable)), (plural(unit), .int(Int64(total))),
                                ("seconds", .double(seconds)), ("ended_by", .string(ended)),
                                ("debug_registers_cleared", .bool(summary.codeRestored))]).serialized)
         } else {
             if !quiet { print("") }
-            print("\(total) \(unit)\(total == 1 ? "" : "s") of \(variable) in \(format1(seconds)) s; ended by \(ended); debug registers \(summary.codeRestored ? "cleared" : "NOT ALL CLEARED")")
+            print("\(total) \(total == 1 ? unit : plural(unit)) of \(variable) in \(format1(seconds)) s; ended by \(ended); debug registers \(summary.codeRestored ? "cleared" : "NOT ALL CLEARED")")
         }
         fflush(nil)
     }

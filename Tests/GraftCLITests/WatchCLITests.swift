@@ -40,6 +40,18 @@ import TestSupport
         #expect(events.last?["writes"] as? Int == 2 && events.last?["debug_registers_cleared"] as? Bool == true)
     }
 
+    /// --rw counts accesses: the summary's key is `accesses` (docs/cli.md), and so is its text.
+    @Test func rwSummaryCountsAccesses() throws {
+        let victim = try Victim.launch("watch_target", arguments: ["100000000", "1", "spawn", "30"], stdin: true)
+        defer { victim.kill() }
+        victim.writeStdin("go\n")
+        let json = try graft(["watch", "-p", String(victim.pid), "counter", "--rw", "--count", "2", "--json"], stateDir: temporaryDirectory())
+        #expect(json.status == 0, "\(json.stderr)")
+        #expect(try jsonLines(json.stdout).last?["accesses"] as? Int == 2, "\(json.stdout)")
+        let text = try graft(["watch", "-p", String(victim.pid), "counter", "--rw", "--count", "2", "--quiet"], stateDir: temporaryDirectory())
+        #expect(text.stdout.contains("2 accesses of watch_target!counter"), "\(text.stdout)")
+    }
+
     @Test func usageErrors() throws {
         let victim = try Victim.launch("watch_target", arguments: ["5", "1"], stdin: true)
         defer { victim.kill() }

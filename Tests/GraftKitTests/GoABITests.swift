@@ -116,4 +116,38 @@ import TestSupport
         let callThreads = Dictionary(grouping: hits, by: { $0.arguments[0] }).mapValues { Set($0.map(\.tid)) }
         #expect(returns.contains { !(callThreads[$0.value / 2] ?? []).contains($0.tid) })
     }
+
+    /// With --hardware a return address is in the calling thread's debug register only: a goroutine
+    /// that resumes elsewhere returns unseen. Said at arming, and what is reported is still right.
+    @Test func hardwareReturnsOfGoroutinesAreSaidToBePartial() throws {
+        let victim = try Victim.launch("go_goroutines", arguments: ["8", "60"])
+        defer { victim.kill() }
+        let session = HookSession(pid: victim.pid, specs: [HookSpec(location: "main.slow", argumentCount: 1, returns: true)],
+                                  limits: HookLimits(count: 200), journal: temporaryJournal())
+        session.hardware = true
+        let run = HookRun(session)
+        try #require(run.waitArmed(), "session did not arm")
+        _ = try run.waitEnd(timeout: 60)
+        #expect(run.notices.contains { $0.contains("main.slow (after the stack check) is Go code: with --hardware, the return of a call whose goroutine blocks") })
+        let hits = run.hits, returns = run.returns
+        #expect(hits.count == 200 && returns.count <= hits.count)
+        let arguments = Set(hits.map(\.arguments[0]))
+        #expect(returns.allSatisfy { $0.value % 2 == 0 && arguments.contains($0.value / 2) })
+    }
+
+    /// A frame past StackBig has a longer stack check (`mov r12, rsp; sub r12, N; jb; cmp; jbe`): the
+    /// hook goes after it too, or each call whose stack grows is counted twice (morestack runs the
+    /// entry again).
+    @Test func aLargeFrameCallIsCountedOnceThoughItsStackGrows() throws {
+        let victim = try Victim.launch("go_goroutines", arguments: ["0", "60", "big"], stdin: true)
+        defer { victim.kill() }
+        let run = HookRun(HookSession(pid: victim.pid, specs: [HookSpec(location: "main.big", argumentCount: 1)], journal: temporaryJournal()))
+        try #require(run.waitArmed(), "session did not arm")
+        #expect(run.armedHooks.first?.function == "go_goroutines!main.big (after the stack check)")
+        victim.writeStdin("go\n")
+        #expect(victim.waitForLine(timeout: 30, where: { $0 == "big 4950" }) != nil, "\(victim.transcript)")
+        let summary = try run.finish()
+        #expect(summary.hooks[0].hits == 100)
+        #expect(run.hits.map(\.arguments[0]).sorted() == (0..<100).map(UInt64.init))
+    }
 }

@@ -65,6 +65,24 @@ import TestSupport
         #expect(victim.waitExit(timeout: 10) == 0)
     }
 
+    /// A vfork child's exec clears its own debug registers, not the parent's: the return address of
+    /// the parent's call that vforked (in a spare register) is still graft's when the call returns.
+    /// Forgetting it delivered the trap, and the parent died of SIGTRAP.
+    @Test func aVforkChildsExecLeavesTheParentsReturnRegister() throws {
+        let victim = try Victim.launch("hook_fork", arguments: ["vfork"], stdin: true)
+        defer { victim.kill() }
+        let run = HookRun(hardwareSession(victim, [HookSpec(location: "vfork_true", returns: true)]))
+        try #require(run.waitArmed(), "session did not arm")
+        victim.writeStdin("go\n")
+        #expect(victim.waitForLine(timeout: 30, where: { $0 == "parent done" }) != nil, "\(victim.transcript)")
+        try waitUntil("vfork_true's return") { run.returns.count == 1 }
+        let summary = try run.finish()
+        #expect(summary.end == .requested, "\(summary.end)")
+        #expect(summary.hooks[0].hits == 1 && summary.hooks[0].returns == 1)
+        #expect(run.returns.first?.tid == victim.pid)
+        #expect(victim.transcript.contains("child status 0"))
+    }
+
     @Test func aFifthIsRefusedByNameAndNothingIsArmed() throws {
         let victim = try Victim.launch("c_loop", arguments: ["10"])
         defer { victim.kill() }

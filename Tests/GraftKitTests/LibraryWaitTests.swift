@@ -49,6 +49,61 @@ import TestSupport
         #expect(victim.waitForLine(timeout: 30, where: { $0.hasPrefix("late 100000 ") }) != nil)
     }
 
+    /// dlclose then dlopen again: the second load is hooked too (its fresh mapping has no int3), the
+    /// counts go on, and nothing is written where the library was while it is unloaded.
+    @Test func aLibraryLoadedAgainAfterDlcloseIsHookedAgain() throws {
+        let victim = try Victim.launch("dlopen_later", arguments: [try Victims.path("liblate.so"), "5", "120", "reopen"], stdin: true)
+        defer { victim.kill() }
+        let run = HookRun(HookSession(pid: victim.pid, specs: [HookSpec(location: "liblate:late_f", argumentCount: 1)],
+                                      limits: HookLimits(count: 10), journal: temporaryJournal()))
+        try #require(run.waitArmed(), "session did not start")
+        victim.writeStdin("go\ngo\n")
+        #expect(victim.waitForLine(timeout: 30, where: { $0 == "closed" }) != nil, "\(victim.transcript)")
+        try waitUntil("the unloaded notice") { run.notices.contains { $0.contains("liblate.so was unloaded: liblate:late_f is hooked again") } }
+        victim.writeStdin("go\n")
+        let summary = try run.waitEnd()
+        #expect(run.hits.map { $0.arguments[0] } == Array(1...5) + Array(1...5))
+        #expect(summary.hooks[0].hits == 10)
+        #expect(summary.codeRestored)
+        #expect(victim.waitForLine(timeout: 30, where: { $0 == "again 5 sum 30" }) != nil, "\(victim.transcript)")
+        #expect(victim.waitExit(timeout: 10) == 0)
+    }
+
+    /// The session ends while the library is unloaded: its code is not written (it is not there).
+    @Test func theSessionEndsCleanlyWhileTheLibraryIsUnloaded() throws {
+        let victim = try Victim.launch("dlopen_later", arguments: [try Victims.path("liblate.so"), "5", "120", "reopen"], stdin: true)
+        defer { victim.kill() }
+        let run = HookRun(HookSession(pid: victim.pid, specs: [HookSpec(location: "liblate:late_f")], journal: temporaryJournal()))
+        try #require(run.waitArmed(), "session did not start")
+        victim.writeStdin("go\ngo\n")
+        #expect(victim.waitForLine(timeout: 30, where: { $0 == "closed" }) != nil, "\(victim.transcript)")
+        try waitUntil("five calls") { run.hits.count == 5 }
+        let summary = try run.finish()
+        #expect(summary.codeRestored, "\(run.notices)")
+        victim.writeStdin("go\n")
+        #expect(victim.waitForLine(timeout: 30, where: { $0 == "again 5 sum 30" }) != nil, "\(victim.transcript)")
+        #expect(victim.waitExit(timeout: 10) == 0)
+    }
+
+    /// A library loaded before the session (no loader breakpoint) and dlclosed during it: teardown
+    /// finds no int3 of graft's there and writes nothing (the old byte would land in whatever is
+    /// mapped there by then).
+    @Test func aLibraryUnloadedDuringTheSessionIsNotWritten() throws {
+        let victim = try Victim.launch("dlopen_later", arguments: [try Victims.path("liblate.so"), "5", "120", "reopen"], stdin: true)
+        defer { victim.kill() }
+        victim.writeStdin("go\n")
+        #expect(victim.waitForLine(timeout: 30, where: { $0 == "late 5 sum 30" }) != nil, "\(victim.transcript)")
+        let run = HookRun(HookSession(pid: victim.pid, specs: [HookSpec(location: "liblate:late_f")], journal: temporaryJournal()))
+        try #require(run.waitArmed(), "session did not start")
+        victim.writeStdin("go\n")
+        #expect(victim.waitForLine(timeout: 30, where: { $0 == "closed" }) != nil, "\(victim.transcript)")
+        let summary = try run.finish()
+        #expect(summary.codeRestored, "\(run.notices)")
+        victim.writeStdin("go\n")
+        #expect(victim.waitForLine(timeout: 30, where: { $0 == "again 5 sum 30" }) != nil, "\(victim.transcript)")
+        #expect(victim.waitExit(timeout: 10) == 0)
+    }
+
     /// Static musl and Go programs have no loader to wait for (static glibc has one: it can dlopen).
     @Test(arguments: ["static_loop_musl", "go_loop"]) func aProgramWithoutALoaderCannotLoadOne(name: String) throws {
         let victim = try Victim.launch(name)

@@ -56,6 +56,12 @@ import TestSupport
         let box = try graft.patchVTable(pid: victim.pid, className: "shapes::Box<int>", method: "area", index: nil, to: "fast_area",
                                         library: try Victims.path("libvtfix.so"), dryRun: true)
         #expect(box.plan.method == "shapes::Box<int>::area() const")
+        // Marked's own slots end before the secondary group's vcall offsets (a 0 among them is no
+        // slot: writing a method's address there would corrupt every call through a Tagged*).
+        expectError({ "\($0)".contains("shapes::Marked's vtable has 4 slots (0…3); no slot 4") }) {
+            _ = try graft.patchVTable(pid: victim.pid, className: "shapes::Marked", method: nil, index: 4, to: "fast_area",
+                                      library: try Victims.path("libvtfix.so"), dryRun: true)
+        }
     }
 
     @Test func refusalsNameTheProblem() throws {
