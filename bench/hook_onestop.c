@@ -25,9 +25,15 @@
  *
  * bench/hook_rearm.c is this file built with HOOK_REARM: the classic remove / step / re-arm hook
  * (what gdb does), to show what it costs and how many calls other threads make past it meanwhile.
- * Only on_hit() and the teardown's handling of a racing hit differ. */
+ * Only on_hit() and the teardown's handling of a racing hit differ.
+ *
+ * bench/hook_hwstop.c is this file built with HOOK_HW: the same one stop per hit with the breakpoint in
+ * debug register DR0 (POKEUSER DR0 = ADDR, DR7 = L0 execute, on every thread and every new one) instead
+ * of an int3: no byte changes; the trap comes BEFORE the instruction with rip == ADDR and RF set by the
+ * kernel, so a hit is just PTRACE_CONT. The baseline for `graft hook --hardware` (issue 13). */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <stddef.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -45,6 +51,8 @@
 
 #ifdef HOOK_REARM
 #define TOOL "rearm"
+#elif defined(HOOK_HW)
+#define TOOL "hwstop"
 #else
 #define TOOL "onestop"
 #endif
@@ -63,7 +71,8 @@ static struct thread th[MAX_THREADS];
 static int nth, nalive;
 static pid_t pid;
 static uint64_t addr;
-static long orig_word, trap_word;
+static long orig_word;
+static long trap_word __attribute__((unused)); /* not with HOOK_HW */
 static uint64_t hits, foreign_traps, drained_traps;
 static volatile uint64_t *counters;
 static volatile sig_atomic_t stop_flag;
@@ -83,6 +92,12 @@ static void die(const char *what) {
             if (!th[i].gone && ptrace(PTRACE_POKETEXT, th[i].tid, (void *)addr, (void *)orig_word) == 0) break;
     exit(1);
 }
+
+#ifdef HOOK_HW
+#define HIT_RIP (addr) /* a debug-register trap comes before the instruction */
+#else
+#define HIT_RIP (addr + 1) /* an int3 trap leaves rip after the int3 */
+#endif
 
 static int find(pid_t tid) {
     for (int i = 0; i < nth; i++)
@@ -176,7 +191,26 @@ static void attach_all(void) {
 
 /* --- one hit ---------------------------------------------------------------------------------------- */
 
-#ifndef HOOK_REARM
+#ifdef HOOK_HW
+/* DR0 = ADDR, DR7 = L0 (execute, length 1) on one thread: a clone starts with no debug registers. */
+static void arm_thread(pid_t tid, int on) {
+    if (on && ptrace(PTRACE_POKEUSER, tid, (void *)offsetof(struct user, u_debugreg[0]), (void *)addr) != 0) {
+        if (errno == ESRCH) return;
+        die("PTRACE_POKEUSER DR0");
+    }
+    if (ptrace(PTRACE_POKEUSER, tid, (void *)offsetof(struct user, u_debugreg[7]), (void *)(long)(on ? 1 : 0)) != 0) {
+        if (errno == ESRCH) return;
+        die("PTRACE_POKEUSER DR7");
+    }
+}
+
+/* Nothing to emulate: rip == ADDR, RF set, the instruction runs when the thread goes on. */
+static void on_hit(int i, struct user_regs_struct *regs) {
+    (void)regs;
+    hits++;
+    cont(th[i].tid, 0);
+}
+#elif !defined(HOOK_REARM)
 /* One stop per hit: do what `push %rbp` would have done. The trap left rip at ADDR+1, which is exactly
  * the next instruction. */
 static void emulate_push_rbp(pid_t tid, struct user_regs_struct *regs) {
@@ -236,6 +270,9 @@ static void handle(pid_t tid, int status) {
         if (ptrace(PTRACE_GETEVENTMSG, tid, 0, &child) == 0 && find((pid_t)child) < 0) add((pid_t)child);
         cont(tid, 0);
     } else if (event != 0) {
+#ifdef HOOK_HW
+        arm_thread(tid, 1); /* a new thread's first stop: give it DR0 (again, harmlessly, otherwise) */
+#endif
         cont(tid, 0); /* PTRACE_EVENT_STOP: a new thread's first stop, or a leftover interrupt */
     } else if (sig == SIGTRAP) {
         struct user_regs_struct regs;
@@ -243,7 +280,7 @@ static void handle(pid_t tid, int status) {
             if (errno == ESRCH) return;
             die("PTRACE_GETREGS");
         }
-        if (regs.rip == addr + 1) {
+        if (regs.rip == HIT_RIP) {
             on_hit(i, &regs);
         } else {
             foreign_traps++;
@@ -289,9 +326,11 @@ static void stop_all(void) {
                 if (ptrace(PTRACE_GETEVENTMSG, tid, 0, &child) == 0 && find((pid_t)child) < 0) add((pid_t)child);
             } else if (event == 0 && sig == SIGTRAP) {
                 struct user_regs_struct regs;
-                if (ptrace(PTRACE_GETREGS, tid, 0, &regs) == 0 && regs.rip == addr + 1) {
+                if (ptrace(PTRACE_GETREGS, tid, 0, &regs) == 0 && regs.rip == HIT_RIP) {
                     hits++;
-#ifndef HOOK_REARM
+#ifdef HOOK_HW
+                    /* rip == ADDR: the call runs its first instruction after detach, DR7 cleared */
+#elif !defined(HOOK_REARM)
                     emulate_push_rbp(tid, &regs); /* the call goes on after detach, from ADDR+1 */
 #else
                     regs.rip = addr; /* rewind: it runs the restored push after detach */
@@ -357,8 +396,14 @@ int main(int argc, char **argv) {
             if (!th[i].gone) ptrace(PTRACE_DETACH, th[i].tid, 0, (void *)(long)th[i].pending_signal);
         return 1;
     }
+#ifdef HOOK_HW
+    for (int i = 0; i < nth; i++)
+        if (!th[i].gone) arm_thread(th[i].tid, 1);
+    orig_word = 0; /* die() writes no byte back: none changed */
+#else
     trap_word = (orig_word & ~0xffL) | 0xcc;
     if (ptrace(PTRACE_POKETEXT, poke_tid(), (void *)addr, (void *)trap_word) != 0) die("PTRACE_POKETEXT");
+#endif
     uint64_t calls0 = victim_calls(), t0 = now_ns();
     printf("armed pid=%d threads=%d\n", (int)pid, nalive);
     fflush(stdout);
@@ -389,7 +434,12 @@ int main(int argc, char **argv) {
 
     if (nalive > 0) {
         stop_all();
+#ifdef HOOK_HW
+        for (int i = 0; i < nth; i++)
+            if (!th[i].gone) arm_thread(th[i].tid, 0);
+#else
         if (ptrace(PTRACE_POKETEXT, poke_tid(), (void *)addr, (void *)orig_word) != 0) die("PTRACE_POKETEXT (restore)");
+#endif
     }
     uint64_t calls1 = victim_calls(), t1 = now_ns();
     for (int i = 0; i < nth; i++)
