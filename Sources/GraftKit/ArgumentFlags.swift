@@ -68,6 +68,7 @@ enum ArgumentFlags {
                                 (0x80, "MSG_EOR"), (0x100, "MSG_WAITALL"), (0x4000, "MSG_NOSIGNAL"), (0x8000, "MSG_MORE")])
         case "signal": return signalNames[safe: Int(value)] ?? (value >= 34 && value <= 64 ? "SIGRTMIN+\(value - 34)" : String(value))
         case "sockaddr": return sockaddr(at: value, read: read)
+        case "output:ret", "output:str": return value == 0 ? "NULL" : hex(value)  // read at the return
         default: return hex(value)
         }
     }

@@ -63,4 +63,8 @@ struct PendingReturn {
     let entryRSP: UInt64
     let returnAddress: UInt64
     let start: UInt64
+    /// The call's `HookHit.call`.
+    var call: UInt64 = 0
+    /// Its output buffers, read at the return (`OutputArguments`).
+    var outputs: [PendingOutput] = []
 }

@@ -31,6 +31,10 @@ final class HookEngine {
     /// Calls whose return graft waits for, by owner (`returnOwner`): the thread, or for Go code the
     /// goroutine, which may return on another thread than the one it was called on.
     var pending: [UInt64: [PendingReturn]] = [:]
+    /// The number of the last call reported (`HookHit.call`).
+    var callSerial: UInt64 = 0
+    /// `HookSession.holdsOutput`: after a flush, output still held back keeps graft flushing.
+    var holdsOutput: () -> Bool = { false }
     let scratch: ScratchPages
     var stats: [HookStatistics] = []
     var armed: [ArmedHook] = []
@@ -184,14 +188,14 @@ final class HookEngine {
             }
             var event = try tracee.waitForEvent(block: !mayFlush && !draining)
             if event == nil && draining {
-                if unflushed { flush(); unflushed = false }
+                if unflushed { flush(); unflushed = holdsOutput() }
                 usleep(1_000)
                 continue
             }
             if event == nil && unflushed {  // nothing ready, or woken by the watcher
                 stopState.outputPending = false  // before writing: no wake signal may interrupt a write
                 flush()
-                unflushed = false
+                unflushed = holdsOutput()
                 lastFlush = graft_monotonic_ns()
                 continue
             }

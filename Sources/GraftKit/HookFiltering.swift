@@ -125,6 +125,7 @@ final class HookCallFilter {
                           arguments: Array(hit.arguments.prefix(shown)), backtrace: hit.backtrace, wallTime: hit.wallTime)
         cut.typedArguments = shown == 0 ? nil : hit.typedArguments.map { Array($0.prefix(shown)) }
         cut.goABI = hit.goABI
+        cut.call = hit.call
         onEvent(.hit(cut))
     }
 

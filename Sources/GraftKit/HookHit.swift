@@ -55,10 +55,12 @@ extension HookEngine {
                     var event = HookReturn(hook: last.hook, location: spec.location, tid: tid, value: value,
                                            returnedValue: registers.rax, durationNanoseconds: now &- last.start,
                                            wallTime: wallClock())
+                    event.call = last.call
                     if let decoder = decoders[last.hook] ?? nil {
                         var returned = registers
                         returned.rax = value  // what the function returned, before --set-return
                         event.typedValue = typedResult(decoder, returned, tid: tid)
+                        if !last.outputs.isEmpty { event.outputs = decoder.readOutputs(last.outputs, result: value, read: readForDecoder) }
                     }
                     onEvent(.returned(event))
                     reported = true
@@ -76,6 +78,9 @@ extension HookEngine {
                 return true
             }
             let wall = wallClock()
+            callSerial &+= 1
+            let call = callSerial
+            var outputs: [PendingOutput] = []
             // No array at all for the common --args 0 (integerArguments allocates one per call).
             // Go's register ABI: rax, rbx, rcx, rdi, rsi, r8–r11; C's (SysV): rdi, rsi, rdx, rcx, r8, r9;
             // Go's ABI0 (assembly functions): none, every argument on the stack.
@@ -106,8 +111,10 @@ extension HookEngine {
                 var event = HookHit(hook: hook, location: spec.location, tid: tid, address: breakpoint.address,
                                     arguments: arguments, backtrace: frames, wallTime: wall)
                 event.goABI = breakpoint.goABI
+                event.call = call
                 if spec.argumentCount > 0 || spec.returns, let decoder = decoder(hook, breakpoint), spec.argumentCount > 0 {
                     event.typedArguments = typedArguments(decoder, limit: spec.argumentCount, registers, tid: tid)
+                    if spec.returns, let typed = event.typedArguments { outputs = decoder.pendingOutputs(typed) }
                 }
                 onEvent(.hit(event))
             }
@@ -122,8 +129,10 @@ extension HookEngine {
                 if spec.returns {
                     record(duration: 0, hook: hook)  // the summary counts these returns too (0 ns)
                     if reportsCalls {
-                        onEvent(.returned(HookReturn(hook: hook, location: spec.location, tid: tid, value: registers.rax,
-                                                     returnedValue: registers.rax, durationNanoseconds: 0, wallTime: wall)))
+                        var event = HookReturn(hook: hook, location: spec.location, tid: tid, value: registers.rax,
+                                               returnedValue: registers.rax, durationNanoseconds: 0, wallTime: wall)
+                        event.call = call
+                        onEvent(.returned(event))
                     }
                 }
                 return reported
@@ -139,7 +148,7 @@ extension HookEngine {
                     while let last = frames.last, last.hook == hook, last.entryRSP == registers.rsp, last.returnAddress == returnAddress {
                         frames.removeLast()
                     }
-                    frames.append(PendingReturn(hook: hook, entryRSP: registers.rsp, returnAddress: returnAddress, start: graft_monotonic_ns()))
+                    frames.append(PendingReturn(hook: hook, entryRSP: registers.rsp, returnAddress: returnAddress, start: graft_monotonic_ns(), call: call, outputs: outputs))
                     pending[owner] = frames
                 }
             }

@@ -39,6 +39,10 @@ public final class HookSession: @unchecked Sendable {
     public var waitsForLibraries = true
     /// `--filter`: only matching calls are reported and counted (`HookCallFilter`). Set before `run`.
     public var filter: HookFilter?
+    /// Asked on the tracer thread after each `flush`: true while the caller still holds output back
+    /// (a call line waiting for its return), so graft flushes again within ~10 ms even if the
+    /// target makes no event. Set before `run`.
+    public var holdsOutput: () -> Bool = { false }
     private let matchedHits = Atomic<Int>(0)
     /// Calls counted so far over all hooks (matching ones with a filter); readable from any thread
     /// while `run` runs.
@@ -142,6 +146,7 @@ public final class HookSession: @unchecked Sendable {
         engine.watchSpec = watch
         engine.waitsForLibraries = waitsForLibraries
         engine.onForkChild = onForkChild
+        engine.holdsOutput = holdsOutput
     }
 }
 

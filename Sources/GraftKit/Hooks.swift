@@ -77,6 +77,9 @@ public struct HookHit: Sendable {
     public var typedArguments: [TypedArgument]? = nil
     /// The arguments were read with Go's register ABI (rax, rbx, rcx, rdi, rsi, r8–r11).
     public var goABI = false
+    /// The session's number for this call (from 1), which its `HookReturn` repeats: a printer
+    /// pairs a call with its return by it, whatever thread the return comes on. 0: not numbered.
+    public var call: UInt64 = 0
 }
 
 /// One return of a hooked function.
@@ -93,6 +96,11 @@ public struct HookReturn: Sendable {
     /// The result as its type says (`3`, `2.5` from xmm0, a string), nil when the type is unknown,
     /// `void`, or `--raw` was asked for.
     public var typedValue: TypedArgument? = nil
+    /// The `HookHit.call` of the call this return ends (0: not known).
+    public var call: UInt64 = 0
+    /// The call's output buffers as it left them (`read`'s `buf`: the bytes it read), by the
+    /// parameter's name; empty when it has none, or failed.
+    public var outputs: [TypedArgument] = []
 }
 
 public enum HookEvent: Sendable {

@@ -3,7 +3,9 @@ import GraftELF
 /// Prototypes of common libc/POSIX functions, for hooks on a libc without debug information (as
 /// ltrace's `libc.so.conf`). Written as C declarations; the parameter types name how a value is
 /// shown: `const char *` a string, `open_flags` `O_RDONLY|O_CLOEXEC`, `buffer:N` a byte buffer of
-/// the length in parameter N. An output buffer (`read`'s) is `void *`: at the call it holds nothing.
+/// the length in parameter N. An output buffer holds nothing at the call: `output:ret` (`read`'s:
+/// as many bytes as the call returns) and `output:str` (`getcwd`'s: a string once the call succeeded)
+/// are shown as pointers at the call and read at the return (`OutputArguments`).
 public enum LibcPrototypes {
     static let declarations: [String] = [
         // Files and descriptors.
@@ -13,10 +15,15 @@ public enum LibcPrototypes {
         "int openat64(int dirfd, const char *path, open_flags flags, mode_t mode)",
         "int creat(const char *path, mode_t mode)",
         "int close(int fd)",
-        "ssize_t read(int fd, void *buf, size_t count)",
+        "ssize_t read(int fd, output:ret buf, size_t count)",
         "ssize_t write(int fd, buffer:2 buf, size_t count)",
-        "ssize_t pread(int fd, void *buf, size_t count, off_t offset)",
-        "ssize_t pread64(int fd, void *buf, size_t count, off_t offset)",
+        "ssize_t pread(int fd, output:ret buf, size_t count, off_t offset)",
+        "ssize_t pread64(int fd, output:ret buf, size_t count, off_t offset)",
+        "ssize_t readlink(const char *path, output:ret buf, size_t size)",
+        "ssize_t readlinkat(int dirfd, const char *path, output:ret buf, size_t size)",
+        "char *getcwd(output:str buf, size_t size)",
+        "char *fgets(output:str s, int size, void *stream)",
+        "int gethostname(output:str name, size_t size)",
         "ssize_t pwrite(int fd, buffer:2 buf, size_t count, off_t offset)",
         "ssize_t pwrite64(int fd, buffer:2 buf, size_t count, off_t offset)",
         "off_t lseek(int fd, off_t offset, whence whence)",
@@ -46,8 +53,8 @@ public enum LibcPrototypes {
         "int fflush(void *stream)",
         "int printf(const char *format, ...)",
         "int fprintf(void *stream, const char *format, ...)",
-        "int sprintf(void *str, const char *format, ...)",
-        "int snprintf(void *str, size_t size, const char *format, ...)",
+        "int sprintf(output:str str, const char *format, ...)",
+        "int snprintf(output:str str, size_t size, const char *format, ...)",
         // Memory.
         "void *malloc(size_t size)",
         "void *calloc(size_t nmemb, size_t size)",
@@ -67,7 +74,7 @@ public enum LibcPrototypes {
         "int strncmp(const char *s1, const char *s2, size_t n)",
         "int strcasecmp(const char *s1, const char *s2)",
         "int strncasecmp(const char *s1, const char *s2, size_t n)",
-        "char *strcpy(void *dest, const char *src)",
+        "char *strcpy(output:str dest, const char *src)",
         "char *strncpy(void *dest, const char *src, size_t n)",
         "char *stpcpy(void *dest, const char *src)",
         "char *strcat(char *dest, const char *src)",
@@ -98,9 +105,9 @@ public enum LibcPrototypes {
         "int accept(int fd, void *addr, void *addrlen)",
         "int accept4(int fd, void *addr, void *addrlen, socket_type flags)",
         "ssize_t send(int fd, buffer:2 buf, size_t len, msg_flags flags)",
-        "ssize_t recv(int fd, void *buf, size_t len, msg_flags flags)",
+        "ssize_t recv(int fd, output:ret buf, size_t len, msg_flags flags)",
         "ssize_t sendto(int fd, buffer:2 buf, size_t len, msg_flags flags, sockaddr addr, socklen_t addrlen)",
-        "ssize_t recvfrom(int fd, void *buf, size_t len, msg_flags flags, void *addr, void *addrlen)",
+        "ssize_t recvfrom(int fd, output:ret buf, size_t len, msg_flags flags, void *addr, void *addrlen)",
         "int shutdown(int fd, int how)",
         "int getaddrinfo(const char *node, const char *service, void *hints, void *res)",
         // Processes, signals, time, loading.
@@ -178,6 +185,10 @@ public enum LibcPrototypes {
             let spelling = text[...space].trimmingSpaces
             if spelling.hasPrefix("buffer:"), let length = Int(spelling.dropFirst(7)) {
                 parameters.append(DebugParameter(name: parameterName, type: DebugType("const void *", .decoded("buffer:\(length)", size: 8))))
+                continue
+            }
+            if spelling == "output:ret" || spelling == "output:str" {
+                parameters.append(DebugParameter(name: parameterName, type: DebugType(spelling == "output:str" ? "char *" : "void *", .decoded(spelling, size: 8))))
                 continue
             }
             guard let kind = types[spelling] else { return nil }

@@ -8,18 +8,36 @@ import TestSupport
 /// program, `--raw`, JSON.
 @Suite struct TypedArgumentsCLITests {
     /// The text lines of one launch-mode session of `victim` (one round of calls).
-    func hook(_ victim: String, _ locations: [String], _ extra: [String] = [], environment: [String: String] = [:]) throws -> [String] {
+    func hook(_ victim: String, _ locations: [String], _ extra: [String] = [], environment: [String: String] = [:], rounds: Int = 1) throws -> [String] {
         let result = try runCommand(try graftBinary(), ["hook"] + locations + ["--args", "4", "--returns", "--state-dir", temporaryDirectory()] + extra
-                                        + ["--", try Victims.path(victim), "1"], input: "go\n", environment: environment)
+                                        + ["--", try Victims.path(victim), String(rounds)], input: "go\n", environment: environment)
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.contains("done "), "\(result.stdout)")
         return result.stdout.split(separator: "\n").map(String.init)
     }
 
-    /// The part of a hit or return line after `] `.
+    /// The part of a hit or return line after `] `, without the duration. A call and its return
+    /// on one line (`price(item="apple", qty=3) = 30`) give two entries, as when they come on two
+    /// (a loaded machine may hold a return past the printer's wait): `price(item="apple", qty=3)`
+    /// and `price returned 30`.
     func calls(_ lines: [String]) -> [String] {
         lines.compactMap { line in line.range(of: "] ").map { String(line[$0.upperBound...]) } }
             .map { $0.replacingOccurrences(of: #" in [0-9.]+ [nµm]?s$"#, with: "", options: .regularExpression) }
+            .flatMap { line -> [String] in
+                guard let open = line.firstIndex(of: "("), let equals = line.range(of: ") = ", options: .backwards) else { return [line] }
+                return [String(line[..<equals.lowerBound]) + ")", "\(line[..<open]) returned \(line[equals.upperBound...])"]
+            }
+    }
+
+    /// The issue's form: `price(item="apple", qty=3) = 30 in 3.1 µs` — the call and its return on
+    /// one line when nothing came between them.
+    @Test func aCallAndItsReturnOnOneLine() throws {
+        let lines = try hook("typed_args", ["price", "name_of"], rounds: 3)
+        let combined = lines.filter { $0.range(of: #"\] price\(item="apple", qty=3\) = 30 in [0-9.]+ [nµm]?s$"#, options: .regularExpression) != nil }
+        #expect(!combined.isEmpty, "\(lines)")
+        #expect(lines.contains { $0.range(of: #"\] name_of\(c=RED\) = "red" in "#, options: .regularExpression) != nil }, "\(lines)")
+        // Every call has its return, on its line or its own.
+        #expect(calls(lines).filter { $0 == "price returned 30" }.count == 3, "\(lines)")
     }
 
     static let expected = [
@@ -150,6 +168,21 @@ import TestSupport
         #expect(lines.contains("fmt.Fprintf returned 4"), "\(lines)")
     }
 
+    /// A call that blocks is not held back for its return: `cat`'s read of an empty pipe prints
+    /// while it waits; once it returns, its own line says what it read (`with buf="hi\n"`).
+    @Test func aBlockedCallPrintsBeforeItReturnsAndItsBufferAfter() throws {
+        let session = try Victim.launchCommand(try graftBinary(), arguments: ["hook", "libc:read", "--args", "3", "--returns", "--state-dir", temporaryDirectory(),
+                                                                            "--", "/bin/cat"], stdin: true, waitForReady: false)
+        defer { session.kill() }
+        let blocked = session.waitForLine(timeout: 20, where: { $0.contains("] libc:read(fd=0, buf=0x") && $0.hasSuffix(", count=131072)") })
+        #expect(blocked != nil, "\(session.transcript)")
+        #expect(!session.transcript.contains { $0.contains("libc:read returned") }, "\(session.transcript)")
+        session.writeStdin("hi\n")
+        #expect(session.waitForLine(timeout: 20, where: { $0.contains("] libc:read returned 3 with buf=\"hi\\n\" in ") }) != nil, "\(session.transcript)")
+        session.closeStdin()
+        #expect(session.waitExit(timeout: 20).flatMap(WaitStatus.exitCode) == 0, "\(session.stderrOutput)")
+    }
+
     /// libc prototypes on programs nobody here wrote: cat opens, reads and writes; python3 mallocs.
     @Test func libcPrototypesOnARealProgram() throws {
         let file = temporaryDirectory() + "/hello"
@@ -160,8 +193,11 @@ import TestSupport
         let lines = calls(result.stdout.split(separator: "\n").map(String.init))
         #expect(lines.contains("libc:open(path=\"\(file)\", flags=O_RDONLY)"), "\(lines)")
         let fd = try #require(lines.first { $0.hasPrefix("libc:open returned ") }.flatMap { Int($0.split(separator: " ").last!) })
-        #expect(lines.contains { $0.hasPrefix("libc:read(fd=\(fd), buf=0x") && $0.hasSuffix(", count=131072)") || $0.hasPrefix("libc:read(fd=\(fd), buf=0x") }, "\(lines)")
-        #expect(lines.contains("libc:read returned 12"), "\(lines)")
+        // read's buffer is an output: shown as the call left it, on the call's line once it
+        // returned, else after the return value (`returned 12 with buf="…"`).
+        #expect(lines.contains("libc:read(fd=\(fd), buf=\"hello\\tworld\\n\", count=131072)")
+                || lines.contains("libc:read returned 12 with buf=\"hello\\tworld\\n\""), "\(lines)")
+        #expect(lines.contains { $0.hasPrefix("libc:read returned 12") }, "\(lines)")
         #expect(lines.contains("libc:write(fd=1, buf=\"hello\\tworld\\n\", count=12)"), "\(lines)")
         #expect(lines.contains("libc:close(fd=\(fd))"), "\(lines)")
 
