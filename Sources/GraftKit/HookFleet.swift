@@ -15,6 +15,9 @@ public final class HookFleet: @unchecked Sendable {
     public var reportsCalls = true
     /// Applied to every session before it runs (the CLI's `--hardware`, `--no-wait`).
     public var configure: (@Sendable (HookSession) -> Void)?
+    /// Asked (under the fleet's lock, like `flush`) after each session's flush: output still held
+    /// back (`HookSession.holdsOutput`) keeps every session flushing.
+    public var holdsOutput: (() -> Bool)?
     private let journal: Journal
     private let specsFor: @Sendable (Int32) throws -> [HookSpec]
     private let initial: [Int32]
@@ -84,6 +87,9 @@ public final class HookFleet: @unchecked Sendable {
         let session = HookSession(pid: pid, specs: specs, limits: sessionLimits, journal: journal)
         session.reportsCalls = reportsCalls
         configure?(session)
+        if let holds = holdsOutput {
+            session.holdsOutput = { [self] in lock.withLock { holds() } }
+        }
         if follow {
             session.onForkChild = { [weak self] child in
                 guard let self else { return }

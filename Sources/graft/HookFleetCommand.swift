@@ -42,10 +42,13 @@ extension HookCommand {
             session.filter = callFilter
         }
         let status = StatusLine()
+        let hold = HeldCall()  // one waiting call line over every process: lines stay in order
+        fleet.holdsOutput = { hold.hit != nil }
         var printers: [Int32: HookPrinter] = [:]
         func printer(_ pid: Int32) -> HookPrinter {
             if let made = printers[pid] { return made }
-            let made = HookPrinter(json: json, quiet: quiet, argumentCount: argumentCount, status: status, pid: pid)
+            let made = HookPrinter(json: json, quiet: quiet, argumentCount: argumentCount, status: status, pid: pid, hold: hold)
+            made.combinesReturns = returns || setReturn != nil
             made.hitsSoFar = { [fleet] in fleet.hitsSoFar }
             made.order = sort
             made.filtered = filter != nil

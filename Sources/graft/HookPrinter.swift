@@ -2,6 +2,31 @@ import GraftCore
 import GraftKit
 import Glibc
 
+/// The one call line waiting for its return (`HookPrinter.combinesReturns`), and whose it is.
+final class HeldCall {
+    private(set) var hit: HookHit?
+    private(set) var since: UInt64 = 0
+    private(set) weak var printer: HookPrinter?
+
+    func hold(_ hit: HookHit, by printer: HookPrinter) {
+        self.hit = hit
+        self.printer = printer
+        since = monotonicNanoseconds()
+    }
+
+    func clear() {
+        hit = nil
+        printer = nil
+    }
+
+    /// Prints the waiting call as it is, by its printer (its return will have a line of its own).
+    func release() {
+        guard let hit, let printer else { return }
+        clear()
+        printer.printHeld(hit)
+    }
+}
+
 /// Formats hook events: text lines or JSON, buffered, with a live status line on a terminal.
 final class HookPrinter {
     let json: Bool
@@ -20,7 +45,9 @@ final class HookPrinter {
     /// (`[PID/TID]`, JSON `"pid"`), and the summary is headed by the process.
     var pid: Int32?
 
-    init(json: Bool, quiet: Bool, argumentCount: Int, launched: Bool = false, status: StatusLine? = nil, pid: Int32? = nil) {
+    init(json: Bool, quiet: Bool, argumentCount: Int, launched: Bool = false, status: StatusLine? = nil, pid: Int32? = nil,
+         hold: HeldCall = HeldCall()) {
+        self.hold = hold
         self.status = status ?? StatusLine(sharedTerminal: launched)
         self.pid = pid
         self.json = json
@@ -38,8 +65,9 @@ final class HookPrinter {
     /// `<unfinished …>`; so does a call still running after `holdWindow`.
     var combinesReturns = false
     static let holdWindow: UInt64 = 50_000_000
-    private var held: HookHit?
-    private var heldSince: UInt64 = 0
+    /// The call line waiting, shared by the printers of one output (a fleet's processes) so that
+    /// any line of any of them first prints it.
+    let hold: HeldCall
 
     func event(_ event: HookEvent) {
         switch event {
@@ -62,8 +90,7 @@ final class HookPrinter {
             } else {
                 releaseHeld()
                 if combinesReturns && hit.call != 0 {
-                    held = hit
-                    heldSince = monotonicNanoseconds()
+                    hold.hold(hit, by: self)
                 } else {
                     textLine(hit)
                 }
@@ -72,8 +99,8 @@ final class HookPrinter {
             if quiet { break }
             if json {
                 jsonLine(value)
-            } else if let call = held, call.call == value.call, value.call != 0 {
-                held = nil
+            } else if hold.printer === self, let call = hold.hit, call.call == value.call, value.call != 0 {
+                hold.clear()
                 textLine(call, returned: value)
             } else {
                 releaseHeld()
@@ -153,8 +180,11 @@ final class HookPrinter {
 
     /// Prints the call waiting for its return as it is (its return will have a line of its own).
     private func releaseHeld() {
-        guard let call = held else { return }
-        held = nil
+        hold.release()
+    }
+
+    /// The held call's own line (`HeldCall.release`).
+    fileprivate func printHeld(_ call: HookHit) {
         textLine(call)
     }
 
@@ -302,12 +332,12 @@ final class HookPrinter {
 
     /// Called before graft blocks: push the lines out, refresh the status line.
     func flush() {
-        if held != nil, monotonicNanoseconds() &- heldSince >= Self.holdWindow { releaseHeld() }
+        if hold.hit != nil, monotonicNanoseconds() &- hold.since >= Self.holdWindow { releaseHeld() }
         status.flush { ending.statusLine(hitsSoFar()) }
     }
 
     /// A call line waits for its return: graft must flush again soon, even if the target stays quiet.
-    var holdsOutput: Bool { held != nil }
+    var holdsOutput: Bool { hold.hit != nil }
 
     func clearStatus() {
         releaseHeld()

@@ -21,6 +21,24 @@ import TestSupport
         #expect(victim.isAlive)
     }
 
+    /// Several processes: each line says whose call it was, and a call and its return still make
+    /// one line (one waiting line over every process keeps them in order).
+    @Test func callsAndReturnsOfSeveralProcesses() throws {
+        let first = try Victim.launch("c_loop", arguments: ["5"])
+        defer { first.kill() }
+        let second = try Victim.launch("c_loop", arguments: ["5"])
+        defer { second.kill() }
+        let result = try graft(["hook", "-p", "\(first.pid),\(second.pid)", "value_a", "--count", "8", "--returns"], stateDir: temporaryDirectory())
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        for pid in [first.pid, second.pid] {
+            let combined = lines.filter { $0.contains("[\(pid)/\(pid)] value_a(…) = 1 in ") }.count
+            let split = lines.filter { $0.contains("[\(pid)/\(pid)] value_a returned 1 in ") }.count
+            #expect(combined + split >= 2 && combined >= 1, "\(lines)")
+        }
+        #expect(first.isAlive && second.isAlive)
+    }
+
     @Test func jsonEventsCarryTheDocumentedKeys() throws {
         let victim = try Victim.launch("c_loop", arguments: ["5"])
         defer { victim.kill() }
