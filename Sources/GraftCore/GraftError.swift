@@ -50,6 +50,9 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
     case targetInsidePatch(target: String, start: UInt64, end: UInt64)
     /// An `STT_GNU_IFUNC` symbol as the LOCATION, the --to target or a hook.
     case ifuncSymbol(function: String, use: String, pid: Int32?)
+    /// An IFUNC whose implementation graft could not learn: no IRELATIVE slot, no module's bound GOT
+    /// slot, and its resolver could not be called in the process (`reason`).
+    case ifuncUnresolved(function: String, use: String, reason: String, pid: Int32?)
     case threadInsidePatch(tid: Int32, pc: UInt64)
     case returnAddressInsidePatch(tid: Int32, returnAddress: UInt64)
     case branchIntoPatch(from: UInt64, to: UInt64, function: String)
@@ -152,6 +155,11 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
             let module = function.split(separator: "!").first.map(String.init) ?? "MODULE"
             let name = function.split(separator: "!").last.map(String.init) ?? function
             return "\(function) is an IFUNC (STT_GNU_IFUNC): its code is the resolver the dynamic loader runs once to choose an implementation, not the code callers reach, so \(use) it would not do what you mean; use the implementation it chose, by name where the module's symbol table lists it (`graft symbols -p \(pid.map { String($0) } ?? "PID") '\(module):*\(name)*'`) or by 0xADDRESS"
+        case .ifuncUnresolved(let function, let use, let reason, let pid):
+            let module = function.split(separator: "!").first.map(String.init) ?? "MODULE"
+            let name = function.split(separator: "!").last.map(String.init) ?? function
+            let verb = use.hasPrefix("hook") ? "hook" : "patch"
+            return "\(function) is an IFUNC that no loaded module has bound yet and graft could not call its resolver: \(reason); \(verb) it once the program has called \(name) (its GOT slot then holds the loader's choice), or \(verb) the implementation itself, by name where the module's symbol table lists it (`graft symbols -p \(pid.map { String($0) } ?? "PID") '\(module):*\(name)*'`, e.g. \(module):__\(name)_avx2) or by 0xADDRESS"
         case .interrupted(let signal):
             return "interrupted by \(signalName(signal)) before anything was written; the process was not changed"
         case .functionTooShort(let function, let size, let needed):

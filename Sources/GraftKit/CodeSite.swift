@@ -13,6 +13,8 @@ struct LocatedFunction {
     /// Set when the LOCATION named an IFUNC: the IFUNC (`libc.so.6!strlen`), and this is the
     /// implementation the process uses (`__strlen_avx2`).
     var ifunc: String? = nil
+    /// Where the implementation was learnt (`IFUNCChoice.source`).
+    var ifuncSource: String? = nil
     /// Code without a symbol (a stripped file): `symbol` is made up from its `.eh_frame` range.
     var unnamed = false
     /// `module!function`; `module+0xOFF` for code without a symbol.
@@ -20,13 +22,14 @@ struct LocatedFunction {
 
     /// A function of `module` without a symbol, at runtime `start` and `size` bytes long (from
     /// `.eh_frame`, or a bound): a made-up symbol named as graft prints it, `module+0xOFF`.
-    static func unnamed(_ resolved: ResolvedLocation, module: LoadedModule, start: UInt64, size: UInt64, ifunc: String? = nil) -> LocatedFunction {
+    static func unnamed(_ resolved: ResolvedLocation, module: LoadedModule, start: UInt64, size: UInt64, ifunc: String? = nil,
+                        ifuncSource: String? = nil) -> LocatedFunction {
         let name = "\(module.name)+\(hex(start &- module.start))"
         let symbol = ELFSymbol(name: name, value: module.linkAddress(start), size: size, kind: .function, isGlobal: false, fromDynsym: false)
         // `resolved` keeps no symbol: it prints as `module+0xOFF` of its own address.
         return LocatedFunction(resolved: ResolvedLocation(address: resolved.address, module: module, symbol: nil, symbolAddress: start,
                                                           unnamedFunction: CodeRange(start: start, size: size)),
-                               module: module, symbol: symbol, start: start, ifunc: ifunc, unnamed: true)
+                               module: module, symbol: symbol, start: start, ifunc: ifunc, ifuncSource: ifuncSource, unnamed: true)
     }
 }
 
@@ -76,7 +79,7 @@ struct CodeSite {
 }
 
 /// The one code-site resolver: resolve the LOCATION → an executable file mapping → a function symbol
-/// (not an IFUNC) → decode it from the file (memory may hold someone's breakpoint; the file is
+/// (an IFUNC: the implementation this process uses, `IFUNCResolution.swift`) → decode it from the file (memory may hold someone's breakpoint; the file is
 /// pristine) → keep `endbr64`. The instruction boundary, the journal and the memory comparison are
 /// `CodeSite`'s; each caller orders them and words its refusals.
 struct CodeSiteResolver {
@@ -84,6 +87,8 @@ struct CodeSiteResolver {
     let disassembler: Disassembler
     /// Memory of the running target (`/proc/PID/mem`, or the attached tracee).
     let readMemory: (UInt64, Int) throws -> [UInt8]
+    /// Runs an IFUNC's resolver in the target, where a thread may run it (`IFUNCResolution.swift`).
+    var callResolver: IFUNCResolverCall? = nil
 
     /// `use` completes "cannot … an IFUNC": "patching", "hooking".
     func locate(_ text: String, use: String) throws -> LocatedFunction {
@@ -98,16 +103,20 @@ struct CodeSiteResolver {
         }
         let located = LocatedFunction(resolved: resolved, module: module, symbol: symbol, start: start)
         if symbol.kind == .ifunc {
-            // The implementation this process uses instead of the resolver, when it can be told.
-            guard resolved.address == start, let chosen = implementation(ofIFUNC: symbol, in: module),
-                  let implementation = index.symbolize(chosen), let chosenModule = implementation.module else {
+            // The implementation this process uses instead of the resolver (`IFUNCResolution.swift`).
+            guard resolved.address == start else {
+                throw GraftError.ifuncSymbol(function: located.function, use: use, pid: index.pid)
+            }
+            let choice = try implementation(ofIFUNC: symbol, in: module, function: located.function, use: use)
+            let chosen = choice.address
+            guard let implementation = index.symbolize(chosen), let chosenModule = implementation.module else {
                 throw GraftError.ifuncSymbol(function: located.function, use: use, pid: index.pid)
             }
             try requireExecutable(chosen, asTarget: false)
             if let implementationSymbol = implementation.symbol, let implementationStart = implementation.symbolAddress,
                implementationSymbol.kind != .ifunc, implementationStart == chosen {
                 return LocatedFunction(resolved: implementation, module: chosenModule, symbol: implementationSymbol,
-                                       start: implementationStart, ifunc: located.function)
+                                       start: implementationStart, ifunc: located.function, ifuncSource: choice.source)
             }
             // A stripped library names no implementation: it is `module+0xOFF`, bounded by its
             // `.eh_frame` function, else by the next function graft knows there (at most 4 KiB).
@@ -120,28 +129,9 @@ struct CodeSiteResolver {
                 size = min(next - link, 4096)
             }
             return LocatedFunction.unnamed(ResolvedLocation(address: chosen, module: chosenModule, symbol: nil, symbolAddress: nil),
-                                           module: chosenModule, start: chosen, size: size, ifunc: located.function)
+                                           module: chosenModule, start: chosen, size: size, ifunc: located.function, ifuncSource: choice.source)
         }
         return located
-    }
-
-    /// What the loader chose for an IFUNC in this process: the module's `R_X86_64_IRELATIVE` slot
-    /// whose addend is the resolver (the module's own calls go through it; the loader fills it at
-    /// start-up with the resolver's answer). nil when there is none or it is not filled.
-    ///
-    /// Without such a slot, an IFUNC the vDSO implements (`time`, `gettimeofday`, `clock_gettime`,
-    /// `clock_getres`, `getcpu`: glibc's x86_64 resolvers return the vDSO's `__vdso_NAME` whenever
-    /// the kernel provides one, `dl_vdso_vsym`) is that vDSO function.
-    func implementation(ofIFUNC symbol: ELFSymbol, in module: LoadedModule) -> UInt64? {
-        if let relocations = try? module.elf().dynamicInfo().relocations,
-           let slot = relocations.first(where: { $0.type == 37 && UInt64(bitPattern: $0.addend) == symbol.value }),
-           let bytes = try? readMemory(module.loadBias &+ slot.offset, 8) {
-            let value = readLittleEndianUInt64(bytes, at: 0)
-            return value == 0 || value == module.runtimeAddress(symbol) ? nil : value
-        }
-        guard let vdso = index.modules.first(where: { $0.path == VDSO.mapsPath }), vdso !== module,
-              let function = (try? vdso.elf())?.symbols(named: "__vdso_" + symbol.name).first else { return nil }
-        return vdso.runtimeAddress(function)
     }
 
     /// Decodes `count` bytes of the function from its start (from the file when it can be read) and

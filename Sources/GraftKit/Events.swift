@@ -21,7 +21,10 @@ extension ResolvedLocation {
             ("module", .string(module?.name ?? "")),
             ("path", .string(module?.path ?? "")),
             ("name", .string(symbol?.displayName ?? "")),
-        ] + (symbol.map { $0.displayName != $0.name ? [("mangled", JSON.string($0.name))] : [] } ?? []))
+        ] + (symbol.map { $0.displayName != $0.name ? [("mangled", JSON.string($0.name))] : [] } ?? [])
+          // STT_GNU_IFUNC: the code at `address` is the resolver; a patch or hook there goes to the
+          // implementation the process uses.
+          + (symbol?.kind == .ifunc ? [("ifunc", JSON.bool(true))] : []))
     }
 }
 

@@ -98,6 +98,7 @@ public struct Graft: Sendable {
             instance: instance, index: index, journal: contents, disassembler: try Disassembler(.x86_64),
             readMemory: { try ProcessMemory.read(pid: instance.pid, at: $0, count: $1) })
         planner.allowMidFunction = midFunction
+        planner.callResolver = callIFUNCResolver(pid: instance.pid)
         planner.journalDirectory = journal.directory
         return try planner.plan(location: location, action: action)
     }

@@ -97,6 +97,7 @@ extension HookEngine {
     static func shortReason(_ error: GraftError) -> String {
         switch error {
         case .ifuncSymbol: return "an IFUNC"
+        case .ifuncUnresolved: return "an IFUNC whose implementation graft could not learn"
         case .functionTooShort(_, let size, _): return "\(size) bytes long"
         case .hookRefused(_, _, let reason): return String(reason.prefix { $0 != ";" && $0 != ":" })
         default:
@@ -109,13 +110,14 @@ extension HookEngine {
     /// decoded from the function start, memory equal to the file, no graft patch there, and a first
     /// instruction graft can displace.
     func plan(_ spec: HookSpec, hook: Int, journal contents: JournalContents) throws -> (Breakpoint, String) {
-        let resolver = CodeSiteResolver(index: index, disassembler: disassembler) { try self.tracee.readMemory(at: $0, count: $1) }
+        // Every thread is stopped: one of them may run an IFUNC's resolver (it takes no lock).
+        let resolver = CodeSiteResolver(index: index, disassembler: disassembler, readMemory: { try self.tracee.readMemory(at: $0, count: $1) },
+                                        callResolver: { [tracee] in try tracee.remoteCall($0, [$1], name: "the resolver of \($2)", timeout: 2) })
         let located = try resolver.locate(spec.location, use: "hooking")
         let resolved = located.resolved, start = located.start
         let function = resolved.description
         if let ifunc = located.ifunc {
-            armNotices.append("\(ifunc) is an IFUNC: hooking the implementation this process uses, \(function)" +
-                              (resolved.module?.path == VDSO.mapsPath ? " (the vDSO's: callers reach it without entering libc)" : ""))
+            armNotices.append("\(ifunc) is an IFUNC: hooking the implementation this process uses, \(function) (\(located.ifuncSource ?? "the loader's choice"))")
         }
         // Code from the file (memory may hold a breakpoint), up to the hooked instruction + 15.
         let site = try resolver.decode(located, count: Int(max(located.symbol.size, resolved.address - start + 16)))

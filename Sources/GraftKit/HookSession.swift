@@ -104,6 +104,7 @@ public final class HookSession: @unchecked Sendable {
             defer { stopState.tracerThread.store(0, ordering: .relaxed) }
             let tracee = try openTarget(command: command, pid: pid, tracer: tracer)
             pid = tracee.pid
+            if command != nil, let filter { try checkLaunchedFilterNames(filter, tracee: tracee) }
             guard let filter else {
                 let engine = try HookEngine.detachingOnFailure(tracee) {
                     try HookEngine(tracee: tracee, specs: specs, limits: limits, journal: journal, stopState: stopState)
@@ -137,6 +138,25 @@ public final class HookSession: @unchecked Sendable {
                 try engine.run(flush: flush, onEvent: { calls.handle($0, onEvent: onEvent) }, watcher: watcher)
             }
             return calls.summary(summary)
+        }
+    }
+
+    /// Launch mode: the command stands at its entry point, its libraries mapped, none of its own code
+    /// run: the parameter names `--filter` reads are checked now as `-p` checks them before the
+    /// attach. An unknown one ends the session with the one-line error naming the known ones; the
+    /// command, which never ran, is killed and reaped (as when arming fails). Hooks in a library
+    /// loaded later are learnt at their first hit (a notice there).
+    private func checkLaunchedFilterNames(_ filter: HookFilter, tracee: Tracee) throws {
+        guard !filter.names.isEmpty else { return }
+        let (known, complete) = HookEngine.parameterNames(pid: tracee.pid, specs: specs, journal: journal, all: true)
+        guard complete else { return }
+        do {
+            try filter.check(for: specs, names: known)
+        } catch {
+            kill(tracee.pid, SIGKILL)
+            try? tracee.detach()
+            launchedExitStatus = tracee.reapLaunched(forwarding: SIGKILL)
+            throw error
         }
     }
 

@@ -31,15 +31,26 @@ extension HookEngine {
     /// those that print arguments or results (a filter on names reads them).
     @discardableResult
     static func prefetchSignatures(pid: Int32, specs: [HookSpec], journal: Journal, all: Bool = false) -> Set<String> {
+        parameterNames(pid: pid, specs: specs, journal: journal, all: all).names
+    }
+
+    /// `prefetchSignatures`, and whether every function named was found in the process now
+    /// (`complete`: false when one is in a library not loaded yet, whose types are learnt at its
+    /// first hit).
+    static func parameterNames(pid: Int32, specs: [HookSpec], journal: Journal, all: Bool = false) -> (names: Set<String>, complete: Bool) {
         let wanted = specs.filter { (all || $0.argumentCount > 0 || $0.returns) && !$0.raw }
-        guard !wanted.isEmpty, let index = try? Graft.symbolIndex(pid: pid, journal: journal) else { return [] }
+        guard !wanted.isEmpty, let index = try? Graft.symbolIndex(pid: pid, journal: journal) else { return ([], wanted.isEmpty) }
         var names: Set<String> = []
+        var complete = true
         for spec in wanted {
-            guard let location = try? Location.parse(spec.location), let resolved = try? index.resolve(location),
-                  let signature = signature(at: resolved.address, index: index) else { continue }
+            guard let location = try? Location.parse(spec.location), let resolved = try? index.resolve(location) else {
+                complete = false
+                continue
+            }
+            guard let signature = signature(at: resolved.address, index: index) else { continue }
             for (i, parameter) in signature.parameters.enumerated() { names.insert(parameter.name.isEmpty ? "arg\(i)" : parameter.name) }
         }
-        return names
+        return (names, complete)
     }
 
     /// The signature of the function whose entry is at runtime `address` (or 4 bytes after it, past

@@ -100,7 +100,12 @@ struct PatchPlanner {
     /// Named in the hint when memory holds what looks like another journal's patch.
     var journalDirectory = ""
 
-    var resolver: CodeSiteResolver { CodeSiteResolver(index: index, disassembler: disassembler, readMemory: readMemory) }
+    /// Runs an IFUNC's resolver in the target when nothing else tells its implementation.
+    var callResolver: IFUNCResolverCall? = nil
+
+    var resolver: CodeSiteResolver {
+        CodeSiteResolver(index: index, disassembler: disassembler, readMemory: readMemory, callResolver: callResolver)
+    }
 
     func plan(location text: String, action: PatchAction) throws -> PatchPlan {
         let located = try resolver.locate(text, use: "patching")
@@ -111,7 +116,7 @@ struct PatchPlanner {
         }
         var checks: [String] = []
         if let ifunc = located.ifunc {
-            checks.append("\(ifunc) is an IFUNC: graft patches the implementation this process's calls reach, \(hex(start)) (the loader's choice, read from \(module.name)'s IRELATIVE slot)")
+            checks.append("\(ifunc) is an IFUNC: graft patches the implementation this process's calls reach, \(function) at \(hex(start)) (\(located.ifuncSource ?? "the loader's choice"))")
         }
         checks.append("\(hex(resolved.address)) is in an executable file mapping (\(module.name))")
 

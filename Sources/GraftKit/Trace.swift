@@ -76,7 +76,8 @@ public struct TraceStep: Sendable {
     public let tid: Int32
     public let pc: UInt64
     public let function: TraceFunction
-    /// pc - function start (0 without a symbol).
+    /// pc - the function's start (`TraceFunction.start`: the symbol's, else the `.eh_frame`
+    /// function's; 0 when nothing is known).
     public let offset: UInt64
     /// The instruction's text (with `disassemble`).
     public let text: String?

@@ -33,6 +33,11 @@ public struct TraceFunction: Sendable, Hashable {
     /// flamegraph.pl show it); without a symbol the same `module+0xOFF` as `displayName`.
     public var foldedName: String { name ?? unnamed }
 
+    /// The `function` of trace JSON (steps, the summary's functions and tree): the symbol; without
+    /// one the same `module+0xOFF` (`0x…` outside any file) as `displayName`; nil only when nothing
+    /// is known (an address in no mapping), which text prints as `??`.
+    public var jsonName: String? { name ?? (module == nil && start == 0 ? nil : unnamed) }
+
     private var unnamed: String {
         if let module { return start == 0 ? "\(module)+0x0" : "\(module)+\(hex(start &- moduleStart))" }
         return start == 0 ? "??" : hex(start)

@@ -142,22 +142,8 @@ extension Tracee {
         }
     }
 
-    /// AT_ENTRY (9) from /proc/PID/auxv: pairs of 64-bit words.
-    static func auxvEntry(_ pid: Int32) -> UInt64? {
-        let fd = open("/proc/\(pid)/auxv", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var words = [UInt64](repeating: 0, count: 128)
-        let n = words.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
-        guard n > 0 else { return nil }
-        var i = 0
-        while i + 1 < n / 8 {
-            if words[i] == 9 { return words[i + 1] }
-            if words[i] == 0 { break }
-            i += 2
-        }
-        return nil
-    }
+    /// AT_ENTRY (9) from /proc/PID/auxv.
+    static func auxvEntry(_ pid: Int32) -> UInt64? { ProcFS.auxiliaryValue(pid, type: 9) }
 }
 
 extension ThreadStop {

@@ -7,6 +7,24 @@ public enum ProcFS {
     /// The whole content of a (small, virtual) file, or nil when it cannot be read (`FileIO.readText`).
     public static func readFile(_ path: String) -> String? { FileIO.readText(path: path) }
 
+    /// The value of auxiliary vector entry `type` (`AT_ENTRY` 9, `AT_HWCAP` 16) from /proc/PID/auxv:
+    /// pairs of 64-bit words, ended by `AT_NULL`.
+    public static func auxiliaryValue(_ pid: Int32, type: UInt64) -> UInt64? {
+        let fd = open("/proc/\(pid)/auxv", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var words = [UInt64](repeating: 0, count: 128)
+        let n = words.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+        guard n > 0 else { return nil }
+        var i = 0
+        while i + 1 < n / 8 {
+            if words[i] == type { return words[i + 1] }
+            if words[i] == 0 { break }
+            i += 2
+        }
+        return nil
+    }
+
     /// `/proc/PID/status` as key → value.
     public static func status(_ pid: Int32) -> [String: String]? {
         guard let text = readFile("/proc/\(pid)/status") else { return nil }

@@ -38,7 +38,7 @@ struct SymbolsCommand: ParsableCommand {
             }
             return
         }
-        let rows = found.map { [hex($0.address), String($0.symbol?.size ?? 0), $0.module?.name ?? "?", $0.symbol?.displayName ?? "?"] }
+        let rows = found.map { [hex($0.address), String($0.symbol?.size ?? 0), $0.module?.name ?? "?", ($0.symbol?.displayName ?? "?") + ($0.symbol?.kind == .ifunc ? " (IFUNC)" : "")] }
         for line in Output.table([["ADDRESS", "SIZE", "MODULE", "NAME"]] + rows) { Output.line(line) }
     }
 }

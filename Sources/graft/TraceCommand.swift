@@ -222,7 +222,7 @@ final class TracePrinter {
             if json {
                 emit(JSON.object([("event", "step"), ("n", .uint(step.index)), ("tid", .int(Int64(step.tid))), ("pc", .string(hex(step.pc))),
                                   ("module", step.function.module.map { .string($0) } ?? .null),
-                                  ("function", step.function.name.map { .string($0) } ?? .null),
+                                  ("function", step.function.jsonName.map { .string($0) } ?? .null),
                                   ("offset", .uint(step.offset)), ("depth", .int(Int64(step.depth))),
                                   ("text", step.text.map { .string($0) } ?? .null)]).serialized)
             } else {
@@ -284,7 +284,7 @@ final class TracePrinter {
         if json {
             let list = functions.map { stats -> JSON in
                 var fields: [(String, JSON)] = [("module", stats.function.module.map { .string($0) } ?? .null),
-                                                ("function", stats.function.name.map { .string($0) } ?? .null),
+                                                ("function", stats.function.jsonName.map { .string($0) } ?? .null),
                                                 ("calls", .uint(stats.calls)), ("self", .uint(stats.selfCount)), ("total", .uint(stats.total))]
                 if stats.steppedOver > 0 { fields.append(("stepped_over", .uint(stats.steppedOver))) }
                 return .object(fields)
@@ -292,7 +292,7 @@ final class TracePrinter {
             let tree = profile.treeLines().map { line -> JSON in
                 let function = profile.functions[line.node.function]
                 var fields: [(String, JSON)] = [("depth", .int(Int64(line.depth))), ("module", function.module.map { .string($0) } ?? .null),
-                                                ("function", function.name.map { .string($0) } ?? .null),
+                                                ("function", function.jsonName.map { .string($0) } ?? .null),
                                                 ("calls", .uint(line.node.calls)), ("self", .uint(line.node.selfCount)), ("total", .uint(line.total))]
                 if line.node.steppedOver > 0 { fields.append(("stepped_over", .uint(line.node.steppedOver))) }
                 return .object(fields)

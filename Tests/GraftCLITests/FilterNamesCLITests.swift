@@ -30,4 +30,25 @@ import TestSupport
         #expect(result.status != 0)
         #expect(result.stderr.contains("no field 'quantity'") && result.stderr.contains("their parameters: item, qty"), "\(result.stderr)")
     }
+
+    /// Launch mode: the names are checked once the program's modules are mapped, at its entry point,
+    /// before any of its code runs: a misspelled one is the same one-line error (not a session that
+    /// silently matches nothing), the command is killed before it ran (no `ready`), nothing is left.
+    @Test func anUnknownNameEndsALaunchedSession() throws {
+        let state = temporaryDirectory()
+        let result = try runCommand(try graftBinary(), ["hook", "price", "--json", "--filter", "quantity > 2", "--state-dir", state,
+                                                        "--", try Victims.path("typed_args"), "4"], input: "go\n")
+        expectOneLineError(result, "--filter 'quantity > 2': no field 'quantity'")
+        #expect(result.stderr.contains("(their parameters: item, qty)"), "\(result.stderr)")
+        #expect(!result.stdout.contains("ready") && !result.stdout.contains("\"event\":\"hit\""), "\(result.stdout)")
+        // A function graft knows no types for: said so.
+        let untyped = try runCommand(try graftBinary(), ["hook", "libc:wcsncmp", "--filter", "n > 2", "--state-dir", state,
+                                                         "--", try Victims.path("ifunc_now"), "4"], input: "go\n")
+        expectOneLineError(untyped, "no field 'n'")
+        #expect(untyped.stderr.contains("graft found none for these functions"), "\(untyped.stderr)")
+        // The right name still runs the command to its end.
+        let good = try runCommand(try graftBinary(), ["hook", "price", "-q", "--filter", "qty > 2", "--state-dir", state,
+                                                      "--", try Victims.path("typed_args"), "4"], input: "go\n")
+        #expect(good.status == 0 && good.stdout.contains("4 calls"), "\(good)")
+    }
 }

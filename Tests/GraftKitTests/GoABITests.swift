@@ -73,7 +73,7 @@ import TestSupport
         // Debian's libc is stripped: the implementation has no name, and is spelled libc.so.6+0xOFF.
         let function = try #require(armed.first?.function)
         #expect(function.hasPrefix("libc.so.6+0x"), "\(function)")
-        #expect(notices.contains("libc.so.6!strlen is an IFUNC: hooking the implementation this process uses, \(function)"), "\(notices)")
+        #expect(notices.contains("libc.so.6!strlen is an IFUNC: hooking the implementation this process uses, \(function) (the loader's choice, read from libc.so.6's IRELATIVE slot)"), "\(notices)")
         let graft = Graft(journal: temporaryJournal())
         let plan = try graft.preparePatch(pid: victim.pid, location: "libc:strlen", action: .returnValue(3))
         #expect(plan.checks.first?.contains("libc.so.6!strlen is an IFUNC: graft patches the implementation") == true)

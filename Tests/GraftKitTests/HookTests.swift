@@ -228,7 +228,7 @@ import TestSupport
         }
         let wcsncmpBefore = try functionBytes(pid: victim.pid, "libc:wcsncmp")
         expectError({ if case .ifuncSymbol(let function, _, let pid) = $0 { return function == "libc.so.6!wcsncmp" && pid == victim.pid }; return false }) {
-            _ = try HookSession(pid: victim.pid, specs: [HookSpec(location: "value_a"), HookSpec(location: "libc:wcsncmp")], journal: temporaryJournal()).run(onEvent: { _ in })
+            _ = try HookSession(pid: victim.pid, specs: [HookSpec(location: "value_a"), HookSpec(location: "libc:wcsncmp+4")], journal: temporaryJournal()).run(onEvent: { _ in })
         }
         #expect(try functionBytes(pid: victim.pid, "value_a").memory == before.memory)
         #expect(try functionBytes(pid: victim.pid, "libc:wcsncmp").memory == wcsncmpBefore.memory)

@@ -62,13 +62,14 @@ import TestSupport
     }
 
     /// An IFUNC's code is the resolver: patched to return 0, the next module that binds it would call
-    /// address 0. libc's wcsncmp has no IRELATIVE slot of libc's own to tell the implementation the
-    /// process uses (strlen has: it is patched there, GoABITests), and a jump *to* an IFUNC is refused.
+    /// address 0. A LOCATION inside the resolver (`libc:wcsncmp+4`) is refused — at its entry graft
+    /// patches the implementation the process uses instead (IFUNCCLITests) — and a jump *to* an
+    /// IFUNC is refused.
     @Test func ifuncSymbolsAreRefused() throws {
         func isIFUNC(_ name: String) -> (GraftError) -> Bool {
             { if case .ifuncSymbol(let function, _, let pid) = $0 { return function == name && pid != nil }; return false }
         }
-        try refused("c_loop", function: "libc:wcsncmp", isIFUNC("libc.so.6!wcsncmp")) { graft, pid in _ = try graft.patch(pid: pid, location: "libc:wcsncmp", action: .returnValue(0)) }
+        try refused("c_loop", function: "libc:wcsncmp", isIFUNC("libc.so.6!wcsncmp")) { graft, pid in _ = try graft.patch(pid: pid, location: "libc:wcsncmp+4", action: .returnValue(0)) }
         try refused("c_loop", function: "value_a", isIFUNC("libc.so.6!strlen")) { graft, pid in _ = try graft.patch(pid: pid, location: "value_a", action: .jump(to: "libc:strlen")) }
     }
 
