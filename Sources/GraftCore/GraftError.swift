@@ -159,7 +159,7 @@ public enum GraftError: Error, Equatable, Sendable, CustomStringConvertible {
             let module = function.split(separator: "!").first.map(String.init) ?? "MODULE"
             let name = function.split(separator: "!").last.map(String.init) ?? function
             let verb = use.hasPrefix("hook") ? "hook" : "patch"
-            return "\(function) is an IFUNC that no loaded module has bound yet and graft could not call its resolver: \(reason); \(verb) it once the program has called \(name) (its GOT slot then holds the loader's choice), or \(verb) the implementation itself, by name where the module's symbol table lists it (`graft symbols -p \(pid.map { String($0) } ?? "PID") '\(module):*\(name)*'`, e.g. \(module):__\(name)_avx2) or by 0xADDRESS"
+            return "\(function) is an IFUNC that no loaded module has bound yet and graft could not call its resolver: \(reason); \(verb) it once the program has called \(name) (its GOT slot then holds the loader's choice), or \(verb) the implementation itself, by name where the module's symbol table lists it (`graft symbols -p \(pid.map { String($0) } ?? "PID") '\(module):*\(name)*'`) or by 0xADDRESS"
         case .interrupted(let signal):
             return "interrupted by \(signalName(signal)) before anything was written; the process was not changed"
         case .functionTooShort(let function, let size, let needed):

@@ -90,15 +90,19 @@ public struct Graft: Sendable {
         return try preparePatch(instance: instance, contents: journal.load(instance), location: location, action: action, midFunction: midFunction)
     }
 
+    /// `dryRun`: no code runs in the process, not even an IFUNC's resolver (an IFUNC no module has
+    /// bound yet is then refused, saying so).
     private func preparePatch(instance: ProcessInstance, contents: JournalContents, location: String, action: PatchAction,
-                              midFunction: Bool) throws -> PatchPlan {
+                              midFunction: Bool, dryRun: Bool = false) throws -> PatchPlan {
         try ProcFS.preflightTarget(instance.pid)
         let index = try symbolIndex(pid: instance.pid, contents: contents)
         var planner = PatchPlanner(
             instance: instance, index: index, journal: contents, disassembler: try Disassembler(.x86_64),
             readMemory: { try ProcessMemory.read(pid: instance.pid, at: $0, count: $1) })
         planner.allowMidFunction = midFunction
-        planner.callResolver = callIFUNCResolver(pid: instance.pid)
+        planner.callResolver = dryRun
+            ? { _, _, _ in throw GraftError.usage("--dry-run runs no code in the process (without it, graft calls the resolver to learn the implementation)") }
+            : callIFUNCResolver(pid: instance.pid)
         planner.journalDirectory = journal.directory
         return try planner.plan(location: location, action: action)
     }
@@ -134,7 +138,7 @@ public struct Graft: Sendable {
                 libraryRecord = loaded.record
                 action = .jump(to: Graft.name(to, in: loaded.record))
             }
-            var plan = try preparePatch(instance: instance, contents: contents, location: location, action: action, midFunction: midFunction)
+            var plan = try preparePatch(instance: instance, contents: contents, location: location, action: action, midFunction: midFunction, dryRun: dryRun)
             plan.library = libraryPath
             plan.libraryRecord = libraryRecord
             if dryRun {

@@ -64,9 +64,15 @@ import TestSupport
             #expect(victim.waitForLine("wcsncmp 100 sum 0"))
         }
         let dry = try graft(["patch", "-p", pid, "libc:wcsncmp", "--return", "7", "--dry-run"], stateDir: state)
-        #expect(dry.status == 0, "\(dry.stderr)")
-        #expect(dry.stdout.contains("libc.so.6!wcsncmp is an IFUNC: graft patches the implementation this process's calls reach, libc.so.6"), "\(dry.stdout)")
-        #expect(dry.stdout.contains(source), "\(dry.stdout)")
+        if source.contains("resolver") {
+            // A dry run runs no code in the process: not bound yet, the answer is the resolver's.
+            #expect(dry.status != 0 && dry.stderr.contains("no loaded module has bound yet") && dry.stderr.contains("--dry-run runs no code in the process"),
+                    "\(dry.stderr)")
+        } else {
+            #expect(dry.status == 0, "\(dry.stderr)")
+            #expect(dry.stdout.contains("libc.so.6!wcsncmp is an IFUNC: graft patches the implementation this process's calls reach, libc.so.6"), "\(dry.stdout)")
+            #expect(dry.stdout.contains(source), "\(dry.stdout)")
+        }
         let patched = try graft(["patch", "-p", pid, "libc:wcsncmp", "--return", "7", "--json"], stateDir: state)
         #expect(patched.status == 0, "\(patched.stderr)")
         let event = try #require(try jsonLines(patched.stdout).first)
