@@ -93,6 +93,9 @@ public struct HookReturn: Sendable {
     /// The result as its type says (`3`, `2.5` from xmm0, a string), nil when the type is unknown,
     /// `void`, or `--raw` was asked for.
     public var typedValue: TypedArgument? = nil
+    /// A Go function's results, all of them in order, when it has more than one (`typedValue` is the
+    /// first); nil otherwise. `resultText` and `resultJSONFields` format them.
+    public var typedValues: [TypedArgument]? = nil
 }
 
 public enum HookEvent: Sendable {
