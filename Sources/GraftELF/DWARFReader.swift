@@ -97,8 +97,14 @@ public final class DWARFReader: @unchecked Sendable {
                 if tag == DW_TAG_formal_parameter {
                     let parameterName = dwarf_diename(&child).map { String(cString: $0) } ?? ""
                     let type = referencedType(of: &child).map { describe($0) } ?? DebugType("?", .other(size: 8))
-                    // Go: results are parameters with DW_AT_variable_parameter set.
-                    if flag(DW_AT_variable_parameter, of: &child) {
+                    // Go: results are parameters with DW_AT_variable_parameter set. Go 1.19 may
+                    // write one twice (main.mix's `~r0` in go_typed: the same name, type and line):
+                    // a name is declared once, so a repeated one (but `_`) is that duplicate.
+                    let repeated = !parameterName.isEmpty && parameterName != "_"
+                        && (goResults.contains { $0.name == parameterName } || parameters.contains { $0.name == parameterName })
+                    if repeated {
+                        // dropped
+                    } else if flag(DW_AT_variable_parameter, of: &child) {
                         goResults.append(DebugParameter(name: parameterName, type: type))
                     } else {
                         parameters.append(DebugParameter(name: parameterName, type: type))

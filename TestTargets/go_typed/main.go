@@ -26,6 +26,16 @@ type Grid struct{ Cells [3]int }
 
 type Counter struct{ n int }
 
+// Mixed: small fields (float32, bool, int16), a pointer, a nested struct, an array of one string.
+type Mixed struct {
+	F     float32
+	B     bool
+	I     int16
+	P     *int
+	Inner Point
+	One   [1]string
+}
+
 // one: a single argument and result. one(5) = 6.
 func one(x int) int { return x + 1 }
 
@@ -78,6 +88,25 @@ func spread(a int) (int, int, int, int, int, int, int, int, int, int) {
 
 // cmul((1+2i), (3+4i)) = (-5+10i): complex128 in two float registers each.
 func cmul(a, b complex128) complex128 { return a * b }
+
+// overflow(1…8, {X:9, Y:10}, 11) = 66: eight ints leave one register, p needs two: p goes on the
+// stack whole (rsp+8) and z still takes r11.
+func overflow(a, b, c, d, e, f, g, h int, p Point, z int) int {
+	return a + b + c + d + e + f + g + h + p.X + p.Y + z
+}
+
+// gridOf(1…10) = {Cells:[1 2 10]}: j on the stack at rsp+8, so the Grid result (never in registers)
+// follows it: at the return, rsp+8.
+func gridOf(a, b, c, d, e, f, g, h, i, j int) Grid {
+	return Grid{Cells: [3]int{a, b, j + c - d - e - f - g - h - i + d + e + f + g + h + i - c}}
+}
+
+// mix({F:1.5, B:true, I:-3, P:&sink, Inner:{X:4, Y:5}, One:["one"]}, struct{}{}, 200) = (m with I*2, F+1):
+// struct{} takes nothing; u lands in the register after the Mixed.
+func mix(m Mixed, e struct{}, u uint8) (Mixed, float32) {
+	m.I *= 2
+	return m, m.F + float32(u)/200
+}
 
 // Add: a method with a pointer receiver (rax), then d (rbx). Returns the new count.
 func (c *Counter) Add(d int) int {
@@ -132,6 +161,10 @@ func main() {
 		sink += r0 + r9
 		c := cmul(complex(1, 2), complex(3, 4))
 		fsink += real(c)
+		sink += overflow(1, 2, 3, 4, 5, 6, 7, 8, Point{9, 10}, 11)
+		sink += gridOf(1, 2, 3, 4, 5, 6, 7, 8, 9, 10).Cells[2]
+		m, mf := mix(Mixed{F: 1.5, B: true, I: -3, P: &sink, Inner: Point{4, 5}, One: [1]string{"one"}}, struct{}{}, 200)
+		fsink += float64(mf) + float64(m.I)
 		sink += counter.Add(2)
 		fmt.Printf("tick %d\n", n)
 		time.Sleep(interval)

@@ -7,15 +7,16 @@ import TestSupport
 /// go_typed calls each of its functions once per tick with fixed arguments, so every value is known.
 @Suite struct GoTypedTests {
     static let functions = ["main.one", "main.nine", "main.ten", "main.divmod", "main.quorem", "main.lookup", "main.ratio",
-                            "main.shift", "main.describe", "main.sumGrid", "main.spread", "main.cmul", "main.(*Counter).Add"]
+                            "main.shift", "main.describe", "main.sumGrid", "main.spread", "main.cmul", "main.overflow", "main.gridOf", "main.mix",
+                            "main.(*Counter).Add"]
 
     /// One session over every function, three ticks: the first call (and return) of each, by name.
     static func firstCalls() throws -> (calls: [String: [HookHit]], returns: [String: [HookReturn]]) {
         let victim = try Victim.launch("go_typed", arguments: ["5", "60"])
         defer { victim.kill() }
         let specs = functions.map { HookSpec(location: $0, argumentCount: 12, returns: true) }
-        // 14 calls per tick (lookup twice): three ticks, and the third's returns are not needed.
-        let run = HookRun(HookSession(pid: victim.pid, specs: specs, limits: HookLimits(count: 42), journal: temporaryJournal()))
+        // 17 calls per tick (lookup twice): three ticks, and the third's returns are not needed.
+        let run = HookRun(HookSession(pid: victim.pid, specs: specs, limits: HookLimits(count: 51), journal: temporaryJournal()))
         _ = try run.waitEnd(timeout: 60)
         return (Dictionary(grouping: run.hits, by: \.location), Dictionary(grouping: run.returns, by: \.location))
     }
@@ -63,6 +64,21 @@ import TestSupport
         #expect(returns["main.spread"]?.first?.typedValues?.last?.register == "rsp+0")
         // complex128: two X registers each.
         #expect(call("main.cmul") == "a=(1.0+2.0i)@xmm0+xmm1, b=(3.0+4.0i)@xmm2+xmm3" && result("main.cmul") == "(-5.0+10.0i)")
+        // Eight ints leave one register: the Point goes whole to the stack, z still takes r11.
+        #expect(call("main.overflow").hasSuffix("h=8@r10, p={X:9, Y:10}@rsp+8, z=11@r11") && result("main.overflow") == "66",
+                "\(call("main.overflow"))")
+        // A stack result follows the stack arguments: j at rsp+8 at the entry, the Grid at rsp+8 at the return.
+        #expect(call("main.gridOf").hasSuffix("j=10@rsp+8") && result("main.gridOf") == "{Cells:[1, 2, 10]}", "\(result("main.gridOf"))")
+        #expect(returns["main.gridOf"]?.first?.typedValue?.register == "rsp+8")
+        // Small fields, a nested struct, [1]string; struct{} takes nothing; the float32 result in X1.
+        let mixed = "{F:1.5, B:true, I:-3, P:0x"
+        let mix = calls["main.mix"]?.first?.typedArguments ?? []
+        #expect(mix.count == 3 && mix[0].value.text.hasPrefix(mixed) && mix[0].value.text.hasSuffix(", Inner:{X:4, Y:5}, One:[\"one\"]}"),
+                "\(call("main.mix"))")
+        #expect(mix.map(\.register) == ["xmm0+rax+rbx+rcx+rdi+rsi+r8+r9", "none", "r10"] && mix.count == 3 && mix[1].value.text == "{}"
+                && mix[2].value.text == "200", "\(call("main.mix"))")
+        #expect(result("main.mix").hasPrefix("({F:1.5, B:true, I:-6, P:0x") && result("main.mix").hasSuffix("}, 2.5)"), "\(result("main.mix"))")
+        #expect(returns["main.mix"]?.first?.typedValues?.map(\.register) == ["xmm0+rax+rbx+rcx+rdi+rsi+r8+r9", "xmm1"])
         // A method with a pointer receiver: the receiver first, in rax.
         let add = call("main.(*Counter).Add")
         #expect(add.hasPrefix("c=0xc") && add.hasSuffix("@rax, d=2@rbx"), "\(add)")
