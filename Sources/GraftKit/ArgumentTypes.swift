@@ -30,6 +30,8 @@ public enum ArgumentValue: Sendable, Equatable {
     case elements([ArgumentValue], more: Int)
     /// A complex number (Go's complex64 when `single`, complex128).
     case complex(Double, Double, single: Bool)
+    /// A Go interface (an `error`…) holding nothing: both words 0.
+    case goNil
     /// A value graft cannot place (a Go result after one whose type it cannot lay out): `?`.
     case unavailable(String)
     /// Nothing graft can decode: the register as it was.
@@ -62,6 +64,7 @@ public enum ArgumentValue: Sendable, Equatable {
             let real = single ? String(Float(re)) : String(re), imaginary = single ? String(Float(im)) : String(im)
             return "(" + real + (im.sign == .minus || im.isNaN ? "" : "+") + imaginary + "i)"
         case .unavailable: return "?"
+        case .goNil: return "nil"
         case .raw(let v): return hex(v)
         case .void: return "void"
         }
@@ -80,7 +83,7 @@ public enum ArgumentValue: Sendable, Equatable {
         case .character(let c): return Double(c)
         case .floating(let v, _): return v
         case .enumerator(_, let v): return Double(v)
-        case .string, .inMemory, .words, .slice, .void, .fields, .elements, .complex, .unavailable: return nil
+        case .string, .inMemory, .words, .slice, .void, .fields, .elements, .complex, .unavailable, .goNil: return nil
         }
     }
 
@@ -117,8 +120,7 @@ public enum ArgumentValue: Sendable, Equatable {
         case .elements(let elements, _): return .array(elements.map(\.json))
         case .complex(let re, let im, let single):
             return .object([("real", ArgumentValue.floating(re, single: single).json), ("imag", ArgumentValue.floating(im, single: single).json)])
-        case .unavailable: return .null
-        case .void: return .null
+        case .unavailable, .goNil, .void: return .null
         }
     }
 

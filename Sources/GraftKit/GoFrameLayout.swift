@@ -309,7 +309,7 @@ extension GoFrameLayout {
             return length == 0 ? .string([], address: data, truncated: false) : ArgumentDecoder.buffer(at: data, length: length, read: read)
         case .goInterface:
             let type = next(), data = next()
-            return .words([type, data])
+            return type == 0 && data == 0 ? .goNil : .words([type, data])
         case .goSlice:
             let data = next(), length = next(), capacity = next()
             return .slice(data, length: length, capacity: capacity)

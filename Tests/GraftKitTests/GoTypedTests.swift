@@ -44,11 +44,11 @@ import TestSupport
         #expect(call("main.divmod") == "a=17@rax, b=5@rbx" && result("main.divmod") == "(3, 2)")
         #expect(returns["main.divmod"]?.first?.typedValues?.map(\.register) == ["rax", "rbx"])
         #expect(result("main.quorem") == "(q=3, r=2)")
-        // (string, error): the string in rax+rbx, the error interface in rcx+rdi; nil is {0x0, 0x0}.
-        #expect(call("main.lookup", 0) == "key=\"pear\"@rax+rbx" && result("main.lookup", 0) == "(\"green\", {0x0, 0x0})",
+        // (string, error): the string in rax+rbx, the error interface in rcx+rdi; a nil one is nil.
+        #expect(call("main.lookup", 0) == "key=\"pear\"@rax+rbx" && result("main.lookup", 0) == "(\"green\", nil)",
                 "\(result("main.lookup", 0))")
         #expect(call("main.lookup", 1) == "key=\"plum\"@rax+rbx")
-        #expect(result("main.lookup", 1).hasPrefix("(\"\", {0x") && !result("main.lookup", 1).hasSuffix("{0x0, 0x0})"), "\(result("main.lookup", 1))")
+        #expect(result("main.lookup", 1).hasPrefix("(\"\", {0x") && result("main.lookup", 1).hasSuffix("})"), "\(result("main.lookup", 1))")
         #expect(returns["main.lookup"]?.first?.typedValues?.map(\.register) == ["rax+rbx", "rcx+rdi"])
         // (float64, bool): X0 then rax.
         #expect(call("main.ratio") == "a=3.0@xmm0, b=4.0@xmm1" && result("main.ratio") == "(0.75, true)")
