@@ -85,6 +85,7 @@ struct GoFrameLayout: Sendable {
                 guard stackKnown, let size = GoFrameLayout.size(of: type), let alignment = GoFrameLayout.alignment(of: type),
                       !GoFrameLayout.collect(type, at: 0, memory: true, depth: 0, into: &memoryParts).isUnknown else {
                     let reason = stackKnown ? "graft cannot lay out \(type.name) in memory" : "its stack slot follows a value graft cannot lay out"
+                    stackKnown = false  // the stack slots after it are unknown too
                     placed.append(Placed(placement: .unknown(reason), parts: [], size: 0))
                     continue
                 }
@@ -260,7 +261,7 @@ extension GoFrameLayout {
                 var names: [String] = []
                 for (part, index) in zip(value.parts, indices) {
                     if part.isFloat {
-                        words.append(vectors?[index] ?? 0)
+                        words.append(vectors.flatMap { index < $0.count ? $0[index] : nil } ?? 0)
                         names.append("xmm\(index)")
                     } else {
                         words.append(integers[index])
