@@ -13,6 +13,9 @@ public final class DWARFReader: @unchecked Sendable {
     /// Go's DW_AT_go_kind (0x2900): what a Go type is, where the DWARF tag does not say.
     private static let goKindAttribute: UInt32 = 0x2900
     private let lock = Locked(())
+    /// Go struct fields still to describe for the signature being read (under `lock`): a bound on
+    /// the work a struct of structs of structs can ask for.
+    private var goFieldBudget = 0
 
     /// nil when the file cannot be opened or holds no DWARF (`dwarf_begin` fails: no .debug_info).
     public init?(path: String) {
@@ -78,11 +81,12 @@ public final class DWARFReader: @unchecked Sendable {
     }
 
     private func signature(of function: inout Dwarf_Die) -> FunctionSignature {
+        goFieldBudget = 2048
         let name = dwarf_diename(&function).map { String(cString: $0) } ?? "?"
         var parameters: [DebugParameter] = []
         var variadic = false
         var result = referencedType(of: &function).map { describe($0) }
-        var goResult: DebugType?
+        var goResults: [DebugParameter] = []
         // A concrete out-of-line copy of an inlined function has its parameters as children that
         // point (DW_AT_abstract_origin) at the abstract ones: dwarf_diename and
         // dwarf_attr_integrate follow that.
@@ -93,9 +97,15 @@ public final class DWARFReader: @unchecked Sendable {
                 if tag == DW_TAG_formal_parameter {
                     let parameterName = dwarf_diename(&child).map { String(cString: $0) } ?? ""
                     let type = referencedType(of: &child).map { describe($0) } ?? DebugType("?", .other(size: 8))
-                    // Go: results are parameters with DW_AT_variable_parameter set.
-                    if flag(DW_AT_variable_parameter, of: &child) {
-                        if goResult == nil { goResult = type }
+                    // Go: results are parameters with DW_AT_variable_parameter set. Go 1.19 may
+                    // write one twice (main.mix's `~r0` in go_typed: the same name, type and line):
+                    // a name is declared once, so a repeated one (but `_`) is that duplicate.
+                    let repeated = !parameterName.isEmpty && parameterName != "_"
+                        && (goResults.contains { $0.name == parameterName } || parameters.contains { $0.name == parameterName })
+                    if repeated {
+                        // dropped
+                    } else if flag(DW_AT_variable_parameter, of: &child) {
+                        goResults.append(DebugParameter(name: parameterName, type: type))
                     } else {
                         parameters.append(DebugParameter(name: parameterName, type: type))
                     }
@@ -107,8 +117,9 @@ public final class DWARFReader: @unchecked Sendable {
                 child = sibling
             } while true
         }
-        if result == nil { result = goResult }
-        return FunctionSignature(name: name, parameters: parameters, result: result, variadic: variadic, source: "DWARF (\(path))")
+        if result == nil { result = goResults.first?.type }
+        return FunctionSignature(name: name, parameters: parameters, result: result, results: goResults, variadic: variadic,
+                                 source: "DWARF (\(path))")
     }
 
     // MARK: - Types
@@ -155,6 +166,15 @@ public final class DWARFReader: @unchecked Sendable {
         case 24?: return DebugType(named ?? "string", .goString)
         case 23?: return DebugType(named ?? "[]?", .goSlice)
         case 20?: return DebugType(named ?? "interface {}", .goInterface)
+        // Pointers, maps, channels, funcs, unsafe.Pointer: one word. The pointee is not described
+        // (Go names its pointer types, `*main.Counter`, and a struct's pointers would recurse).
+        case 18?, 19?, 21?, 22?, 26?: return DebugType(named ?? "pointer", .pointer)
+        case 25? where tag == DW_TAG_structure_type: return goStruct(&die, named: named ?? "struct", depth: depth)
+        case 17? where tag == DW_TAG_array_type:
+            guard let element = referencedType(of: &die), let count = arrayCount(&die) else {
+                return DebugType(named ?? "array", .other(size: byteSize(&die) ?? 8))
+            }
+            return DebugType(named ?? "array", .goArray(count: count, element: describe(element, depth: depth + 1)))
         default: break
         }
         switch tag {
@@ -164,6 +184,7 @@ public final class DWARFReader: @unchecked Sendable {
             let name = named ?? "?"
             switch encoding {
             case DW_ATE_float: return DebugType(name, .floating(size))
+            case DW_ATE_complex_float: return DebugType(name, size == 8 || size == 16 ? .complex(size) : .other(size: size))
             case DW_ATE_boolean: return DebugType(name, .boolean)
             case DW_ATE_signed_char, DW_ATE_unsigned_char:
                 return DebugType(name, name == "char" ? .character : (encoding == DW_ATE_signed_char ? .signed(size) : .unsigned(size)))
@@ -231,6 +252,49 @@ public final class DWARFReader: @unchecked Sendable {
         default:
             return DebugType(named ?? "?", .other(size: byteSize(&die) ?? 8))
         }
+    }
+
+    /// The most fields of a Go struct graft reads; a larger struct is shown by address.
+    static let goStructFieldLimit = 64
+
+    /// A Go struct's fields (DW_TAG_member with their offsets), each described.
+    private func goStruct(_ die: inout Dwarf_Die, named: String, depth: Int) -> DebugType {
+        let size = byteSize(&die) ?? 0
+        var fields: [DebugField] = []
+        var child = Dwarf_Die()
+        if dwarf_child(&die, &child) == 0 {
+            repeat {
+                if Int(dwarf_tag(&child)) == DW_TAG_member {
+                    goFieldBudget -= 1
+                    guard fields.count < DWARFReader.goStructFieldLimit, depth < 8, goFieldBudget > 0,
+                          let offset = unsigned(UInt32(DW_AT_data_member_location), of: &child),
+                          let type = referencedType(of: &child) else {
+                        return DebugType(named, .goStruct(size: size, fields: nil))
+                    }
+                    fields.append(DebugField(name: ownName(&child) ?? "", offset: Int(offset), type: describe(type, depth: depth + 1)))
+                }
+                var sibling = Dwarf_Die()
+                guard dwarf_siblingof(&child, &sibling) == 0 else { break }
+                child = sibling
+            } while true
+        }
+        return DebugType(named, .goStruct(size: size, fields: fields))
+    }
+
+    /// An array's length: its subrange's DW_AT_count (Go), or upper bound + 1 (C).
+    private func arrayCount(_ die: inout Dwarf_Die) -> Int? {
+        var child = Dwarf_Die()
+        guard dwarf_child(&die, &child) == 0 else { return nil }
+        repeat {
+            if Int(dwarf_tag(&child)) == DW_TAG_subrange_type {
+                if let count = unsigned(UInt32(DW_AT_count), of: &child) { return Int(count) }
+                if let upper = unsigned(UInt32(DW_AT_upper_bound), of: &child) { return Int(upper) + 1 }
+                return nil
+            }
+            var sibling = Dwarf_Die()
+            guard dwarf_siblingof(&child, &sibling) == 0 else { return nil }
+            child = sibling
+        } while true
     }
 
     private func goKind(_ die: inout Dwarf_Die) -> UInt64? {

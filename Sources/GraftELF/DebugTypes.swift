@@ -33,6 +33,14 @@ public struct DebugType: Sendable, Equatable, CustomStringConvertible {
         /// Go: a string (pointer and length), a slice (pointer, length, capacity), an interface
         /// (type word and data word).
         case goString, goSlice, goInterface
+        /// A Go struct: its fields in order, at their offsets (Go's register ABI assigns them one by
+        /// one); nil when graft could not read them all (too deep, too many).
+        case goStruct(size: Int, fields: [DebugField]?)
+        /// A Go array `[count]element` (only lengths 0 and 1 are register-assignable).
+        indirect case goArray(count: Int, element: DebugType)
+        /// A complex number of this many bytes (Go's complex64 and complex128, C's `_Complex`):
+        /// real part then imaginary part.
+        case complex(Int)
         /// Anything else graft does not decode (shown as the raw register).
         case other(size: Int)
     }
@@ -60,6 +68,19 @@ public struct DebugType: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// One field of a Go struct.
+public struct DebugField: Sendable, Equatable {
+    public let name: String
+    /// Bytes from the struct's start.
+    public let offset: Int
+    public let type: DebugType
+    public init(name: String, offset: Int, type: DebugType) {
+        self.name = name
+        self.offset = offset
+        self.type = type
+    }
+}
+
 /// One parameter as declared.
 public struct DebugParameter: Sendable, Equatable {
     /// Empty when the declaration names none (a prototype `int f(int)`): named `argN` (from 0, as `--filter` counts).
@@ -75,17 +96,22 @@ public struct DebugParameter: Sendable, Equatable {
 public struct FunctionSignature: Sendable, Equatable {
     public let name: String
     public let parameters: [DebugParameter]
-    /// nil: `void`.
+    /// nil: `void`. For Go, the first of `results`.
     public let result: DebugType?
+    /// Go: every result in order (`~r0`, `~r1`, or the names a function gives them): DWARF's
+    /// formal parameters with DW_AT_variable_parameter. Empty for C.
+    public let results: [DebugParameter]
     /// `...` after the named parameters.
     public let variadic: Bool
     /// Where it came from: `DWARF (path)` or `libc prototype`.
     public let source: String
 
-    public init(name: String, parameters: [DebugParameter], result: DebugType?, variadic: Bool = false, source: String) {
+    public init(name: String, parameters: [DebugParameter], result: DebugType?, results: [DebugParameter] = [],
+                variadic: Bool = false, source: String) {
         self.name = name
         self.parameters = parameters
         self.result = result
+        self.results = results
         self.variadic = variadic
         self.source = source
     }

@@ -15,19 +15,29 @@ public struct ArgumentDecoder: Sendable {
     public let goABI: Bool
     /// Some parameter is in an xmm register: PTRACE_GETFPREGS per hit (only then).
     public let argumentsUseVectors: Bool
-    /// The result is in xmm0.
+    /// The result is in xmm0 (a Go result: some result is in an X register).
     public let resultUsesVectors: Bool
+    /// Go: where each argument and result is (`GoFrameLayout`), computed once.
+    let goLayout: GoFrameLayout?
 
     public init(signature: FunctionSignature, goABI: Bool) {
         self.signature = signature
         self.goABI = goABI
+        if goABI {
+            let layout = GoFrameLayout(signature: signature)
+            goLayout = layout
+            argumentsUseVectors = layout.argumentsUseVectors
+            resultUsesVectors = layout.resultsUseVectors
+            return
+        }
+        goLayout = nil
         argumentsUseVectors = signature.parameters.contains { parameter in
             if parameter.type.isFloating { return true }
             if case .structure(_, let eightbytes?) = parameter.type.kind { return eightbytes.contains(true) }
             return false
         }
         if case .structure(_, let eightbytes?)? = signature.result?.kind {
-            resultUsesVectors = eightbytes.contains(true) && !goABI
+            resultUsesVectors = eightbytes.contains(true)
         } else {
             resultUsesVectors = signature.result?.isFloating == true
         }
@@ -36,24 +46,25 @@ public struct ArgumentDecoder: Sendable {
     public typealias Reader = (UInt64, Int) -> [UInt8]?
 
     static let sysvIntegers = ["rdi", "rsi", "rdx", "rcx", "r8", "r9"]
-    static let goIntegers = ["rax", "rbx", "rcx", "rdi", "rsi", "r8", "r9", "r10", "r11"]
 
-    /// Where one parameter is: register names (or `rsp+N`) and their bits; nil when graft cannot
-    /// tell (Go structs and arrays: then this and the later parameters are not shown).
+    /// Where one parameter is (SysV): register names (or `rsp+N`) and their bits.
     struct Slot {
         var location: String
         var words: [UInt64]
     }
 
-    /// The first `limit` parameters at a function's entry.
+    /// The first `limit` parameters at a function's entry (Go: those graft can place, in order).
     public func arguments(limit: Int, registers: Registers, vectors: [UInt64]?, read: Reader) -> [TypedArgument] {
+        if let goLayout {
+            return goLayout.arguments(signature, limit: limit, registers: registers, vectors: vectors, read: read)
+        }
         let parameters = signature.parameters.prefix(limit)
-        let integers = goABI ? registers.goIntegerArguments : registers.integerArguments
-        let integerNames = goABI ? ArgumentDecoder.goIntegers : ArgumentDecoder.sysvIntegers
-        let vectorCount = goABI ? 15 : 8
+        let integers = registers.integerArguments
+        let integerNames = ArgumentDecoder.sysvIntegers
+        let vectorCount = 8
         var nextInteger = 0, nextVector = 0, stackOffset: UInt64 = 8
         // A result returned in memory: the caller passes where, as a hidden first argument (rdi).
-        if !goABI, let result = signature.result {
+        if let result = signature.result {
             switch result.kind {
             case .structure(_, nil), .byReference: nextInteger = 1
             default: break
@@ -79,7 +90,7 @@ public struct ArgumentDecoder: Sendable {
                 return Slot(location: integerNames[nextInteger..<nextInteger + count].joined(separator: "+"),
                             words: Array(integers[nextInteger..<nextInteger + count]))
             }
-            if !goABI { nextInteger = integers.count }  // SysV: once on the stack, no more registers for it
+            nextInteger = integers.count  // once on the stack, no more registers for it
             let (location, words) = stackWords(count)
             return Slot(location: location, words: words)
         }
@@ -104,7 +115,6 @@ public struct ArgumentDecoder: Sendable {
                 stackOffset += 16
                 slots.append(Slot(location: "rsp+\(at)", words: [registers.rsp &+ at]))
             case .structure(let size, let eightbytes):
-                if goABI { return finish(slots, parameters: parameters, registers: registers, read: read) }
                 let needInts = eightbytes?.filter { !$0 }.count ?? 0
                 let needVectors = eightbytes?.filter { $0 }.count ?? 0
                 if let eightbytes, nextInteger + needInts <= integers.count, nextVector + needVectors <= vectorCount {
@@ -127,12 +137,6 @@ public struct ArgumentDecoder: Sendable {
                     stackOffset += UInt64((max(size, 8) + 7) / 8 * 8)
                     slots.append(Slot(location: "rsp+\(at)", words: [registers.rsp &+ at]))
                 }
-            case .goString, .goInterface:
-                slots.append(integer(2))
-            case .goSlice:
-                slots.append(integer(3))
-            case .other(let size) where goABI && size > 8:
-                return finish(slots, parameters: parameters, registers: registers, read: read)
             default:
                 slots.append(integer(1))
             }
@@ -174,8 +178,20 @@ public struct ArgumentDecoder: Sendable {
         return result
     }
 
-    /// The result at a return: rax (Go: rax, rbx for a string), or xmm0; `void` for none.
+    /// Every result at a return: Go's as `GoFrameLayout` places them (empty for none), else the one
+    /// `result`.
+    public func results(registers: Registers, vectors: [UInt64]?, read: Reader) -> [TypedArgument] {
+        if let goLayout, !signature.results.isEmpty {
+            return goLayout.results(signature, registers: registers, vectors: vectors, read: read)
+        }
+        return result(registers: registers, vectors: vectors, read: read).map { [$0] } ?? []
+    }
+
+    /// The result at a return: rax, or xmm0 (Go: the first of `results`); `void` for none.
     public func result(registers: Registers, vectors: [UInt64]?, read: Reader) -> TypedArgument? {
+        if let goLayout, !signature.results.isEmpty {
+            return goLayout.results(signature, registers: registers, vectors: vectors, read: read).first
+        }
         guard let type = signature.result else {
             return TypedArgument(name: "", type: "void", value: .void, register: "rax", raw: registers.rax)
         }
@@ -183,10 +199,10 @@ public struct ArgumentDecoder: Sendable {
             let bits = vectors?.first ?? 0
             return TypedArgument(name: "", type: type.name, value: ArgumentDecoder.value(of: type, words: [bits], read: read), register: "xmm0", raw: bits)
         }
-        let words = goABI ? [registers.rax, registers.rbx, registers.rcx] : [registers.rax, registers.rdx]
+        let words = [registers.rax, registers.rdx]
         let value: ArgumentValue
         switch type.kind {
-        case .structure(_, let eightbytes?) where !goABI:
+        case .structure(_, let eightbytes?):
             // INTEGER eightbytes in rax then rdx, SSE ones in xmm0 then xmm1.
             var integers = [registers.rax, registers.rdx][...], sse = (vectors ?? [0, 0])[...]
             value = .words(eightbytes.map { $0 ? sse.popFirst() ?? 0 : integers.popFirst() ?? 0 })
@@ -222,8 +238,8 @@ public struct ArgumentDecoder: Sendable {
             return .slice(bits, length: words.count > 1 ? words[1] : 0, capacity: words.count > 2 ? words[2] : 0)
         case .goInterface:
             return .words(Array(words.prefix(2)))
+        case .complex, .goStruct, .goArray, .other: return .raw(bits)
         case .structure, .byReference: return .inMemory(bits)
-        case .other: return .raw(bits)
         }
     }
 

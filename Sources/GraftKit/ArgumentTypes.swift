@@ -24,6 +24,16 @@ public enum ArgumentValue: Sendable, Equatable {
     case words([UInt64])
     /// A Go slice: data pointer, length, capacity.
     case slice(UInt64, length: UInt64, capacity: UInt64)
+    /// A Go struct, field by field (`{X:1, Y:2}`); `more`: fields left out (`ArgumentValue.fieldLimit`).
+    case fields([ArgumentField], more: Int)
+    /// A Go array's elements (`[4, 5, 6]`); `more`: elements left out.
+    case elements([ArgumentValue], more: Int)
+    /// A complex number (Go's complex64 when `single`, complex128).
+    case complex(Double, Double, single: Bool)
+    /// A Go interface (an `error`…) holding nothing: both words 0.
+    case goNil
+    /// A value graft cannot place (a Go result after one whose type it cannot lay out): `?`.
+    case unavailable(String)
     /// Nothing graft can decode: the register as it was.
     case raw(UInt64)
     /// The result of a `void` function.
@@ -46,10 +56,22 @@ public enum ArgumentValue: Sendable, Equatable {
         case .inMemory(let address): return "{…} at \(hex(address))"
         case .words(let words): return "{" + words.map { hex($0) }.joined(separator: ", ") + "}"
         case .slice(let address, let length, let capacity): return "[]{len=\(length), cap=\(capacity)} at \(hex(address))"
+        case .fields(let fields, let more):
+            return "{" + (fields.map { $0.name + ":" + $0.value.text } + (more > 0 ? ["…"] : [])).joined(separator: ", ") + "}"
+        case .elements(let elements, let more):
+            return "[" + (elements.map(\.text) + (more > 0 ? ["…"] : [])).joined(separator: ", ") + "]"
+        case .complex(let re, let im, let single):
+            let real = single ? String(Float(re)) : String(re), imaginary = single ? String(Float(im)) : String(im)
+            return "(" + real + (im.sign == .minus || im.isNaN ? "" : "+") + imaginary + "i)"
+        case .unavailable: return "?"
+        case .goNil: return "nil"
         case .raw(let v): return hex(v)
         case .void: return "void"
         }
     }
+
+    /// The most fields or elements of one Go struct or array shown (then `…`).
+    public static let fieldLimit = 8
 
     /// The value as a number, for comparisons (`--filter 'qty > 2'`): integers, enums, decoded
     /// integers, pointers, floats; nil for strings and structs.
@@ -61,7 +83,7 @@ public enum ArgumentValue: Sendable, Equatable {
         case .character(let c): return Double(c)
         case .floating(let v, _): return v
         case .enumerator(_, let v): return Double(v)
-        case .string, .inMemory, .words, .slice, .void: return nil
+        case .string, .inMemory, .words, .slice, .void, .fields, .elements, .complex, .unavailable, .goNil: return nil
         }
     }
 
@@ -94,7 +116,11 @@ public enum ArgumentValue: Sendable, Equatable {
         case .words(let words): return .array(words.map { .string(hex($0)) })
         case .slice(let address, let length, let capacity):
             return .object([("data", .string(hex(address))), ("len", .uint(length)), ("cap", .uint(capacity))])
-        case .void: return .null
+        case .fields(let fields, _): return .object(fields.map { ($0.name, $0.value.json) })
+        case .elements(let elements, _): return .array(elements.map(\.json))
+        case .complex(let re, let im, let single):
+            return .object([("real", ArgumentValue.floating(re, single: single).json), ("imag", ArgumentValue.floating(im, single: single).json)])
+        case .unavailable, .goNil, .void: return .null
         }
     }
 
@@ -115,6 +141,16 @@ public enum ArgumentValue: Sendable, Equatable {
             }
         }
         return String(decoding: out, as: UTF8.self)
+    }
+}
+
+/// One field of a Go struct's value.
+public struct ArgumentField: Sendable, Equatable {
+    public let name: String
+    public let value: ArgumentValue
+    public init(name: String, value: ArgumentValue) {
+        self.name = name
+        self.value = value
     }
 }
 
@@ -156,5 +192,49 @@ extension HookHit {
             for (i, value) in arguments.enumerated() { named["arg\(i)"] = .raw(value) }
         }
         return named
+    }
+}
+
+extension Array where Element == TypedArgument {
+    /// Go results as `graft hook` prints them after "returned": `7`, `(3, 2)`, `(q=3, r=2)`;
+    /// a name only where the function gave one (not `~r0`).
+    public var resultText: String {
+        if count == 1 { return self[0].value.text }
+        return "(" + map { $0.isNamedResult ? $0.name + "=" + $0.value.text : $0.value.text }.joined(separator: ", ") + ")"
+    }
+}
+
+extension TypedArgument {
+    /// A Go result the function named (`q`), not the compiler (`~r0`, `~b1`) nor `_`.
+    public var isNamedResult: Bool { !name.isEmpty && !name.hasPrefix("~") && name != "_" }
+
+    /// A result's JSON object: `{"type","value","register"}`, and `"name"` when the function named it.
+    public var resultJSON: JSON {
+        var fields: [(String, JSON)] = []
+        if isNamedResult { fields.append(("name", .string(name))) }
+        fields += [("type", .string(type)), ("value", value.json), ("register", .string(register))]
+        return .object(fields)
+    }
+}
+
+extension HookReturn {
+    /// The result as `graft hook` prints it after "returned": the typed value (`7`, `"green"`), Go's
+    /// several results as `(3, 2)` or `(q=3, r=2)`; nil when graft knows no types (then rax in hex).
+    public var resultText: String? {
+        if let typedValues, typedValues.count > 1 { return typedValues.resultText }
+        return typedValue?.value.text
+    }
+
+    /// The typed result's keys of a `--json` return event: `,"result":{"type","value","register"}`
+    /// for the (first) result, and `,"results":[…]` (each with `"name"` when the function named it)
+    /// when a Go function has several; empty when graft knows no types.
+    public var resultJSONFields: String {
+        guard let typedValue else { return "" }
+        var text = ",\"result\":" + JSON.object([("type", .string(typedValue.type)), ("value", typedValue.value.json),
+                                                 ("register", .string(typedValue.register))]).serialized
+        if let typedValues, typedValues.count > 1 {
+            text += ",\"results\":" + JSON.array(typedValues.map(\.resultJSON)).serialized
+        }
+        return text
     }
 }

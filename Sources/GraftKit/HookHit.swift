@@ -59,7 +59,7 @@ extension HookEngine {
                     if let decoder = decoders[last.hook] ?? nil {
                         var returned = registers
                         returned.rax = value  // what the function returned, before --set-return
-                        event.typedValue = typedResult(decoder, returned, tid: tid)
+                        (event.typedValue, event.typedValues) = typedResults(decoder, returned, tid: tid)
                         if !last.outputs.isEmpty { event.outputs = decoder.readOutputs(last.outputs, result: value, read: readForDecoder) }
                     }
                     onEvent(.returned(event))

@@ -85,8 +85,13 @@ extension HookEngine {
         return decoder.arguments(limit: limit, registers: registers, vectors: vectors, read: readForDecoder)
     }
 
-    func typedResult(_ decoder: ArgumentDecoder, _ registers: Registers, tid: Int32) -> TypedArgument? {
+    /// The result (the first, for Go) and, when a Go function has several, all of them.
+    func typedResults(_ decoder: ArgumentDecoder, _ registers: Registers, tid: Int32) -> (TypedArgument?, [TypedArgument]?) {
         let vectors = decoder.resultUsesVectors ? try? tracee.vectorRegisters(of: tid) : nil
-        return decoder.result(registers: registers, vectors: vectors, read: readForDecoder)
+        guard decoder.goABI, decoder.signature.results.count > 1 else {
+            return (decoder.result(registers: registers, vectors: vectors, read: readForDecoder), nil)
+        }
+        let all = decoder.results(registers: registers, vectors: vectors, read: readForDecoder)
+        return (all.first, all)
     }
 }

@@ -101,6 +101,9 @@ public struct HookReturn: Sendable {
     /// The call's output buffers as it left them (`read`'s `buf`: the bytes it read), by the
     /// parameter's name; empty when it has none, or failed.
     public var outputs: [TypedArgument] = []
+    /// A Go function's results, all of them in order, when it has more than one (`typedValue` is the
+    /// first); nil otherwise. `resultText` and `resultJSONFields` format them.
+    public var typedValues: [TypedArgument]? = nil
 }
 
 public enum HookEvent: Sendable {

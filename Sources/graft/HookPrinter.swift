@@ -263,7 +263,7 @@ final class HookPrinter {
     /// `VALUE[ (made to return 0xR)][ with NAME=BYTES, …] in DURATION` (the output buffers when the
     /// call's line was printed without them).
     private func appendReturnValue(_ value: HookReturn, to out: LineBuffer, outputs: Bool = false) {
-        if let typed = value.typedValue { out.append(typed.value.text) } else { out.appendHex(value.value) }
+        if let text = value.resultText { out.append(text) } else { out.appendHex(value.value) }
         if value.returnedValue != value.value {
             out.append(madeToReturn)
             out.appendHex(value.returnedValue)
@@ -292,10 +292,7 @@ final class HookPrinter {
             out.appendHex(value.returnedValue)
             out.append(UInt8(ascii: "\""))
         }
-        if let typed = value.typedValue {
-            out.append(resultKey)
-            out.append(JSON.object([("type", .string(typed.type)), ("value", typed.value.json), ("register", .string(typed.register))]).serialized)
-        }
+        out.append(value.resultJSONFields)
         if !value.outputs.isEmpty {
             out.append(",\"outputs\":" + JSON.array(value.outputs.map(\.json)).serialized)
         }
@@ -315,7 +312,6 @@ final class HookPrinter {
     private let valueKey = Array(",\"value\":\"".utf8)
     private let durationKey = Array("\",\"duration_ns\":".utf8)
     private let returnedKey = Array(",\"returned\":\"".utf8)
-    private let resultKey = Array(",\"result\":".utf8)
     private let rawKey = Array("\",\"raw\":\"".utf8)
 
     /// `{"name":"argN","type":null,"value":"` for each argument register.

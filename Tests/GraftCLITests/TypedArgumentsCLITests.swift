@@ -165,7 +165,7 @@ import TestSupport
         #expect(lines.contains("main.add(x=3, y=4)") && lines.contains("main.add returned 7"), "\(lines) \(result.stderr)")
         let fprintf = try #require(lines.first { $0.hasPrefix("fmt.Fprintf(") }, "\(lines)")
         #expect(fprintf.hasPrefix("fmt.Fprintf(w={0x") && fprintf.contains(", format=\"a=%d\\n\", a=[]{len=1, cap=1} at 0xc"), "\(fprintf)")
-        #expect(lines.contains("fmt.Fprintf returned 4"), "\(lines)")
+        #expect(lines.contains("fmt.Fprintf returned (n=4, err=nil)"), "\(lines)")  // (n int, err error)
     }
 
     /// A call that blocks is not held back for its return: `cat`'s read of an empty pipe prints
@@ -181,6 +181,23 @@ import TestSupport
         #expect(session.waitForLine(timeout: 20, where: { $0.contains("] libc:read returned 3 with buf=\"hi\\n\" in ") }) != nil, "\(session.transcript)")
         session.closeStdin()
         #expect(session.waitExit(timeout: 20).flatMap(WaitStatus.exitCode) == 0, "\(session.stderrOutput)")
+    }
+
+    /// Go's several results, as the CLI prints them: a tuple in text, `results` in JSON.
+    @Test func goResultsAsATupleAndInJSON() throws {
+        let text = try runCommand(try graftBinary(), ["hook", "main.divmod", "main.quorem", "main.lookup", "--args", "2", "--returns", "--count", "4",
+                                                      "--state-dir", temporaryDirectory(), "--", try Victims.path("go_typed"), "10", "2"])
+        let lines = calls(text.stdout.split(separator: "\n").map(String.init))
+        #expect(lines.contains("main.divmod(a=17, b=5)") && lines.contains("main.divmod returned (3, 2)"), "\(lines) \(text.stderr)")
+        #expect(lines.contains("main.quorem returned (q=3, r=2)"), "\(lines)")
+        #expect(lines.contains("main.lookup(key=\"pear\")") && lines.contains("main.lookup returned (\"green\", nil)"), "\(lines)")
+        let json = try runCommand(try graftBinary(), ["hook", "main.quorem", "--args", "2", "--returns", "--count", "1", "--json",
+                                                      "--state-dir", temporaryDirectory(), "--", try Victims.path("go_typed"), "10", "2"])
+        let event = try #require(try jsonLines(json.stdout.split(separator: "\n").filter { $0.hasPrefix("{") }.joined(separator: "\n"))
+            .first { $0["event"] as? String == "return" }, "\(json.stdout)")
+        let results = try #require(event["results"] as? [[String: Any]], "\(event)")
+        #expect(results.map { $0["name"] as? String } == ["q", "r"] && results.map { $0["value"] as? Int } == [3, 2], "\(results)")
+        #expect((event["result"] as? [String: Any])?["value"] as? Int == 3, "\(event)")
     }
 
     /// libc prototypes on programs nobody here wrote: cat opens, reads and writes; python3 mallocs.

@@ -1,0 +1,3 @@
+module graft/victims/go_typed
+
+go 1.19
