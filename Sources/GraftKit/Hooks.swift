@@ -234,3 +234,20 @@ extension Graft {
         return specs
     }
 }
+
+extension Graft {
+    /// Launch mode, before the program runs: whether `location`, though it has a glob character,
+    /// names a function of the program's own file as it is — Go's `main.(*Worker).Compute`, a C++
+    /// signature `areaOf(shapes::Shape const*)` — so that it is a LOCATION, not a pattern (which
+    /// needs -p: the libraries are not loaded yet). With a module, it must be the program's.
+    public static func namesProgramFunction(_ location: String, command: String) -> Bool {
+        guard let path = try? Tracee.resolveExecutable(command), let file = try? ELFFileCache.open(path),
+              let parsed = try? Location.parse(location), case .symbol(let module, let name) = parsed.base else { return false }
+        if let module {
+            let fileName = String(path.split(separator: "/").last ?? "")
+            guard fileName == module || fileName.hasPrefix(module + ".") else { return false }
+        }
+        if !file.symbols(named: name).isEmpty { return true }
+        return file.functionSymbols.contains { $0.displayName == name || SymbolNames.display($0.name) == name }
+    }
+}

@@ -42,7 +42,7 @@ extension Tracee {
     }
 
     /// PATH search as execvp does it, before forking (no allocation after fork).
-    static func resolveExecutable(_ name: String) throws -> String {
+    public static func resolveExecutable(_ name: String) throws -> String {
         if name.contains("/") {
             guard access(name, X_OK) == 0 else {
                 throw GraftError.usage("cannot run \(name): \(Errno.describe(errno))")

@@ -129,7 +129,9 @@ struct HookCommand: ParsableCommand {
         if let pid {
             specs = try Graft(journal: Journal(directory: stateDirectory)).hookSpecs(pid: pid, locations: locations, template: template, maxHooks: maxHooks)
         } else {
-            if let pattern = locations.first(where: { $0.contains(where: { "*?[".contains($0) }) }) {
+            if let pattern = locations.first(where: { location in
+                location.contains(where: { "*?[".contains($0) }) && !Graft.namesProgramFunction(location, command: command[0])
+            }) {
                 throw GraftError.usage("'\(pattern)' is a pattern: patterns need -p PID (a program graft starts has not loaded its libraries yet)")
             }
             specs = locations.map { var spec = template; spec.location = $0; return spec }

@@ -107,7 +107,8 @@ struct TraceCommand: ParsableCommand {
     func run() throws {
         var function = function
         // A pattern must name exactly one function: one thread is traced through one function.
-        if let pattern = function, pattern.contains(where: { "*?[".contains($0) }) {
+        if let pattern = function, pattern.contains(where: { "*?[".contains($0) }),
+           pid != nil || !Graft.namesProgramFunction(pattern, command: command.first ?? "") {
             guard let pid else {
                 throw GraftError.usage("'\(pattern)' is a pattern: patterns need -p PID (a program graft starts has not loaded its libraries yet)")
             }

@@ -24,7 +24,15 @@ import TestSupport
         lines.compactMap { line in line.range(of: "] ").map { String(line[$0.upperBound...]) } }
             .map { $0.replacingOccurrences(of: #" in [0-9.]+ [nµm]?s$"#, with: "", options: .regularExpression) }
             .flatMap { line -> [String] in
-                guard let open = line.firstIndex(of: "("), let equals = line.range(of: ") = ", options: .backwards) else { return [line] }
+                guard let equals = line.range(of: ") = ", options: .backwards) else { return [line] }
+                // The `(` that opens the argument list: the one matching that `)` (a Go method's
+                // name has parentheses of its own: `main.(*Counter).Add(c=…)`).
+                var depth = 0
+                var open = equals.lowerBound
+                while open > line.startIndex {
+                    open = line.index(before: open)
+                    if line[open] == ")" { depth += 1 } else if line[open] == "(" { if depth == 0 { break }; depth -= 1 }
+                }
                 return [String(line[..<equals.lowerBound]) + ")", "\(line[..<open]) returned \(line[equals.upperBound...])"]
             }
     }
@@ -198,6 +206,20 @@ import TestSupport
         let results = try #require(event["results"] as? [[String: Any]], "\(event)")
         #expect(results.map { $0["name"] as? String } == ["q", "r"] && results.map { $0["value"] as? Int } == [3, 2], "\(results)")
         #expect((event["result"] as? [String: Any])?["value"] as? Int == 3, "\(event)")
+    }
+
+    /// A Go method's name has a `*` but is no pattern: launch mode (no -p, so no patterns) takes it
+    /// when the program's file has that function; one it lacks is still a pattern, refused.
+    @Test func goMethodNamesAreLocationsInLaunchMode() throws {
+        let result = try runCommand(try graftBinary(), ["hook", "main.(*Counter).Add", "--args", "2", "--returns", "--count", "2",
+                                                        "--state-dir", temporaryDirectory(), "--", try Victims.path("go_typed"), "10", "2"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = calls(result.stdout.split(separator: "\n").map(String.init))
+        #expect(lines.contains { $0.hasPrefix("main.(*Counter).Add(c=0xc") && $0.hasSuffix(", d=2)") }, "\(lines)")
+        #expect(lines.contains("main.(*Counter).Add returned 2"), "\(lines)")
+        let missing = try runCommand(try graftBinary(), ["hook", "main.(*Nope).Add", "--state-dir", temporaryDirectory(), "--",
+                                                         try Victims.path("go_typed"), "10", "1"])
+        #expect(missing.status != 0 && missing.stderr.contains("'main.(*Nope).Add' is a pattern: patterns need -p PID"), "\(missing.stderr)")
     }
 
     /// libc prototypes on programs nobody here wrote: cat opens, reads and writes; python3 mallocs.
