@@ -16,6 +16,14 @@ public struct BacktraceFrame: Sendable, Equatable {
         guard let function else { return "\(module)+\(hex(offset))" }
         return "\(module)!\(function)" + (offset == 0 ? "" : "+\(hex(offset))")
     }
+
+    /// In JSON (`hook`/`watch --backtrace`): `{"pc","module","function","offset"}`; code without a
+    /// symbol has `"function":"module+0xOFF"` (the one spelling graft prints and takes back), null
+    /// only outside any file.
+    public var json: JSON {
+        .object([("pc", .string(hex(pc))), ("module", module.map { .string($0) } ?? .null),
+                 ("function", function.map { .string($0) } ?? (module != nil ? .string(description) : .null)), ("offset", .uint(offset))])
+    }
 }
 
 /// Remote stack unwinding with libunwind-ptrace (`_UPT_*` accessors, .eh_frame), symbolized with

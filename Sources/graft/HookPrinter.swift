@@ -245,10 +245,7 @@ final class HookPrinter {
         }
         out.append(UInt8(ascii: "]"))
         if !hit.backtrace.isEmpty {
-            out.append(",\"backtrace\":" + JSON.array(hit.backtrace.map { frame in
-                .object([("pc", .string(hex(frame.pc))), ("module", frame.module.map { .string($0) } ?? .null),
-                         ("function", frame.function.map { .string($0) } ?? .null), ("offset", .uint(frame.offset))])
-            }).serialized)
+            out.append(",\"backtrace\":" + JSON.array(hit.backtrace.map(\.json)).serialized)
         }
         out.append(UInt8(ascii: "}"))
         out.append(UInt8(ascii: "\n"))

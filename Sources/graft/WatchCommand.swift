@@ -173,10 +173,7 @@ final class WatchPrinter {
             ("time_ns", .uint(hit.wallTime)),
         ]
         if !hit.backtrace.isEmpty {
-            fields.append(("backtrace", .array(hit.backtrace.map { frame in
-                .object([("pc", .string(hex(frame.pc))), ("module", frame.module.map { .string($0) } ?? .null),
-                         ("function", frame.function.map { .string($0) } ?? .null), ("offset", .uint(frame.offset))])
-            })))
+            fields.append(("backtrace", .array(hit.backtrace.map(\.json))))
         }
         status.emit(JSON.object(fields).serialized)
     }

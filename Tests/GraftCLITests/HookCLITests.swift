@@ -56,6 +56,10 @@ import TestSupport
         #expect(frames.first?["function"] as? String == "value_a")
         #expect(frames.contains { $0["function"] as? String == "main" })
         #expect((frames.first?["pc"] as? String)?.hasPrefix("0x") == true && frames.first?["module"] as? String == "c_loop")
+        // libc's __libc_start_call_main has no symbol in Debian's stripped libc: `libc.so.6+0xOFF`,
+        // as text lines spell it, never null inside a file.
+        #expect(frames.contains { ($0["function"] as? String)?.hasPrefix("libc.so.6+0x") == true && $0["module"] as? String == "libc.so.6" }, "\(frames)")
+        #expect(!frames.contains { $0["module"] is String && $0["function"] is NSNull }, "\(frames)")
         let ret = try #require(events.first { $0["event"] as? String == "return" })
         #expect(ret["value"] as? String == "0x1" && ret["duration_ns"] is Int && ret["hook"] as? String == "value_a")
         let summary = try #require(events.last)
