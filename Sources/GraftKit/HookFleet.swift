@@ -27,6 +27,8 @@ public final class HookFleet: @unchecked Sendable {
     private var running = 0
     private var stopping: HookSessionEnd?
     private var reported = 0
+    /// Calls past `--count` (by process and `HookHit.call`): not reported, nor are their returns.
+    private var dropped: Set<UInt64> = []
     private var order: [Int32] = []
     private var results: [Int32: Result<HookSummary, GraftError>] = [:]
     private var threads: [pthread_t] = []
@@ -114,10 +116,17 @@ public final class HookFleet: @unchecked Sendable {
                     flush: { [self] in lock.withLock { callbacks.flush(pid) } },
                     onEvent: { [self] event in
                         lock.withLock {
-                            if case .hit = event, let count {
-                                if reported >= count { return }
+                            if case .hit(let hit) = event, let count {
+                                if reported >= count {
+                                    if hit.call != 0 { dropped.insert(UInt64(UInt32(bitPattern: pid)) << 32 | hit.call & 0xffff_ffff) }
+                                    return
+                                }
                                 reported += 1
                                 if reported >= count, stopping == nil { stopping = .count }
+                            }
+                            if case .returned(let value) = event, value.call != 0,
+                               dropped.remove(UInt64(UInt32(bitPattern: pid)) << 32 | value.call & 0xffff_ffff) != nil {
+                                return  // the return of a call not reported
                             }
                             callbacks.onEvent(pid, event)
                         }
