@@ -71,13 +71,17 @@ import TestSupport
         expectError({ "\($0)".contains("no function matches 'shapes::Circle::aera*'") }) {
             _ = try graft.hookSpecs(pid: victim.pid, locations: ["shapes::Circle::aera*"], template: HookSpec(location: ""))
         }
-        // Hooked: exact count; libc's wcsncmp (an IFUNC with no implementation graft can tell) is skipped, not fatal.
+        // Hooked: exact count. A function the pattern matched that cannot take a hook — one graft has
+        // patched — is skipped, not fatal; libc's wcsncmp (an IFUNC shapes never calls) is hooked at
+        // the implementation its resolver answers.
+        _ = try graft.patch(pid: victim.pid, location: "shapes::Square::area() const", action: .returnValue(9))
         let all = try graft.hookSpecs(pid: victim.pid, locations: ["shapes::*::area*", "libc:wcsncmp*"], template: HookSpec(location: ""))
         var notices: [String] = []
-        let summary = try HookSession(pid: victim.pid, specs: all, limits: HookLimits(count: 8), journal: temporaryJournal())
+        let summary = try HookSession(pid: victim.pid, specs: all, limits: HookLimits(count: 8), journal: graft.journal)
             .run(onEvent: { event in if case .notice(let text) = event { notices.append(text) } })
         #expect(summary.hooks.reduce(0) { $0 + $1.hits } == 8)
-        #expect(notices.contains { $0.hasPrefix("skipped ") && $0.contains("wcsncmp") && $0.contains("an IFUNC") }, "\(notices)")
+        #expect(notices.contains { $0.hasPrefix("skipped ") && $0.contains("shapes::Square::area() const") }, "\(notices)")
+        #expect(notices.contains { $0.contains("wcsncmp is an IFUNC: hooking the implementation this process uses") }, "\(notices)")
         #expect(victim.isAlive)
     }
 
