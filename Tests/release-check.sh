@@ -84,8 +84,8 @@ grep -q 'c_loop!main' "$WORK/hook.out" || die "no backtrace through main in: $(c
 cat "$WORK/hook.out"
 # Typed results from c_loop's DWARF (libdw, linked statically): `int value_b(void)` returns 2.
 graft hook -p "$victim" value_b --returns --count 1 > "$WORK/typed.out" || die "graft hook --returns failed: $(cat "$WORK/typed.out")"
-grep -Eq 'value_b(\(\) = | returned )2 in ' "$WORK/typed.out" || die "no typed return value (DWARF) in: $(cat "$WORK/typed.out")"
-grep -E 'value_b(\(\) = | returned )' "$WORK/typed.out"
+grep -Eq 'value_b(\([^)]*\) = | returned )2 in ' "$WORK/typed.out" || die "no typed return value (DWARF) in: $(cat "$WORK/typed.out")"
+grep -E 'value_b(\([^)]*\) = | returned )' "$WORK/typed.out"
 graft unpatch -p "$victim" --all
 last_is_a1() { [[ $(tail -n 1 "$WORK/victim.out") == a=1 ]]; }
 wait_for "a=1 after the revert" last_is_a1
