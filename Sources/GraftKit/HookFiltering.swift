@@ -85,12 +85,18 @@ final class HookCallFilter {
             if state == .kept { keep(call, onEvent: onEvent) } else if state == .dropped { rejected += 1 }
             if reportsReturn(hit.hook) { open[hit.tid, default: []].append((hit.hook, call, state)) }
         case .returned(let value):
-            guard var frames = open[value.tid], let at = frames.lastIndex(where: { $0.hook == value.hook }) else { break }
-            // Frames above it were left without a return (longjmp, exceptions): undecided ones are dropped.
-            for abandoned in frames[(at + 1)...] where abandoned.state == .undecided { rejected += 1 }
+            guard let (tid, at) = opened(value), var frames = open[tid] else { break }
             var frame = frames[at]
-            frames.removeSubrange(at...)
-            open[value.tid] = frames.isEmpty ? nil : frames
+            if tid == value.tid && !frame.call.hit.goABI {
+                // Frames above it were left without a return (longjmp, exceptions): undecided ones are dropped.
+                for abandoned in frames[(at + 1)...] where abandoned.state == .undecided { rejected += 1 }
+                frames.removeSubrange(at...)
+            } else {
+                // A goroutine's call: the frames above it on its thread are other goroutines' calls
+                // still running (it blocked, and returns here or on another thread).
+                frames.remove(at: at)
+            }
+            open[tid] = frames.isEmpty ? nil : frames
             if frame.state == .undecided {
                 frame.call.returnValue = value.value
                 if filter.matches(frame.call) {
@@ -109,6 +115,20 @@ final class HookCallFilter {
             onEvent(event)
         }
         checkCount()
+    }
+
+    /// Where the call `value` ends is open: by its call number (`HookHit.call`), on its thread or —
+    /// a goroutine resumed elsewhere — on the thread it was called on; without one, the thread's
+    /// innermost call of that hook.
+    private func opened(_ value: HookReturn) -> (tid: Int32, index: Int)? {
+        guard value.call != 0 else {
+            return open[value.tid]?.lastIndex(where: { $0.hook == value.hook }).map { (value.tid, $0) }
+        }
+        if let at = open[value.tid]?.lastIndex(where: { $0.call.hit.call == value.call }) { return (value.tid, at) }
+        for (tid, frames) in open {
+            if let at = frames.lastIndex(where: { $0.call.hit.call == value.call }) { return (tid, at) }
+        }
+        return nil
     }
 
     private func keep(_ call: FilteredCall, onEvent: (HookEvent) -> Void) {

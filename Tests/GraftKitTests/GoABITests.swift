@@ -117,6 +117,25 @@ import TestSupport
         #expect(returns.contains { !(callThreads[$0.value / 2] ?? []).contains($0.tid) })
     }
 
+    /// `--filter` pairs a return with its call by call number too: a goroutine's call is open on the
+    /// thread it was called on, and another goroutine's call may have opened there since. With a
+    /// `ret` condition every call is decided at its return, so each must meet its own.
+    @Test func aFilterPairsEachGoroutinesReturnWithItsOwnCall() throws {
+        let victim = try Victim.launch("go_goroutines", arguments: ["8", "60"])
+        defer { victim.kill() }
+        let session = HookSession(pid: victim.pid, specs: [HookSpec(location: "main.slow", argumentCount: 1, returns: true)],
+                                  limits: HookLimits(count: 200), journal: temporaryJournal())
+        session.filter = try HookFilter(parsing: "ret > 0")
+        let run = HookRun(session)
+        try #require(run.waitArmed(), "session did not arm")
+        _ = try run.waitEnd(timeout: 60)
+        let hits = run.hits, returns = run.returns
+        #expect(hits.count >= 200 && returns.count == hits.count, "\(returns.count) returns for \(hits.count) calls")
+        let arguments = Dictionary(hits.map { ($0.call, $0.arguments[0]) }, uniquingKeysWith: { a, _ in a })
+        let wrong = returns.filter { arguments[$0.call].map { 2 * $0 } != $0.value }
+        #expect(wrong.count == 0, "\(wrong.count) of \(returns.count) returns not their call's (2 × its argument)")
+    }
+
     /// With --hardware a return address is in the calling thread's debug register only: a goroutine
     /// that resumes elsewhere returns unseen. Said at arming, and what is reported is still right.
     @Test func hardwareReturnsOfGoroutinesAreSaidToBePartial() throws {
