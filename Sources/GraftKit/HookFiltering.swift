@@ -80,6 +80,9 @@ final class HookCallFilter {
                     onEvent(.notice("--filter: \(hit.location) has no parameter \(missing.map { "'\($0)'" }.joined(separator: ", ")) (\(have)); comparisons on it are false"))
                 }
             }
+            // Past --count (the kept calls still running may return): a new call is not counted,
+            // as the engine counts no hit while it drains.
+            if countReached { break }
             let call = FilteredCall(hit: hit, pid: pid, returnValue: nil)
             let state: State = filter.usesReturnValue ? .undecided : (filter.matches(call) ? .kept : .dropped)
             if state == .kept { keep(call, onEvent: onEvent) } else if state == .dropped { rejected += 1 }
@@ -97,7 +100,9 @@ final class HookCallFilter {
                 frames.remove(at: at)
             }
             open[tid] = frames.isEmpty ? nil : frames
-            if frame.state == .undecided {
+            if frame.state == .undecided && countReached {
+                frame.state = .dropped  // decided after --count was reached: not counted
+            } else if frame.state == .undecided {
                 frame.call.returnValue = value.value
                 if filter.matches(frame.call) {
                     keep(frame.call, onEvent: onEvent)
@@ -151,8 +156,10 @@ final class HookCallFilter {
 
     /// `--count` over matching calls: once reached, the kept calls still running may return (at most
     /// one second), then the session ends.
+    private var countReached: Bool { countLimit.map { matched.reduce(0, +) >= $0 } ?? false }
+
     private func checkCount() {
-        guard let countLimit, matched.reduce(0, +) >= countLimit else { return }
+        guard countReached else { return }
         let waiting = open.values.contains { $0.contains { $0.state == .kept } }
         let now = graft_monotonic_ns()
         if drainingSince == nil { drainingSince = now }
