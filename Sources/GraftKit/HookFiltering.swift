@@ -8,13 +8,15 @@ struct FilteredCall: HookFilterFields {
     var returnValue: UInt64?
     var tid: Int32 { hit.tid }
     func argument(_ index: Int) -> UInt64? { index < hit.arguments.count ? hit.arguments[index] : nil }
-    /// A typed argument by its parameter name: strings, enumerators and decoded flags as text,
+    /// A typed argument by its parameter name: strings as text, enumerators and decoded values
+    /// (flags, an output buffer's pointer) as text or number, whichever they are compared with,
     /// the rest as integers (a float only when it is a whole number).
     func value(named name: String) -> HookFilterValue? {
         guard let argument = hit.typedArguments?.first(where: { $0.name == name }) else { return nil }
         switch argument.value {
-        case .string, .decoded: return argument.value.string.map { .string($0) }
-        case .enumerator(let label?, _): return .string(label)
+        case .decoded(let text, let value): return .named(text, Int64(bitPattern: value))
+        case .string: return argument.value.string.map { .string($0) }
+        case .enumerator(let label?, let value): return .named(label, value)
         case .enumerator(nil, let v), .signed(let v): return .integer(v)
         case .floating(let v, _): return Int64(exactly: v).map { .integer($0) }
         default: return argument.value.number.flatMap { Int64(exactly: $0) }.map { .integer($0) } ?? .integer(Int64(bitPattern: argument.raw))
