@@ -8,7 +8,8 @@
  *   void say(const char *text)                                  say("tab\there\n\"q\"\x01"), then a 100-char string
  *   char initial(char c)                                        initial('z') = 'Z'
  *   const char *name_of(enum color c)                           name_of(RED) = "red"
- * It also opens, reads and closes /etc/hosts (libc prototypes) and mallocs and frees 100 bytes.
+ * It also opens, reads and closes /etc/hosts (libc prototypes), mallocs and frees 100 bytes, and
+ * calls gethostname(host, 1), which fails (-1, ENAMETOOLONG) after writing one byte of the name.
  * stdin: `go`. argv: [1] rounds, [2] lifetime s. */
 #include "victim.h"
 #include <fcntl.h>
@@ -55,6 +56,8 @@ int main(int argc, char **argv) {
         char *block = malloc(100);
         sum += block != NULL;
         free(block);
+        char host[8] = "unset";
+        sum += gethostname(host, 1) == -1;
     }
     printf("done %ld\n", sum);
     fflush(stdout);

@@ -267,11 +267,11 @@ public final class DWARFReader: @unchecked Sendable {
                 if Int(dwarf_tag(&child)) == DW_TAG_member {
                     goFieldBudget -= 1
                     guard fields.count < DWARFReader.goStructFieldLimit, depth < 8, goFieldBudget > 0,
-                          let offset = unsigned(UInt32(DW_AT_data_member_location), of: &child),
+                          let offset = unsigned(UInt32(DW_AT_data_member_location), of: &child).flatMap({ Int(exactly: $0) }),
                           let type = referencedType(of: &child) else {
                         return DebugType(named, .goStruct(size: size, fields: nil))
                     }
-                    fields.append(DebugField(name: ownName(&child) ?? "", offset: Int(offset), type: describe(type, depth: depth + 1)))
+                    fields.append(DebugField(name: ownName(&child) ?? "", offset: offset, type: describe(type, depth: depth + 1)))
                 }
                 var sibling = Dwarf_Die()
                 guard dwarf_siblingof(&child, &sibling) == 0 else { break }
@@ -287,8 +287,9 @@ public final class DWARFReader: @unchecked Sendable {
         guard dwarf_child(&die, &child) == 0 else { return nil }
         repeat {
             if Int(dwarf_tag(&child)) == DW_TAG_subrange_type {
-                if let count = unsigned(UInt32(DW_AT_count), of: &child) { return Int(count) }
-                if let upper = unsigned(UInt32(DW_AT_upper_bound), of: &child) { return Int(upper) + 1 }
+                // Odd DWARF's lengths past Int (an upper bound of -1 read unsigned) are no length.
+                if let count = unsigned(UInt32(DW_AT_count), of: &child) { return Int(exactly: count) }
+                if let upper = unsigned(UInt32(DW_AT_upper_bound), of: &child) { return upper < UInt64(Int.max) ? Int(upper) + 1 : nil }
                 return nil
             }
             var sibling = Dwarf_Die()

@@ -38,6 +38,8 @@ struct GoFrameLayout: Sendable {
         /// The value's parts: in register order for `.registers`, with memory offsets for `.stack`.
         var parts: [Part]
         var size: Int
+        /// Where its last part ends (a stack value's bytes that are read).
+        var partsEnd: Int { parts.reduce(0) { max($0, $1.offset + $1.size) } }
     }
 
     static let integerRegisters = ["rax", "rbx", "rcx", "rdi", "rsi", "r8", "r9", "r10", "r11"]
@@ -139,6 +141,7 @@ struct GoFrameLayout: Sendable {
             parts.append(Part(isFloat: true, size: size, offset: offset))
             return .fits
         case .complex(let size):
+            guard size == 8 || size == 16 else { return .unknown("\(size)-byte complex") }
             parts.append(Part(isFloat: true, size: size / 2, offset: offset))
             parts.append(Part(isFloat: true, size: size / 2, offset: offset + size / 2))
             return .fits
@@ -150,11 +153,13 @@ struct GoFrameLayout: Sendable {
             for i in 0..<3 { parts.append(Part(isFloat: false, size: 8, offset: offset + 8 * i)) }
             return .fits
         case .goStruct(let size, let fields):
+            guard size >= 0, size <= sizeLimit else { return .unknown("a \(size)-byte struct") }
             guard let fields else {
                 return size > registerBytesLimit ? .stackOnly : .unknown("fields of \(type.name) not read")
             }
             var outcome = Outcome.fits
             for field in fields {
+                guard field.offset >= 0, field.offset <= size else { return .unknown("a field at \(field.offset) in a \(size)-byte struct") }
                 switch collect(field.type, at: offset + field.offset, memory: memory, depth: depth + 1, into: &parts) {
                 case .fits: break
                 case .stackOnly: outcome = .stackOnly
@@ -163,6 +168,7 @@ struct GoFrameLayout: Sendable {
             }
             return outcome
         case .goArray(let count, let element):
+            guard count >= 0 else { return .unknown("an array of length \(count)") }
             if count == 0 { return .fits }
             if count == 1 { return collect(element, at: offset, memory: memory, depth: depth + 1, into: &parts) }
             guard memory else {
@@ -182,7 +188,16 @@ struct GoFrameLayout: Sendable {
         }
     }
 
-    static func size(of type: DebugType) -> Int? {
+    /// The largest value graft lays out (larger ones, from odd DWARF, are unknown): 4 GiB.
+    static let sizeLimit = 1 << 32
+
+    /// `type`'s size in bytes; nil when it is unknown, negative or past `sizeLimit`.
+    static func size(of type: DebugType, depth: Int = 0) -> Int? {
+        guard depth < 16, let size = unboundedSize(of: type, depth: depth), size >= 0, size <= sizeLimit else { return nil }
+        return size
+    }
+
+    private static func unboundedSize(of type: DebugType, depth: Int) -> Int? {
         switch type.kind {
         case .signed(let size), .unsigned(let size), .floating(let size), .complex(let size), .enumeration(let size, _, _),
              .decoded(_, let size), .other(let size), .goStruct(let size, _), .structure(let size, _), .byReference(let size):
@@ -191,7 +206,10 @@ struct GoFrameLayout: Sendable {
         case .pointer, .string: return 8
         case .goString, .goInterface: return 16
         case .goSlice: return 24
-        case .goArray(let count, let element): return size(of: element).map { $0 * count }
+        case .goArray(let count, let element):
+            guard count >= 0, let element = size(of: element, depth: depth + 1) else { return nil }
+            let (total, overflow) = element.multipliedReportingOverflow(by: count)
+            return overflow ? nil : total
         }
     }
 
@@ -202,7 +220,7 @@ struct GoFrameLayout: Sendable {
         case .signed(let size), .unsigned(let size), .floating(let size), .enumeration(let size, _, _), .decoded(_, let size),
              .other(let size):
             return max(1, min(size, 8))
-        case .complex(let size): return size / 2
+        case .complex(let size): return max(1, size / 2)
         case .boolean, .character: return 1
         case .pointer, .string, .goString, .goInterface, .goSlice: return 8
         case .goStruct(_, let fields?):
@@ -247,8 +265,9 @@ extension GoFrameLayout {
                         stackBase: UInt64, stackName: Int, read: ArgumentDecoder.Reader) -> [TypedArgument] {
         let integers = registers.goIntegerArguments
         // One read for every stack value.
+        // A value's parts end within it; a large array's first elements are all that is read.
         var stackEnd = 0
-        for value in placed { if case .stack(let offset) = value.placement { stackEnd = max(stackEnd, offset + value.size) } }
+        for value in placed { if case .stack(let offset) = value.placement { stackEnd = max(stackEnd, offset + value.partsEnd) } }
         let stack = stackEnd > 0 ? read(stackBase, stackEnd) : nil
         var out: [TypedArgument] = []
         for (i, (parameter, value)) in zip(parameters, placed).enumerated() {
@@ -274,7 +293,7 @@ extension GoFrameLayout {
                                          register: names.isEmpty ? "none" : names.joined(separator: "+"), raw: words.first ?? 0))
             case .stack(let offset):
                 let address = stackBase &+ UInt64(offset)
-                guard let stack, stack.count >= offset + value.size else {
+                guard let stack, stack.count >= offset + value.partsEnd else {
                     out.append(TypedArgument(name: name, type: parameter.type.name, value: .unavailable("stack unreadable at \(hex(address))"),
                                              register: "rsp+\(stackName + offset)", raw: 0))
                     continue

@@ -5,6 +5,10 @@ import GraftCore
 public enum HookFilterValue: Sendable, Equatable {
     case integer(Int64)
     case string(String)
+    /// A value shown by a name that stands for a number (decoded flags `O_RDONLY|O_CLOEXEC`, an
+    /// enumerator `GREEN`, an output buffer's pointer at the call): its text against a string, its
+    /// number against a number.
+    case named(String, Int64)
 }
 
 /// The fields of one call a filter can look at. `HookHit` + its return give tid, pid, the return
@@ -115,8 +119,11 @@ public struct HookFilter: Sendable, CustomStringConvertible {
         case .compare(let l, let op, let r):
             guard let left = value(l, fields), let right = value(r, fields) else { return false }
             switch (left, right) {
-            case (.integer(let a), .integer(let b)): return Self.compare(a, op, b)
-            case (.string(let a), .string(let b)): return Self.compare(a, op, b)
+            case (.integer(let a), .integer(let b)), (.named(_, let a), .integer(let b)), (.integer(let a), .named(_, let b)),
+                 (.named(_, let a), .named(_, let b)):
+                return Self.compare(a, op, b)
+            case (.string(let a), .string(let b)), (.named(let a, _), .string(let b)), (.string(let a), .named(let b, _)):
+                return Self.compare(a, op, b)
             default: return false
             }
         }

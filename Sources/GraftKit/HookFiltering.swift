@@ -8,13 +8,15 @@ struct FilteredCall: HookFilterFields {
     var returnValue: UInt64?
     var tid: Int32 { hit.tid }
     func argument(_ index: Int) -> UInt64? { index < hit.arguments.count ? hit.arguments[index] : nil }
-    /// A typed argument by its parameter name: strings, enumerators and decoded flags as text,
+    /// A typed argument by its parameter name: strings as text, enumerators and decoded values
+    /// (flags, an output buffer's pointer) as text or number, whichever they are compared with,
     /// the rest as integers (a float only when it is a whole number).
     func value(named name: String) -> HookFilterValue? {
         guard let argument = hit.typedArguments?.first(where: { $0.name == name }) else { return nil }
         switch argument.value {
-        case .string, .decoded: return argument.value.string.map { .string($0) }
-        case .enumerator(let label?, _): return .string(label)
+        case .decoded(let text, let value): return .named(text, Int64(bitPattern: value))
+        case .string: return argument.value.string.map { .string($0) }
+        case .enumerator(let label?, let value): return .named(label, value)
         case .enumerator(nil, let v), .signed(let v): return .integer(v)
         case .floating(let v, _): return Int64(exactly: v).map { .integer($0) }
         default: return argument.value.number.flatMap { Int64(exactly: $0) }.map { .integer($0) } ?? .integer(Int64(bitPattern: argument.raw))
@@ -80,18 +82,29 @@ final class HookCallFilter {
                     onEvent(.notice("--filter: \(hit.location) has no parameter \(missing.map { "'\($0)'" }.joined(separator: ", ")) (\(have)); comparisons on it are false"))
                 }
             }
+            // Past --count (the kept calls still running may return): a new call is not counted,
+            // as the engine counts no hit while it drains.
+            if countReached { break }
             let call = FilteredCall(hit: hit, pid: pid, returnValue: nil)
             let state: State = filter.usesReturnValue ? .undecided : (filter.matches(call) ? .kept : .dropped)
             if state == .kept { keep(call, onEvent: onEvent) } else if state == .dropped { rejected += 1 }
             if reportsReturn(hit.hook) { open[hit.tid, default: []].append((hit.hook, call, state)) }
         case .returned(let value):
-            guard var frames = open[value.tid], let at = frames.lastIndex(where: { $0.hook == value.hook }) else { break }
-            // Frames above it were left without a return (longjmp, exceptions): undecided ones are dropped.
-            for abandoned in frames[(at + 1)...] where abandoned.state == .undecided { rejected += 1 }
+            guard let (tid, at) = opened(value), var frames = open[tid] else { break }
             var frame = frames[at]
-            frames.removeSubrange(at...)
-            open[value.tid] = frames.isEmpty ? nil : frames
-            if frame.state == .undecided {
+            if tid == value.tid && !frame.call.hit.goABI {
+                // Frames above it were left without a return (longjmp, exceptions): undecided ones are dropped.
+                for abandoned in frames[(at + 1)...] where abandoned.state == .undecided { rejected += 1 }
+                frames.removeSubrange(at...)
+            } else {
+                // A goroutine's call: the frames above it on its thread are other goroutines' calls
+                // still running (it blocked, and returns here or on another thread).
+                frames.remove(at: at)
+            }
+            open[tid] = frames.isEmpty ? nil : frames
+            if frame.state == .undecided && countReached {
+                frame.state = .dropped  // decided after --count was reached: not counted
+            } else if frame.state == .undecided {
                 frame.call.returnValue = value.value
                 if filter.matches(frame.call) {
                     keep(frame.call, onEvent: onEvent)
@@ -109,6 +122,20 @@ final class HookCallFilter {
             onEvent(event)
         }
         checkCount()
+    }
+
+    /// Where the call `value` ends is open: by its call number (`HookHit.call`), on its thread or —
+    /// a goroutine resumed elsewhere — on the thread it was called on; without one, the thread's
+    /// innermost call of that hook.
+    private func opened(_ value: HookReturn) -> (tid: Int32, index: Int)? {
+        guard value.call != 0 else {
+            return open[value.tid]?.lastIndex(where: { $0.hook == value.hook }).map { (value.tid, $0) }
+        }
+        if let at = open[value.tid]?.lastIndex(where: { $0.call.hit.call == value.call }) { return (value.tid, at) }
+        for (tid, frames) in open {
+            if let at = frames.lastIndex(where: { $0.call.hit.call == value.call }) { return (tid, at) }
+        }
+        return nil
     }
 
     private func keep(_ call: FilteredCall, onEvent: (HookEvent) -> Void) {
@@ -131,8 +158,10 @@ final class HookCallFilter {
 
     /// `--count` over matching calls: once reached, the kept calls still running may return (at most
     /// one second), then the session ends.
+    private var countReached: Bool { countLimit.map { matched.reduce(0, +) >= $0 } ?? false }
+
     private func checkCount() {
-        guard let countLimit, matched.reduce(0, +) >= countLimit else { return }
+        guard countReached else { return }
         let waiting = open.values.contains { $0.contains { $0.state == .kept } }
         let now = graft_monotonic_ns()
         if drainingSince == nil { drainingSince = now }

@@ -39,12 +39,13 @@ extension ArgumentDecoder {
 
     /// The buffers' contents at the return (rax = `result`); a failed call's buffers are left out.
     func readOutputs(_ outputs: [PendingOutput], result: UInt64, read: Reader) -> [TypedArgument] {
-        let resultIsPointer: Bool
+        let succeeded: Bool
         switch signature.result?.kind {
-        case .pointer?, .string?: resultIsPointer = true
-        default: resultIsPointer = false
+        case .pointer?, .string?: succeeded = result != 0
+        // An `int` result fills eax only: -1 is 0x00000000ffffffff in rax (gethostname, sprintf).
+        case .signed(let size)? where size > 0 && size < 8: succeeded = (result >> UInt64(size * 8 - 1)) & 1 == 0
+        default: succeeded = Int64(bitPattern: result) >= 0
         }
-        let succeeded = resultIsPointer ? result != 0 : Int64(bitPattern: result) >= 0
         guard succeeded else { return [] }
         return outputs.map { output in
             let value: ArgumentValue

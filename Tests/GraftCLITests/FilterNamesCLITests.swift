@@ -14,6 +14,24 @@ import TestSupport
         return events.filter { $0["event"] as? String == "hit" }
     }
 
+    func hits(_ location: String, _ filter: String) throws -> Int {
+        let result = try runCommand(try graftBinary(), ["hook", location, "--returns", "--json", "--filter", filter, "--state-dir", temporaryDirectory(),
+                                                        "--", try Victims.path("typed_args"), "4"], input: "go\n")
+        #expect(result.status == 0, "\(filter): \(result.stderr)")
+        return result.stdout.split(separator: "\n").filter { $0.hasPrefix("{\"event\":\"hit\"") }.count
+    }
+
+    /// A value shown by a name compares as that text with a string and as its number with a number:
+    /// decoded flags (open's O_RDONLY|O_CLOEXEC = 0x80000), an enumerator (paint's GREEN = 2), and
+    /// an output buffer, which at the call is read's pointer (`buf != 0`, as when it was a void *).
+    @Test func namedValuesCompareAsTextOrNumber() throws {
+        #expect(try hits("libc:open", "path == '/etc/hosts' && flags == 0x80000") == 4)
+        #expect(try hits("libc:open", "path == '/etc/hosts' && flags == 'O_RDONLY|O_CLOEXEC'") == 4)
+        #expect(try hits("paint", "c == 2 && c == 'GREEN' && level == 200") == 4)
+        #expect(try hits("libc:read", "buf != 0 && count == 16") == 4)
+        #expect(try hits("libc:read", "buf == 0") == 0)
+    }
+
     @Test func parametersCompareByName() throws {
         #expect(try hits("qty > 2").count == 4)             // price("apple", 3), four rounds
         #expect(try hits("qty > 3").count == 0)

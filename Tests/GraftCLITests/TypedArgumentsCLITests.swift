@@ -191,6 +191,22 @@ import TestSupport
         #expect(session.waitExit(timeout: 20).flatMap(WaitStatus.exitCode) == 0, "\(session.stderrOutput)")
     }
 
+    /// A failed call's output buffer is not read: gethostname(host, 1) writes one byte and returns
+    /// the `int` -1, which fills eax only (rax 0x00000000ffffffff, not a negative 64-bit value).
+    @Test func aFailedIntCallShowsNoOutputBuffer() throws {
+        let lines = calls(try hook("typed_args", ["libc:gethostname"], rounds: 2))
+        let hits = lines.filter { $0.hasPrefix("libc:gethostname(") }
+        #expect(hits.count == 2, "\(lines)")
+        #expect(hits.allSatisfy { $0.hasPrefix("libc:gethostname(name=0x") && $0.hasSuffix(", size=1)") }, "\(lines)")
+        #expect(lines.filter { $0 == "libc:gethostname returned -1" }.count == 2, "\(lines)")
+        #expect(!lines.contains { $0.contains("with name=") }, "\(lines)")
+
+        let json = try runCommand(try graftBinary(), ["hook", "libc:gethostname", "--args", "2", "--returns", "--json", "--state-dir", temporaryDirectory(),
+                                                      "--", try Victims.path("typed_args"), "1"], input: "go\n")
+        let returns = json.stdout.split(separator: "\n").filter { $0.contains("\"event\":\"return\"") }
+        #expect(returns.count == 1 && !returns[0].contains("\"outputs\""), "\(json.stdout)")
+    }
+
     /// Go's several results, as the CLI prints them: a tuple in text, `results` in JSON.
     @Test func goResultsAsATupleAndInJSON() throws {
         let text = try runCommand(try graftBinary(), ["hook", "main.divmod", "main.quorem", "main.lookup", "--args", "2", "--returns", "--count", "4",

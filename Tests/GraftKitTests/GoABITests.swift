@@ -117,6 +117,43 @@ import TestSupport
         #expect(returns.contains { !(callThreads[$0.value / 2] ?? []).contains($0.tid) })
     }
 
+    /// `--filter` pairs a return with its call by call number too: a goroutine's call is open on the
+    /// thread it was called on, and another goroutine's call may have opened there since. With a
+    /// `ret` condition every call is decided at its return, so each must meet its own.
+    @Test func aFilterPairsEachGoroutinesReturnWithItsOwnCall() throws {
+        let victim = try Victim.launch("go_goroutines", arguments: ["8", "60"])
+        defer { victim.kill() }
+        let session = HookSession(pid: victim.pid, specs: [HookSpec(location: "main.slow", argumentCount: 1, returns: true)],
+                                  limits: HookLimits(count: 200), journal: temporaryJournal())
+        session.filter = try HookFilter(parsing: "ret > 0")
+        let run = HookRun(session)
+        try #require(run.waitArmed(), "session did not arm")
+        _ = try run.waitEnd(timeout: 60)
+        let hits = run.hits, returns = run.returns
+        #expect(hits.count == 200 && returns.count == hits.count, "\(returns.count) returns for \(hits.count) calls")
+        let arguments = Dictionary(hits.map { ($0.call, $0.arguments[0]) }, uniquingKeysWith: { a, _ in a })
+        let wrong = returns.filter { arguments[$0.call].map { 2 * $0 } != $0.value }
+        #expect(wrong.count == 0, "\(wrong.count) of \(returns.count) returns not their call's (2 × its argument)")
+    }
+
+    /// `--count` with a filter and returns: once the count is reached, the counted calls' returns
+    /// are waited for, and the other goroutines' calls (always some inside main.slow) are neither
+    /// counted nor reported, decided at the call (`i > 0`) or at the return (`ret > 0`).
+    @Test func aFilteredCountStopsCountingAtTheCount() throws {
+        let victim = try Victim.launch("go_goroutines", arguments: ["8", "60"])
+        defer { victim.kill() }
+        for filter in ["i > 0", "ret > 0"] {
+            let session = HookSession(pid: victim.pid, specs: [HookSpec(location: "main.slow", argumentCount: 1, returns: true)],
+                                      limits: HookLimits(count: 20), journal: temporaryJournal())
+            session.filter = try HookFilter(parsing: filter)
+            let run = HookRun(session)
+            try #require(run.waitArmed(), "session did not arm")
+            let summary = try run.waitEnd(timeout: 60)
+            #expect(run.hits.count == 20 && summary.totalHits == 20, "\(filter): \(run.hits.count) calls reported, \(summary.totalHits) counted")
+            #expect(run.returns.count == 20, "\(filter): \(run.returns.count) returns")
+        }
+    }
+
     /// With --hardware a return address is in the calling thread's debug register only: a goroutine
     /// that resumes elsewhere returns unseen. Said at arming, and what is reported is still right.
     @Test func hardwareReturnsOfGoroutinesAreSaidToBePartial() throws {

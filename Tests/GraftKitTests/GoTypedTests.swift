@@ -1,5 +1,6 @@
 import Glibc
 @testable import GraftKit
+@testable import GraftPtrace
 import Testing
 import TestSupport
 
@@ -165,5 +166,55 @@ import TestSupport
         #expect([q, r].resultText == "(q=3, r=2)")
         let many = ArgumentValue.fields((0..<8).map { ArgumentField(name: "F\($0)", value: .signed(Int64($0))) }, more: 2)
         #expect(many.text == "{F0:0, F1:1, F2:2, F3:3, F4:4, F5:5, F6:6, F7:7, …}")
+    }
+}
+
+/// Odd DWARF (or a Go type too large to pass) never traps: sizes that overflow, negative or huge
+/// lengths, field offsets past the struct, deep nesting; and a huge value on the stack is read only
+/// as far as what is shown.
+@Suite struct GoFrameLayoutOddTypesTests {
+    static let int = GoFrameLayoutTests.int
+
+    static func layout(_ types: [DebugType]) -> GoFrameLayout {
+        GoFrameLayout(signature: FunctionSignature(name: "f", parameters: GoFrameLayoutTests.parameters(types), result: types.last,
+                                                   results: GoFrameLayoutTests.parameters(types), source: "test"))
+    }
+
+    @Test func oddSizesAndLengthsAreUnknownOrBounded() {
+        var deep = Self.int
+        for _ in 0..<100 { deep = DebugType("S", .goStruct(size: 8, fields: [DebugField(name: "F", offset: 0, type: deep)])) }
+        var deepArray = Self.int
+        for _ in 0..<100 { deepArray = DebugType("[2]A", .goArray(count: 2, element: deepArray)) }
+        let odd: [DebugType] = [
+            DebugType("[huge]int", .goArray(count: Int.max, element: Self.int)),
+            DebugType("[huge][huge]int", .goArray(count: 1 << 40, element: DebugType("[huge]int", .goArray(count: 1 << 40, element: Self.int)))),
+            DebugType("[-1]int", .goArray(count: -1, element: Self.int)),
+            DebugType("far", .goStruct(size: 16, fields: [DebugField(name: "X", offset: Int.max, type: Self.int)])),
+            DebugType("before", .goStruct(size: 16, fields: [DebugField(name: "X", offset: -8, type: Self.int)])),
+            DebugType("vast", .goStruct(size: Int.max, fields: nil)),
+            DebugType("vast2", .goStruct(size: Int.max - 7, fields: nil)),
+            deep, deepArray,
+        ]
+        for type in odd {
+            let layout = Self.layout([type, Self.int, type])
+            #expect(layout.arguments.count == 3 && layout.results.count == 3, "\(type.name)")
+        }
+        // All together: each later slot is after values whose sizes would overflow.
+        let all = Self.layout(odd + [Self.int])
+        #expect(all.arguments.count == odd.count + 1)
+    }
+
+    @Test func aHugeStackValueIsReadOnlyAsFarAsShown() {
+        let million = DebugType("[1000000]int", .goArray(count: 1_000_000, element: Self.int))
+        let layout = Self.layout([million, Self.int])
+        #expect(layout.arguments[0].placement == .stack(0))
+        var largest = 0
+        let registers = Registers(raw: user_regs_struct())
+        let values = layout.arguments(FunctionSignature(name: "f", parameters: GoFrameLayoutTests.parameters([million, Self.int]), result: nil, source: "test"),
+                                      limit: 2, registers: registers, vectors: nil,
+                                      read: { _, count in largest = max(largest, count); return [UInt8](repeating: 1, count: min(count, 1 << 20)) })
+        #expect(largest <= 4096, "read \(largest) bytes")
+        #expect(values.first?.value.text == "[72340172838076673, 72340172838076673, 72340172838076673, 72340172838076673, 72340172838076673, 72340172838076673, 72340172838076673, 72340172838076673, …]",
+                "\(values.first?.value.text ?? "none")")
     }
 }
