@@ -8,6 +8,14 @@ struct IFUNCChoice {
     /// Printed in the plan's checks and the hook's notice, after the implementation:
     /// `the loader's choice, read from libc.so.6's IRELATIVE slot`.
     let source: String
+
+    /// glibc's own libraries (libc, libm, libmvec): their x86_64 resolvers only read the CPU
+    /// features ld.so set up, take no lock and make no system call, so graft may run one on any
+    /// thread wherever it stopped. Another library's resolver is never called.
+    static func resolverIsSafeToCall(in module: LoadedModule) -> Bool {
+        let name = module.name
+        return ["libc.so.6", "libm.so.6", "libmvec.so.1"].contains(name)
+    }
 }
 
 /// Calls an IFUNC's resolver inside the target with `hwcap` in rdi (as gdb does for
@@ -49,7 +57,11 @@ extension CodeSiteResolver {
         }
         if let bound = boundGOTSlot(of: symbol, in: module, resolver: resolver) { return bound }
         var reason = "graft may not run code in the process here"
-        if let callResolver {
+        if !IFUNCChoice.resolverIsSafeToCall(in: module) {
+            // A resolver of another library may take a lock or make a system call; given up at its
+            // timeout wherever the borrowed thread stood, it could leave the process wedged.
+            reason = "graft calls only glibc's resolvers (they read the CPU features and nothing else), and \(module.name) is not glibc"
+        } else if let callResolver {
             do {
                 let hwcap = index.pid.flatMap { ProcFS.auxiliaryValue($0, type: 16) } ?? 0  // AT_HWCAP
                 let chosen = try callResolver(resolver, hwcap, function)

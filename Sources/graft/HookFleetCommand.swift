@@ -63,6 +63,7 @@ extension HookCommand {
             onEvent: { pid, event in printer(pid).event(event) },
             onEnd: { pid, summary in printer(pid).summary(summary) })
         TerminationSignals.restoreDefaults()
+        hold.release()  // a call line still waiting (its session ended by an error, not a summary)
         status.clear()
         var failed: [String] = []
         var signal: Int32?

@@ -302,8 +302,6 @@ final class HookPrinter {
     private let addressKey = Array(",\"address\":\"".utf8)
     private let timeKey = Array("\",\"time_ns\":".utf8)
     private let argsKey = Array(",\"args\":[".utf8)
-    private let quote = Array("\"".utf8)
-    private let commaQuote = Array(",\"".utf8)
     private let madeToReturn = Array(" (made to return ".utf8)
     private let durationIn = Array(" in ".utf8)
     private let valueKey = Array(",\"value\":\"".utf8)

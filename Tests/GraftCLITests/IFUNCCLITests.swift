@@ -115,4 +115,31 @@ import TestSupport
         let plain = try graft(["symbols", "-p", String(victim.pid), "libc:getpid", "--json"], stateDir: state)
         #expect(try jsonLines(plain.stdout).first?["ifunc"] == nil, "\(plain.stdout)")
     }
+
+    /// An IFUNC of a library of our own: its resolver is not glibc's, so graft never calls it (it
+    /// might take a lock). Unbound, the IFUNC is refused saying so, and the victim is untouched;
+    /// once the program's GOT slot is bound, that slot says the implementation: exact hits.
+    @Test func anotherLibrarysResolverIsNeverCalled() throws {
+        let victim = try Victim.launch("ifunc_own", arguments: ["50"], stdin: true)
+        defer { victim.kill() }
+        let state = temporaryDirectory()
+        let pid = String(victim.pid)
+        let refused = try graft(["hook", "-p", pid, "libownifunc:own_pick", "--count", "1"], stateDir: state)
+        #expect(refused.status != 0 && refused.stderr.contains("libownifunc.so!own_pick is an IFUNC that no loaded module has bound yet")
+                && refused.stderr.contains("graft calls only glibc's resolvers"), "\(refused.stderr)")
+        #expect(refused.stderr.split(separator: "\n").count == 1, "\(refused.stderr)")
+        victim.writeStdin("go\n")
+        #expect(victim.waitForLine("own 50 sum 1275"), "\(victim.drain())")
+        let session = try Victim.launchCommand(try graftBinary(), arguments: ["hook", "-p", pid, "libownifunc:own_pick", "--count", "50", "--json", "--quiet",
+                                                                            "--state-dir", state], waitForReady: false)
+        defer { session.kill() }
+        #expect(session.waitForLine(timeout: 20, where: { $0.contains("\"event\":\"armed\"") }) != nil, "\(session.transcript)")
+        #expect(session.waitForLine(timeout: 20, where: { $0.contains("own_pick is an IFUNC: hooking the implementation this process uses")
+                                                          && $0.contains("ifunc_own's GOT") }) != nil, "\(session.transcript)")
+        victim.writeStdin("go\n")
+        #expect(session.waitExit(timeout: 20).flatMap(WaitStatus.exitCode) == 0, "\(session.stderrOutput)")
+        _ = session.readLines(100, timeout: 5)
+        #expect(session.transcript.contains { $0.contains("\"hits\":50") }, "\(session.transcript)")
+        #expect(victim.waitForLine("own 50 sum 1275"), "\(victim.drain())")
+    }
 }
