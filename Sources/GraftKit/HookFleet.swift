@@ -29,6 +29,9 @@ public final class HookFleet: @unchecked Sendable {
     private var reported = 0
     /// Calls past `--count` (by process and `HookHit.call`): not reported, nor are their returns.
     private var dropped: Set<UInt64> = []
+    /// How many calls past `--count` each process's hooks made (pid → hook → calls): taken out of
+    /// its summary, which counts what was reported.
+    private var droppedHits: [Int32: [Int: Int]] = [:]
     private var order: [Int32] = []
     private var results: [Int32: Result<HookSummary, GraftError>] = [:]
     private var threads: [pthread_t] = []
@@ -111,7 +114,15 @@ public final class HookFleet: @unchecked Sendable {
                 let summary = try session.run(
                     stopCheck: { [self] in
                         if let end = callbacks.stopCheck() { return end }
-                        return lock.withLock { stopping }
+                        return lock.withLock {
+                            // --quiet: no hit events to count; the sessions' own counts, every 10 ms
+                            // (a few calls past the count may be counted before they all stop).
+                            if !reportsCalls, let count, stopping == nil,
+                               sessions.values.reduce(0, { $0 + $1.hitsSoFar }) >= count {
+                                stopping = .count
+                            }
+                            return stopping
+                        }
                     },
                     flush: { [self] in lock.withLock { callbacks.flush(pid) } },
                     onEvent: { [self] event in
@@ -119,6 +130,7 @@ public final class HookFleet: @unchecked Sendable {
                             if case .hit(let hit) = event, let count {
                                 if reported >= count {
                                     if hit.call != 0 { dropped.insert(UInt64(UInt32(bitPattern: pid)) << 32 | hit.call & 0xffff_ffff) }
+                                    droppedHits[pid, default: [:]][hit.hook, default: 0] += 1
                                     return
                                 }
                                 reported += 1
@@ -131,7 +143,7 @@ public final class HookFleet: @unchecked Sendable {
                             callbacks.onEvent(pid, event)
                         }
                     },
-                    onEnd: { [self] summary in lock.withLock { callbacks.onEnd(pid, summary) } })
+                    onEnd: { [self] summary in lock.withLock { callbacks.onEnd(pid, reportedOnly(summary, pid: pid)) } })
                 result = .success(summary)
             } catch {
                 result = .failure(error as? GraftError ?? GraftError.usage("\(error)"))
@@ -165,5 +177,17 @@ public final class HookFleet: @unchecked Sendable {
             return nil
         }
         return handle
+    }
+
+    /// `summary` without the calls past `--count` (not reported: `droppedHits`). Called with `lock` held.
+    private func reportedOnly(_ summary: HookSummary, pid: Int32) -> HookSummary {
+        guard let extra = droppedHits[pid], !extra.isEmpty else { return summary }
+        var hooks = summary.hooks
+        for (hook, calls) in extra where hook >= 0 && hook < hooks.count {
+            hooks[hook].hits = max(0, hooks[hook].hits - calls)
+        }
+        var adjusted = HookSummary(hooks: hooks, end: summary.end, elapsedNanoseconds: summary.elapsedNanoseconds, codeRestored: summary.codeRestored)
+        adjusted.filteredOut = summary.filteredOut
+        return adjusted
     }
 }

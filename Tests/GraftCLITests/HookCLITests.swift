@@ -48,6 +48,21 @@ import TestSupport
         #expect(first.isAlive && second.isAlive)
     }
 
+    /// `--count` over several processes with `--quiet` (no per-call events to count): the sessions'
+    /// own counts end it, each summary saying so.
+    @Test func quietCountOverSeveralProcesses() throws {
+        let first = try Victim.launch("c_loop", arguments: ["2"])
+        defer { first.kill() }
+        let second = try Victim.launch("c_loop", arguments: ["3"])
+        defer { second.kill() }
+        let result = try graft(["hook", "-p", "\(first.pid),\(second.pid)", "value_a", "--count", "50", "--json", "--quiet"], stateDir: temporaryDirectory())
+        #expect(result.status == 0, "\(result.stderr)")
+        let summaries = try jsonLines(result.stdout).filter { $0["event"] as? String == "summary" }
+        #expect(summaries.count == 2 && summaries.allSatisfy { $0["ended_by"] as? String == "--count" }, "\(result.stdout)")
+        #expect(summaries.reduce(0) { $0 + ($1["total_hits"] as? Int ?? 0) } >= 50, "\(result.stdout)")
+        #expect(first.isAlive && second.isAlive)
+    }
+
     @Test func jsonEventsCarryTheDocumentedKeys() throws {
         let victim = try Victim.launch("c_loop", arguments: ["5"])
         defer { victim.kill() }
