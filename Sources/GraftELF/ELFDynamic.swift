@@ -49,6 +49,13 @@ public struct ELFRelocation: Sendable, Equatable, CustomStringConvertible {
 
     public var symbolName: String? { symbol?.name }
 
+    /// A GOT slot the loader fills with a symbol's address: `R_X86_64_GLOB_DAT` (`.rela.dyn`) or
+    /// `R_X86_64_JUMP_SLOT` (`.rela.plt`).
+    public var isGOTSlot: Bool { type == 6 || type == 7 }
+
+    /// A GOT slot through which this file imports `name` (a symbol it does not define itself).
+    public func isImportSlot(of name: String) -> Bool { isGOTSlot && symbolName == name && symbol?.isDefined != true }
+
     /// `R_X86_64_RELATIVE`, or `relocation type N` for a type without a name here. Names are
     /// x86_64's: the only machine whose libraries graft relocates.
     public var typeName: String { Self.x86_64Names[type].map { "R_X86_64_" + $0 } ?? "relocation type \(type)" }

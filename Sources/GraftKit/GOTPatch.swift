@@ -106,9 +106,9 @@ extension Graft {
     /// a patch file's entry with it before loading any library).
     func gotSlots(of symbol: String, in module: LoadedModule, index: SymbolIndex, contents: JournalContents, pid: Int32) throws -> [GOTSlot] {
         let relocations = try module.elf().dynamicInfo().relocations
-        let slots = relocations.filter { ($0.type == 6 || $0.type == 7) && $0.symbolName == symbol && $0.symbol?.isDefined != true }
+        let slots = relocations.filter { $0.isImportSlot(of: symbol) }
         guard !slots.isEmpty else {
-            let imports = Set(relocations.filter { $0.type == 6 || $0.type == 7 }.compactMap(\.symbolName)).sorted()
+            let imports = Set(relocations.filter(\.isGOTSlot).compactMap(\.symbolName)).sorted()
             let close = Suggestions.best(for: symbol, among: imports, limit: 5)
             throw GraftError.usage("\(module.name) has no GOT slot for \(symbol): it does not import it\(close.isEmpty ? "" : " (close imports: \(close.joined(separator: ", ")))")")
         }

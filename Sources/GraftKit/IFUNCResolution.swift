@@ -85,8 +85,7 @@ extension CodeSiteResolver {
         guard let elf = try? module.elf(), !elf.symbols(named: symbol.name).contains(where: { $0.value != symbol.value }) else { return nil }
         for candidate in index.modules where candidate !== module && candidate.path != module.path && candidate.hasExecutableMapping {
             guard let relocations = try? candidate.elf().dynamicInfo().relocations else { continue }
-            for relocation in relocations where (relocation.type == 6 || relocation.type == 7)
-                && relocation.symbolName == symbol.name && relocation.symbol?.isDefined != true {
+            for relocation in relocations where relocation.isImportSlot(of: symbol.name) {
                 let slot = candidate.loadBias &+ relocation.offset
                 guard let bytes = try? readMemory(slot, 8) else { continue }
                 let value = readLittleEndianUInt64(bytes, at: 0)
