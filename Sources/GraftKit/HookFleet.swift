@@ -27,8 +27,13 @@ public final class HookFleet: @unchecked Sendable {
     private var running = 0
     private var stopping: HookSessionEnd?
     private var reported = 0
-    /// Calls past `--count` (by process and `HookHit.call`): not reported, nor are their returns.
-    private var dropped: Set<UInt64> = []
+    /// Calls past `--count`: not reported, nor are their returns.
+    private struct DroppedCall: Hashable {
+        let pid: Int32
+        /// `HookHit.call`.
+        let call: UInt64
+    }
+    private var dropped: Set<DroppedCall> = []
     /// How many calls past `--count` each process's hooks made (pid → hook → calls): taken out of
     /// its summary, which counts what was reported.
     private var droppedHits: [Int32: [Int: Int]] = [:]
@@ -129,7 +134,7 @@ public final class HookFleet: @unchecked Sendable {
                         lock.withLock {
                             if case .hit(let hit) = event, let count {
                                 if reported >= count {
-                                    if hit.call != 0 { dropped.insert(UInt64(UInt32(bitPattern: pid)) << 32 | hit.call & 0xffff_ffff) }
+                                    if hit.call != 0 { dropped.insert(DroppedCall(pid: pid, call: hit.call)) }
                                     droppedHits[pid, default: [:]][hit.hook, default: 0] += 1
                                     return
                                 }
@@ -137,7 +142,7 @@ public final class HookFleet: @unchecked Sendable {
                                 if reported >= count, stopping == nil { stopping = .count }
                             }
                             if case .returned(let value) = event, value.call != 0,
-                               dropped.remove(UInt64(UInt32(bitPattern: pid)) << 32 | value.call & 0xffff_ffff) != nil {
+                               dropped.remove(DroppedCall(pid: pid, call: value.call)) != nil {
                                 return  // the return of a call not reported
                             }
                             callbacks.onEvent(pid, event)
