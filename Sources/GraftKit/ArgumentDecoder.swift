@@ -19,10 +19,17 @@ public struct ArgumentDecoder: Sendable {
     public let resultUsesVectors: Bool
     /// Go: where each argument and result is (`GoFrameLayout`), computed once.
     let goLayout: GoFrameLayout?
+    /// The output parameters by index, and their kind (`output:ret`, `output:str`: `OutputArguments`).
+    let outputKinds: [Int: String]
 
     public init(signature: FunctionSignature, goABI: Bool) {
         self.signature = signature
         self.goABI = goABI
+        var kinds: [Int: String] = [:]
+        for (i, parameter) in signature.parameters.enumerated() {
+            if case .decoded(let decoder, _) = parameter.type.kind, decoder.hasPrefix("output:") { kinds[i] = decoder }
+        }
+        outputKinds = kinds
         if goABI {
             let layout = GoFrameLayout(signature: signature)
             goLayout = layout

@@ -18,21 +18,11 @@ struct PendingOutput {
 }
 
 extension ArgumentDecoder {
-    /// The signature's output parameters, by index: their kind (`output:ret`, `output:str`).
-    var outputKinds: [Int: String] {
-        var kinds: [Int: String] = [:]
-        for (i, parameter) in signature.parameters.enumerated() {
-            if case .decoded(let decoder, _) = parameter.type.kind, decoder.hasPrefix("output:") { kinds[i] = decoder }
-        }
-        return kinds
-    }
-
-    /// The output buffers among the arguments a hit showed.
+    /// The output buffers among the arguments a hit showed (`outputKinds`, found once per signature).
     func pendingOutputs(_ arguments: [TypedArgument]) -> [PendingOutput] {
-        let kinds = outputKinds
-        guard !kinds.isEmpty else { return [] }
+        guard !outputKinds.isEmpty else { return [] }
         return arguments.enumerated().compactMap { i, argument in
-            guard let kind = kinds[i], case .decoded(_, let address) = argument.value, address != 0 else { return nil }
+            guard let kind = outputKinds[i], case .decoded(_, let address) = argument.value, address != 0 else { return nil }
             return PendingOutput(name: argument.name, type: argument.type, kind: kind, address: address, register: argument.register)
         }
     }
