@@ -248,6 +248,6 @@ extension Graft {
             guard fileName == module || fileName.hasPrefix(module + ".") else { return false }
         }
         if !file.symbols(named: name).isEmpty { return true }
-        return file.functionSymbols.contains { $0.displayName == name || SymbolNames.display($0.name) == name }
+        return file.functionSymbols.contains { SymbolNames.demangled($0.name) == name }
     }
 }
