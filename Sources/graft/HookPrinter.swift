@@ -197,11 +197,8 @@ final class HookPrinter {
         } else if let typed = hit.typedArguments {
             for (i, argument) in typed.enumerated() {
                 if i > 0 { out.append(UInt8(ascii: ",")); out.append(UInt8(ascii: " ")) }
-                out.append(argument.name)
-                out.append(UInt8(ascii: "="))
                 // An output buffer as the call left it (`read`'s bytes), once it has returned.
-                let shown = returned.flatMap { value in value.outputs.first { $0.name == argument.name } } ?? argument
-                out.append(shown.value.text)
+                appendNamed(returned.flatMap { value in value.outputs.first { $0.name == argument.name } } ?? argument, to: out)
             }
         } else {
             for (i, argument) in hit.arguments.enumerated() {
@@ -269,13 +266,18 @@ final class HookPrinter {
         if outputs {
             for (i, output) in value.outputs.enumerated() {
                 out.append(i == 0 ? " with " : ", ")
-                out.append(output.name)
-                out.append(UInt8(ascii: "="))
-                out.append(output.value.text)
+                appendNamed(output, to: out)
             }
         }
         out.append(durationIn)
         out.append(formatDuration(value.durationNanoseconds))
+    }
+
+    /// `NAME=VALUE`, as an argument shows in a text line.
+    private func appendNamed(_ argument: TypedArgument, to out: LineBuffer) {
+        out.append(argument.name)
+        out.append(UInt8(ascii: "="))
+        out.append(argument.value.text)
     }
 
     private func jsonLine(_ value: HookReturn) {
